@@ -1,0 +1,85 @@
+//! The registry's configuration: one clap struct, every field a `--flag` with a `ROLLCALL_*`
+//! environment equivalent. Durations are written the human way: `250ms`, `3s`, `10m`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// How the registry listens, stores and checks health.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryConfig {
+    /// Address to listen on. Port 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// Directory for the registry's data; created when missing.
+    #[arg(long, env = "ROLLCALL_DATA_DIR", default_value = "./rollcall-data/registry")]
+    pub data_dir: PathBuf,
+
+    /// Time between two probes of a passing instance (each instance on its own jittered clock).
+    #[arg(long, env = "ROLLCALL_HEALTH_INTERVAL", default_value = "3s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+
+    /// How long one probe may take before it counts as failed.
+    #[arg(long, env = "ROLLCALL_HEALTH_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+
+    /// Consecutive failed probes that make an instance critical (removed from discovery).
+    #[arg(long, env = "ROLLCALL_HEALTH_TRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub health_tries: u32,
+
+    /// Time between a failed probe and the next attempt, while the instance is suspect.
+    #[arg(long, env = "ROLLCALL_HEALTH_RETRY_DELAY", default_value = "1s", value_parser = parse_duration)]
+    pub health_retry_delay: Duration,
+
+    /// How long an instance may stay critical before it is deregistered for good.
+    #[arg(long, env = "ROLLCALL_DEREGISTER_CRITICAL_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub deregister_critical_after: Duration,
+
+    /// How long one patch delivery (and the registration callback) may take.
+    #[arg(long, env = "ROLLCALL_NOTIFY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub notify_timeout: Duration,
+}
+
+impl RegistryConfig {
+    /// The defaults, listening on `listen` and storing under `data_dir`: what tests start from.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            health_interval: Duration::from_secs(3),
+            health_timeout: Duration::from_secs(1),
+            health_tries: 3,
+            health_retry_delay: Duration::from_secs(1),
+            deregister_critical_after: Duration::from_secs(600),
+            notify_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Parses `250ms`, `3s`, `10m`, `1h 30m`; refuses a zero duration, which would spin.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (write durations like 250ms, 3s or 10m)"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_the_human_way() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3").is_err());
+    }
+}

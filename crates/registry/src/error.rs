@@ -1,0 +1,77 @@
+//! The registry's one error type and how it is answered over HTTP.
+//!
+//! Every error answers `{"error": code, "message": ...}` with `application/json`. On the seed
+//! endpoints the status codes are the seed's (400 for any refused registration, 500 for the
+//! deregistration of an unknown URL), so unchanged Go clients behave as before; the body only
+//! adds the explanation they never had.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rollcall_wire::ErrorBody;
+
+use crate::state::CommandError;
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is wrong; `code` names what, for scripts.
+    #[error("{message}")]
+    BadRequest {
+        /// A stable machine-readable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// `DELETE /services` named a ServiceURL nobody registered (the seed answers 500).
+    #[error("no instance is registered with ServiceURL {0:?}")]
+    UnknownInstance(String),
+    /// No route has this path.
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    /// The route exists, but not for this method.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// The registry is stopping.
+    #[error("the registry is shutting down")]
+    ShuttingDown,
+}
+
+impl ApiError {
+    /// A 400 answer with `code` and `message`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::UnknownInstance(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unknown_instance"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = ErrorBody {
+            error: code.to_owned(),
+            message: self.to_string(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::UnknownInstance(url) => ApiError::UnknownInstance(url),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Health checks: one prober task per registered instance, each on its own jittered clock.
+//!
+//! Every probe is a `GET` of the instance's HeartbeatURL with the configured timeout; any 2xx
+//! answer passes. Because each instance has its own task, a hung heartbeat delays only its own
+//! next probe. The schedule follows the state the catalog assigns after each probe:
+//! - passing: the next probe after the health interval (±10% jitter);
+//! - suspect: the next attempt after the retry delay;
+//! - critical: probes continue with exponential backoff from the interval up to
+//!   [`MAX_CRITICAL_BACKOFF`] (never past the moment the instance is due to be reaped), so that a
+//!   recovered instance comes back by itself.
+//!
+//! A prober ends when its registration leaves the catalog or is replaced, or on shutdown. An idle
+//! registry therefore runs no timers at all.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use rollcall_wire::InstanceState;
+
+use crate::RegistryConfig;
+use crate::core::Core;
+use crate::notify::transport_error;
+use crate::state::{Command, Instance, InstanceId};
+
+/// The longest wait between two probes of a critical instance (unless the interval is longer).
+pub const MAX_CRITICAL_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Starts probing registration `id` of the instance at `url`.
+pub(crate) fn spawn_prober(core: &Arc<Core>, url: String, id: InstanceId) {
+    let core = Arc::clone(core);
+    core.tasks.clone().spawn(probe_loop(core, url, id));
+}
+
+async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
+    let Some(heartbeat_url) = core
+        .catalog()
+        .current(&url, id)
+        .map(|i| i.registration.heartbeat_url.clone())
+    else {
+        return;
+    };
+    // Spread the first probes of instances registered together over one interval.
+    let mut delay = core.config.health_interval.mul_f64(rand::rng().random_range(0.0..1.0));
+    loop {
+        tokio::select! {
+            () = core.shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let outcome = tokio::select! {
+            () = core.shutdown.cancelled() => return,
+            outcome = probe(&core, &heartbeat_url) => outcome,
+        };
+        let at = SystemTime::now();
+        if let Err(error) = &outcome {
+            tracing::debug!(%url, %error, "probe failed");
+        }
+        // Apply never fails for a probe: a stale id is simply ignored.
+        let _ = core.apply(Command::RecordProbe {
+            url: url.clone(),
+            id,
+            outcome,
+            at,
+        });
+        let Some(next) = core
+            .catalog()
+            .current(&url, id)
+            .map(|i| next_probe_delay(&core.config, i, at))
+        else {
+            return; // deregistered, replaced or reaped
+        };
+        delay = next;
+    }
+}
+
+/// How long to wait before probing `instance` again, given its state after a probe at `now`.
+fn next_probe_delay(config: &RegistryConfig, instance: &Instance, now: SystemTime) -> Duration {
+    match instance.state {
+        InstanceState::Passing => config.health_interval.mul_f64(rand::rng().random_range(0.9..=1.1)),
+        InstanceState::Suspect => config.health_retry_delay,
+        InstanceState::Critical => {
+            let beyond_tries = instance
+                .consecutive_failures
+                .saturating_sub(config.health_tries)
+                .min(16);
+            let backoff = config
+                .health_interval
+                .saturating_mul(1 << beyond_tries)
+                .min(MAX_CRITICAL_BACKOFF.max(config.health_interval));
+            let reap_at = instance
+                .critical_since
+                .map(|since| since + config.deregister_critical_after);
+            let until_reap = reap_at.and_then(|at| at.duration_since(now).ok()).unwrap_or_default();
+            backoff.min(until_reap.max(config.health_retry_delay))
+        }
+    }
+}
+
+/// One probe: `GET HeartbeatURL`, passing on any 2xx answer within the health timeout.
+async fn probe(core: &Core, heartbeat_url: &str) -> Result<(), String> {
+    let timeout = core.config.health_timeout;
+    let response = core
+        .http
+        .get(heartbeat_url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| transport_error(e, timeout).to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered HTTP {}", status.as_u16()))
+    }
+}

@@ -1,0 +1,44 @@
+//! The registry's HTTP surface: the seed endpoints and the `/v1` API, merged and layered once.
+//!
+//! Every request body is limited to [`MAX_BODY_BYTES`]; every request is bounded in time so that
+//! a graceful shutdown always finishes; unknown paths and wrong methods answer JSON errors.
+
+mod seed;
+mod services;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
+
+use crate::core::Core;
+use crate::error::ApiError;
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The registry's router over `core`.
+pub(crate) fn router(core: Arc<Core>) -> Router {
+    // A registration waits for its callback, so requests may take up to the notify timeout.
+    let request_timeout = core.config.notify_timeout + Duration::from_secs(5);
+    Router::new()
+        .merge(seed::router())
+        .merge(services::router())
+        .fallback(|request: Request| async move { ApiError::NotFound(request.uri().path().to_owned()) })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::MethodNotAllowed(request.method().to_string())
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        // A 500 here is the seed's answer to an unknown deregistration, not a fault: log at debug.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
+        .with_state(core)
+}

@@ -1,0 +1,92 @@
+//! The rollcall service registry, as a library.
+//!
+//! [`run`] serves the seed protocol's `/services` endpoint (so unchanged Go services register
+//! here) and the `/v1` listing API on a listener it is given, probes every registered instance's
+//! heartbeat, and pushes provider changes to dependents through per-subscriber delivery queues.
+//! It stops when the given token is cancelled. It never binds sockets of its own and never
+//! installs signal handlers: that is the binary's job.
+//!
+//! Inside: [`state`] is the catalog as a pure state machine; `core` applies commands to it under
+//! a lock and reacts to the events once the lock is released; `health` runs one prober task per
+//! instance; `notify` runs one delivery queue per subscriber; `http` is the HTTP surface.
+
+mod config;
+mod core;
+mod error;
+mod health;
+mod http;
+mod notify;
+pub mod state;
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{RegistryConfig, parse_duration};
+pub use error::ApiError;
+pub use health::MAX_CRITICAL_BACKOFF;
+pub use http::MAX_BODY_BYTES;
+pub use notify::MAX_ATTEMPTS as MAX_DELIVERY_ATTEMPTS;
+
+/// How long a stopping registry waits for in-flight requests and background tasks.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the registry could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The HTTP client could not be built (no TLS backend, for instance).
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    /// Serving failed.
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[source] io::Error),
+}
+
+/// Runs the registry on `listener` until `shutdown` is cancelled, then stops gracefully: new
+/// connections are refused, in-flight requests get up to [`SHUTDOWN_GRACE`] to finish, and every
+/// background task (probers, delivery queues) is stopped.
+pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let core = core::Core::new(config, shutdown.child_token())?;
+    let app = http::router(core.clone());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut http_task = tokio::spawn(serve.into_future());
+
+    let ended_early = tokio::select! {
+        result = &mut http_task => Some(result),
+        () = shutdown.cancelled() => None,
+    };
+    core.shutdown.cancel();
+    core.tasks.close();
+    let stopped = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let result = match ended_early {
+            Some(result) => result,
+            None => (&mut http_task).await,
+        };
+        core.tasks.wait().await;
+        result
+    })
+    .await;
+    match stopped {
+        Ok(Ok(result)) => result.map_err(RunError::Serve),
+        Ok(Err(join_error)) => Err(RunError::Serve(io::Error::other(join_error))),
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown grace expired; dropping what is left");
+            http_task.abort();
+            Ok(())
+        }
+    }
+}

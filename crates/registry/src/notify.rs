@@ -1,0 +1,273 @@
+//! Push notifications: one ordered, coalescing delivery queue per subscriber.
+//!
+//! A subscriber is a registered instance that requires other services. Its queue is a task that
+//! holds what the subscriber is known to hold (`held`: the providers it acknowledged) and, when
+//! woken, sends the difference between that and what it should hold now (computed from the
+//! catalog). Because the patch is always computed from the current catalog:
+//! - changes that pile up while a subscriber is slow are coalesced (an instance added then removed
+//!   before delivery is never sent at all);
+//! - a subscriber is never sent a patch that repeats what it already holds;
+//! - a slow or dead subscriber only ever delays its own task, never another's.
+//!
+//! A failed delivery is retried with exponential backoff and jitter, at most
+//! [`MAX_ATTEMPTS`] times in a row; after that the queue waits for the next change (or for the
+//! subscriber to pass a health check again) and then sends everything it missed in one patch.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rand::Rng;
+use rollcall_wire::{Patch, PatchEntry, Registration};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::Core;
+use crate::state::InstanceId;
+
+/// Delivery attempts in a row before a queue stops retrying until the next change.
+pub const MAX_ATTEMPTS: u32 = 8;
+/// Delay before the first retry; it doubles with each further failure.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The longest delay between two retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// The delivery queues of every subscriber, keyed by the subscriber's ServiceURL.
+#[derive(Debug, Default)]
+pub(crate) struct Notifier {
+    subscribers: Mutex<HashMap<String, Arc<Subscriber>>>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    /// The registration this queue serves; a newer registration of the URL replaces the queue.
+    id: InstanceId,
+    url: String,
+    update_url: String,
+    required: Vec<String>,
+    /// The providers the subscriber acknowledged holding.
+    held: Mutex<BTreeSet<PatchEntry>>,
+    wake: Notify,
+    cancel: CancellationToken,
+}
+
+impl Notifier {
+    /// Starts the queue of registration `id`, whose subscriber already holds `held` (the patch
+    /// its registration callback delivered). Replaces the queue of any older registration of the
+    /// same URL; a registration that requires nothing gets no queue.
+    pub fn subscribe(&self, core: &Arc<Core>, registration: &Registration, id: InstanceId, held: BTreeSet<PatchEntry>) {
+        let url = &registration.service_url;
+        let mut subscribers = self.lock();
+        if subscribers.get(url).is_some_and(|s| s.id > id) {
+            return; // a newer registration of this URL got here first
+        }
+        if let Some(old) = subscribers.remove(url) {
+            old.cancel.cancel();
+        }
+        if registration.required_services.is_empty() {
+            return;
+        }
+        let subscriber = Arc::new(Subscriber {
+            id,
+            url: url.clone(),
+            update_url: registration.service_update_url.clone(),
+            required: registration.required_services.clone(),
+            held: Mutex::new(held),
+            wake: Notify::new(),
+            cancel: core.shutdown.child_token(),
+        });
+        // Catch up with whatever changed between the callback and the catalog update.
+        subscriber.wake.notify_one();
+        subscribers.insert(url.clone(), Arc::clone(&subscriber));
+        drop(subscribers);
+        let core = Arc::clone(core);
+        core.tasks.clone().spawn(run_queue(core, subscriber));
+    }
+
+    /// Stops the queue of registration `id` of `url`, if it is still the current one.
+    pub fn remove(&self, url: &str, id: InstanceId) {
+        let mut subscribers = self.lock();
+        if subscribers.get(url).is_some_and(|s| s.id == id) {
+            if let Some(old) = subscribers.remove(url) {
+                old.cancel.cancel();
+            }
+        }
+    }
+
+    /// Wakes the queues of the subscribers at `urls` so that they bring their subscriber up to date.
+    pub fn wake<'a>(&self, urls: impl IntoIterator<Item = &'a str>) {
+        let subscribers = self.lock();
+        for url in urls {
+            if let Some(subscriber) = subscribers.get(url) {
+                subscriber.wake.notify_one();
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Subscriber>>> {
+        self.subscribers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Subscriber {
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeSet<PatchEntry>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The queue's task: sleep until woken, then deliver until the subscriber holds what it should.
+async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>) {
+    loop {
+        tokio::select! {
+            () = subscriber.cancel.cancelled() => return,
+            () = subscriber.wake.notified() => {}
+        }
+        if core.catalog().current(&subscriber.url, subscriber.id).is_none() {
+            core.notifier.remove(&subscriber.url, subscriber.id);
+            return;
+        }
+        deliver_until_current(&core, &subscriber).await;
+    }
+}
+
+async fn deliver_until_current(core: &Core, subscriber: &Subscriber) {
+    let mut failures = 0;
+    loop {
+        let desired = core.catalog().providers_of(&subscriber.required);
+        let patch = difference(&subscriber.held(), &desired);
+        if patch.is_empty() {
+            return;
+        }
+        let delivery = send_patch(&core.http, &subscriber.update_url, &patch, core.config.notify_timeout);
+        let result = tokio::select! {
+            () = subscriber.cancel.cancelled() => return,
+            result = delivery => result,
+        };
+        match result {
+            Ok(()) => {
+                let mut held = subscriber.held();
+                for removed in &patch.removed {
+                    held.remove(removed);
+                }
+                held.extend(patch.added);
+                failures = 0;
+            }
+            Err(error) => {
+                failures += 1;
+                if failures >= MAX_ATTEMPTS {
+                    tracing::warn!(url = %subscriber.url, %error, failures, "giving up on a patch until the next change");
+                    return;
+                }
+                tracing::debug!(url = %subscriber.url, %error, failures, "patch delivery failed; retrying");
+                tokio::select! {
+                    () = subscriber.cancel.cancelled() => return,
+                    () = tokio::time::sleep(retry_delay(failures)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The patch that takes a subscriber from holding `held` to holding `desired`.
+fn difference(held: &BTreeSet<PatchEntry>, desired: &BTreeSet<PatchEntry>) -> Patch {
+    Patch {
+        added: desired.difference(held).cloned().collect(),
+        removed: held.difference(desired).cloned().collect(),
+    }
+}
+
+/// Exponential backoff with "equal jitter": half the delay fixed, half random, so that queues
+/// failing together do not retry in lockstep.
+fn retry_delay(failures: u32) -> Duration {
+    let exponential = FIRST_RETRY_DELAY.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    let delay = exponential.min(MAX_RETRY_DELAY);
+    delay / 2 + rand::rng().random_range(Duration::ZERO..=delay / 2)
+}
+
+/// Why a patch was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeliveryError {
+    /// The receiver did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made or broke.
+    #[error("{0}")]
+    Transport(String),
+    /// The receiver answered with a status other than 2xx.
+    #[error("answered HTTP {0}")]
+    Status(u16),
+}
+
+/// POSTs `patch` to `update_url` as JSON and waits at most `timeout` for a 2xx answer.
+pub(crate) async fn send_patch(
+    http: &reqwest::Client,
+    update_url: &str,
+    patch: &Patch,
+    timeout: Duration,
+) -> Result<(), DeliveryError> {
+    let response = http
+        .post(update_url)
+        .json(patch)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| transport_error(e, timeout))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(DeliveryError::Status(status.as_u16()))
+    }
+}
+
+/// Describes a failed HTTP call without repeating its URL.
+pub(crate) fn transport_error(error: reqwest::Error, timeout: Duration) -> DeliveryError {
+    if error.is_timeout() {
+        return DeliveryError::Timeout(timeout);
+    }
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    DeliveryError::Transport(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, url: &str) -> PatchEntry {
+        PatchEntry {
+            name: name.to_owned(),
+            url: url.to_owned(),
+        }
+    }
+
+    #[test]
+    fn difference_adds_missing_and_removes_stale() {
+        let held = BTreeSet::from([entry("A", "http://1"), entry("A", "http://2")]);
+        let desired = BTreeSet::from([entry("A", "http://2"), entry("B", "http://3")]);
+        let patch = difference(&held, &desired);
+        assert_eq!(patch.added, [entry("B", "http://3")]);
+        assert_eq!(patch.removed, [entry("A", "http://1")]);
+        assert!(difference(&desired, &desired).is_empty());
+    }
+
+    #[test]
+    fn retry_delays_grow_and_stay_bounded() {
+        for failures in 1..=MAX_ATTEMPTS * 4 {
+            let delay = retry_delay(failures);
+            let full = FIRST_RETRY_DELAY
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(MAX_RETRY_DELAY);
+            assert!(
+                delay >= full / 2 && delay <= full,
+                "{failures}: {delay:?} not within [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+    }
+}

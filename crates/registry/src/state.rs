@@ -1,0 +1,549 @@
+//! The catalog: every registered instance and its health, as a pure state machine.
+//!
+//! [`Catalog::apply`] takes a [`Command`] and returns the [`Event`]s it caused; it does no I/O
+//! and reads no clock (times come in the commands), so every rule here is testable alone. The
+//! I/O around it (HTTP handlers, probers, the notifier) reacts to the events after the lock
+//! guarding the catalog is released.
+//!
+//! Invariants:
+//! - an instance is identified by its ServiceURL; registering a URL again replaces its entry;
+//! - every (re)registration gets a fresh [`InstanceId`], so results of work started for an older
+//!   registration (a probe in flight) are recognised and ignored;
+//! - an instance is *discoverable* (held by dependents) unless it is critical, and a
+//!   [`Event::ProvidersChanged`] is emitted exactly when a service's discoverable set changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime};
+
+use rollcall_wire::{InstanceState, InstanceView, PatchEntry, Registration, ServiceView};
+
+/// Identifies one registration of an instance; a re-registration of the same URL gets a new one.
+pub type InstanceId = u64;
+
+/// The rules that turn probe results into states.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthPolicy {
+    /// Consecutive failures that make an instance critical.
+    pub tries: u32,
+    /// How long an instance may stay critical before it is removed for good.
+    pub deregister_critical_after: Duration,
+}
+
+/// One registered instance and what the registry knows of its health.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// This registration's id.
+    pub id: InstanceId,
+    /// What the instance registered.
+    pub registration: Registration,
+    /// Its health.
+    pub state: InstanceState,
+    /// When it registered.
+    pub registered_at: SystemTime,
+    /// When its last probe finished.
+    pub last_check_at: Option<SystemTime>,
+    /// Why its last probe failed.
+    pub last_error: Option<String>,
+    /// Failed probes in a row.
+    pub consecutive_failures: u32,
+    /// When it became critical, while it is.
+    pub critical_since: Option<SystemTime>,
+}
+
+impl Instance {
+    fn provides(&self) -> Option<PatchEntry> {
+        self.state.is_discoverable().then(|| PatchEntry {
+            name: self.registration.service_name.clone(),
+            url: self.registration.service_url.clone(),
+        })
+    }
+
+    /// The instance as `GET /v1/services` lists it.
+    pub fn view(&self) -> InstanceView {
+        InstanceView {
+            url: self.registration.service_url.clone(),
+            state: self.state,
+            heartbeat_url: self.registration.heartbeat_url.clone(),
+            update_url: self.registration.service_update_url.clone(),
+            required_services: self.registration.required_services.clone(),
+            registered_at: rfc3339(self.registered_at),
+            last_check_at: self.last_check_at.map(rfc3339),
+            last_error: self.last_error.clone(),
+            consecutive_failures: self.consecutive_failures,
+        }
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// A change requested of the catalog.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Add an instance, or replace the entry with the same ServiceURL.
+    Register {
+        /// A validated registration.
+        registration: Registration,
+        /// When the registration was accepted.
+        at: SystemTime,
+    },
+    /// Remove the instance with this ServiceURL.
+    Deregister {
+        /// The ServiceURL.
+        url: String,
+    },
+    /// Record the outcome of one probe of registration `id`.
+    RecordProbe {
+        /// The ServiceURL probed.
+        url: String,
+        /// The registration the probe was made for.
+        id: InstanceId,
+        /// `Err` holds why the probe failed.
+        outcome: Result<(), String>,
+        /// When the probe finished.
+        at: SystemTime,
+    },
+}
+
+/// Something that happened to the catalog, for the I/O around it to react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A registration was accepted (`replaced` holds the id it replaced, if any).
+    Registered {
+        /// The new registration's id.
+        id: InstanceId,
+        /// Its ServiceURL.
+        url: String,
+        /// The replaced registration's id.
+        replaced: Option<InstanceId>,
+    },
+    /// An instance left the catalog: deregistered, or critical for too long (`reaped`).
+    Deregistered {
+        /// The removed registration's id.
+        id: InstanceId,
+        /// Its ServiceURL.
+        url: String,
+        /// True when the registry removed it for staying critical.
+        reaped: bool,
+    },
+    /// An instance's health state changed.
+    StateChanged {
+        /// The registration's id.
+        id: InstanceId,
+        /// Its ServiceURL.
+        url: String,
+        /// The state before.
+        from: InstanceState,
+        /// The state now.
+        to: InstanceState,
+    },
+    /// The set of discoverable instances of `service` changed: its dependents need a patch.
+    ProvidersChanged {
+        /// The service name.
+        service: String,
+    },
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No instance has that ServiceURL.
+    #[error("no instance is registered with ServiceURL {0:?}")]
+    UnknownInstance(String),
+}
+
+/// Every registered instance, indexed for the questions the registry asks.
+#[derive(Debug)]
+pub struct Catalog {
+    policy: HealthPolicy,
+    instances: HashMap<String, Instance>,
+    /// Service name → service URLs of its instances (every state).
+    by_service: BTreeMap<String, BTreeSet<String>>,
+    /// Required service name → service URLs of the instances that require it.
+    dependents: BTreeMap<String, BTreeSet<String>>,
+    next_id: InstanceId,
+}
+
+impl Catalog {
+    /// An empty catalog applying `policy`.
+    pub fn new(policy: HealthPolicy) -> Self {
+        Self {
+            policy,
+            instances: HashMap::new(),
+            by_service: BTreeMap::new(),
+            dependents: BTreeMap::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Applies `command`, returning what changed.
+    pub fn apply(&mut self, command: Command) -> Result<Vec<Event>, CommandError> {
+        match command {
+            Command::Register { registration, at } => Ok(self.register(registration, at)),
+            Command::Deregister { url } => self.remove(&url, false).ok_or(CommandError::UnknownInstance(url)),
+            Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
+        }
+    }
+
+    /// The instance registered at `url`.
+    pub fn instance(&self, url: &str) -> Option<&Instance> {
+        self.instances.get(url)
+    }
+
+    /// Registration `id` of `url`, while it is the current one.
+    pub fn current(&self, url: &str, id: InstanceId) -> Option<&Instance> {
+        self.instances.get(url).filter(|i| i.id == id)
+    }
+
+    /// The discoverable providers of each service in `services`: what a dependent should hold.
+    pub fn providers_of(&self, services: &[String]) -> BTreeSet<PatchEntry> {
+        services
+            .iter()
+            .filter_map(|name| self.by_service.get(name))
+            .flatten()
+            .filter_map(|url| self.instances.get(url)?.provides())
+            .collect()
+    }
+
+    /// service URLs of the instances that require `service`.
+    pub fn dependents_of(&self, service: &str) -> impl Iterator<Item = &str> {
+        self.dependents.get(service).into_iter().flatten().map(String::as_str)
+    }
+
+    /// Every service with its instances, ordered by name then URL; `passing_only` keeps only
+    /// passing instances.
+    pub fn services(&self, passing_only: bool) -> Vec<ServiceView> {
+        self.by_service
+            .keys()
+            .map(|name| self.service(name, passing_only))
+            .collect()
+    }
+
+    /// One service and its instances (none when nothing is registered under `name`).
+    pub fn service(&self, name: &str, passing_only: bool) -> ServiceView {
+        let instances = self
+            .by_service
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|url| self.instances.get(url))
+            .filter(|i| !passing_only || i.state == InstanceState::Passing)
+            .map(Instance::view)
+            .collect();
+        ServiceView {
+            name: name.to_owned(),
+            instances,
+        }
+    }
+
+    /// Number of registered instances.
+    pub fn len(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+    }
+
+    fn register(&mut self, registration: Registration, at: SystemTime) -> Vec<Event> {
+        let url = registration.service_url.clone();
+        let before = self.instances.get(&url).and_then(Instance::provides);
+        let replaced = self.unindex(&url).map(|old| old.id);
+
+        let id = self.next_id;
+        self.next_id += 1;
+        let instance = Instance {
+            id,
+            registration,
+            state: InstanceState::Passing,
+            registered_at: at,
+            last_check_at: None,
+            last_error: None,
+            consecutive_failures: 0,
+            critical_since: None,
+        };
+        let after = instance.provides();
+        self.index(instance);
+
+        let mut events = vec![Event::Registered { id, url, replaced }];
+        events.extend(providers_changed(before, after));
+        events
+    }
+
+    fn remove(&mut self, url: &str, reaped: bool) -> Option<Vec<Event>> {
+        let old = self.unindex(url)?;
+        let mut events = vec![Event::Deregistered {
+            id: old.id,
+            url: url.to_owned(),
+            reaped,
+        }];
+        events.extend(providers_changed(old.provides(), None));
+        Some(events)
+    }
+
+    fn record_probe(&mut self, url: &str, id: InstanceId, outcome: Result<(), String>, at: SystemTime) -> Vec<Event> {
+        let policy = self.policy;
+        let Some(instance) = self.instances.get_mut(url).filter(|i| i.id == id) else {
+            return Vec::new();
+        };
+        let before = instance.provides();
+        let from = instance.state;
+        instance.last_check_at = Some(at);
+        match outcome {
+            Ok(()) => {
+                instance.state = InstanceState::Passing;
+                instance.last_error = None;
+                instance.consecutive_failures = 0;
+                instance.critical_since = None;
+            }
+            Err(error) => {
+                instance.last_error = Some(error);
+                instance.consecutive_failures = instance.consecutive_failures.saturating_add(1);
+                if instance.consecutive_failures >= policy.tries {
+                    instance.state = InstanceState::Critical;
+                    let since = *instance.critical_since.get_or_insert(at);
+                    let critical_for = at.duration_since(since).unwrap_or_default();
+                    if critical_for >= policy.deregister_critical_after {
+                        return self.remove(url, true).unwrap_or_default();
+                    }
+                } else {
+                    instance.state = InstanceState::Suspect;
+                }
+            }
+        }
+        let to = instance.state;
+        let after = instance.provides();
+        let mut events = Vec::new();
+        if from != to {
+            events.push(Event::StateChanged {
+                id,
+                url: url.to_owned(),
+                from,
+                to,
+            });
+        }
+        events.extend(providers_changed(before, after));
+        events
+    }
+
+    fn index(&mut self, instance: Instance) {
+        let reg = &instance.registration;
+        let url = reg.service_url.clone();
+        self.by_service
+            .entry(reg.service_name.clone())
+            .or_default()
+            .insert(url.clone());
+        for required in &reg.required_services {
+            self.dependents.entry(required.clone()).or_default().insert(url.clone());
+        }
+        self.instances.insert(url, instance);
+    }
+
+    fn unindex(&mut self, url: &str) -> Option<Instance> {
+        let old = self.instances.remove(url)?;
+        let reg = &old.registration;
+        remove_from_index(&mut self.by_service, &reg.service_name, url);
+        for required in &reg.required_services {
+            remove_from_index(&mut self.dependents, required, url);
+        }
+        Some(old)
+    }
+}
+
+/// Removes `url` from `index[key]`, dropping the key when its set empties.
+fn remove_from_index(index: &mut BTreeMap<String, BTreeSet<String>>, key: &str, url: &str) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(url);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// The services whose discoverable set changed when one instance went from providing `before`
+/// to providing `after`.
+fn providers_changed(before: Option<PatchEntry>, after: Option<PatchEntry>) -> Vec<Event> {
+    if before == after {
+        return Vec::new();
+    }
+    let mut services: Vec<String> = before.into_iter().chain(after).map(|e| e.name).collect();
+    services.dedup();
+    services
+        .into_iter()
+        .map(|service| Event::ProvidersChanged { service })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRIES: u32 = 3;
+    const REAP_AFTER: Duration = Duration::from_secs(60);
+
+    fn catalog() -> Catalog {
+        Catalog::new(HealthPolicy {
+            tries: TRIES,
+            deregister_critical_after: REAP_AFTER,
+        })
+    }
+
+    fn registration(name: &str, url: &str, required: &[&str]) -> Registration {
+        Registration {
+            service_name: name.to_owned(),
+            service_url: url.to_owned(),
+            required_services: required.iter().map(|s| (*s).to_owned()).collect(),
+            service_update_url: format!("{url}/services"),
+            heartbeat_url: format!("{url}/heartbeat"),
+        }
+    }
+
+    fn register(c: &mut Catalog, name: &str, url: &str) -> (InstanceId, Vec<Event>) {
+        let events = c
+            .apply(Command::Register {
+                registration: registration(name, url, &[]),
+                at: SystemTime::UNIX_EPOCH,
+            })
+            .expect("register");
+        let Some(Event::Registered { id, .. }) = events.first() else {
+            panic!("no Registered event: {events:?}")
+        };
+        (*id, events)
+    }
+
+    fn probe(c: &mut Catalog, url: &str, id: InstanceId, ok: bool, secs: u64) -> Vec<Event> {
+        let outcome = if ok { Ok(()) } else { Err("HTTP 503".to_owned()) };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        c.apply(Command::RecordProbe {
+            url: url.to_owned(),
+            id,
+            outcome,
+            at,
+        })
+        .expect("probe")
+    }
+
+    fn changed(events: &[Event]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ProvidersChanged { service } => Some(service.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn registering_the_same_url_twice_keeps_one_entry_and_announces_once() {
+        let mut c = catalog();
+        let (_, first) = register(&mut c, "A", "http://a");
+        let (_, again) = register(&mut c, "A", "http://a");
+        assert_eq!(changed(&first), ["A"]);
+        assert!(
+            changed(&again).is_empty(),
+            "identical re-registration changes no provider set"
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.service("A", false).instances.len(), 1);
+    }
+
+    #[test]
+    fn re_registering_a_url_under_another_name_moves_it() {
+        let mut c = catalog();
+        register(&mut c, "A", "http://x");
+        let (_, events) = register(&mut c, "B", "http://x");
+        assert_eq!(changed(&events), ["A", "B"]);
+        assert!(c.service("A", false).instances.is_empty());
+        assert_eq!(c.services(false).len(), 1, "an emptied service is no longer listed");
+    }
+
+    #[test]
+    fn failures_below_tries_make_suspect_without_changing_providers() {
+        let mut c = catalog();
+        let (id, _) = register(&mut c, "A", "http://a");
+        for n in 1..TRIES {
+            let events = probe(&mut c, "http://a", id, false, u64::from(n));
+            assert!(changed(&events).is_empty());
+            assert_eq!(c.instance("http://a").map(|i| i.state), Some(InstanceState::Suspect));
+        }
+        let events = probe(&mut c, "http://a", id, true, 10);
+        assert!(changed(&events).is_empty());
+        assert_eq!(c.instance("http://a").map(|i| i.consecutive_failures), Some(0));
+    }
+
+    #[test]
+    fn tries_failures_make_critical_and_recovery_restores() {
+        let mut c = catalog();
+        let (id, _) = register(&mut c, "A", "http://a");
+        let mut events = Vec::new();
+        for n in 1..=TRIES {
+            events = probe(&mut c, "http://a", id, false, u64::from(n));
+        }
+        assert_eq!(changed(&events), ["A"]);
+        assert!(c.providers_of(&["A".to_owned()]).is_empty());
+        assert_eq!(c.service("A", false).instances[0].state, InstanceState::Critical);
+        assert!(c.service("A", true).instances.is_empty(), "?passing hides it");
+
+        let events = probe(&mut c, "http://a", id, true, 20);
+        assert_eq!(changed(&events), ["A"]);
+        assert_eq!(c.providers_of(&["A".to_owned()]).len(), 1);
+    }
+
+    #[test]
+    fn critical_for_too_long_is_reaped() {
+        let mut c = catalog();
+        let (id, _) = register(&mut c, "A", "http://a");
+        for n in 1..=TRIES {
+            probe(&mut c, "http://a", id, false, u64::from(n));
+        }
+        assert!(
+            probe(&mut c, "http://a", id, false, 30).is_empty(),
+            "still within the grace"
+        );
+        let events = probe(&mut c, "http://a", id, false, u64::from(TRIES) + REAP_AFTER.as_secs());
+        assert!(matches!(events.first(), Some(Event::Deregistered { reaped: true, .. })));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn results_for_a_replaced_registration_are_ignored() {
+        let mut c = catalog();
+        let (old, _) = register(&mut c, "A", "http://a");
+        let (new, _) = register(&mut c, "A", "http://a");
+        assert_ne!(old, new);
+        for n in 0..5 {
+            assert!(probe(&mut c, "http://a", old, false, n).is_empty());
+        }
+        assert_eq!(c.instance("http://a").map(|i| i.state), Some(InstanceState::Passing));
+    }
+
+    #[test]
+    fn unknown_deregistration_is_refused_and_changes_nothing() {
+        let mut c = catalog();
+        register(&mut c, "A", "http://a");
+        let result = c.apply(Command::Deregister {
+            url: "http://b".to_owned(),
+        });
+        assert_eq!(result, Err(CommandError::UnknownInstance("http://b".to_owned())));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn dependents_are_indexed_by_required_service() {
+        let mut c = catalog();
+        let reg = registration("Portal", "http://p", &["LogService", "GradingService"]);
+        c.apply(Command::Register {
+            registration: reg,
+            at: SystemTime::UNIX_EPOCH,
+        })
+        .expect("register");
+        assert_eq!(c.dependents_of("GradingService").collect::<Vec<_>>(), ["http://p"]);
+        c.apply(Command::Deregister {
+            url: "http://p".to_owned(),
+        })
+        .expect("deregister");
+        assert_eq!(c.dependents_of("GradingService").count(), 0);
+    }
+}

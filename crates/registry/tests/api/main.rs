@@ -1,0 +1,19 @@
+//! Black-box tests of the registry over real HTTP: a registry and fake services, all on
+//! `127.0.0.1:0` in this process. One module per area of behaviour.
+
+mod health;
+mod listing;
+mod notify;
+mod registration;
+mod seed_wire;
+mod shutdown;
+
+use rollcall_testkit::{FakeService, TestRegistry};
+
+/// Registers `service` and asserts the seed's 200.
+async fn register(registry: &TestRegistry, service: &FakeService) {
+    let response = registry.register(&service.registration()).await;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "registering {} answered {status}: {body}", service.name);
+}

@@ -1,0 +1,47 @@
+//! Graceful shutdown stays bounded, whatever the registry is waiting on.
+
+use std::time::Duration;
+
+use rollcall_registry::SHUTDOWN_GRACE;
+use rollcall_testkit::{DEADLINE, FakeService, HeartbeatMode, PatchMode, TestRegistry, eventually};
+
+use super::register;
+
+#[tokio::test]
+async fn stopping_is_prompt_even_with_a_hung_callback_and_hung_probes() {
+    let registry = TestRegistry::spawn_with(|c| {
+        c.notify_timeout = Duration::from_secs(60);
+        c.health_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let hung_probe = FakeService::spawn("HungProbe", &[]).await;
+    register(&registry, &hung_probe).await;
+    hung_probe.set_heartbeat(HeartbeatMode::Hang);
+    eventually("a probe to hang", DEADLINE, || async {
+        (hung_probe.probes() >= 1).then_some(())
+    })
+    .await;
+
+    let hung_callback = FakeService::spawn("HungCallback", &[]).await;
+    hung_callback.set_patch_mode(PatchMode::Hang);
+    let pending = {
+        let registration = hung_callback.registration();
+        let url = registry.services_url.clone();
+        tokio::spawn(async move { reqwest::Client::new().post(url).json(&registration).send().await })
+    };
+    eventually("the callback to hang", DEADLINE, || async {
+        (hung_callback.patch_arrivals() == 1).then_some(())
+    })
+    .await;
+
+    let took = registry.stop().await;
+    assert!(took < SHUTDOWN_GRACE, "stopping took {took:?}");
+    let answer = pending.await.expect("join");
+    if let Ok(response) = answer {
+        assert_eq!(
+            response.status(),
+            503,
+            "an interrupted registration is not acknowledged"
+        );
+    }
+}

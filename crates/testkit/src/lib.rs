@@ -1,0 +1,48 @@
+//! Test helpers for rollcall: spawn the registry in-process on `127.0.0.1:0`, stand up fake
+//! services whose heartbeat and patch endpoints a test controls, replay captured wire fixtures,
+//! and wait for conditions with a deadline instead of sleeping.
+//!
+//! Helpers are named after the domain (`registry.register(..)`, `service.providers()`) so that
+//! tests read like the behaviour they check.
+
+mod fake_service;
+mod raw_http;
+mod registry;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
+pub use raw_http::{RawResponse, body_of, fixture, replace_body, send_raw};
+pub use registry::{TestRegistry, fast_config};
+
+/// How long tests wait for something that should happen "soon" before they fail.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Polls `check` every 10 ms until it yields `Some`, and returns that; panics naming `what`
+/// once `deadline` has passed.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A URL on loopback where nothing listens: connections to it are refused.
+pub async fn refused_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    format!("http://{address}")
+}

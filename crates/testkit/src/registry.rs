@@ -1,0 +1,147 @@
+//! An in-process registry on `127.0.0.1:0` with a temporary data directory, and domain-named
+//! helpers to talk to it over real HTTP.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rollcall_registry::{RegistryConfig, RunError};
+use rollcall_wire::{InstanceState, InstanceView, Registration, ServiceView, ServicesView};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{DEADLINE, eventually};
+
+/// A configuration with fast health checks, so that tests see state changes in well under a
+/// second: probes every 100 ms, 100 ms timeout, 3 tries, 50 ms between retries.
+pub fn fast_config() -> RegistryConfig {
+    let mut config = RegistryConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), std::env::temp_dir());
+    config.health_interval = Duration::from_millis(100);
+    config.health_timeout = Duration::from_millis(100);
+    config.health_tries = 3;
+    config.health_retry_delay = Duration::from_millis(50);
+    config.notify_timeout = Duration::from_secs(1);
+    config
+}
+
+/// A registry running in this process.
+#[derive(Debug)]
+pub struct TestRegistry {
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The seed endpoint, `{url}/services`.
+    pub services_url: String,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), RunError>>>,
+    http: reqwest::Client,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// Starts a registry with [`fast_config`].
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a registry with [`fast_config`] changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut RegistryConfig)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temporary data dir");
+        let mut config = fast_config();
+        config.data_dir = data_dir.path().join("registry");
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind registry");
+        let address = listener.local_addr().expect("registry address");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(rollcall_registry::run(listener, config, shutdown.clone()));
+        let url = format!("http://{address}");
+        Self {
+            services_url: format!("{url}/services"),
+            url,
+            shutdown,
+            task: Some(task),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(DEADLINE)
+                .build()
+                .expect("client"),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// `POST /services` with `registration` as JSON, as a Go client sends it.
+    pub async fn register(&self, registration: &Registration) -> reqwest::Response {
+        let body = serde_json::to_vec(registration).expect("encode");
+        self.register_raw(body).await
+    }
+
+    /// `POST /services` with exactly `body`.
+    pub async fn register_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .post(&self.services_url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST /services")
+    }
+
+    /// `DELETE /services` with the ServiceURL as a text body.
+    pub async fn deregister(&self, service_url: &str) -> reqwest::Response {
+        self.http
+            .delete(&self.services_url)
+            .header("content-type", "text/plain")
+            .body(service_url.to_owned())
+            .send()
+            .await
+            .expect("DELETE /services")
+    }
+
+    /// `GET {path}` on the registry.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.url)).send().await.expect("GET")
+    }
+
+    /// `GET /v1/services`.
+    pub async fn services(&self) -> ServicesView {
+        self.get("/v1/services").await.json().await.expect("services JSON")
+    }
+
+    /// `GET /v1/services/{name}`.
+    pub async fn service(&self, name: &str) -> ServiceView {
+        self.get(&format!("/v1/services/{name}"))
+            .await
+            .json()
+            .await
+            .expect("service JSON")
+    }
+
+    /// The listed instance with ServiceURL `url` of service `name`.
+    pub async fn instance(&self, name: &str, url: &str) -> Option<InstanceView> {
+        self.service(name).await.instances.into_iter().find(|i| i.url == url)
+    }
+
+    /// Waits until the instance `url` of `name` is listed in `state`, and returns it.
+    pub async fn wait_for_state(&self, name: &str, url: &str, state: InstanceState) -> InstanceView {
+        eventually(&format!("{url} to be {}", state.as_str()), DEADLINE, || async {
+            self.instance(name, url).await.filter(|i| i.state == state)
+        })
+        .await
+    }
+
+    /// Stops the registry and returns how long it took to stop.
+    pub async fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("registry task").expect("registry run");
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,16 @@
+//! The JSON types every rollcall process shares.
+//!
+//! Two families live here:
+//! - the seed protocol (`../shared/PROTOCOL.md`): [`Registration`] and [`Patch`], with Go's
+//!   field names (`ServiceURL`, not `ServiceUrl`) and Go's decoding rules (keys matched
+//!   case-insensitively, `null` lists read as empty);
+//! - rollcall's own `/v1` views ([`ServiceView`], [`InstanceView`]) and the error body
+//!   ([`ErrorBody`]) every rollcall endpoint answers with.
+//!
+//! This crate is serde only: no runtime, no HTTP stack, so any client can depend on it.
+
+mod registration;
+mod views;
+
+pub use registration::{Patch, PatchEntry, Registration};
+pub use views::{ErrorBody, InstanceState, InstanceView, ServiceView, ServicesView};

@@ -1,0 +1,90 @@
+//! rollcall's own JSON views: what `GET /v1/services` answers, and the error body every
+//! rollcall endpoint uses.
+//!
+//! Field names are `snake_case`; times are RFC 3339 strings in UTC.
+
+use serde::{Deserialize, Serialize};
+
+/// The health of one instance, as the registry's probes last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Its last probe answered; dependents hold it.
+    Passing,
+    /// Its recent probes failed, but fewer than the configured tries; dependents still hold it.
+    Suspect,
+    /// Enough consecutive probes failed: removed from discovery until it answers again.
+    Critical,
+}
+
+impl InstanceState {
+    /// True when dependents should hold the instance (passing or suspect).
+    pub fn is_discoverable(self) -> bool {
+        !matches!(self, InstanceState::Critical)
+    }
+
+    /// The lower-case word used on the wire and in docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Passing => "passing",
+            InstanceState::Suspect => "suspect",
+            InstanceState::Critical => "critical",
+        }
+    }
+}
+
+/// One registered instance, as listed by `GET /v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// The instance's ServiceURL: its identity.
+    pub url: String,
+    /// Its health.
+    pub state: InstanceState,
+    /// Where it is probed.
+    pub heartbeat_url: String,
+    /// Where it is sent patches.
+    pub update_url: String,
+    /// The services it requires.
+    pub required_services: Vec<String>,
+    /// When it (last) registered.
+    pub registered_at: String,
+    /// When its last probe finished; `None` before the first probe.
+    pub last_check_at: Option<String>,
+    /// Why its last probe failed; `None` when it passed or none ran yet.
+    pub last_error: Option<String>,
+    /// Failed probes in a row (0 when passing).
+    pub consecutive_failures: u32,
+}
+
+/// One service and its instances, as answered by `GET /v1/services/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// The service name.
+    pub name: String,
+    /// Its instances, ordered by URL.
+    pub instances: Vec<InstanceView>,
+}
+
+/// Every service, as answered by `GET /v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ServicesView {
+    /// Services ordered by name.
+    pub services: Vec<ServiceView>,
+}
+
+impl ServicesView {
+    /// The instances of `name`, if it is listed.
+    pub fn service(&self, name: &str) -> Option<&ServiceView> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// The body of every rollcall error answer: a stable machine-readable `error` code and a
+/// sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable code such as `invalid_json` or `not_found`.
+    pub error: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
