@@ -43,7 +43,8 @@ struct Subscriber {
     /// The registration this queue serves; a newer registration of the URL replaces the queue.
     id: InstanceId,
     url: String,
-    update_url: String,
+    /// Parsed once: parsing on every delivery showed up in the fan-out profile.
+    update_url: reqwest::Url,
     required: Vec<String>,
     /// The providers the subscriber acknowledged holding.
     held: Mutex<BTreeSet<PatchEntry>>,
@@ -67,10 +68,14 @@ impl Notifier {
         if registration.required_services.is_empty() {
             return;
         }
+        let Ok(update_url) = reqwest::Url::parse(&registration.service_update_url) else {
+            tracing::warn!(%url, "unparsable ServiceUpdateURL; no notifications"); // validated on registration
+            return;
+        };
         let subscriber = Arc::new(Subscriber {
             id,
             url: url.clone(),
-            update_url: registration.service_update_url.clone(),
+            update_url,
             required: registration.required_services.clone(),
             held: Mutex::new(held),
             wake: Notify::new(),
@@ -138,7 +143,12 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber) {
         if patch.is_empty() {
             return;
         }
-        let delivery = send_patch(&core.http, &subscriber.update_url, &patch, core.config.notify_timeout);
+        let delivery = send_patch(
+            &core.http,
+            subscriber.update_url.clone(),
+            &patch,
+            core.config.notify_timeout,
+        );
         let result = tokio::select! {
             () = subscriber.cancel.cancelled() => return,
             result = delivery => result,
@@ -201,7 +211,7 @@ pub(crate) enum DeliveryError {
 /// POSTs `patch` to `update_url` as JSON and waits at most `timeout` for a 2xx answer.
 pub(crate) async fn send_patch(
     http: &reqwest::Client,
-    update_url: &str,
+    update_url: impl reqwest::IntoUrl,
     patch: &Patch,
     timeout: Duration,
 ) -> Result<(), DeliveryError> {

@@ -161,6 +161,14 @@ impl FakeService {
         self.control.patches.borrow().iter().map(|(at, _)| *at).collect()
     }
 
+    /// When the first accepted patch that removed `entry` arrived (`removed`), or added it.
+    pub fn arrival_of(&self, entry: &PatchEntry, removed: bool) -> Option<Instant> {
+        self.control.patches.borrow().iter().find_map(|(at, patch)| {
+            let list = if removed { &patch.removed } else { &patch.added };
+            list.contains(entry).then_some(*at)
+        })
+    }
+
     /// Patches that reached `/services`, accepted or not.
     pub fn patch_arrivals(&self) -> u64 {
         self.control.patch_arrivals.load(Ordering::SeqCst)

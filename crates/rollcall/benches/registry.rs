@@ -1,0 +1,356 @@
+//! Registry benchmark: failure detection, fan-out, and the registry's CPU and memory.
+//!
+//! Run with `cargo bench -p rollcall --bench registry`. The registry under test is the release
+//! `rollcall registry` binary as a child process; fake services live in this process, all on
+//! 127.0.0.1. Every figure is printed beside a baseline measured in the same run:
+//! - failure detection (interval 250ms, timeout 100ms, 3 tries, retry delay 100ms): the time from
+//!   a heartbeat starting to fail until a dependent holds the Removed patch, against the
+//!   configured schedule's worst case;
+//! - fan-out: one change until all 1,000 dependents hold it, against this process sending the
+//!   same patch to the same 1,000 receivers directly;
+//! - CPU and RSS of the registry idle, and with 1,000 instances probed at the default interval.
+//!
+//! `ROLLCALL_BENCH_TRIALS` sets the number of trials (default 60 detections, 30 fan-outs);
+//! `ROLLCALL_BENCH_VERBOSE=1` prints every fan-out sample.
+
+// A benchmark is a report: it prints to stdout, and turns small counts into f64 for ratios.
+#![allow(
+    clippy::print_stdout,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::any;
+use rollcall_testkit::{FakeService, HeartbeatMode, ServerProcess, eventually};
+use rollcall_wire::{Patch, PatchEntry, Registration};
+use tokio::task::JoinSet;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn rollcall() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+fn trials(default: usize) -> usize {
+    std::env::var("ROLLCALL_BENCH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(default, |scale| scale.max(1))
+}
+
+/// Median and 99th percentile of `samples`.
+fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| {
+        let index = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[index]
+    };
+    (at(0.5), at(0.99))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+struct Client {
+    http: reqwest::Client,
+    services_url: String,
+}
+
+impl Client {
+    fn new(registry: &ServerProcess) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(LONG)
+            .build()
+            .expect("client");
+        Arc::new(Self {
+            http,
+            services_url: format!("{}/services", registry.url),
+        })
+    }
+
+    async fn register(&self, registration: &Registration) {
+        let response = self
+            .http
+            .post(&self.services_url)
+            .json(registration)
+            .send()
+            .await
+            .expect("POST /services");
+        assert_eq!(response.status(), 200, "registration refused");
+    }
+
+    async fn deregister(&self, url: &str) {
+        let response = self
+            .http
+            .delete(&self.services_url)
+            .body(url.to_owned())
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(response.status(), 200, "deregistration refused");
+    }
+}
+
+async fn failure_detection(mode: &str, heartbeat: HeartbeatMode) {
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args([
+            "--health-interval",
+            "250ms",
+            "--health-timeout",
+            "100ms",
+            "--health-tries",
+            "3",
+        ]);
+        c.args(["--health-retry-delay", "100ms"]);
+    });
+    let client = Client::new(&registry);
+    let dependent = FakeService::spawn("Dependent", &["Target"]).await;
+    client.register(&dependent.registration()).await;
+
+    let count = trials(60);
+    let batch = 10;
+    let mut samples = Vec::with_capacity(count);
+    while samples.len() < count {
+        let mut providers = Vec::new();
+        for _ in 0..batch.min(count - samples.len()) {
+            let provider = FakeService::spawn("Target", &[]).await;
+            client.register(&provider.registration()).await;
+            providers.push(provider);
+        }
+        let held: BTreeSet<PatchEntry> = providers.iter().map(FakeService::entry).collect();
+        eventually("the dependent to hold the batch", LONG, || async {
+            held.is_subset(&dependent.providers()).then_some(())
+        })
+        .await;
+        let mut started = Vec::new();
+        for provider in &providers {
+            started.push(Instant::now());
+            provider.set_heartbeat(heartbeat);
+        }
+        for (provider, start) in providers.iter().zip(started) {
+            let removed = eventually("the Removed patch", LONG, || async {
+                dependent.arrival_of(&provider.entry(), true)
+            })
+            .await;
+            samples.push(removed.saturating_duration_since(start));
+        }
+        for provider in &providers {
+            provider.stop();
+        }
+    }
+    let (median, p99) = median_p99(&mut samples);
+    let per_failure = if heartbeat == HeartbeatMode::Hang {
+        Duration::from_millis(100)
+    } else {
+        Duration::ZERO
+    };
+    // Worst case of the schedule: a full jittered interval, then `tries` failures with the retry
+    // delay between them.
+    let bound = Duration::from_millis(275) + 2 * Duration::from_millis(100) + 3 * per_failure;
+    println!(
+        "failure detection ({mode}, {count} trials): median {} p99 {} | schedule worst case {} | p99/worst {:.2} | target p99 < 1000 ms",
+        ms(median),
+        ms(p99),
+        ms(bound),
+        p99.as_secs_f64() / bound.as_secs_f64()
+    );
+}
+
+async fn fan_out() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let client = Client::new(&registry);
+    let subscribers = 1_000;
+    let mut dependents = Vec::with_capacity(subscribers);
+    for _ in 0..subscribers {
+        dependents.push(Arc::new(FakeService::spawn("Dependent", &["Fan"]).await));
+    }
+    let mut registrations = JoinSet::new();
+    for chunk in dependents.chunks(subscribers / 20) {
+        let chunk: Vec<_> = chunk.iter().map(|d| d.registration()).collect();
+        let client = Arc::clone(&client);
+        registrations.spawn(async move {
+            for registration in chunk {
+                client.register(&registration).await;
+            }
+        });
+    }
+    registrations.join_all().await;
+
+    let count = trials(30);
+    let (registry_cpu_before, _) = cpu_and_rss(registry.pid());
+    let (own_cpu_before, _) = cpu_and_rss(std::process::id());
+    let mut samples = Vec::with_capacity(count);
+    let mut baseline = Vec::with_capacity(count);
+    let direct = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(LONG)
+        .build()
+        .expect("client");
+    for trial in 0..count {
+        let provider = FakeService::spawn("Fan", &[]).await;
+        let start = Instant::now();
+        client.register(&provider.registration()).await;
+        let mut last = start;
+        for dependent in &dependents {
+            let arrived = eventually("every dependent to hold the provider", LONG, || async {
+                dependent.arrival_of(&provider.entry(), false)
+            })
+            .await;
+            last = last.max(arrived);
+        }
+        samples.push(last - start);
+        client.deregister(&provider.url).await;
+        for dependent in &dependents {
+            eventually("the removal to reach every dependent", LONG, || async {
+                dependent.arrival_of(&provider.entry(), true)
+            })
+            .await;
+        }
+
+        // Baseline: the same patch, POSTed by this process straight to the same receivers.
+        let patch = Patch {
+            added: vec![PatchEntry {
+                name: "Direct".into(),
+                url: format!("http://direct/{trial}"),
+            }],
+            removed: vec![],
+        };
+        let start = Instant::now();
+        let mut sends = JoinSet::new();
+        for dependent in &dependents {
+            let request = direct.post(format!("{}/services", dependent.url)).json(&patch).send();
+            sends.spawn(async move { request.await.map(|r| r.status()) });
+        }
+        for sent in sends.join_all().await {
+            assert_eq!(sent.expect("direct POST"), StatusCode::OK);
+        }
+        baseline.push(start.elapsed());
+    }
+    let registry_cpu = cpu_and_rss(registry.pid()).0 - registry_cpu_before;
+    let own_cpu = cpu_and_rss(std::process::id()).0 - own_cpu_before;
+    let (median, p99) = median_p99(&mut samples);
+    let (base_median, base_p99) = median_p99(&mut baseline);
+    if std::env::var_os("ROLLCALL_BENCH_VERBOSE").is_some() {
+        println!(
+            "fan-out samples: {:?}",
+            samples.iter().map(Duration::as_millis).collect::<Vec<_>>()
+        );
+    }
+    println!(
+        "fan-out to {subscribers} subscribers ({count} trials): median {} p99 {} | direct POSTs median {} p99 {} | median ratio {:.2} | target p99 < 50 ms",
+        ms(median),
+        ms(p99),
+        ms(base_median),
+        ms(base_p99),
+        median.as_secs_f64() / base_median.as_secs_f64()
+    );
+    println!(
+        "  CPU during the trials: registry {registry_cpu:.1} s ({:.0} us a delivery), this process (receivers, baseline) {own_cpu:.1} s",
+        registry_cpu * 1e6 / (2.0 * (count * subscribers) as f64)
+    );
+}
+
+/// CPU seconds (user + system) the process has used so far, and its resident set in bytes.
+fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
+    (ticks as f64 / 100.0, rss_kib * 1024)
+}
+
+/// CPU used over `window` as a fraction of one core, and RSS at its end.
+async fn measure(pid: u32, window: Duration) -> (f64, u64) {
+    let (cpu_before, _) = cpu_and_rss(pid);
+    tokio::time::sleep(window).await;
+    let (cpu_after, rss) = cpu_and_rss(pid);
+    ((cpu_after - cpu_before) / window.as_secs_f64(), rss)
+}
+
+/// One HTTP server standing in for many instances: `/i/{n}/heartbeat` and `/i/{n}/services`
+/// answer 200, so that 1,000 instances cost one listener.
+async fn fleet_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fleet");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let app = Router::new().route("/i/{n}/{endpoint}", any(|| async { StatusCode::OK }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn resources() {
+    let window = Duration::from_secs(10);
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    tokio::time::sleep(Duration::from_secs(1)).await; // let start-up work settle
+    let (idle_cpu, idle_rss) = measure(registry.pid(), window).await;
+
+    let client = Client::new(&registry);
+    let fleet = fleet_server().await;
+    let instances = 1_000;
+    let mut registrations = JoinSet::new();
+    for worker in 0..20 {
+        let client = Arc::clone(&client);
+        let fleet = fleet.clone();
+        registrations.spawn(async move {
+            for n in (worker..instances).step_by(20) {
+                let url = format!("{fleet}/i/{n}");
+                let registration = Registration {
+                    service_name: format!("Service{}", n % 50),
+                    service_url: url.clone(),
+                    required_services: vec![],
+                    service_update_url: format!("{url}/services"),
+                    heartbeat_url: format!("{url}/heartbeat"),
+                };
+                client.register(&registration).await;
+            }
+        });
+    }
+    registrations.join_all().await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // one full default interval of probes
+    let (busy_cpu, busy_rss) = measure(registry.pid(), window).await;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "registry idle: CPU {:.2}% of a core, RSS {:.1} MiB | with {instances} instances at the 3s interval: CPU {:.2}%, RSS {:.1} MiB | RSS ratio {:.2}",
+        idle_cpu * 100.0,
+        mib(idle_rss),
+        busy_cpu * 100.0,
+        mib(busy_rss),
+        mib(busy_rss) / mib(idle_rss)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench -p rollcall --bench registry -- fan-out` runs only the sections named.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wanted = |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
+    if wanted("detection") {
+        failure_detection(
+            "heartbeat answers 503",
+            HeartbeatMode::Failing(StatusCode::SERVICE_UNAVAILABLE),
+        )
+        .await;
+        failure_detection("heartbeat hangs", HeartbeatMode::Hang).await;
+    }
+    if wanted("fan-out") {
+        fan_out().await;
+    }
+    if wanted("resources") {
+        resources().await;
+    }
+}

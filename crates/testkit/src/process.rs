@@ -1,0 +1,94 @@
+//! The real `rollcall` binary as a child process: started on a free port with a temporary data
+//! directory, its announced address read from stdout, stopped by signal or `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::DEADLINE;
+
+/// A running `rollcall <subcommand>` child.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// The base URL it announced, `http://127.0.0.1:PORT`.
+    pub url: String,
+    _data_dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Runs `binary subcommand --listen 127.0.0.1:0 --data-dir <temp>`, with `configure` adding
+    /// flags or variables, and waits for the address line on stdout.
+    pub fn start(binary: &Path, subcommand: &str, configure: impl FnOnce(&mut Command)) -> Self {
+        let data_dir = tempfile::tempdir().expect("data dir");
+        let mut command = Command::new(binary);
+        command
+            .arg(subcommand)
+            .arg("--data-dir")
+            .arg(data_dir.path().join(subcommand))
+            .env_remove("ROLLCALL_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        configure(&mut command);
+        if !command.get_args().any(|a| a == "--listen") && command.get_envs().all(|(k, _)| k != "ROLLCALL_LISTEN") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = command.spawn().expect("spawn rollcall");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the announced address");
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|url| url.starts_with("http://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`, `KILL`, ...) to the child.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the child to exit, failing the test after [`DEADLINE`].
+    pub fn wait_for_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the process did not exit within {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
