@@ -20,7 +20,7 @@ use rollcall_wire::InstanceState;
 
 use crate::RegistryConfig;
 use crate::core::Core;
-use crate::notify::transport_error;
+use crate::outbound::{reqwest_error, status_result};
 use crate::state::{Command, Instance, InstanceId};
 
 /// The longest wait between two probes of a critical instance (unless the interval is longer).
@@ -105,11 +105,6 @@ async fn probe(core: &Core, heartbeat_url: &str) -> Result<(), String> {
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| transport_error(e, timeout).to_string())?;
-    let status = response.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered HTTP {}", status.as_u16()))
-    }
+        .map_err(|e| reqwest_error(e, timeout).to_string())?;
+    status_result(response.status()).map_err(|e| e.to_string())
 }

@@ -8,7 +8,8 @@
 //!
 //! Inside: [`state`] is the catalog as a pure state machine; `core` applies commands to it under
 //! a lock and reacts to the events once the lock is released; `health` runs one prober task per
-//! instance; `notify` runs one delivery queue per subscriber; `http` is the HTTP surface.
+//! instance; `notify` runs one delivery queue per subscriber; `outbound` makes the calls to services;
+//! `http` is the HTTP surface.
 
 mod config;
 mod core;
@@ -16,6 +17,7 @@ mod error;
 mod health;
 mod http;
 mod notify;
+mod outbound;
 pub mod state;
 
 use std::io;

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::Core;
+use crate::outbound::{PatchConnection, patch_body};
 use crate::state::InstanceId;
 
 /// Delivery attempts in a row before a queue stops retrying until the next change.
@@ -122,6 +123,7 @@ impl Subscriber {
 
 /// The queue's task: sleep until woken, then deliver until the subscriber holds what it should.
 async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>) {
+    let mut connection = PatchConnection::new(subscriber.update_url.clone());
     loop {
         tokio::select! {
             () = subscriber.cancel.cancelled() => return,
@@ -131,11 +133,11 @@ async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>) {
             core.notifier.remove(&subscriber.url, subscriber.id);
             return;
         }
-        deliver_until_current(&core, &subscriber).await;
+        deliver_until_current(&core, &subscriber, &mut connection).await;
     }
 }
 
-async fn deliver_until_current(core: &Core, subscriber: &Subscriber) {
+async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection: &mut PatchConnection) {
     let mut failures = 0;
     loop {
         let desired = core.catalog().providers_of(&subscriber.required);
@@ -143,12 +145,7 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber) {
         if patch.is_empty() {
             return;
         }
-        let delivery = send_patch(
-            &core.http,
-            subscriber.update_url.clone(),
-            &patch,
-            core.config.notify_timeout,
-        );
+        let delivery = connection.post_json(&core.http, patch_body(&patch), core.config.notify_timeout);
         let result = tokio::select! {
             () = subscriber.cancel.cancelled() => return,
             result = delivery => result,
@@ -192,57 +189,6 @@ fn retry_delay(failures: u32) -> Duration {
     let exponential = FIRST_RETRY_DELAY.saturating_mul(1 << failures.saturating_sub(1).min(16));
     let delay = exponential.min(MAX_RETRY_DELAY);
     delay / 2 + rand::rng().random_range(Duration::ZERO..=delay / 2)
-}
-
-/// Why a patch was not delivered.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum DeliveryError {
-    /// The receiver did not answer in time.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The connection could not be made or broke.
-    #[error("{0}")]
-    Transport(String),
-    /// The receiver answered with a status other than 2xx.
-    #[error("answered HTTP {0}")]
-    Status(u16),
-}
-
-/// POSTs `patch` to `update_url` as JSON and waits at most `timeout` for a 2xx answer.
-pub(crate) async fn send_patch(
-    http: &reqwest::Client,
-    update_url: impl reqwest::IntoUrl,
-    patch: &Patch,
-    timeout: Duration,
-) -> Result<(), DeliveryError> {
-    let response = http
-        .post(update_url)
-        .json(patch)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| transport_error(e, timeout))?;
-    let status = response.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(DeliveryError::Status(status.as_u16()))
-    }
-}
-
-/// Describes a failed HTTP call without repeating its URL.
-pub(crate) fn transport_error(error: reqwest::Error, timeout: Duration) -> DeliveryError {
-    if error.is_timeout() {
-        return DeliveryError::Timeout(timeout);
-    }
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    DeliveryError::Transport(text)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use rollcall_wire::{Patch, Registration};
 
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::notify::send_patch;
+use crate::outbound::{patch_body, post_json};
 use crate::state::{Command, Event};
 
 pub(super) fn router() -> Router<Arc<Core>> {
@@ -37,10 +37,10 @@ async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesReject
         added: held.iter().cloned().collect(),
         removed: Vec::new(),
     };
-    let callback = send_patch(
+    let callback = post_json(
         &core.http,
         &registration.service_update_url,
-        &patch,
+        patch_body(&patch),
         core.config.notify_timeout,
     );
     let delivered = tokio::select! {

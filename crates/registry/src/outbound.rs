@@ -1,0 +1,168 @@
+//! The HTTP calls the registry makes to services: patches (the registration callback and the
+//! queues' deliveries) and how failed calls are described.
+//!
+//! A delivery queue sends one patch at a time, so it needs no connection pool: a
+//! [`PatchConnection`] keeps one keep-alive HTTP/1.1 connection to its subscriber, driven by
+//! hyper directly. Skipping the shared client's pool and request layers cut the registry's CPU
+//! per delivery by a third in the fan-out benchmark. `https` subscribers and one-off calls go
+//! through the shared reqwest client, which carries TLS.
+
+use std::error::Error;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why a call to a service failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// The service did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made or broke.
+    #[error("{0}")]
+    Transport(String),
+    /// The service answered with a status other than 2xx.
+    #[error("answered HTTP {0}")]
+    Status(u16),
+}
+
+/// A patch as the JSON body it is sent as.
+pub(crate) fn patch_body(patch: &rollcall_wire::Patch) -> Bytes {
+    serde_json::to_vec(patch)
+        .expect("a Patch (strings and lists) always encodes")
+        .into()
+}
+
+/// POSTs `body` as JSON to `url` through the shared client and waits at most `timeout` for a
+/// 2xx answer.
+pub(crate) async fn post_json(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(), CallError> {
+    let response = http
+        .post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| reqwest_error(e, timeout))?;
+    status_result(response.status())
+}
+
+/// Describes a failed reqwest call without repeating its URL.
+pub(crate) fn reqwest_error(error: reqwest::Error, timeout: Duration) -> CallError {
+    if error.is_timeout() {
+        return CallError::Timeout(timeout);
+    }
+    transport(&error.without_url())
+}
+
+/// A 2xx status is success; anything else is [`CallError::Status`].
+pub(crate) fn status_result(status: StatusCode) -> Result<(), CallError> {
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(CallError::Status(status.as_u16()))
+    }
+}
+
+/// An error and its causes, as one line.
+fn transport(error: &dyn Error) -> CallError {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    CallError::Transport(text)
+}
+
+/// One subscriber's connection for patch deliveries, opened on first use and reopened after
+/// any failure.
+#[derive(Debug)]
+pub(crate) struct PatchConnection {
+    url: reqwest::Url,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl PatchConnection {
+    /// A connection to `url`; nothing is opened yet.
+    pub fn new(url: reqwest::Url) -> Self {
+        Self { url, sender: None }
+    }
+
+    /// POSTs `body` (JSON) and waits at most `timeout` for a 2xx answer.
+    ///
+    /// Like a pool, it retries once at once on a fresh connection when a kept-alive one turns
+    /// out to have been closed by the subscriber (a restart, an idle timeout).
+    pub async fn post_json(&mut self, http: &reqwest::Client, body: Bytes, timeout: Duration) -> Result<(), CallError> {
+        if self.url.scheme() != "http" {
+            return post_json(http, self.url.clone(), body, timeout).await;
+        }
+        let attempt = async {
+            let reused = self.sender.as_ref().is_some_and(|s| !s.is_closed());
+            match self.post_direct(body.clone()).await {
+                Err(CallError::Transport(_)) if reused => {
+                    self.sender = None;
+                    self.post_direct(body).await
+                }
+                result => result,
+            }
+        };
+        let result = tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or(Err(CallError::Timeout(timeout)));
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn post_direct(&mut self, body: Bytes) -> Result<(), CallError> {
+        let sender = match self.sender.take() {
+            Some(sender) if !sender.is_closed() => self.sender.insert(sender),
+            _ => self.sender.insert(connect(&self.url).await?),
+        };
+        sender.ready().await.map_err(|e| transport(&e))?;
+        let path = match self.url.query() {
+            Some(query) => format!("{}?{query}", self.url.path()),
+            None => self.url.path().to_owned(),
+        };
+        let request = hyper::Request::post(path)
+            .header(HOST, self.url.authority())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| transport(&e))?;
+        let response = sender.send_request(request).await.map_err(|e| transport(&e))?;
+        let status = response.status();
+        // Read the answer to its end so that the connection can carry the next patch.
+        response.into_body().collect().await.map_err(|e| transport(&e))?;
+        status_result(status)
+    }
+}
+
+async fn connect(url: &reqwest::Url) -> Result<SendRequest<Full<Bytes>>, CallError> {
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(80);
+    let stream = TcpStream::connect((host, port)).await.map_err(|e| transport(&e))?;
+    stream.set_nodelay(true).map_err(|e| transport(&e))?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| transport(&e))?;
+    // The connection's task ends when the sender is dropped or the subscriber closes it.
+    tokio::spawn(connection);
+    Ok(sender)
+}
