@@ -10,7 +10,7 @@
 //!   same patch to the same 1,000 receivers directly;
 //! - CPU and RSS of the registry idle, and with 1,000 instances probed at the default interval.
 //!
-//! `ROLLCALL_BENCH_TRIALS` sets the number of trials (default 60 detections, 30 fan-outs);
+//! `ROLLCALL_BENCH_TRIALS` sets the number of trials (default 60 detections, 100 fan-outs);
 //! `ROLLCALL_BENCH_VERBOSE=1` prints every fan-out sample.
 
 // A benchmark is a report: it prints to stdout, and turns small counts into f64 for ratios.
@@ -186,7 +186,11 @@ async fn fan_out() {
     }
     registrations.join_all().await;
 
-    let count = trials(30);
+    // The first change after the subscribers registered also opens a connection to each of
+    // them; it is reported on its own, and the trials measure the steady state.
+    let warm_up = fan_out_once(&client, &dependents, "Fan").await;
+
+    let count = trials(100);
     let (registry_cpu_before, _) = cpu_and_rss(registry.pid());
     let (own_cpu_before, _) = cpu_and_rss(std::process::id());
     let mut samples = Vec::with_capacity(count);
@@ -196,45 +200,11 @@ async fn fan_out() {
         .timeout(LONG)
         .build()
         .expect("client");
+    send_directly(&direct, &dependents, usize::MAX).await; // open the baseline's connections
     for trial in 0..count {
-        let provider = FakeService::spawn("Fan", &[]).await;
-        let start = Instant::now();
-        client.register(&provider.registration()).await;
-        let mut last = start;
-        for dependent in &dependents {
-            let arrived = eventually("every dependent to hold the provider", LONG, || async {
-                dependent.arrival_of(&provider.entry(), false)
-            })
-            .await;
-            last = last.max(arrived);
-        }
-        samples.push(last - start);
-        client.deregister(&provider.url).await;
-        for dependent in &dependents {
-            eventually("the removal to reach every dependent", LONG, || async {
-                dependent.arrival_of(&provider.entry(), true)
-            })
-            .await;
-        }
+        samples.push(fan_out_once(&client, &dependents, "Fan").await);
 
-        // Baseline: the same patch, POSTed by this process straight to the same receivers.
-        let patch = Patch {
-            added: vec![PatchEntry {
-                name: "Direct".into(),
-                url: format!("http://direct/{trial}"),
-            }],
-            removed: vec![],
-        };
-        let start = Instant::now();
-        let mut sends = JoinSet::new();
-        for dependent in &dependents {
-            let request = direct.post(format!("{}/services", dependent.url)).json(&patch).send();
-            sends.spawn(async move { request.await.map(|r| r.status()) });
-        }
-        for sent in sends.join_all().await {
-            assert_eq!(sent.expect("direct POST"), StatusCode::OK);
-        }
-        baseline.push(start.elapsed());
+        baseline.push(send_directly(&direct, &dependents, trial).await);
     }
     let registry_cpu = cpu_and_rss(registry.pid()).0 - registry_cpu_before;
     let own_cpu = cpu_and_rss(std::process::id()).0 - own_cpu_before;
@@ -254,10 +224,57 @@ async fn fan_out() {
         ms(base_p99),
         median.as_secs_f64() / base_median.as_secs_f64()
     );
+    println!("  first change, opening {subscribers} connections: {}", ms(warm_up));
     println!(
         "  CPU during the trials: registry {registry_cpu:.1} s ({:.0} us a delivery), this process (receivers, baseline) {own_cpu:.1} s",
         registry_cpu * 1e6 / (2.0 * (count * subscribers) as f64)
     );
+}
+
+/// Registers a new provider of `service`, waits until every dependent holds it, deregisters it
+/// and waits until every dependent dropped it; returns the time until all held it.
+async fn fan_out_once(client: &Client, dependents: &[Arc<FakeService>], service: &str) -> Duration {
+    let provider = FakeService::spawn(service, &[]).await;
+    let start = Instant::now();
+    client.register(&provider.registration()).await;
+    let mut last = start;
+    for dependent in dependents {
+        let arrived = eventually("every dependent to hold the provider", LONG, || async {
+            dependent.arrival_of(&provider.entry(), false)
+        })
+        .await;
+        last = last.max(arrived);
+    }
+    client.deregister(&provider.url).await;
+    for dependent in dependents {
+        eventually("the removal to reach every dependent", LONG, || async {
+            dependent.arrival_of(&provider.entry(), true)
+        })
+        .await;
+    }
+    last - start
+}
+
+/// The baseline: the same kind of patch, sent by this process straight to every dependent at
+/// once; returns the time until all answered.
+async fn send_directly(direct: &reqwest::Client, dependents: &[Arc<FakeService>], trial: usize) -> Duration {
+    let patch = Patch {
+        added: vec![PatchEntry {
+            name: "Direct".into(),
+            url: format!("http://direct/{trial}"),
+        }],
+        removed: vec![],
+    };
+    let start = Instant::now();
+    let mut sends = JoinSet::new();
+    for dependent in dependents {
+        let request = direct.post(format!("{}/services", dependent.url)).json(&patch).send();
+        sends.spawn(async move { request.await.map(|r| r.status()) });
+    }
+    for sent in sends.join_all().await {
+        assert_eq!(sent.expect("direct POST"), StatusCode::OK);
+    }
+    start.elapsed()
 }
 
 /// CPU seconds (user + system) the process has used so far, and its resident set in bytes.

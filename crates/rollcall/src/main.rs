@@ -10,11 +10,6 @@ use rollcall_registry::RegistryConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc instead of glibc's allocator: delivering a change to many subscribers is allocation-heavy
-/// and glibc's arena lock showed up as the registry's top cost in the fan-out benchmark.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// rollcall: a service registry with health checks and push-based discovery.
 #[derive(Debug, Parser)]
 #[command(name = "rollcall", version, about)]

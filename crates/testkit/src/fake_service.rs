@@ -10,7 +10,8 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{any, post};
 use rollcall_wire::{Patch, PatchEntry, Registration};
 use tokio::sync::watch;
@@ -55,6 +56,8 @@ struct Control {
     patches: watch::Sender<Vec<(Instant, Patch)>>,
     /// Patches that reached the handler (accepted or not).
     patch_arrivals: AtomicU64,
+    /// The Content-Type and body of every accepted patch, as received.
+    raw_patches: Mutex<Vec<(Option<String>, Bytes)>>,
     stop: CancellationToken,
 }
 
@@ -85,6 +88,7 @@ impl FakeService {
             released: watch::Sender::new(true),
             patches: watch::Sender::new(Vec::new()),
             patch_arrivals: AtomicU64::new(0),
+            raw_patches: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
         });
         let app = Router::new()
@@ -169,6 +173,15 @@ impl FakeService {
         })
     }
 
+    /// The Content-Type and exact body of every accepted patch, in order.
+    pub fn raw_patches(&self) -> Vec<(Option<String>, Bytes)> {
+        self.control
+            .raw_patches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Patches that reached `/services`, accepted or not.
     pub fn patch_arrivals(&self) -> u64 {
         self.control.patch_arrivals.load(Ordering::SeqCst)
@@ -236,7 +249,7 @@ async fn heartbeat(State(control): State<Arc<Control>>) -> StatusCode {
     }
 }
 
-async fn patch(State(control): State<Arc<Control>>, body: Bytes) -> StatusCode {
+async fn patch(State(control): State<Arc<Control>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     control.patch_arrivals.fetch_add(1, Ordering::SeqCst);
     let arrived = Instant::now();
     let mode = *control.patch_mode.lock().unwrap_or_else(PoisonError::into_inner);
@@ -255,6 +268,15 @@ async fn patch(State(control): State<Arc<Control>>, body: Bytes) -> StatusCode {
     let Ok(patch) = serde_json::from_slice::<Patch>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    control
+        .raw_patches
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push((content_type, body));
     control.patches.send_modify(|patches| patches.push((arrived, patch)));
     StatusCode::OK
 }

@@ -213,3 +213,30 @@ async fn v1_errors_are_json_and_say_what_is_wrong() {
         "method_not_allowed"
     );
 }
+
+#[tokio::test]
+async fn patches_are_the_bytes_the_go_registry_sends() {
+    let registry = TestRegistry::spawn().await;
+    let dependent = FakeService::spawn("Dependent", &["LogService"]).await;
+    super::register(&registry, &dependent).await;
+    let logs = FakeService::spawn("LogService", &[]).await;
+    super::register(&registry, &logs).await;
+    dependent.wait_for_patches(2).await;
+    assert_eq!(registry.deregister(&logs.url).await.status(), 200);
+    dependent.wait_for_patches(3).await;
+
+    let raw = dependent.raw_patches();
+    let expected = |name: &str| {
+        let captured = fixture(name);
+        String::from_utf8_lossy(body_of(&captured)).replace("http://localhost:4000", &logs.url)
+    };
+    assert_eq!(
+        raw[0].1, r#"{"Added":[],"Removed":[]}"#,
+        "the initial patch, with [] where Go sent null"
+    );
+    assert_eq!(raw[1].1, expected("go-wire/registry-patch-added.http"));
+    assert_eq!(raw[2].1, expected("go-wire/registry-patch-removed.http"));
+    for (content_type, _) in &raw {
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+    }
+}
