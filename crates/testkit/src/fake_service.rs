@@ -2,7 +2,7 @@
 //! way a test tells it to, and records every patch it accepted, so that a test can ask what the
 //! service holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -58,6 +58,8 @@ struct Control {
     patch_arrivals: AtomicU64,
     /// The Content-Type and body of every accepted patch, as received.
     raw_patches: Mutex<Vec<(Option<String>, Bytes)>>,
+    /// When each provider was first added (`false`) or removed (`true`), for O(1) look-ups.
+    first_arrivals: Mutex<HashMap<(PatchEntry, bool), Instant>>,
     stop: CancellationToken,
 }
 
@@ -89,6 +91,7 @@ impl FakeService {
             patches: watch::Sender::new(Vec::new()),
             patch_arrivals: AtomicU64::new(0),
             raw_patches: Mutex::new(Vec::new()),
+            first_arrivals: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
         });
         let app = Router::new()
@@ -167,10 +170,12 @@ impl FakeService {
 
     /// When the first accepted patch that removed `entry` arrived (`removed`), or added it.
     pub fn arrival_of(&self, entry: &PatchEntry, removed: bool) -> Option<Instant> {
-        self.control.patches.borrow().iter().find_map(|(at, patch)| {
-            let list = if removed { &patch.removed } else { &patch.added };
-            list.contains(entry).then_some(*at)
-        })
+        let arrivals = self
+            .control
+            .first_arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        arrivals.get(&(entry.clone(), removed)).copied()
     }
 
     /// The Content-Type and exact body of every accepted patch, in order.
@@ -277,6 +282,13 @@ async fn patch(State(control): State<Arc<Control>>, headers: HeaderMap, body: By
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push((content_type, body));
+    {
+        let mut arrivals = control.first_arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+        let added = patch.added.iter().map(|e| (e, false));
+        for (entry, removed) in added.chain(patch.removed.iter().map(|e| (e, true))) {
+            arrivals.entry((entry.clone(), removed)).or_insert(arrived);
+        }
+    }
     control.patches.send_modify(|patches| patches.push((arrived, patch)));
     StatusCode::OK
 }
