@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 /// How the registry listens, stores and checks health.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct RegistryConfig {
     /// Address to listen on. Port 0 picks a free port (the chosen address is printed).
     #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:3000")]
@@ -72,6 +72,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The flags with no arguments, as `rollcall registry` parses them.
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        config: RegistryConfig,
+    }
+
+    #[test]
+    fn new_matches_the_command_line_defaults() {
+        use clap::Parser;
+        let parsed = Flags::try_parse_from(["registry"]).expect("defaults parse").config;
+        let built = RegistryConfig::new(
+            "127.0.0.1:3000".parse().expect("address"),
+            "./rollcall-data/registry".into(),
+        );
+        assert_eq!(parsed, built);
+    }
 
     #[test]
     fn durations_read_the_human_way() {
