@@ -75,6 +75,16 @@ impl TestRegistry {
         self.register_raw(body).await
     }
 
+    /// Starts `POST /services` with `registration` in a task of its own, for tests that look at
+    /// the registry while the registration is still waiting for its callback.
+    pub fn register_in_background(
+        &self,
+        registration: &Registration,
+    ) -> JoinHandle<reqwest::Result<reqwest::Response>> {
+        let request = self.http.post(&self.services_url).json(registration).send();
+        tokio::spawn(request)
+    }
+
     /// `POST /services` with exactly `body`.
     pub async fn register_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.http

@@ -17,11 +17,7 @@ async fn the_200_comes_only_after_the_callback_was_delivered() {
     let grades = FakeService::spawn("GradingService", &["LogService"]).await;
     grades.set_patch_mode(PatchMode::Hold);
 
-    let pending = {
-        let registration = grades.registration();
-        let url = registry.services_url.clone();
-        tokio::spawn(async move { reqwest::Client::new().post(url).json(&registration).send().await })
-    };
+    let pending = registry.register_in_background(&grades.registration());
     eventually("the callback to arrive", DEADLINE, || async {
         (grades.patch_arrivals() == 1).then_some(())
     })

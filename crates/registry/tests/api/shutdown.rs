@@ -24,11 +24,7 @@ async fn stopping_is_prompt_even_with_a_hung_callback_and_hung_probes() {
 
     let hung_callback = FakeService::spawn("HungCallback", &[]).await;
     hung_callback.set_patch_mode(PatchMode::Hang);
-    let pending = {
-        let registration = hung_callback.registration();
-        let url = registry.services_url.clone();
-        tokio::spawn(async move { reqwest::Client::new().post(url).json(&registration).send().await })
-    };
+    let pending = registry.register_in_background(&hung_callback.registration());
     eventually("the callback to hang", DEADLINE, || async {
         (hung_callback.patch_arrivals() == 1).then_some(())
     })
