@@ -1,8 +1,11 @@
 //! The registry's shared core: the catalog behind its lock, and the reactions to its events.
 //!
-//! Every change goes through [`Core::apply`]: the command is applied under the catalog's write
-//! lock, the lock is released, and only then are the events acted on (probers started,
-//! dependents' delivery queues woken). No lock is ever held across an `.await` or any I/O.
+//! Every change goes through [`Core::apply`]: under the catalog's write lock the command is
+//! applied and the store operations it implies are queued (so the disk sees changes in the
+//! catalog's order); the lock is released; the caller waits until those operations are on disk;
+//! only then are the events acted on (probers started, dependents' delivery queues woken). So
+//! nothing is announced that a crash could still take back, and no lock is ever held across an
+//! `.await` or any I/O.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -15,11 +18,30 @@ use crate::RegistryConfig;
 use crate::health;
 use crate::notify::Notifier;
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy};
+use crate::store::{Store, StoreError, StoredInstance};
+
+/// Why a change was not applied or not made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The catalog refused the command.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The catalog changed in memory but could not be written to disk: not acknowledged.
+    #[error("the catalog could not be written: {0}")]
+    Storage(StoreError),
+}
+
+/// A new public instance id: 128 random bits as 32 hex digits.
+pub fn new_instance_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
 
 /// What every handler and background task of one registry shares.
 #[derive(Debug)]
 pub(crate) struct Core {
     catalog: RwLock<Catalog>,
+    /// The durable copy of the catalog.
+    pub store: Store,
     /// Per-subscriber delivery queues.
     pub notifier: Notifier,
     /// The process's one HTTP client; every call sets its own timeout.
@@ -33,8 +55,8 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// A core with an empty catalog.
-    pub fn new(config: RegistryConfig, shutdown: CancellationToken) -> Result<Arc<Self>, reqwest::Error> {
+    /// A core with an empty catalog, writing to `store`.
+    pub fn new(config: RegistryConfig, store: Store, shutdown: CancellationToken) -> Result<Arc<Self>, reqwest::Error> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(config.health_timeout.min(config.notify_timeout))
@@ -46,6 +68,7 @@ impl Core {
         };
         Ok(Arc::new(Self {
             catalog: RwLock::new(Catalog::new(policy)),
+            store,
             notifier: Notifier::default(),
             http,
             config,
@@ -61,22 +84,55 @@ impl Core {
         self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Applies `command` and reacts to its events once the lock is released.
-    pub fn apply(self: &Arc<Self>, command: Command) -> Result<Vec<Event>, CommandError> {
-        let events = self
-            .catalog
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .apply(command)?;
+    /// Applies `command`, waits until what it changed is on disk, then reacts to its events.
+    pub async fn apply(self: &Arc<Self>, command: Command) -> Result<Vec<Event>, ApplyError> {
+        let (events, durable) = {
+            let mut catalog = self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let events = catalog.apply(command)?;
+            let ops = catalog.store_ops(&events);
+            (events, (!ops.is_empty()).then(|| self.store.write(ops)))
+        };
+        if let Some(durable) = durable {
+            match durable.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(ApplyError::Storage(error)),
+                Err(_) => return Err(ApplyError::Storage(StoreError::closed())),
+            }
+        }
         self.react(&events);
         Ok(events)
+    }
+
+    /// Loads instances read back from the store: each is probed again, and each subscriber is
+    /// assumed to hold what the restored catalog offers it, so that a restart announces nothing
+    /// by itself (in particular no empty provider list); the probes announce what changed.
+    pub fn restore(self: &Arc<Self>, stored: Vec<StoredInstance>) {
+        let mut catalog = self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let events = catalog.restore(stored);
+        let subscriptions: Vec<_> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Registered { id, url, .. } => catalog.current(url, *id),
+                _ => None,
+            })
+            .map(|instance| {
+                let held = catalog.providers_of(&instance.registration.required_services);
+                (instance.registration.clone(), instance.id, held)
+            })
+            .collect();
+        drop(catalog);
+        tracing::info!(instances = subscriptions.len(), "catalog restored");
+        self.react(&events);
+        for (registration, id, held) in subscriptions {
+            self.notifier.subscribe(self, &registration, id, held);
+        }
     }
 
     fn react(self: &Arc<Self>, events: &[Event]) {
         for event in events {
             match event {
                 Event::Registered { id, url, .. } => {
-                    tracing::info!(%url, id, "instance registered");
+                    tracing::debug!(%url, id, "instance registered");
                     health::spawn_prober(self, url.clone(), *id);
                 }
                 Event::Deregistered { id, url, reaped } => {

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rollcall_wire::ErrorBody;
 
+use crate::core::ApplyError;
 use crate::state::CommandError;
 
 /// Why a request was refused.
@@ -35,6 +36,15 @@ pub enum ApiError {
     /// The registry is stopping.
     #[error("the registry is shutting down")]
     ShuttingDown,
+    /// No instance has this id.
+    #[error("no instance has id {0:?}")]
+    UnknownInstanceId(String),
+    /// The change could not be made durable, so it is not acknowledged.
+    #[error("{0}")]
+    Storage(String),
+    /// A request body is over the limit.
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
 }
 
 impl ApiError {
@@ -53,6 +63,9 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::UnknownInstanceId(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
+            Self::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         }
     }
 }
@@ -72,6 +85,20 @@ impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         match error {
             CommandError::UnknownInstance(url) => ApiError::UnknownInstance(url),
+        }
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(error: ApplyError) -> Self {
+        match error {
+            ApplyError::Command(command) => command.into(),
+            ApplyError::Storage(storage) => {
+                tracing::error!(%storage, "a change could not be made durable");
+                ApiError::Storage(
+                    "the registry could not write its catalog to disk; the change is not acknowledged".to_owned(),
+                )
+            }
         }
     }
 }

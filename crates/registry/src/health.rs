@@ -55,13 +55,19 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
         if let Err(error) = &outcome {
             tracing::debug!(%url, %error, "probe failed");
         }
-        // Apply never fails for a probe: a stale id is simply ignored.
-        let _ = core.apply(Command::RecordProbe {
-            url: url.clone(),
-            id,
-            outcome,
-            at,
-        });
+        // A stale id is simply ignored; only reaping writes to disk, and a failed write is
+        // retried by the next probe.
+        if let Err(error) = core
+            .apply(Command::RecordProbe {
+                url: url.clone(),
+                id,
+                outcome,
+                at,
+            })
+            .await
+        {
+            tracing::warn!(%url, %error, "cannot record a probe");
+        }
         let Some(next) = core
             .catalog()
             .current(&url, id)

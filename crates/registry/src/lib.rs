@@ -19,6 +19,7 @@ mod http;
 mod notify;
 mod outbound;
 pub mod state;
+pub mod store;
 
 use std::io;
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub enum RunError {
         /// The cause.
         source: io::Error,
     },
+    /// The catalog in the data directory could not be opened or read.
+    #[error("cannot open the catalog: {0}")]
+    Store(#[from] store::StoreError),
     /// The HTTP client could not be built (no TLS backend, for instance).
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
@@ -54,15 +58,20 @@ pub enum RunError {
     Serve(#[source] io::Error),
 }
 
-/// Runs the registry on `listener` until `shutdown` is cancelled, then stops gracefully: new
-/// connections are refused, in-flight requests get up to [`SHUTDOWN_GRACE`] to finish, and every
-/// background task (probers, delivery queues) is stopped.
+/// Runs the registry on `listener` until `shutdown` is cancelled.
+///
+/// It first opens the catalog in `config.data_dir` (refusing to start if another registry holds
+/// it) and restores what it holds. On shutdown new connections are refused, in-flight requests
+/// get up to [`SHUTDOWN_GRACE`] to finish, every background task (probers, delivery queues) is
+/// stopped, and the catalog is closed.
 pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: CancellationToken) -> Result<(), RunError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
-    let core = core::Core::new(config, shutdown.child_token())?;
+    let (store, stored) = store::Store::open(&config.data_dir)?;
+    let core = core::Core::new(config, store, shutdown.child_token())?;
+    core.restore(stored);
     let app = http::router(core.clone());
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut http_task = tokio::spawn(serve.into_future());
@@ -82,6 +91,7 @@ pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: Cancel
         result
     })
     .await;
+    core.store.close().await;
     match stopped {
         Ok(Ok(result)) => result.map_err(RunError::Serve),
         Ok(Err(join_error)) => Err(RunError::Serve(io::Error::other(join_error))),

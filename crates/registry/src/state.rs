@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use rollcall_wire::{InstanceState, InstanceView, PatchEntry, Registration, ServiceView};
 
+use crate::store::{StoreOp, StoredInstance};
+
 /// Identifies one registration of an instance; a re-registration of the same URL gets a new one.
 pub type InstanceId = u64;
 
@@ -32,10 +34,14 @@ pub struct HealthPolicy {
 /// One registered instance and what the registry knows of its health.
 #[derive(Debug, Clone)]
 pub struct Instance {
-    /// This registration's id.
+    /// This registration's id (internal: a new one for every registration).
     pub id: InstanceId,
+    /// The instance's public id: kept for as long as its ServiceURL stays registered.
+    pub instance_id: String,
     /// What the instance registered.
     pub registration: Registration,
+    /// Labels given at registration.
+    pub metadata: BTreeMap<String, String>,
     /// Its health.
     pub state: InstanceState,
     /// When it registered.
@@ -61,6 +67,8 @@ impl Instance {
     /// The instance as `GET /v1/services` lists it.
     pub fn view(&self) -> InstanceView {
         InstanceView {
+            id: self.instance_id.clone(),
+            service: self.registration.service_name.clone(),
             url: self.registration.service_url.clone(),
             state: self.state,
             heartbeat_url: self.registration.heartbeat_url.clone(),
@@ -70,6 +78,17 @@ impl Instance {
             last_check_at: self.last_check_at.map(rfc3339),
             last_error: self.last_error.clone(),
             consecutive_failures: self.consecutive_failures,
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    /// What of the instance survives a restart.
+    pub fn stored(&self) -> StoredInstance {
+        StoredInstance {
+            id: self.instance_id.clone(),
+            registration: self.registration.clone(),
+            metadata: self.metadata.clone(),
+            registered_at: self.registered_at,
         }
     }
 }
@@ -85,6 +104,10 @@ pub enum Command {
     Register {
         /// A validated registration.
         registration: Registration,
+        /// Labels (empty for seed registrations).
+        metadata: BTreeMap<String, String>,
+        /// The public id to give the instance if its ServiceURL is new (a known URL keeps its id).
+        new_instance_id: String,
         /// When the registration was accepted.
         at: SystemTime,
     },
@@ -158,6 +181,8 @@ pub enum CommandError {
 pub struct Catalog {
     policy: HealthPolicy,
     instances: HashMap<String, Instance>,
+    /// Public instance id → ServiceURL.
+    by_instance_id: HashMap<String, String>,
     /// Service name → service URLs of its instances (every state).
     by_service: BTreeMap<String, BTreeSet<String>>,
     /// Required service name → service URLs of the instances that require it.
@@ -171,6 +196,7 @@ impl Catalog {
         Self {
             policy,
             instances: HashMap::new(),
+            by_instance_id: HashMap::new(),
             by_service: BTreeMap::new(),
             dependents: BTreeMap::new(),
             next_id: 1,
@@ -180,10 +206,61 @@ impl Catalog {
     /// Applies `command`, returning what changed.
     pub fn apply(&mut self, command: Command) -> Result<Vec<Event>, CommandError> {
         match command {
-            Command::Register { registration, at } => Ok(self.register(registration, at)),
+            Command::Register {
+                registration,
+                metadata,
+                new_instance_id,
+                at,
+            } => Ok(self.register(registration, metadata, new_instance_id, at)),
             Command::Deregister { url } => self.remove(&url, false).ok_or(CommandError::UnknownInstance(url)),
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
         }
+    }
+
+    /// Puts instances read back from the store into an empty catalog, each as *passing* until it
+    /// is probed, and returns their [`Event::Registered`] events (no provider change is
+    /// announced: dependents are assumed to hold what they held before the restart).
+    pub fn restore(&mut self, stored: Vec<StoredInstance>) -> Vec<Event> {
+        let mut events = Vec::with_capacity(stored.len());
+        for instance in stored {
+            let id = self.next_id();
+            let url = instance.registration.service_url.clone();
+            self.index(Instance {
+                id,
+                instance_id: instance.id,
+                registration: instance.registration,
+                metadata: instance.metadata,
+                state: InstanceState::Passing,
+                registered_at: instance.registered_at,
+                last_check_at: None,
+                last_error: None,
+                consecutive_failures: 0,
+                critical_since: None,
+            });
+            events.push(Event::Registered {
+                id,
+                url,
+                replaced: None,
+            });
+        }
+        events
+    }
+
+    /// The store operations that make the stored catalog match after `events`.
+    pub fn store_ops(&self, events: &[Event]) -> Vec<StoreOp> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Registered { url, .. } => self.instances.get(url).map(|i| StoreOp::Put(i.stored())),
+                Event::Deregistered { url, .. } => Some(StoreOp::Delete(url.clone())),
+                Event::StateChanged { .. } | Event::ProvidersChanged { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The instance with public id `instance_id`.
+    pub fn instance_by_id(&self, instance_id: &str) -> Option<&Instance> {
+        self.instances.get(self.by_instance_id.get(instance_id)?)
     }
 
     /// The instance registered at `url`.
@@ -247,16 +324,31 @@ impl Catalog {
         self.instances.is_empty()
     }
 
-    fn register(&mut self, registration: Registration, at: SystemTime) -> Vec<Event> {
-        let url = registration.service_url.clone();
-        let before = self.instances.get(&url).and_then(Instance::provides);
-        let replaced = self.unindex(&url).map(|old| old.id);
-
+    fn next_id(&mut self) -> InstanceId {
         let id = self.next_id;
         self.next_id += 1;
+        id
+    }
+
+    fn register(
+        &mut self,
+        registration: Registration,
+        metadata: BTreeMap<String, String>,
+        new_instance_id: String,
+        at: SystemTime,
+    ) -> Vec<Event> {
+        let url = registration.service_url.clone();
+        let before = self.instances.get(&url).and_then(Instance::provides);
+        let old = self.unindex(&url);
+        let replaced = old.as_ref().map(|old| old.id);
+        let instance_id = old.map_or(new_instance_id, |old| old.instance_id);
+
+        let id = self.next_id();
         let instance = Instance {
             id,
+            instance_id,
             registration,
+            metadata,
             state: InstanceState::Passing,
             registered_at: at,
             last_check_at: None,
@@ -338,11 +430,13 @@ impl Catalog {
         for required in &reg.required_services {
             self.dependents.entry(required.clone()).or_default().insert(url.clone());
         }
+        self.by_instance_id.insert(instance.instance_id.clone(), url.clone());
         self.instances.insert(url, instance);
     }
 
     fn unindex(&mut self, url: &str) -> Option<Instance> {
         let old = self.instances.remove(url)?;
+        self.by_instance_id.remove(&old.instance_id);
         let reg = &old.registration;
         remove_from_index(&mut self.by_service, &reg.service_name, url);
         for required in &reg.required_services {
@@ -400,12 +494,18 @@ mod tests {
         }
     }
 
+    fn register_command(registration: Registration) -> Command {
+        Command::Register {
+            new_instance_id: format!("id-{}", registration.service_url),
+            registration,
+            metadata: BTreeMap::new(),
+            at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
     fn register(c: &mut Catalog, name: &str, url: &str) -> (InstanceId, Vec<Event>) {
         let events = c
-            .apply(Command::Register {
-                registration: registration(name, url, &[]),
-                at: SystemTime::UNIX_EPOCH,
-            })
+            .apply(register_command(registration(name, url, &[])))
             .expect("register");
         let Some(Event::Registered { id, .. }) = events.first() else {
             panic!("no Registered event: {events:?}")
@@ -531,14 +631,38 @@ mod tests {
     }
 
     #[test]
+    fn a_url_keeps_its_public_id_across_re_registrations_and_restores() {
+        let mut c = catalog();
+        register(&mut c, "A", "http://a");
+        let mut again = register_command(registration("A", "http://a", &[]));
+        if let Command::Register { new_instance_id, .. } = &mut again {
+            *new_instance_id = "another".to_owned();
+        }
+        let events = c.apply(again).expect("register");
+        let stored: Vec<StoredInstance> = c
+            .store_ops(&events)
+            .into_iter()
+            .filter_map(|op| match op {
+                StoreOp::Put(stored) => Some(stored),
+                StoreOp::Delete(_) => None,
+            })
+            .collect();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].id, "id-http://a");
+
+        let mut restored = catalog();
+        let events = restored.restore(stored);
+        assert_eq!(events.len(), 1);
+        assert!(changed(&events).is_empty(), "a restore announces nothing");
+        let instance = restored.instance_by_id("id-http://a").expect("found by id");
+        assert_eq!(instance.registration.service_url, "http://a");
+    }
+
+    #[test]
     fn dependents_are_indexed_by_required_service() {
         let mut c = catalog();
         let reg = registration("Portal", "http://p", &["LogService", "GradingService"]);
-        c.apply(Command::Register {
-            registration: reg,
-            at: SystemTime::UNIX_EPOCH,
-        })
-        .expect("register");
+        c.apply(register_command(reg)).expect("register");
         assert_eq!(c.dependents_of("GradingService").collect::<Vec<_>>(), ["http://p"]);
         c.apply(Command::Deregister {
             url: "http://p".to_owned(),

@@ -26,10 +26,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::any;
-use rollcall_testkit::{FakeService, HeartbeatMode, ServerProcess, eventually};
+use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, eventually};
 use rollcall_wire::{Patch, PatchEntry, Registration};
 use tokio::task::JoinSet;
 
@@ -304,16 +302,6 @@ async fn measure(pid: u32, window: Duration) -> (f64, u64) {
     ((cpu_after - cpu_before) / window.as_secs_f64(), rss)
 }
 
-/// One HTTP server standing in for many instances: `/i/{n}/heartbeat` and `/i/{n}/services`
-/// answer 200, so that 1,000 instances cost one listener.
-async fn fleet_server() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fleet");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let app = Router::new().route("/i/{n}/{endpoint}", any(|| async { StatusCode::OK }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 async fn resources() {
     let window = Duration::from_secs(10);
     let registry = ServerProcess::start(rollcall(), "registry", |_| {});
@@ -321,23 +309,17 @@ async fn resources() {
     let (idle_cpu, idle_rss) = measure(registry.pid(), window).await;
 
     let client = Client::new(&registry);
-    let fleet = fleet_server().await;
+    let fleet = Arc::new(FakeFleet::spawn().await);
     let instances = 1_000;
     let mut registrations = JoinSet::new();
     for worker in 0..20 {
         let client = Arc::clone(&client);
-        let fleet = fleet.clone();
+        let fleet = Arc::clone(&fleet);
         registrations.spawn(async move {
             for n in (worker..instances).step_by(20) {
-                let url = format!("{fleet}/i/{n}");
-                let registration = Registration {
-                    service_name: format!("Service{}", n % 50),
-                    service_url: url.clone(),
-                    required_services: vec![],
-                    service_update_url: format!("{url}/services"),
-                    heartbeat_url: format!("{url}/heartbeat"),
-                };
-                client.register(&registration).await;
+                client
+                    .register(&fleet.registration(n, &format!("Service{}", n % 50)))
+                    .await;
             }
         });
     }

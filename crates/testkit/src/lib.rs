@@ -6,6 +6,7 @@
 //! tests read like the behaviour they check.
 
 mod fake_service;
+mod fleet;
 mod process;
 mod raw_http;
 mod registry;
@@ -14,6 +15,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
+pub use fleet::FakeFleet;
 pub use process::ServerProcess;
 pub use raw_http::{RawResponse, body_of, fixture, replace_body, send_raw};
 pub use registry::{TestRegistry, fast_config};

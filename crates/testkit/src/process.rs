@@ -14,14 +14,34 @@ pub struct ServerProcess {
     child: Child,
     /// The base URL it announced, `http://127.0.0.1:PORT`.
     pub url: String,
-    _data_dir: tempfile::TempDir,
+    binary: std::path::PathBuf,
+    subcommand: String,
+    data_dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
     /// Runs `binary subcommand --listen 127.0.0.1:0 --data-dir <temp>`, with `configure` adding
     /// flags or variables, and waits for the address line on stdout.
     pub fn start(binary: &Path, subcommand: &str, configure: impl FnOnce(&mut Command)) -> Self {
-        let data_dir = tempfile::tempdir().expect("data dir");
+        Self::start_in(binary, subcommand, tempfile::tempdir().expect("data dir"), configure)
+    }
+
+    /// Kills the child with SIGKILL (no chance to flush or clean up), then starts the same
+    /// subcommand on the same data directory, with `configure` adding flags again.
+    #[must_use = "the restarted process is stopped when dropped"]
+    pub fn kill_and_restart(mut self, configure: impl FnOnce(&mut Command)) -> Self {
+        self.signal("KILL");
+        self.wait_for_exit();
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("data dir"));
+        Self::start_in(&self.binary, &self.subcommand, data_dir, configure)
+    }
+
+    fn start_in(
+        binary: &Path,
+        subcommand: &str,
+        data_dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut command = Command::new(binary);
         command
             .arg(subcommand)
@@ -32,7 +52,9 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         configure(&mut command);
-        if !command.get_args().any(|a| a == "--listen") && command.get_envs().all(|(k, _)| k != "ROLLCALL_LISTEN") {
+        if !command.get_args().any(|a| a == "--listen")
+            && command.get_envs().all(|(k, v)| k != "ROLLCALL_LISTEN" || v.is_none())
+        {
             command.args(["--listen", "127.0.0.1:0"]);
         }
         let mut child = command.spawn().expect("spawn rollcall");
@@ -51,7 +73,9 @@ impl ServerProcess {
         Self {
             child,
             url,
-            _data_dir: data_dir,
+            binary: binary.to_owned(),
+            subcommand: subcommand.to_owned(),
+            data_dir,
         }
     }
 

@@ -33,7 +33,8 @@ pub struct TestRegistry {
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), RunError>>>,
     http: reqwest::Client,
-    _data_dir: tempfile::TempDir,
+    config: RegistryConfig,
+    data_dir: tempfile::TempDir,
 }
 
 impl TestRegistry {
@@ -48,12 +49,28 @@ impl TestRegistry {
         let mut config = fast_config();
         config.data_dir = data_dir.path().join("registry");
         configure(&mut config);
+        Self::start(config, data_dir).await
+    }
+
+    /// Stops this registry gracefully and starts a new one on the same data directory (on a new
+    /// port), as an operator's restart does.
+    pub async fn restart(mut self) -> Self {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("registry task").expect("registry run");
+        }
+        let config = self.config.clone();
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temporary data dir"));
+        Self::start(config, data_dir).await
+    }
+
+    async fn start(config: RegistryConfig, data_dir: tempfile::TempDir) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind registry");
         let address = listener.local_addr().expect("registry address");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(rollcall_registry::run(listener, config, shutdown.clone()));
+        let task = tokio::spawn(rollcall_registry::run(listener, config.clone(), shutdown.clone()));
         let url = format!("http://{address}");
         Self {
             services_url: format!("{url}/services"),
@@ -65,7 +82,8 @@ impl TestRegistry {
                 .timeout(DEADLINE)
                 .build()
                 .expect("client"),
-            _data_dir: data_dir,
+            config,
+            data_dir,
         }
     }
 
@@ -105,6 +123,25 @@ impl TestRegistry {
             .send()
             .await
             .expect("DELETE /services")
+    }
+
+    /// `POST /v1/instances` with `body` as JSON.
+    pub async fn register_instance(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/instances", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/instances")
+    }
+
+    /// `DELETE {path}` on the registry.
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.http
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("DELETE")
     }
 
     /// `GET {path}` on the registry.

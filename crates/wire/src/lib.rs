@@ -12,5 +12,5 @@
 mod registration;
 mod views;
 
-pub use registration::{Patch, PatchEntry, Registration};
+pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};
 pub use views::{ErrorBody, InstanceState, InstanceView, ServiceView, ServicesView};

@@ -6,9 +6,10 @@
 //! are ignored, and `null` stands for an empty list or an empty string. Encoding always writes
 //! Go's exact field names and `[]` (never `null`) for lists.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// What a service tells the registry about itself: `POST /services`.
@@ -29,6 +30,37 @@ pub struct Registration {
     /// Where the registry probes the instance's health.
     #[serde(rename = "HeartbeatURL")]
     pub heartbeat_url: String,
+}
+
+/// The body of `POST /v1/instances`: a [`Registration`] (same fields, same decoding) plus
+/// optional `Metadata` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct InstanceRegistration {
+    /// What a seed registration carries.
+    #[serde(flatten)]
+    pub registration: Registration,
+    /// Free-form string labels (version, zone, ...), shown in listings.
+    #[serde(rename = "Metadata")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for InstanceRegistration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let mut metadata = BTreeMap::new();
+        let mut rest = serde_json::Map::new();
+        for (key, value) in fields {
+            if key_matches(&key, "Metadata") {
+                metadata = serde_json::from_value::<Option<BTreeMap<String, String>>>(value)
+                    .map_err(|e| de::Error::custom(format!("Metadata must be an object of strings: {e}")))?
+                    .unwrap_or_default();
+            } else {
+                rest.insert(key, value);
+            }
+        }
+        let registration = Registration::deserialize(serde_json::Value::Object(rest)).map_err(de::Error::custom)?;
+        Ok(Self { registration, metadata })
+    }
 }
 
 /// One provider in a [`Patch`]: an instance `URL` of service `Name`.
@@ -182,6 +214,17 @@ mod tests {
     fn null_patch_lists_decode_as_empty() {
         let patch: Patch = serde_json::from_str(r#"{"Added":null,"Removed":null}"#).expect("decodes");
         assert!(patch.is_empty());
+    }
+
+    #[test]
+    fn an_instance_registration_is_a_registration_plus_metadata() {
+        let body = r#"{"ServiceName":"A","ServiceURL":"http://x","RequiredServices":null,"ServiceUpdateURL":"http://x/services","HeartbeatURL":"http://x/heartbeat","metadata":{"zone":"eu-1"}}"#;
+        let reg: InstanceRegistration = serde_json::from_str(body).expect("decodes");
+        assert_eq!(reg.registration.service_name, "A");
+        assert_eq!(reg.metadata.get("zone").map(String::as_str), Some("eu-1"));
+        let without: InstanceRegistration = serde_json::from_str(r#"{"ServiceName":"A"}"#).expect("decodes");
+        assert!(without.metadata.is_empty());
+        assert!(serde_json::from_str::<InstanceRegistration>(r#"{"Metadata":{"n":1}}"#).is_err());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! Field names are `snake_case`; times are RFC 3339 strings in UTC.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The health of one instance, as the registry's probes last saw it.
@@ -33,9 +35,15 @@ impl InstanceState {
     }
 }
 
-/// One registered instance, as listed by `GET /v1/services`.
+/// One registered instance, as listed by `GET /v1/services` and answered by
+/// `GET /v1/instances/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceView {
+    /// The instance's id: stable for as long as its ServiceURL stays registered, across
+    /// re-registrations and registry restarts.
+    pub id: String,
+    /// The service it provides.
+    pub service: String,
     /// The instance's ServiceURL: its identity.
     pub url: String,
     /// Its health.
@@ -54,6 +62,8 @@ pub struct InstanceView {
     pub last_error: Option<String>,
     /// Failed probes in a row (0 when passing).
     pub consecutive_failures: u32,
+    /// Free-form labels given at registration through `/v1/instances` (empty for seed ones).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// One service and its instances, as answered by `GET /v1/services/{name}`.

@@ -3,8 +3,10 @@
 //! Every request body is limited to [`MAX_BODY_BYTES`]; every request is bounded in time so that
 //! a graceful shutdown always finishes; unknown paths and wrong methods answer JSON errors.
 
+mod instances;
 mod seed;
 mod services;
+mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
     let request_timeout = core.config.notify_timeout + Duration::from_secs(5);
     Router::new()
         .merge(seed::router())
+        .merge(instances::router())
         .merge(services::router())
         .fallback(|request: Request| async move { ApiError::NotFound(request.uri().path().to_owned()) })
         .method_not_allowed_fallback(|request: Request| async move {

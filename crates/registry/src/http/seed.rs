@@ -1,10 +1,12 @@
 //! The seed protocol's `/services` endpoint, exactly as Go clients use it.
 //!
 //! `POST` registers: the registry first delivers the required-services patch to the caller's
-//! ServiceUpdateURL and answers 200 only once that delivery succeeded; if it fails the answer is
-//! 400 and the registration leaves no trace. `DELETE` with the ServiceURL as a text body
-//! deregisters (500 for an unknown URL, as the seed does). Other methods answer 405.
+//! ServiceUpdateURL, then stores the registration durably, and answers 200 only once both are
+//! done; if the delivery fails the answer is 400 and the registration leaves no trace. `DELETE`
+//! with the ServiceURL as a text body deregisters (500 for an unknown URL, as the seed does).
+//! Other methods answer 405.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -16,7 +18,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use rollcall_wire::{Patch, Registration};
 
-use crate::core::Core;
+use super::validate::{self, Dialect};
+use crate::core::{Core, new_instance_id};
 use crate::error::ApiError;
 use crate::outbound::{patch_body, post_json};
 use crate::state::{Command, Event};
@@ -27,40 +30,34 @@ pub(super) fn router() -> Router<Arc<Core>> {
 
 #[tracing::instrument(skip_all)]
 async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesRejection>) -> Result<StatusCode, ApiError> {
-    let body = body.map_err(|r| body_error(&r))?;
+    let body = body.map_err(|r| validate::body_error(&r, Dialect::Seed))?;
     let registration: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid Registration: {e}")))?;
-    let registration = validate(registration)?;
+    let registration = validate::registration(registration)?;
 
     let held = core.catalog().providers_of(&registration.required_services);
     let patch = Patch {
         added: held.iter().cloned().collect(),
         removed: Vec::new(),
     };
-    let callback = post_json(
-        &core.http,
-        &registration.service_update_url,
-        patch_body(&patch),
-        core.config.notify_timeout,
-    );
+    let update_url = &registration.service_update_url;
+    let callback = post_json(&core.http, update_url, patch_body(&patch), core.config.notify_timeout);
     let delivered = tokio::select! {
         () = core.shutdown.cancelled() => return Err(ApiError::ShuttingDown),
         delivered = callback => delivered,
     };
     delivered.map_err(|e| {
-        ApiError::bad_request(
-            "callback_failed",
-            format!(
-                "the required-services patch could not be delivered to {}: {e}",
-                registration.service_update_url
-            ),
-        )
+        let message = format!("the required-services patch could not be delivered to {update_url}: {e}");
+        ApiError::bad_request("callback_failed", message)
     })?;
 
-    let events = core.apply(Command::Register {
+    let command = Command::Register {
         registration: registration.clone(),
+        metadata: BTreeMap::new(),
+        new_instance_id: new_instance_id(),
         at: SystemTime::now(),
-    })?;
+    };
+    let events = core.apply(command).await?;
     if let Some(Event::Registered { id, .. }) = events.first() {
         core.notifier.subscribe(&core, &registration, *id, held);
     }
@@ -72,66 +69,10 @@ async fn deregister(
     State(core): State<Arc<Core>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let body = body.map_err(|r| body_error(&r))?;
+    let body = body.map_err(|r| validate::body_error(&r, Dialect::Seed))?;
     let url = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_body", "the body must be the ServiceURL as UTF-8 text"))?
         .trim();
-    core.apply(Command::Deregister { url: url.to_owned() })?;
+    core.apply(Command::Deregister { url: url.to_owned() }).await?;
     Ok(StatusCode::OK)
-}
-
-fn body_error(rejection: &BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::bad_request(
-            "body_too_large",
-            format!("the body is larger than {} bytes", super::MAX_BODY_BYTES),
-        )
-    } else {
-        ApiError::bad_request("invalid_body", rejection.body_text())
-    }
-}
-
-/// Checks what Go's decoder lets through: names present, URLs absolute http(s) with a host.
-/// Duplicate required services are dropped (first occurrence kept).
-fn validate(mut registration: Registration) -> Result<Registration, ApiError> {
-    if registration.service_name.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_registration",
-            "ServiceName is missing or empty",
-        ));
-    }
-    for (field, value) in [
-        ("ServiceURL", &registration.service_url),
-        ("ServiceUpdateURL", &registration.service_update_url),
-        ("HeartbeatURL", &registration.heartbeat_url),
-    ] {
-        check_url(field, value)?;
-    }
-    let mut seen = std::collections::HashSet::new();
-    registration.required_services.retain(|name| seen.insert(name.clone()));
-    if registration.required_services.iter().any(|name| name.trim().is_empty()) {
-        return Err(ApiError::bad_request(
-            "invalid_registration",
-            "RequiredServices holds an empty name",
-        ));
-    }
-    Ok(registration)
-}
-
-fn check_url(field: &str, value: &str) -> Result<(), ApiError> {
-    let invalid = |why: String| ApiError::bad_request("invalid_registration", format!("{field} {why}"));
-    if value.is_empty() {
-        return Err(invalid("is missing or empty".to_owned()));
-    }
-    let url = url::Url::parse(value).map_err(|e| invalid(format!("{value:?} is not an absolute URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!(
-            "{value:?} must use http or https, not {}",
-            url.scheme()
-        )));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(format!("{value:?} has no host")));
-    }
-    Ok(())
 }

@@ -2,9 +2,11 @@
 //! `127.0.0.1:0` in this process. One module per area of behaviour.
 
 mod health;
+mod instances;
 mod listing;
 mod notify;
 mod registration;
+mod restart;
 mod seed_wire;
 mod shutdown;
 

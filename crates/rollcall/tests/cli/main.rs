@@ -1,4 +1,5 @@
 //! Process-level tests of the `rollcall` binary: it is spawned for real, configured by flags and
 //! `ROLLCALL_*` variables, and stopped with real signals.
 
+mod durability;
 mod registry;

@@ -1,0 +1,90 @@
+//! The `/v1/instances` API: register with metadata and get an id back, look an instance up by
+//! id, deregister it by id.
+//!
+//! Unlike the seed's `POST /services`, `POST /v1/instances` does not wait for a callback: it
+//! answers once the registration is on disk, and the instance's delivery queue sends its initial
+//! providers right after (retried like any patch).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rollcall_wire::{InstanceRegistration, InstanceView};
+
+use super::validate::{self, Dialect};
+use crate::core::{Core, new_instance_id};
+use crate::error::ApiError;
+use crate::state::{Command, Event};
+
+pub(super) fn router() -> Router<Arc<Core>> {
+    Router::new()
+        .route("/v1/instances", post(register))
+        .route("/v1/instances/{id}", get(get_instance).delete(deregister))
+}
+
+/// `201 Created` for a new ServiceURL, `200 OK` when it replaced an existing registration; the
+/// body is the instance as listed.
+#[tracing::instrument(skip_all)]
+async fn register(
+    State(core): State<Arc<Core>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
+    let body = body.map_err(|r| validate::body_error(&r, Dialect::V1))?;
+    let request: InstanceRegistration = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a valid instance registration: {e}"),
+        )
+    })?;
+    let registration = validate::registration(request.registration)?;
+    validate::metadata(&request.metadata)?;
+
+    let command = Command::Register {
+        registration: registration.clone(),
+        metadata: request.metadata,
+        new_instance_id: new_instance_id(),
+        at: SystemTime::now(),
+    };
+    let events = core.apply(command).await?;
+    let Some(Event::Registered { id, url, replaced }) = events.first() else {
+        unreachable!("a registration always starts with its Registered event");
+    };
+    // It holds nothing yet: its queue sends every provider it requires.
+    core.notifier.subscribe(&core, &registration, *id, BTreeSet::new());
+    let view = core.catalog().current(url, *id).map(crate::state::Instance::view);
+    let status = if replaced.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    // A concurrent deregistration may already have removed it: then it is simply gone.
+    view.map(|view| (status, Json(view)))
+        .ok_or_else(|| ApiError::UnknownInstance(url.clone()))
+}
+
+#[tracing::instrument(skip_all, fields(instance = %id))]
+async fn get_instance(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<Json<InstanceView>, ApiError> {
+    let view = core.catalog().instance_by_id(&id).map(crate::state::Instance::view);
+    view.map(Json).ok_or(ApiError::UnknownInstanceId(id))
+}
+
+#[tracing::instrument(skip_all, fields(instance = %id))]
+async fn deregister(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let url = core
+        .catalog()
+        .instance_by_id(&id)
+        .map(|i| i.registration.service_url.clone());
+    let url = url.ok_or_else(|| ApiError::UnknownInstanceId(id.clone()))?;
+    match core.apply(Command::Deregister { url }).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        // Deregistered by someone else in between.
+        Err(crate::core::ApplyError::Command(_)) => Err(ApiError::UnknownInstanceId(id)),
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,92 @@
+//! Parse, don't trust: what every registration endpoint checks before the catalog sees a
+//! request, and how a body that could not be read is answered.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use rollcall_wire::Registration;
+
+use super::MAX_BODY_BYTES;
+use crate::error::ApiError;
+
+/// Most metadata labels one instance may carry.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+
+/// Checks what Go's decoder lets through: names present, URLs absolute http(s) with a host.
+/// Duplicate required services are dropped (first occurrence kept).
+pub(super) fn registration(mut registration: Registration) -> Result<Registration, ApiError> {
+    if registration.service_name.trim().is_empty() {
+        return Err(invalid("ServiceName is missing or empty"));
+    }
+    for (field, value) in [
+        ("ServiceURL", &registration.service_url),
+        ("ServiceUpdateURL", &registration.service_update_url),
+        ("HeartbeatURL", &registration.heartbeat_url),
+    ] {
+        check_url(field, value)?;
+    }
+    let mut seen = HashSet::new();
+    registration.required_services.retain(|name| seen.insert(name.clone()));
+    if registration.required_services.iter().any(|name| name.trim().is_empty()) {
+        return Err(invalid("RequiredServices holds an empty name"));
+    }
+    Ok(registration)
+}
+
+/// Checks metadata labels: at most [`MAX_METADATA_ENTRIES`], no empty key.
+pub(super) fn metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(invalid(format!(
+            "Metadata has {} entries; at most {MAX_METADATA_ENTRIES} are allowed",
+            metadata.len()
+        )));
+    }
+    if metadata.keys().any(|key| key.trim().is_empty()) {
+        return Err(invalid("Metadata has an empty key"));
+    }
+    Ok(())
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_registration", message)
+}
+
+fn check_url(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(invalid(format!("{field} is missing or empty")));
+    }
+    let url = url::Url::parse(value).map_err(|e| invalid(format!("{field} {value:?} is not an absolute URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "{field} {value:?} must use http or https, not {}",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format!("{field} {value:?} has no host")));
+    }
+    Ok(())
+}
+
+/// How a body that could not be read is answered: 400 on the seed endpoints (the seed answers
+/// every refused registration with 400), 413 on the `/v1` ones.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Dialect {
+    /// The seed protocol's status codes.
+    Seed,
+    /// rollcall's own API.
+    V1,
+}
+
+/// Maps a body that could not be buffered to an answer in `dialect`.
+pub(super) fn body_error(rejection: &BytesRejection, dialect: Dialect) -> ApiError {
+    match (rejection.status(), dialect) {
+        (StatusCode::PAYLOAD_TOO_LARGE, Dialect::V1) => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
+        (StatusCode::PAYLOAD_TOO_LARGE, Dialect::Seed) => ApiError::bad_request(
+            "body_too_large",
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        ),
+        _ => ApiError::bad_request("invalid_body", rejection.body_text()),
+    }
+}

@@ -1,0 +1,119 @@
+//! `/v1/instances`: register with metadata, look up and deregister by id.
+
+use std::collections::BTreeSet;
+
+use rollcall_testkit::{FakeService, TestRegistry};
+use rollcall_wire::{ErrorBody, InstanceView};
+use serde_json::json;
+
+use super::register;
+
+fn body_of(service: &FakeService, metadata: serde_json::Value) -> serde_json::Value {
+    let mut body = serde_json::to_value(service.registration()).expect("encode");
+    body["Metadata"] = metadata;
+    body
+}
+
+#[tokio::test]
+async fn an_instance_registers_with_metadata_and_keeps_its_id() {
+    let registry = TestRegistry::spawn().await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let response = registry
+        .register_instance(&body_of(&grades, json!({"version": "1.4.2"})))
+        .await;
+    assert_eq!(response.status(), 201);
+    let created: InstanceView = response.json().await.expect("JSON");
+    assert_eq!(created.service, "GradingService");
+    assert_eq!(created.url, grades.url);
+    assert_eq!(created.metadata.get("version").map(String::as_str), Some("1.4.2"));
+    assert_eq!(created.id.len(), 32, "128 random bits in hex: {}", created.id);
+
+    let response = registry
+        .register_instance(&body_of(&grades, json!({"version": "1.4.3"})))
+        .await;
+    assert_eq!(response.status(), 200, "re-registering the same URL replaces it");
+    let replaced: InstanceView = response.json().await.expect("JSON");
+    assert_eq!(replaced.id, created.id);
+
+    let fetched: InstanceView = registry
+        .get(&format!("/v1/instances/{}", created.id))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(fetched.metadata.get("version").map(String::as_str), Some("1.4.3"));
+    let listed = registry.service("GradingService").await;
+    assert_eq!(listed.instances.len(), 1);
+    assert_eq!(listed.instances[0].id, created.id);
+}
+
+#[tokio::test]
+async fn a_v1_registration_gets_its_providers_pushed_and_is_announced() {
+    let registry = TestRegistry::spawn().await;
+    let logs = FakeService::spawn("LogService", &[]).await;
+    register(&registry, &logs).await;
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(&registry, &portal).await;
+
+    let grades = FakeService::spawn("GradingService", &["LogService"]).await;
+    let response = registry.register_instance(&body_of(&grades, json!(null))).await;
+    assert_eq!(response.status(), 201);
+    grades.wait_for_providers(&BTreeSet::from([logs.entry()])).await;
+    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+}
+
+#[tokio::test]
+async fn deregistering_by_id_removes_and_an_unknown_id_is_404() {
+    let registry = TestRegistry::spawn().await;
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(&registry, &portal).await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let created: InstanceView = registry
+        .register_instance(&body_of(&grades, json!({})))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+
+    let path = format!("/v1/instances/{}", created.id);
+    assert_eq!(registry.delete(&path).await.status(), 204);
+    portal.wait_for_providers(&BTreeSet::new()).await;
+    for response in [registry.delete(&path).await, registry.get(&path).await] {
+        assert_eq!(response.status(), 404);
+        let error: ErrorBody = response.json().await.expect("JSON error");
+        assert_eq!(error.error, "unknown_instance");
+        assert!(error.message.contains(&created.id));
+    }
+}
+
+#[tokio::test]
+async fn bad_instance_registrations_get_json_errors() {
+    let registry = TestRegistry::spawn().await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let cases = [
+        (body_of(&grades, json!({"n": 1})), 400, "Metadata"),
+        (body_of(&grades, json!({"": "x"})), 400, "empty key"),
+        (body_of(&grades, json!("labels")), 400, "Metadata"),
+        (json!({"ServiceName": "GradingService"}), 400, "ServiceURL"),
+        (json!([1, 2]), 400, "instance registration"),
+    ];
+    for (body, status, mentions) in cases {
+        let response = registry.register_instance(&body).await;
+        assert_eq!(response.status(), status, "{body}");
+        let error: ErrorBody = response.json().await.expect("JSON error");
+        assert!(
+            error.message.contains(mentions),
+            "{body}: {:?} should mention {mentions}",
+            error.message
+        );
+    }
+    let huge = body_of(&grades, json!({"blob": "x".repeat(rollcall_registry::MAX_BODY_BYTES)}));
+    let response = registry.register_instance(&huge).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.json::<ErrorBody>().await.expect("JSON").error,
+        "body_too_large"
+    );
+    assert!(registry.services().await.services.is_empty());
+}

@@ -1,0 +1,82 @@
+//! Restarts: the catalog comes back, nothing is announced because of the restart itself, and
+//! the probes that follow announce what really changed.
+
+use std::collections::BTreeSet;
+
+use rollcall_testkit::{DEADLINE, FakeService, TestRegistry, eventually};
+use rollcall_wire::InstanceState;
+
+use super::register;
+
+#[tokio::test]
+async fn the_catalog_survives_a_restart_and_the_restart_announces_nothing() {
+    let registry = TestRegistry::spawn().await;
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(&registry, &portal).await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &grades).await;
+    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    let before = registry.instance("GradingService", &grades.url).await.expect("listed");
+
+    let registry = registry.restart().await;
+    let after = registry
+        .instance("GradingService", &grades.url)
+        .await
+        .expect("restored");
+    assert_eq!(after.id, before.id);
+    assert_eq!(after.registered_at, before.registered_at);
+    assert_eq!(registry.services().await.services.len(), 2);
+
+    // Once it was probed again, a new provider reaches the portal: had the restart sent it an
+    // empty list (or a Removed), that patch would have come first.
+    eventually("a probe after the restart", DEADLINE, || async {
+        registry
+            .instance("GradingService", &grades.url)
+            .await
+            .filter(|i| i.last_check_at.is_some())
+    })
+    .await;
+    let second = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &second).await;
+    portal
+        .wait_for_providers(&BTreeSet::from([grades.entry(), second.entry()]))
+        .await;
+    assert!(
+        portal.patches().iter().all(|p| p.removed.is_empty()),
+        "{:?}",
+        portal.patches()
+    );
+    assert_eq!(
+        portal.patches().len(),
+        3,
+        "initial, +grades, +second: {:?}",
+        portal.patches()
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_died_during_the_restart_is_removed_after_probes() {
+    let registry = TestRegistry::spawn().await;
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(&registry, &portal).await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &grades).await;
+    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+
+    grades.stop();
+    let registry = registry.restart().await;
+    registry
+        .wait_for_state("GradingService", &grades.url, InstanceState::Critical)
+        .await;
+    portal.wait_for_providers(&BTreeSet::new()).await;
+}
+
+#[tokio::test]
+async fn a_deregistration_survives_a_restart() {
+    let registry = TestRegistry::spawn().await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &grades).await;
+    assert_eq!(registry.deregister(&grades.url).await.status(), 200);
+    let registry = registry.restart().await;
+    assert!(registry.services().await.services.is_empty());
+}

@@ -1,0 +1,95 @@
+//! `kill -9` during a registration load: every acknowledged registration is there after the
+//! restart.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rollcall_testkit::{DEADLINE, FakeFleet, ServerProcess, eventually};
+use rollcall_wire::{InstanceView, ServicesView};
+use tokio::task::JoinSet;
+
+fn rollcall() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+/// What the registry acknowledged: (ServiceURL, instance id when the v1 API gave one).
+type Acknowledged = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// Eight clients registering fleet instances `first..` as fast as they are answered, half
+/// through the seed protocol and half through `/v1/instances`, until the registry goes away.
+fn start_load(base: &str, fleet: &Arc<FakeFleet>, first: usize, acknowledged: &Acknowledged) -> JoinSet<()> {
+    let http = reqwest::Client::new();
+    let mut clients = JoinSet::new();
+    for client in 0..8_usize {
+        let (http, fleet, acknowledged) = (http.clone(), Arc::clone(fleet), Arc::clone(acknowledged));
+        let base = base.to_owned();
+        clients.spawn(async move {
+            for n in (first + client..).step_by(8) {
+                let registration = fleet.registration(n, "Load");
+                let url = registration.service_url.clone();
+                let seed = client % 2 == 0;
+                let endpoint = if seed { "services" } else { "v1/instances" };
+                let Ok(response) = http.post(format!("{base}/{endpoint}")).json(&registration).send().await else {
+                    return; // the registry is gone
+                };
+                let id = match (seed, response.status().as_u16()) {
+                    (true, 200) => None,
+                    (false, 201) => match response.json::<InstanceView>().await {
+                        Ok(view) => Some(view.id),
+                        Err(_) => return,
+                    },
+                    _ => return,
+                };
+                acknowledged.lock().expect("lock").push((url, id));
+            }
+        });
+    }
+    clients
+}
+
+async fn wait_for_acknowledged(acknowledged: &Acknowledged, count: usize) {
+    eventually(&format!("{count} acknowledged registrations"), DEADLINE, || async {
+        (acknowledged.lock().expect("lock").len() >= count).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_registration_survives_kill_9() {
+    let fleet = Arc::new(FakeFleet::spawn().await);
+    let acknowledged: Acknowledged = Arc::default();
+
+    // Twice: load, then kill -9 in the middle of it, then start again on the same data dir.
+    let mut registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    for round in 0..2 {
+        let clients = start_load(&registry.url, &fleet, round * 1_000_000, &acknowledged);
+        wait_for_acknowledged(&acknowledged, 300 * (round + 1)).await;
+        registry = registry.kill_and_restart(|_| {});
+        clients.join_all().await;
+    }
+
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let listed: ServicesView = reqwest::get(format!("{}/v1/services", registry.url))
+        .await
+        .expect("GET /v1/services")
+        .json()
+        .await
+        .expect("JSON");
+    let instances = listed.service("Load").map(|s| s.instances.clone()).unwrap_or_default();
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|(url, _)| !instances.iter().any(|i| &i.url == url))
+        .map(|(url, _)| url)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged registrations are missing after kill -9: {missing:?}",
+        missing.len(),
+        acknowledged.len()
+    );
+    for (url, id) in &acknowledged {
+        if let (Some(id), Some(found)) = (id, instances.iter().find(|i| &i.url == url)) {
+            assert_eq!(&found.id, id, "{url} came back with another id");
+        }
+    }
+}

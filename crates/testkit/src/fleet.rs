@@ -1,0 +1,51 @@
+//! Many cheap fake instances behind one listener, for load tests and benchmarks: instance `n`
+//! lives at `{url}/i/{n}`, and its `/heartbeat` and `/services` both answer 200.
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::any;
+use rollcall_wire::Registration;
+use tokio_util::sync::CancellationToken;
+
+/// One HTTP server standing in for any number of healthy instances.
+#[derive(Debug)]
+pub struct FakeFleet {
+    /// The server's base URL.
+    pub url: String,
+    stop: CancellationToken,
+}
+
+impl FakeFleet {
+    /// Starts the server on `127.0.0.1:0`.
+    pub async fn spawn() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fleet");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let app = Router::new().route("/i/{n}/{endpoint}", any(|| async { StatusCode::OK }));
+        let stop = CancellationToken::new();
+        let serving = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(serving.cancelled_owned())
+                .await
+        });
+        Self { url, stop }
+    }
+
+    /// The registration of instance `n`, providing `service`.
+    pub fn registration(&self, n: usize, service: &str) -> Registration {
+        let url = format!("{}/i/{n}", self.url);
+        Registration {
+            service_name: service.to_owned(),
+            service_update_url: format!("{url}/services"),
+            heartbeat_url: format!("{url}/heartbeat"),
+            service_url: url,
+            required_services: Vec::new(),
+        }
+    }
+}
+
+impl Drop for FakeFleet {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
