@@ -8,7 +8,8 @@
 //!   configured schedule's worst case;
 //! - fan-out: one change until all 1,000 dependents hold it, against this process sending the
 //!   same patch to the same 1,000 receivers directly;
-//! - CPU and RSS of the registry idle, and with 1,000 instances probed at the default interval.
+//! - CPU and RSS of the registry idle, and with 1,000 instances probed at the default interval;
+//! - durable registrations per second through `/v1/instances` (`-- throughput`).
 //!
 //! `ROLLCALL_BENCH_TRIALS` sets the number of trials (default 60 detections, 100 fan-outs);
 //! `ROLLCALL_BENCH_VERBOSE=1` prints every fan-out sample.
@@ -356,4 +357,53 @@ async fn main() {
     if wanted("resources") {
         resources().await;
     }
+    if wanted("throughput") {
+        for clients in [64, 256] {
+            registration_throughput(clients, Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// Durable registrations per second through `/v1/instances`, `clients` at a time, for `window`
+/// (work in progress: the same-binary baseline the roadmap asks for is not here yet).
+async fn registration_throughput(clients: usize, window: Duration) {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let fleet = Arc::new(FakeFleet::spawn().await);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(LONG)
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + window;
+    let mut load = JoinSet::new();
+    for client in 0..clients {
+        let (http, fleet) = (http.clone(), Arc::clone(&fleet));
+        let url = format!("{}/v1/instances", registry.url);
+        load.spawn(async move {
+            let mut done = 0_u64;
+            for n in (client..).step_by(clients) {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let response = http
+                    .post(&url)
+                    .json(&fleet.registration(n, "Load"))
+                    .send()
+                    .await
+                    .expect("POST");
+                assert_eq!(response.status(), 201);
+                done += 1;
+            }
+            done
+        });
+    }
+    let (registry_cpu_before, _) = cpu_and_rss(registry.pid());
+    let (own_cpu_before, _) = cpu_and_rss(std::process::id());
+    let total: u64 = load.join_all().await.into_iter().sum();
+    let registry_cpu = cpu_and_rss(registry.pid()).0 - registry_cpu_before;
+    let own_cpu = cpu_and_rss(std::process::id()).0 - own_cpu_before;
+    println!(
+        "durable registrations: {:.0}/s ({clients} clients) | CPU: registry {registry_cpu:.1} s, load generator {own_cpu:.1} s",
+        total as f64 / window.as_secs_f64()
+    );
 }
