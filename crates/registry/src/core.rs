@@ -7,10 +7,12 @@
 //! nothing is announced that a crash could still take back, and no lock is ever held across an
 //! `.await` or any I/O.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, SystemTime};
 
 use rollcall_wire::InstanceState;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +31,18 @@ pub enum ApplyError {
     /// The catalog changed in memory but could not be written to disk: not acknowledged.
     #[error("the catalog could not be written: {0}")]
     Storage(StoreError),
+}
+
+/// Past this many watched services, entries nobody waits on are swept before adding one.
+const SWEEP_WATCHES_AT: usize = 1024;
+
+/// Where the catalog's change counter starts: the time in microseconds, so that indexes keep
+/// growing across restarts and a client's index from before a restart never matches by chance.
+fn first_index() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2)
 }
 
 /// A new public instance id: 128 random bits as 32 hex digits.
@@ -52,6 +66,10 @@ pub(crate) struct Core {
     pub shutdown: CancellationToken,
     /// Tracks background tasks so that shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Blocking queries waiting on one service: its latest index.
+    service_watches: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Blocking queries waiting on the whole catalog: the latest catalog-wide index.
+    catalog_watch: watch::Sender<u64>,
 }
 
 impl Core {
@@ -67,13 +85,15 @@ impl Core {
             deregister_critical_after: config.deregister_critical_after,
         };
         Ok(Arc::new(Self {
-            catalog: RwLock::new(Catalog::new(policy)),
+            catalog: RwLock::new(Catalog::new(policy, first_index())),
             store,
             notifier: Notifier::default(),
             http,
             config,
             shutdown,
             tasks: TaskTracker::new(),
+            service_watches: Mutex::new(HashMap::new()),
+            catalog_watch: watch::Sender::new(0),
         }))
     }
 
@@ -81,13 +101,13 @@ impl Core {
     pub fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
         // A panic while holding the lock cannot leave the catalog half-changed (apply either
         // finishes or unwinds before mutating), so a poisoned lock is still safe to read.
-        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.catalog.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies `command`, waits until what it changed is on disk, then reacts to its events.
     pub async fn apply(self: &Arc<Self>, command: Command) -> Result<Vec<Event>, ApplyError> {
         let (events, durable) = {
-            let mut catalog = self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
             let events = catalog.apply(command)?;
             let ops = catalog.store_ops(&events);
             (events, (!ops.is_empty()).then(|| self.store.write(ops)))
@@ -107,7 +127,7 @@ impl Core {
     /// assumed to hold what the restored catalog offers it, so that a restart announces nothing
     /// by itself (in particular no empty provider list); the probes announce what changed.
     pub fn restore(self: &Arc<Self>, stored: Vec<StoredInstance>) {
-        let mut catalog = self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
         let events = catalog.restore(stored);
         let subscriptions: Vec<_> = events
             .iter()
@@ -125,6 +145,35 @@ impl Core {
         self.react(&events);
         for (registration, id, held) in subscriptions {
             self.notifier.subscribe(self, &registration, id, held);
+        }
+    }
+
+    /// A receiver that changes when the index of `service` (or, for `None`, of the catalog) does.
+    /// Take it before reading the index, so that no change can slip in between.
+    pub fn watch(&self, service: Option<&str>) -> watch::Receiver<u64> {
+        let Some(service) = service else {
+            return self.catalog_watch.subscribe();
+        };
+        let mut watches = self.service_watches.lock().unwrap_or_else(PoisonError::into_inner);
+        if watches.len() >= SWEEP_WATCHES_AT && !watches.contains_key(service) {
+            // Entries nobody waits on any more, for services that have not changed since.
+            watches.retain(|_, sender| sender.receiver_count() > 0);
+        }
+        watches
+            .entry(service.to_owned())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
+    }
+
+    fn wake_watchers(&self, service: &str, index: u64) {
+        self.catalog_watch.send_replace(index);
+        let mut watches = self.service_watches.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = watches.get(service) {
+            if sender.receiver_count() == 0 {
+                watches.remove(service); // nobody waits any more
+            } else {
+                sender.send_replace(index);
+            }
         }
     }
 
@@ -146,6 +195,7 @@ impl Core {
                         self.notifier.wake(std::iter::once(url.as_str()));
                     }
                 }
+                Event::IndexChanged { service, index } => self.wake_watchers(service, *index),
                 Event::ProvidersChanged { service } => {
                     let catalog = self.catalog();
                     self.notifier.wake(catalog.dependents_of(service));

@@ -161,6 +161,14 @@ pub enum Event {
         /// The state now.
         to: InstanceState,
     },
+    /// What `GET /v1/services/{service}` answers changed (an instance came, went or changed
+    /// state); `index` is the service's new index.
+    IndexChanged {
+        /// The service name.
+        service: String,
+        /// Its new index.
+        index: u64,
+    },
     /// The set of discoverable instances of `service` changed: its dependents need a patch.
     ProvidersChanged {
         /// The service name.
@@ -188,11 +196,18 @@ pub struct Catalog {
     /// Required service name → service URLs of the instances that require it.
     dependents: BTreeMap<String, BTreeSet<String>>,
     next_id: InstanceId,
+    /// Service name → its index: the catalog-wide change counter at its last change.
+    indexes: HashMap<String, u64>,
+    /// The catalog-wide change counter.
+    last_index: u64,
+    /// Services changed by the command being applied.
+    touched: BTreeSet<String>,
 }
 
 impl Catalog {
-    /// An empty catalog applying `policy`.
-    pub fn new(policy: HealthPolicy) -> Self {
+    /// An empty catalog applying `policy`, whose change counter starts after `first_index` (the
+    /// registry passes the time in microseconds, so that indexes keep growing across restarts).
+    pub fn new(policy: HealthPolicy, first_index: u64) -> Self {
         Self {
             policy,
             instances: HashMap::new(),
@@ -200,12 +215,15 @@ impl Catalog {
             by_service: BTreeMap::new(),
             dependents: BTreeMap::new(),
             next_id: 1,
+            indexes: HashMap::new(),
+            last_index: first_index,
+            touched: BTreeSet::new(),
         }
     }
 
     /// Applies `command`, returning what changed.
     pub fn apply(&mut self, command: Command) -> Result<Vec<Event>, CommandError> {
-        match command {
+        let result = match command {
             Command::Register {
                 registration,
                 metadata,
@@ -214,7 +232,32 @@ impl Catalog {
             } => Ok(self.register(registration, metadata, new_instance_id, at)),
             Command::Deregister { url } => self.remove(&url, false).ok_or(CommandError::UnknownInstance(url)),
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
-        }
+        };
+        let touched = std::mem::take(&mut self.touched);
+        result.map(|mut events| {
+            events.extend(touched.into_iter().map(|service| {
+                let index = self.index_of(&service);
+                Event::IndexChanged { service, index }
+            }));
+            events
+        })
+    }
+
+    /// The index of `service`: it changes whenever its listing does (0 if it never had an
+    /// instance).
+    pub fn index_of(&self, service: &str) -> u64 {
+        self.indexes.get(service).copied().unwrap_or(0)
+    }
+
+    /// The catalog-wide index: it changes whenever any service's does.
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    fn touch(&mut self, service: &str) {
+        self.last_index += 1;
+        self.indexes.insert(service.to_owned(), self.last_index);
+        self.touched.insert(service.to_owned());
     }
 
     /// Puts instances read back from the store into an empty catalog, each as *passing* until it
@@ -253,7 +296,7 @@ impl Catalog {
             .filter_map(|event| match event {
                 Event::Registered { url, .. } => self.instances.get(url).map(|i| StoreOp::Put(i.stored())),
                 Event::Deregistered { url, .. } => Some(StoreOp::Delete(url.clone())),
-                Event::StateChanged { .. } | Event::ProvidersChanged { .. } => None,
+                Event::StateChanged { .. } | Event::ProvidersChanged { .. } | Event::IndexChanged { .. } => None,
             })
             .collect()
     }
@@ -409,6 +452,8 @@ impl Catalog {
         let after = instance.provides();
         let mut events = Vec::new();
         if from != to {
+            let service = instance.registration.service_name.clone();
+            self.touch(&service);
             events.push(Event::StateChanged {
                 id,
                 url: url.to_owned(),
@@ -421,6 +466,7 @@ impl Catalog {
     }
 
     fn index(&mut self, instance: Instance) {
+        self.touch(&instance.registration.service_name.clone());
         let reg = &instance.registration;
         let url = reg.service_url.clone();
         self.by_service
@@ -436,6 +482,7 @@ impl Catalog {
 
     fn unindex(&mut self, url: &str) -> Option<Instance> {
         let old = self.instances.remove(url)?;
+        self.touch(&old.registration.service_name.clone());
         self.by_instance_id.remove(&old.instance_id);
         let reg = &old.registration;
         remove_from_index(&mut self.by_service, &reg.service_name, url);
@@ -478,10 +525,13 @@ mod tests {
     const REAP_AFTER: Duration = Duration::from_secs(60);
 
     fn catalog() -> Catalog {
-        Catalog::new(HealthPolicy {
-            tries: TRIES,
-            deregister_critical_after: REAP_AFTER,
-        })
+        Catalog::new(
+            HealthPolicy {
+                tries: TRIES,
+                deregister_critical_after: REAP_AFTER,
+            },
+            1_000,
+        )
     }
 
     fn registration(name: &str, url: &str, required: &[&str]) -> Registration {
@@ -656,6 +706,31 @@ mod tests {
         assert!(changed(&events).is_empty(), "a restore announces nothing");
         let instance = restored.instance_by_id("id-http://a").expect("found by id");
         assert_eq!(instance.registration.service_url, "http://a");
+    }
+
+    #[test]
+    fn a_service_index_moves_only_when_its_listing_does() {
+        let mut c = catalog();
+        assert_eq!(c.index_of("A"), 0);
+        let (id, events) = register(&mut c, "A", "http://a");
+        let first = c.index_of("A");
+        assert!(first > 1_000);
+        assert!(events.contains(&Event::IndexChanged {
+            service: "A".to_owned(),
+            index: first
+        }));
+
+        register(&mut c, "B", "http://b");
+        assert_eq!(c.index_of("A"), first, "another service's change leaves A alone");
+        assert!(
+            probe(&mut c, "http://a", id, true, 1).is_empty(),
+            "a passing probe changes nothing"
+        );
+        assert_eq!(c.index_of("A"), first);
+
+        probe(&mut c, "http://a", id, false, 2);
+        assert!(c.index_of("A") > first, "passing -> suspect is a change");
+        assert_eq!(c.last_index(), c.index_of("A"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The registry's HTTP surface: the seed endpoints and the `/v1` API, merged and layered once.
 //!
-//! Every request body is limited to [`MAX_BODY_BYTES`]; every request is bounded in time so that
-//! a graceful shutdown always finishes; unknown paths and wrong methods answer JSON errors.
+//! Every request body is limited to [`MAX_BODY_BYTES`]; every request is bounded in time (writes
+//! by a timeout, blocking queries by their `wait` and by shutdown) so that a graceful shutdown
+//! always finishes; unknown paths and wrong methods answer JSON errors.
 
 mod instances;
 mod seed;
@@ -26,21 +27,24 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The registry's router over `core`.
 pub(crate) fn router(core: Arc<Core>) -> Router {
-    // A registration waits for its callback, so requests may take up to the notify timeout.
+    // Registrations wait for their callback and for the disk: bound them. Blocking queries are
+    // bounded by their own `wait` (and end on shutdown), so they are not cut here.
     let request_timeout = core.config.notify_timeout + Duration::from_secs(5);
-    Router::new()
+    let writes = Router::new()
         .merge(seed::router())
         .merge(instances::router())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ));
+    Router::new()
+        .merge(writes)
         .merge(services::router())
         .fallback(|request: Request| async move { ApiError::NotFound(request.uri().path().to_owned()) })
         .method_not_allowed_fallback(|request: Request| async move {
             ApiError::MethodNotAllowed(request.method().to_string())
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            request_timeout,
-        ))
         // A 500 here is the seed's answer to an unknown deregistration, not a fault: log at debug.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
         .with_state(core)

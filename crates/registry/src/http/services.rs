@@ -1,12 +1,20 @@
-//! `GET /v1/services` and `GET /v1/services/{name}`: what the registry holds, as JSON.
+//! `GET /v1/services` and `GET /v1/services/{name}`: what the registry holds, as JSON, and
+//! blocking queries to watch it.
 //!
 //! `?passing` (or `?passing=true`) keeps only passing instances. A service with no instance
 //! answers 200 with an empty list, so that a client can ask for a service before it exists.
+//!
+//! Every answer carries the index it reflects in `X-Rollcall-Index`: the service's own index for
+//! one service (it moves only when that service's instances come, go or change state), the
+//! catalog-wide index for the list. With `?index=N`, the answer comes at once if the index differs
+//! from N, and otherwise waits until it changes or `wait` (default 5m, at most 10m) runs out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderName;
 use axum::routing::get;
 use axum::{Json, Router};
 use rollcall_wire::{ServiceView, ServicesView};
@@ -15,49 +23,114 @@ use serde::Deserialize;
 use crate::core::Core;
 use crate::error::ApiError;
 
+/// The response header that carries the index an answer reflects.
+pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-rollcall-index");
+/// How long a blocking query waits when `wait` is not given.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+/// The longest `wait` honoured; longer ones are cut to it.
+pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// A JSON answer with the index it reflects in [`INDEX_HEADER`].
+type Indexed<T> = ([(HeaderName, String); 1], Json<T>);
+
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new()
         .route("/v1/services", get(list_services))
         .route("/v1/services/{name}", get(get_service))
 }
 
-/// The query string both listing endpoints take.
+/// The query string both listing endpoints take, as sent.
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+struct RawQuery {
     passing: Option<String>,
+    index: Option<String>,
+    wait: Option<String>,
+}
+
+/// The query string, checked.
+#[derive(Debug)]
+struct ListQuery {
+    passing_only: bool,
+    /// The index the client holds, with how long to wait for a change.
+    block: Option<(u64, Duration)>,
 }
 
 impl ListQuery {
-    fn passing_only(query: Result<Query<Self>, QueryRejection>) -> Result<bool, ApiError> {
-        let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-        match query.passing.as_deref() {
-            None | Some("false" | "0") => Ok(false),
-            Some("" | "true" | "1") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(
-                "invalid_query",
-                format!("passing must be true or false, not {other:?}"),
-            )),
-        }
+    fn parse(query: Result<Query<RawQuery>, QueryRejection>) -> Result<Self, ApiError> {
+        let invalid = |message: String| ApiError::bad_request("invalid_query", message);
+        let Query(raw) = query.map_err(|e| invalid(e.body_text()))?;
+        let passing_only = match raw.passing.as_deref() {
+            None | Some("false" | "0") => false,
+            Some("" | "true" | "1") => true,
+            Some(other) => return Err(invalid(format!("passing must be true or false, not {other:?}"))),
+        };
+        let wait = match raw.wait.as_deref() {
+            None => DEFAULT_WAIT,
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|e| invalid(format!("wait {text:?} is not a duration like 30s or 5m: {e}")))?
+                .min(MAX_WAIT),
+        };
+        let block = match raw.index.as_deref() {
+            None => None,
+            Some(text) => {
+                let index = text
+                    .parse::<u64>()
+                    .map_err(|_| invalid(format!("index must be a whole number, not {text:?}")))?;
+                Some((index, wait))
+            }
+        };
+        Ok(Self { passing_only, block })
+    }
+}
+
+/// Waits, if the query asks to, until the index read by `current` differs from the client's.
+async fn wait_for_change(
+    core: &Core,
+    service: Option<&str>,
+    block: Option<(u64, Duration)>,
+    current: impl Fn() -> u64,
+) {
+    let Some((known, wait)) = block else {
+        return;
+    };
+    let mut changes = core.watch(service);
+    if current() != known {
+        return;
+    }
+    tokio::select! {
+        _ = changes.wait_for(|_| current() != known) => {}
+        () = tokio::time::sleep(wait) => {}
+        () = core.shutdown.cancelled() => {}
     }
 }
 
 #[tracing::instrument(skip_all)]
 async fn list_services(
     State(core): State<Arc<Core>>,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<ServicesView>, ApiError> {
-    let passing_only = ListQuery::passing_only(query)?;
-    Ok(Json(ServicesView {
-        services: core.catalog().services(passing_only),
-    }))
+    query: Result<Query<RawQuery>, QueryRejection>,
+) -> Result<Indexed<ServicesView>, ApiError> {
+    let query = ListQuery::parse(query)?;
+    wait_for_change(&core, None, query.block, || core.catalog().last_index()).await;
+    let catalog = core.catalog();
+    let index = catalog.last_index().to_string();
+    let view = ServicesView {
+        services: catalog.services(query.passing_only),
+    };
+    Ok(([(INDEX_HEADER, index)], Json(view)))
 }
 
 #[tracing::instrument(skip_all, fields(service = %name))]
 async fn get_service(
     State(core): State<Arc<Core>>,
     Path(name): Path<String>,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<ServiceView>, ApiError> {
-    let passing_only = ListQuery::passing_only(query)?;
-    Ok(Json(core.catalog().service(&name, passing_only)))
+    query: Result<Query<RawQuery>, QueryRejection>,
+) -> Result<Indexed<ServiceView>, ApiError> {
+    let query = ListQuery::parse(query)?;
+    wait_for_change(&core, Some(&name), query.block, || core.catalog().index_of(&name)).await;
+    let catalog = core.catalog();
+    let index = catalog.index_of(&name).to_string();
+    Ok((
+        [(INDEX_HEADER, index)],
+        Json(catalog.service(&name, query.passing_only)),
+    ))
 }

@@ -9,6 +9,7 @@ mod registration;
 mod restart;
 mod seed_wire;
 mod shutdown;
+mod watch;
 
 use rollcall_testkit::{FakeService, TestRegistry};
 

@@ -8,7 +8,7 @@ use rollcall_testkit::{DEADLINE, FakeService, HeartbeatMode, PatchMode, TestRegi
 use super::register;
 
 #[tokio::test]
-async fn stopping_is_prompt_even_with_a_hung_callback_and_hung_probes() {
+async fn stopping_is_prompt_even_with_a_hung_callback_hung_probes_and_a_blocking_query() {
     let registry = TestRegistry::spawn_with(|c| {
         c.notify_timeout = Duration::from_secs(60);
         c.health_timeout = Duration::from_secs(60);
@@ -30,8 +30,15 @@ async fn stopping_is_prompt_even_with_a_hung_callback_and_hung_probes() {
     })
     .await;
 
+    let blocking_query = {
+        let url = format!("{}/v1/services/Nobody?index=0&wait=10m", registry.url);
+        tokio::spawn(async move { reqwest::get(url).await })
+    };
+
     let took = registry.stop().await;
     assert!(took < SHUTDOWN_GRACE, "stopping took {took:?}");
+    let query = tokio::time::timeout(DEADLINE, blocking_query).await;
+    assert!(query.is_ok(), "the blocking query outlived the registry");
     let answer = pending.await.expect("join");
     if let Ok(response) = answer {
         assert_eq!(
