@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::RegistryConfig;
+use crate::events::EventLog;
 use crate::health;
 use crate::notify::Notifier;
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy};
@@ -66,6 +67,8 @@ pub(crate) struct Core {
     pub shutdown: CancellationToken,
     /// Tracks background tasks so that shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Recent catalog events and the live feed of `/v1/events`.
+    pub events: EventLog,
     /// Blocking queries waiting on one service: its latest index.
     service_watches: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Blocking queries waiting on the whole catalog: the latest catalog-wide index.
@@ -92,6 +95,7 @@ impl Core {
             config,
             shutdown,
             tasks: TaskTracker::new(),
+            events: EventLog::new(first_index()),
             service_watches: Mutex::new(HashMap::new()),
             catalog_watch: watch::Sender::new(0),
         }))
@@ -109,6 +113,7 @@ impl Core {
         let (events, durable) = {
             let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
             let events = catalog.apply(command)?;
+            self.events.record(&catalog, &events);
             let ops = catalog.store_ops(&events);
             (events, (!ops.is_empty()).then(|| self.store.write(ops)))
         };
@@ -184,7 +189,7 @@ impl Core {
                     tracing::debug!(%url, id, "instance registered");
                     health::spawn_prober(self, url.clone(), *id);
                 }
-                Event::Deregistered { id, url, reaped } => {
+                Event::Deregistered { id, url, reaped, .. } => {
                     tracing::info!(%url, id, reaped, "instance deregistered");
                     self.notifier.remove(url, *id);
                 }

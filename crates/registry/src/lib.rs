@@ -14,6 +14,7 @@
 mod config;
 mod core;
 mod error;
+mod events;
 mod health;
 mod http;
 mod notify;

@@ -149,6 +149,8 @@ pub enum Event {
         url: String,
         /// True when the registry removed it for staying critical.
         reaped: bool,
+        /// The instance as it was last listed.
+        view: Box<InstanceView>,
     },
     /// An instance's health state changed.
     StateChanged {
@@ -413,6 +415,7 @@ impl Catalog {
             id: old.id,
             url: url.to_owned(),
             reaped,
+            view: Box::new(old.view()),
         }];
         events.extend(providers_changed(old.provides(), None));
         Some(events)

@@ -10,6 +10,7 @@ mod fleet;
 mod process;
 mod raw_http;
 mod registry;
+mod sse;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ pub use fleet::FakeFleet;
 pub use process::ServerProcess;
 pub use raw_http::{RawResponse, body_of, fixture, replace_body, send_raw};
 pub use registry::{TestRegistry, fast_config};
+pub use sse::{SseClient, SseMessage};
 
 /// How long tests wait for something that should happen "soon" before they fail.
 pub const DEADLINE: Duration = Duration::from_secs(10);

@@ -13,4 +13,4 @@ mod registration;
 mod views;
 
 pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};
-pub use views::{ErrorBody, InstanceState, InstanceView, ServiceView, ServicesView};
+pub use views::{CatalogEvent, ErrorBody, InstanceState, InstanceView, ServiceView, ServicesView};

@@ -89,6 +89,49 @@ impl ServicesView {
     }
 }
 
+/// One change in the catalog, as `GET /v1/events` streams it (the SSE `event:` field is the
+/// `type`; the `id:` field is its position in the stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CatalogEvent {
+    /// The whole catalog: sent first when a stream cannot resume where the client left off.
+    Reset {
+        /// Every service with its instances.
+        services: Vec<ServiceView>,
+    },
+    /// An instance registered (or re-registered).
+    Registered {
+        /// The instance as registered.
+        instance: InstanceView,
+    },
+    /// An instance left the catalog.
+    Deregistered {
+        /// The instance as it was last listed.
+        instance: InstanceView,
+        /// True when the registry removed it for staying critical too long.
+        reaped: bool,
+    },
+    /// An instance's health state changed.
+    StateChanged {
+        /// The instance after the change.
+        instance: InstanceView,
+        /// The state before.
+        from: InstanceState,
+    },
+}
+
+impl CatalogEvent {
+    /// The `type` word, used as the SSE event name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CatalogEvent::Reset { .. } => "reset",
+            CatalogEvent::Registered { .. } => "registered",
+            CatalogEvent::Deregistered { .. } => "deregistered",
+            CatalogEvent::StateChanged { .. } => "state_changed",
+        }
+    }
+}
+
 /// The body of every rollcall error answer: a stable machine-readable `error` code and a
 /// sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! by a timeout, blocking queries by their `wait` and by shutdown) so that a graceful shutdown
 //! always finishes; unknown paths and wrong methods answer JSON errors.
 
+mod events;
 mod instances;
 mod seed;
 mod services;
@@ -40,6 +41,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
     Router::new()
         .merge(writes)
         .merge(services::router())
+        .merge(events::router())
         .fallback(|request: Request| async move { ApiError::NotFound(request.uri().path().to_owned()) })
         .method_not_allowed_fallback(|request: Request| async move {
             ApiError::MethodNotAllowed(request.method().to_string())

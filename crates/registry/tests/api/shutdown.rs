@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use rollcall_registry::SHUTDOWN_GRACE;
-use rollcall_testkit::{DEADLINE, FakeService, HeartbeatMode, PatchMode, TestRegistry, eventually};
+use rollcall_testkit::{DEADLINE, FakeService, HeartbeatMode, PatchMode, SseClient, TestRegistry, eventually};
 
 use super::register;
 
 #[tokio::test]
-async fn stopping_is_prompt_even_with_a_hung_callback_hung_probes_and_a_blocking_query() {
+async fn stopping_is_prompt_with_hung_callbacks_and_probes_blocking_queries_and_event_streams() {
     let registry = TestRegistry::spawn_with(|c| {
         c.notify_timeout = Duration::from_secs(60);
         c.health_timeout = Duration::from_secs(60);
@@ -35,8 +35,12 @@ async fn stopping_is_prompt_even_with_a_hung_callback_hung_probes_and_a_blocking
         tokio::spawn(async move { reqwest::get(url).await })
     };
 
+    let mut events = SseClient::connect(&format!("{}/v1/events", registry.url), None).await;
+    assert!(events.next().await.is_some(), "the stream opens with a reset");
+
     let took = registry.stop().await;
     assert!(took < SHUTDOWN_GRACE, "stopping took {took:?}");
+    assert!(events.next().await.is_none(), "the event stream ends with the registry");
     let query = tokio::time::timeout(DEADLINE, blocking_query).await;
     assert!(query.is_ok(), "the blocking query outlived the registry");
     let answer = pending.await.expect("join");
