@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::RegistryConfig;
 use crate::events::EventLog;
 use crate::health;
+use crate::metrics::{Metrics, Snapshot};
 use crate::notify::Notifier;
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy};
 use crate::store::{Store, StoreError, StoredInstance};
@@ -57,6 +58,8 @@ pub(crate) struct Core {
     catalog: RwLock<Catalog>,
     /// The durable copy of the catalog.
     pub store: Store,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Metrics,
     /// Per-subscriber delivery queues.
     pub notifier: Notifier,
     /// The process's one HTTP client; every call sets its own timeout.
@@ -77,7 +80,12 @@ pub(crate) struct Core {
 
 impl Core {
     /// A core with an empty catalog, writing to `store`.
-    pub fn new(config: RegistryConfig, store: Store, shutdown: CancellationToken) -> Result<Arc<Self>, reqwest::Error> {
+    pub fn new(
+        config: RegistryConfig,
+        store: Store,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, reqwest::Error> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(config.health_timeout.min(config.notify_timeout))
@@ -90,6 +98,7 @@ impl Core {
         Ok(Arc::new(Self {
             catalog: RwLock::new(Catalog::new(policy, first_index())),
             store,
+            metrics,
             notifier: Notifier::default(),
             http,
             config,
@@ -153,6 +162,16 @@ impl Core {
         }
     }
 
+    /// The metrics exposition, with the catalog's gauges as they are now.
+    pub fn metrics_text(&self) -> String {
+        let mut snapshot = Snapshot::default();
+        for state in self.catalog().states() {
+            snapshot.count(state);
+        }
+        (snapshot.queues, snapshot.queues_behind) = self.notifier.counts();
+        self.metrics.encode(&snapshot)
+    }
+
     /// A receiver that changes when the index of `service` (or, for `None`, of the catalog) does.
     /// Take it before reading the index, so that no change can slip in between.
     pub fn watch(&self, service: Option<&str>) -> watch::Receiver<u64> {
@@ -190,6 +209,11 @@ impl Core {
                     health::spawn_prober(self, url.clone(), *id);
                 }
                 Event::Deregistered { id, url, reaped, .. } => {
+                    if *reaped {
+                        self.metrics.reaped.inc();
+                    } else {
+                        self.metrics.deregistrations.inc();
+                    }
                     tracing::info!(%url, id, reaped, "instance deregistered");
                     self.notifier.remove(url, *id);
                 }

@@ -52,6 +52,11 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
             outcome = probe(&core, &heartbeat_url) => outcome,
         };
         let at = SystemTime::now();
+        if outcome.is_ok() {
+            core.metrics.probes_passed.inc();
+        } else {
+            core.metrics.probes_failed.inc();
+        }
         if let Err(error) = &outcome {
             tracing::debug!(%url, %error, "probe failed");
         }

@@ -17,6 +17,7 @@ mod error;
 mod events;
 mod health;
 mod http;
+mod metrics;
 mod notify;
 mod outbound;
 pub mod state;
@@ -70,8 +71,9 @@ pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: Cancel
         path: config.data_dir.clone(),
         source,
     })?;
-    let (store, stored) = store::Store::open(&config.data_dir)?;
-    let core = core::Core::new(config, store, shutdown.child_token())?;
+    let metrics = metrics::Metrics::default();
+    let (store, stored) = store::Store::open(&config.data_dir, metrics.commit_seconds.clone())?;
+    let core = core::Core::new(config, store, metrics, shutdown.child_token())?;
     core.restore(stored);
     let app = http::router(core.clone());
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rollcall_wire::{Patch, PatchEntry, Registration};
@@ -49,6 +49,9 @@ struct Subscriber {
     required: Vec<String>,
     /// The providers the subscriber acknowledged holding.
     held: Mutex<BTreeSet<PatchEntry>>,
+    /// When the oldest change the subscriber does not hold yet happened; `None` when it is
+    /// up to date (as far as the queue knows).
+    behind_since: Mutex<Option<Instant>>,
     wake: Notify,
     cancel: CancellationToken,
 }
@@ -79,6 +82,7 @@ impl Notifier {
             update_url,
             required: registration.required_services.clone(),
             held: Mutex::new(held),
+            behind_since: Mutex::new(Some(Instant::now())),
             wake: Notify::new(),
             cancel: core.shutdown.child_token(),
         });
@@ -105,9 +109,17 @@ impl Notifier {
         let subscribers = self.lock();
         for url in urls {
             if let Some(subscriber) = subscribers.get(url) {
+                subscriber.behind().get_or_insert_with(Instant::now);
                 subscriber.wake.notify_one();
             }
         }
+    }
+
+    /// The number of queues, and of those with changes their subscriber does not hold yet.
+    pub fn counts(&self) -> (usize, usize) {
+        let subscribers = self.lock();
+        let behind = subscribers.values().filter(|s| s.behind().is_some()).count();
+        (subscribers.len(), behind)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Subscriber>>> {
@@ -118,6 +130,10 @@ impl Notifier {
 impl Subscriber {
     fn held(&self) -> std::sync::MutexGuard<'_, BTreeSet<PatchEntry>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn behind(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.behind_since.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -143,6 +159,7 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection:
         let desired = core.catalog().providers_of(&subscriber.required);
         let patch = difference(&subscriber.held(), &desired);
         if patch.is_empty() {
+            *subscriber.behind() = None;
             return;
         }
         let delivery = connection.post_json(&core.http, patch_body(&patch), core.config.notify_timeout);
@@ -157,11 +174,18 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection:
                     held.remove(removed);
                 }
                 held.extend(patch.added);
+                drop(held);
                 failures = 0;
+                core.metrics.deliveries_ok.inc();
+                if let Some(since) = subscriber.behind().take() {
+                    core.metrics.delivery_latency.observe(since.elapsed().as_secs_f64());
+                }
             }
             Err(error) => {
                 failures += 1;
+                core.metrics.deliveries_failed.inc();
                 if failures >= MAX_ATTEMPTS {
+                    core.metrics.deliveries_given_up.inc();
                     tracing::warn!(url = %subscriber.url, %error, failures, "giving up on a patch until the next change");
                     return;
                 }

@@ -359,6 +359,11 @@ impl Catalog {
         }
     }
 
+    /// The state of every instance.
+    pub fn states(&self) -> impl Iterator<Item = InstanceState> + '_ {
+        self.instances.values().map(|i| i.state)
+    }
+
     /// Number of registered instances.
     pub fn len(&self) -> usize {
         self.instances.len()

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::SystemTime;
 
+use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use rollcall_wire::Registration;
 use serde::{Deserialize, Serialize};
@@ -104,7 +105,7 @@ impl std::fmt::Debug for Message {
 impl Store {
     /// Opens (creating if needed) the catalog in `data_dir` and reads every stored instance.
     /// Fails if another registry holds the same data directory.
-    pub fn open(data_dir: &Path) -> Result<(Self, Vec<StoredInstance>), StoreError> {
+    pub fn open(data_dir: &Path, commit_seconds: Histogram) -> Result<(Self, Vec<StoredInstance>), StoreError> {
         let path = data_dir.join(DATABASE_FILE);
         let database =
             Database::create(&path).map_err(|e| StoreError::new(&format!("cannot open {}", path.display()), e))?;
@@ -112,7 +113,7 @@ impl Store {
         let (queue, messages) = mpsc::channel();
         let writer = thread::Builder::new()
             .name("catalog-writer".to_owned())
-            .spawn(move || write_batches(&database, &messages))
+            .spawn(move || write_batches(&database, &messages, &commit_seconds))
             .map_err(|e| StoreError::new("cannot start the catalog writer", e))?;
         let writer = Mutex::new(Some(writer));
         Ok((Self { queue, writer, path }, stored))
@@ -172,7 +173,7 @@ fn read_all(database: &Database) -> Result<Vec<StoredInstance>, StoreError> {
 }
 
 /// The writer thread: commit everything queued, answer, repeat until stopped.
-fn write_batches(database: &Database, messages: &mpsc::Receiver<Message>) {
+fn write_batches(database: &Database, messages: &mpsc::Receiver<Message>, commit_seconds: &Histogram) {
     let mut stopping = false;
     while !stopping {
         let Ok(Message::Write(first)) = messages.recv() else {
@@ -189,7 +190,9 @@ fn write_batches(database: &Database, messages: &mpsc::Receiver<Message>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = commit(database, &group);
+        commit_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(error) = &result {
             tracing::error!(%error, "catalog write failed");
         }
@@ -249,7 +252,7 @@ mod tests {
     async fn what_was_acknowledged_is_read_back_after_reopening() {
         let dir = tempfile::tempdir().expect("dir");
         {
-            let (store, stored) = Store::open(dir.path()).expect("open");
+            let (store, stored) = Store::open(dir.path(), Histogram::new([1.0].into_iter())).expect("open");
             assert!(stored.is_empty());
             let writes: Vec<Durable> = (0..100)
                 .map(|n| store.write(vec![StoreOp::Put(instance(&format!("http://{n}")))]))
@@ -274,7 +277,7 @@ mod tests {
                 .expect("answered");
             assert!(late.is_err(), "a closed store refuses writes");
         }
-        let (_, stored) = Store::open(dir.path()).expect("reopen");
+        let (_, stored) = Store::open(dir.path(), Histogram::new([1.0].into_iter())).expect("reopen");
         assert_eq!(stored.len(), 99);
         assert!(stored.iter().all(|s| s.registration.service_url != "http://7"));
         assert!(stored.contains(&instance("http://1")));
@@ -283,8 +286,8 @@ mod tests {
     #[tokio::test]
     async fn a_second_registry_cannot_open_the_same_directory() {
         let dir = tempfile::tempdir().expect("dir");
-        let (_store, _) = Store::open(dir.path()).expect("open");
-        let error = Store::open(dir.path()).expect_err("already open");
+        let (_store, _) = Store::open(dir.path(), Histogram::new([1.0].into_iter())).expect("open");
+        let error = Store::open(dir.path(), Histogram::new([1.0].into_iter())).expect_err("already open");
         assert!(error.to_string().contains("catalog.redb"), "{error}");
     }
 }

@@ -57,6 +57,7 @@ async fn register(
     };
     // It holds nothing yet: its queue sends every provider it requires.
     core.notifier.subscribe(&core, &registration, *id, BTreeSet::new());
+    core.metrics.v1_registrations.inc();
     let view = core.catalog().current(url, *id).map(crate::state::Instance::view);
     let status = if replaced.is_some() {
         StatusCode::OK

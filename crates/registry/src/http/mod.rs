@@ -6,6 +6,7 @@
 
 mod events;
 mod instances;
+mod metrics;
 mod seed;
 mod services;
 mod validate;
@@ -42,6 +43,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(writes)
         .merge(services::router())
         .merge(events::router())
+        .merge(metrics::router())
         .fallback(|request: Request| async move { ApiError::NotFound(request.uri().path().to_owned()) })
         .method_not_allowed_fallback(|request: Request| async move {
             ApiError::MethodNotAllowed(request.method().to_string())

@@ -48,6 +48,7 @@ async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesReject
     };
     delivered.map_err(|e| {
         let message = format!("the required-services patch could not be delivered to {update_url}: {e}");
+        core.metrics.refused_registrations.inc();
         ApiError::bad_request("callback_failed", message)
     })?;
 
@@ -61,6 +62,7 @@ async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesReject
     if let Some(Event::Registered { id, .. }) = events.first() {
         core.notifier.subscribe(&core, &registration, *id, held);
     }
+    core.metrics.seed_registrations.inc();
     Ok(StatusCode::OK)
 }
 

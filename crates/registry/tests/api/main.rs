@@ -5,6 +5,7 @@ mod events;
 mod health;
 mod instances;
 mod listing;
+mod metrics;
 mod notify;
 mod registration;
 mod restart;
