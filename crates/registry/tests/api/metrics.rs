@@ -10,7 +10,7 @@ use super::register;
 
 /// Parses an exposition strictly enough to catch a malformed one: every line is a `# HELP`,
 /// `# TYPE` or `# UNIT` comment, a `name{labels} value` sample or the final `# EOF`.
-fn parse(text: &str) -> HashMap<String, f64> {
+fn parse(text: &str) -> HashMap<String, String> {
     let mut samples = HashMap::new();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
@@ -33,8 +33,8 @@ fn parse(text: &str) -> HashMap<String, f64> {
         if name_end < series.len() {
             assert!(series.ends_with('}'), "unclosed labels: {line}");
         }
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
-        samples.insert(series.to_owned(), value);
+        assert!(value.parse::<f64>().is_ok(), "bad value: {line}");
+        samples.insert(series.to_owned(), value.to_owned());
     }
     panic!("the exposition does not end with # EOF");
 }
@@ -62,14 +62,20 @@ async fn the_exposition_parses_and_counts_what_happened() {
         "{content_type}"
     );
     let samples = parse(&response.text().await.expect("text"));
-    let value = |series: &str| samples.get(series).copied().unwrap_or_else(|| panic!("no {series}"));
+    // Counters, gauges of counts and histogram counts are whole numbers.
+    let count = |series: &str| -> u64 {
+        let value = samples.get(series).unwrap_or_else(|| panic!("no {series}"));
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{series} is not a count: {value}"))
+    };
 
-    assert_eq!(value(r#"rollcall_instances{state="passing"}"#), 2.0);
-    assert_eq!(value(r#"rollcall_instances{state="critical"}"#), 1.0);
-    assert_eq!(value(r#"rollcall_registrations_total{api="seed"}"#), 3.0);
-    assert_eq!(value("rollcall_delivery_queues"), 1.0);
-    assert!(value(r#"rollcall_probes_total{outcome="failed"}"#) >= 3.0);
-    assert!(value(r#"rollcall_deliveries_total{outcome="delivered"}"#) >= 1.0);
-    assert!(value("rollcall_delivery_latency_seconds_count") >= 1.0);
-    assert!(value("rollcall_catalog_commit_seconds_count") >= 3.0);
+    assert_eq!(count(r#"rollcall_instances{state="passing"}"#), 2);
+    assert_eq!(count(r#"rollcall_instances{state="critical"}"#), 1);
+    assert_eq!(count(r#"rollcall_registrations_total{api="seed"}"#), 3);
+    assert_eq!(count("rollcall_delivery_queues"), 1);
+    assert!(count(r#"rollcall_probes_total{outcome="failed"}"#) >= 3);
+    assert!(count(r#"rollcall_deliveries_total{outcome="delivered"}"#) >= 1);
+    assert!(count("rollcall_delivery_latency_seconds_count") >= 1);
+    assert!(count("rollcall_catalog_commit_seconds_count") >= 3);
 }
