@@ -4,6 +4,8 @@
 //! hand over to the library that implements the subcommand. Logs go to stderr; stdout carries
 //! only the lines scripts read (such as the address a server listens on).
 
+mod services;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rollcall_registry::RegistryConfig;
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the service registry (seed protocol on /services, API on /v1).
     Registry(RegistryConfig),
+    /// Show what a registry holds, or follow its changes with --watch.
+    Services(services::ServicesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Registry(config) => run_registry(config).await,
+            Command::Services(args) => services::run(args).await,
         }
     })
 }

@@ -1,4 +1,9 @@
-//! A minimal server-sent-events reader for tests: one message at a time, with a deadline.
+//! A server-sent-events reader for tests: one message at a time, with a deadline.
+
+use std::pin::Pin;
+
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
 
 use crate::DEADLINE;
 
@@ -21,11 +26,17 @@ impl SseMessage {
     }
 }
 
+type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+
 /// An open event stream.
-#[derive(Debug)]
 pub struct SseClient {
-    response: reqwest::Response,
-    buffer: String,
+    events: Events,
+}
+
+impl std::fmt::Debug for SseClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SseClient")
+    }
 }
 
 impl SseClient {
@@ -38,8 +49,7 @@ impl SseClient {
         let response = request.send().await.expect("GET event stream");
         assert_eq!(response.status(), 200);
         Self {
-            response,
-            buffer: String::new(),
+            events: Box::pin(response.bytes_stream().eventsource()),
         }
     }
 
@@ -47,37 +57,19 @@ impl SseClient {
     /// the test if nothing comes within [`DEADLINE`].
     pub async fn next(&mut self) -> Option<SseMessage> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(message) = parse(&block) {
-                    return Some(message);
-                }
+            let event = tokio::time::timeout(DEADLINE, self.events.next())
+                .await
+                .expect("an event within the deadline")?
+                .ok()?;
+            if event.data.is_empty() {
                 continue;
             }
-            let chunk = tokio::time::timeout(DEADLINE, self.response.chunk())
-                .await
-                .expect("an event within the deadline")
-                .expect("read the event stream")?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            let id = (!event.id.is_empty()).then_some(event.id);
+            return Some(SseMessage {
+                id,
+                event: event.event,
+                data: event.data,
+            });
         }
     }
-}
-
-fn parse(block: &str) -> Option<SseMessage> {
-    let (mut id, mut event, mut data) = (None, "message".to_owned(), Vec::new());
-    for line in block.lines() {
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "id" => id = Some(value.to_owned()),
-            "event" => value.clone_into(&mut event),
-            "data" => data.push(value),
-            _ => {} // comments (empty field) and unknown fields
-        }
-    }
-    (!data.is_empty()).then(|| SseMessage {
-        id,
-        event,
-        data: data.join("\n"),
-    })
 }

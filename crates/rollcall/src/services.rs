@@ -1,0 +1,225 @@
+//! `rollcall services`: what a registry holds, as a table for people or JSON for scripts, and
+//! `--watch` to follow its changes as they happen.
+
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use rollcall_wire::{CatalogEvent, InstanceView, ServiceView, ServicesView};
+
+/// How to reach the registry and what to print.
+#[derive(Debug, Args)]
+pub struct ServicesArgs {
+    /// The registry's base URL (a seed-style URL ending in /services is accepted too).
+    #[arg(long, env = "ROLLCALL_REGISTRY", default_value = "http://127.0.0.1:3000")]
+    registry: String,
+    /// Follow the registry's event stream and print every change until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// Print JSON: the catalog, or with --watch one event per line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Lists the catalog or follows it, as `args` say.
+pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
+    let base = base_url(&args.registry);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let result = if args.watch {
+        watch(&http, &base, args.json).await
+    } else {
+        list(&http, &base, args.json).await
+    };
+    match result {
+        // `rollcall services | head` closing the pipe is not an error.
+        Err(error)
+            if error
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// `http://host:3000/services/` and `http://host:3000` both mean `http://host:3000`.
+fn base_url(registry: &str) -> String {
+    let trimmed = registry.trim().trim_end_matches('/');
+    trimmed.strip_suffix("/services").unwrap_or(trimmed).to_owned()
+}
+
+async fn list(http: &reqwest::Client, base: &str, json: bool) -> anyhow::Result<()> {
+    let url = format!("{base}/v1/services");
+    let response = http
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the registry at {base}"))?;
+    if !response.status().is_success() {
+        bail!(
+            "the registry at {base} answered {} to GET /v1/services",
+            response.status()
+        );
+    }
+    let view: ServicesView = response
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer a catalog"))?;
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &view)?;
+        writeln!(out)?;
+    } else {
+        write_table(&mut out, &view.services)?;
+    }
+    Ok(())
+}
+
+/// Prints a table: one row per instance.
+fn write_table(out: &mut impl Write, services: &[ServiceView]) -> io::Result<()> {
+    if services.is_empty() {
+        return writeln!(out, "no services registered");
+    }
+    let now = SystemTime::now();
+    let mut rows = vec![["SERVICE", "STATE", "URL", "LAST CHECK", "ERROR"].map(str::to_owned)];
+    for service in services {
+        for instance in &service.instances {
+            rows.push([
+                service.name.clone(),
+                instance.state.as_str().to_owned(),
+                instance.url.clone(),
+                last_check(instance, now),
+                instance.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+            ]);
+        }
+    }
+    let mut widths = [0; 5];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
+}
+
+/// "3s ago", or "-" before the first probe.
+fn last_check(instance: &InstanceView, now: SystemTime) -> String {
+    let Some(at) = instance
+        .last_check_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+    else {
+        return "-".to_owned();
+    };
+    let age = now.duration_since(at).unwrap_or_default();
+    format!("{} ago", humantime::format_duration(Duration::from_secs(age.as_secs())))
+}
+
+/// Follows `/v1/events`, reconnecting (and resuming from the last event) when the stream ends.
+async fn watch(http: &reqwest::Client, base: &str, json: bool) -> anyhow::Result<()> {
+    let url = format!("{base}/v1/events");
+    let mut last_id: Option<String> = None;
+    loop {
+        let mut request = http.get(&url).header("accept", "text/event-stream");
+        if let Some(id) = &last_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the registry at {base}"))?;
+        if !response.status().is_success() {
+            bail!(
+                "the registry at {base} answered {} to GET /v1/events",
+                response.status()
+            );
+        }
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else {
+                break; // the connection broke: reconnect
+            };
+            if !event.id.is_empty() {
+                last_id = Some(event.id.clone());
+            }
+            let mut out = io::stdout().lock();
+            if json {
+                writeln!(out, "{}", event.data)?;
+                continue;
+            }
+            match serde_json::from_str::<CatalogEvent>(&event.data) {
+                Ok(change) => write_change(&mut out, &change)?,
+                Err(_) => writeln!(out, "({}: {})", event.event, event.data)?,
+            }
+        }
+        eprintln!("(the event stream ended; reconnecting)");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn write_change(out: &mut impl Write, change: &CatalogEvent) -> io::Result<()> {
+    match change {
+        CatalogEvent::Reset { services } => write_table(out, services),
+        CatalogEvent::Registered { instance } => {
+            writeln!(
+                out,
+                "+ {} {} registered ({})",
+                instance.service,
+                instance.url,
+                instance.state.as_str()
+            )
+        }
+        CatalogEvent::Deregistered { instance, reaped } => {
+            let why = if *reaped {
+                "reaped after staying critical"
+            } else {
+                "deregistered"
+            };
+            writeln!(out, "- {} {} {why}", instance.service, instance.url)
+        }
+        CatalogEvent::StateChanged { instance, from } => {
+            let error = instance
+                .last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "~ {} {} {} -> {}{error}",
+                instance.service,
+                instance.url,
+                from.as_str(),
+                instance.state.as_str()
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_style_and_plain_registry_urls_mean_the_same() {
+        assert_eq!(base_url("http://localhost:3000/services"), "http://localhost:3000");
+        assert_eq!(base_url("http://localhost:3000/"), "http://localhost:3000");
+        assert_eq!(base_url("http://localhost:3000"), "http://localhost:3000");
+    }
+}
