@@ -33,12 +33,13 @@ pub(crate) fn spawn_prober(core: &Arc<Core>, url: String, id: InstanceId) {
 }
 
 async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
-    let Some(heartbeat_url) = core
+    // Parsed once: probing parses nothing per probe.
+    let heartbeat_url = core
         .catalog()
         .current(&url, id)
-        .map(|i| i.registration.heartbeat_url.clone())
-    else {
-        return;
+        .map(|i| reqwest::Url::parse(&i.registration.heartbeat_url));
+    let Some(Ok(heartbeat_url)) = heartbeat_url else {
+        return; // gone already (or unparsable, which validation rules out)
     };
     // Spread the first probes of instances registered together over one interval.
     let mut delay = core.config.health_interval.mul_f64(rand::rng().random_range(0.0..1.0));
@@ -108,11 +109,11 @@ fn next_probe_delay(config: &RegistryConfig, instance: &Instance, now: SystemTim
 }
 
 /// One probe: `GET HeartbeatURL`, passing on any 2xx answer within the health timeout.
-async fn probe(core: &Core, heartbeat_url: &str) -> Result<(), String> {
+async fn probe(core: &Core, heartbeat_url: &reqwest::Url) -> Result<(), String> {
     let timeout = core.config.health_timeout;
     let response = core
         .http
-        .get(heartbeat_url)
+        .get(heartbeat_url.clone())
         .timeout(timeout)
         .send()
         .await

@@ -9,7 +9,8 @@
 //! - fan-out: one change until all 1,000 dependents hold it, against this process sending the
 //!   same patch to the same 1,000 receivers directly;
 //! - CPU and RSS of the registry idle, and with 1,000 instances probed at the default interval;
-//! - durable registrations per second through `/v1/instances` (`-- throughput`).
+//! - durable registrations and lookups per second (`-- throughput`), beside a minimal axum
+//!   handler in this same binary (run as a child process) answering bodies of the same size.
 //!
 //! `ROLLCALL_BENCH_TRIALS` sets the number of trials (default 60 detections, 100 fan-outs);
 //! `ROLLCALL_BENCH_VERBOSE=1` prints every fan-out sample.
@@ -338,8 +339,23 @@ async fn resources() {
     );
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--serve-baseline") {
+        let size = |i: usize| {
+            args.get(at + i)
+                .and_then(|v| v.parse().ok())
+                .expect("--serve-baseline POST_BYTES GET_BYTES")
+        };
+        serve_baseline(size(1), size(2));
+        return;
+    }
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(run_sections());
+}
+
+async fn run_sections() {
     // `cargo bench -p rollcall --bench registry -- fan-out` runs only the sections named.
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
@@ -358,52 +374,154 @@ async fn main() {
         resources().await;
     }
     if wanted("throughput") {
-        for clients in [64, 256] {
-            registration_throughput(clients, Duration::from_secs(5)).await;
-        }
+        throughput().await;
     }
 }
 
-/// Durable registrations per second through `/v1/instances`, `clients` at a time, for `window`
-/// (work in progress: the same-binary baseline the roadmap asks for is not here yet).
-async fn registration_throughput(clients: usize, window: Duration) {
-    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
-    let fleet = Arc::new(FakeFleet::spawn().await);
+/// Sends requests made by `request(n)` from `clients` concurrent clients for `window`, and
+/// returns how many were answered with `expected` per second.
+async fn load<F>(clients: usize, window: Duration, expected: u16, request: F) -> f64
+where
+    F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(LONG)
         .build()
         .expect("client");
+    let request = Arc::new(request);
     let deadline = Instant::now() + window;
     let mut load = JoinSet::new();
     for client in 0..clients {
-        let (http, fleet) = (http.clone(), Arc::clone(&fleet));
-        let url = format!("{}/v1/instances", registry.url);
+        let (http, request) = (http.clone(), Arc::clone(&request));
         load.spawn(async move {
             let mut done = 0_u64;
             for n in (client..).step_by(clients) {
                 if Instant::now() >= deadline {
                     break;
                 }
-                let response = http
-                    .post(&url)
-                    .json(&fleet.registration(n, "Load"))
-                    .send()
-                    .await
-                    .expect("POST");
-                assert_eq!(response.status(), 201);
+                let response = request(&http, n).send().await.expect("request");
+                assert_eq!(response.status().as_u16(), expected);
+                response.bytes().await.expect("body");
                 done += 1;
             }
             done
         });
     }
-    let (registry_cpu_before, _) = cpu_and_rss(registry.pid());
-    let (own_cpu_before, _) = cpu_and_rss(std::process::id());
     let total: u64 = load.join_all().await.into_iter().sum();
-    let registry_cpu = cpu_and_rss(registry.pid()).0 - registry_cpu_before;
-    let own_cpu = cpu_and_rss(std::process::id()).0 - own_cpu_before;
+    total as f64 / window.as_secs_f64()
+}
+
+/// The baseline server: a minimal axum handler in this same binary (run as a child process with
+/// `--serve-baseline POST_BYTES GET_BYTES`) answering bodies as large as the registry's.
+fn serve_baseline(post_bytes: usize, get_bytes: usize) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind baseline");
+        println!(
+            "baseline listening on http://{}",
+            listener.local_addr().expect("address")
+        );
+        let created = "x".repeat(post_bytes);
+        let listed = "x".repeat(get_bytes);
+        let app = axum::Router::new()
+            .route(
+                "/v1/instances",
+                axum::routing::post(move |_body: axum::body::Bytes| {
+                    let created = created.clone();
+                    async move { (StatusCode::CREATED, created) }
+                }),
+            )
+            .route(
+                "/v1/services/{name}",
+                axum::routing::get(move || std::future::ready(listed.clone())),
+            );
+        axum::serve(listener, app).await.expect("serve baseline");
+    });
+}
+
+/// Durable registrations and lookups per second, each beside the baseline server under the same
+/// load generator.
+async fn throughput() {
+    let clients = 64;
+    let window = Duration::from_secs(5);
+    // Probing is measured on its own (`resources`); a long interval keeps it out of this figure.
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--health-interval", "10m"]);
+    });
+    let fleet = Arc::new(FakeFleet::spawn().await);
+    let body = |fleet: &FakeFleet, n: usize| {
+        let mut body = serde_json::to_value(fleet.registration(n, &format!("Load{}", n % 100))).expect("encode");
+        body["Metadata"] = serde_json::json!({ "zone": "a" });
+        body
+    };
+    // Sizes of the registry's answers, for the baseline.
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/v1/instances", registry.url))
+        .json(&body(&fleet, usize::MAX))
+        .send()
+        .await
+        .expect("POST");
+    let post_bytes = created.bytes().await.expect("body").len();
+
+    let registrations = {
+        let (url, fleet) = (format!("{}/v1/instances", registry.url), Arc::clone(&fleet));
+        load(clients, window, 201, move |http, n| {
+            http.post(&url).json(&body(&fleet, n))
+        })
+        .await
+    };
+    // A lookup of a typical service: ten instances.
+    for n in 0..10 {
+        let lookup = fleet.registration(usize::MAX - 1 - n, "Lookup");
+        let response = http
+            .post(format!("{}/v1/instances", registry.url))
+            .json(&lookup)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 201);
+    }
+    let get_url = format!("{}/v1/services/Lookup", registry.url);
+    let get_bytes = http
+        .get(&get_url)
+        .send()
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("body")
+        .len();
+    let lookups = load(clients, window, 200, move |http, _| http.get(&get_url)).await;
+
+    let baseline = ServerProcess::start_command(
+        std::process::Command::new(std::env::current_exe().expect("this binary")).args([
+            "--serve-baseline",
+            &post_bytes.to_string(),
+            &get_bytes.to_string(),
+        ]),
+    );
+    let base_registrations = {
+        let (url, fleet) = (format!("{}/v1/instances", baseline.url), Arc::clone(&fleet));
+        load(clients, window, 201, move |http, n| {
+            http.post(&url).json(&body(&fleet, n))
+        })
+        .await
+    };
+    let base_lookups = {
+        let url = format!("{}/v1/services/Lookup", baseline.url);
+        load(clients, window, 200, move |http, _| http.get(&url)).await
+    };
     println!(
-        "durable registrations: {:.0}/s ({clients} clients) | CPU: registry {registry_cpu:.1} s, load generator {own_cpu:.1} s",
-        total as f64 / window.as_secs_f64()
+        "durable registrations ({clients} clients, {}-byte answers): {registrations:.0}/s | baseline {base_registrations:.0}/s | ratio {:.2} | target 28,000/s",
+        post_bytes,
+        registrations / base_registrations
+    );
+    println!(
+        "lookups of a service ({get_bytes}-byte answers): {lookups:.0}/s | baseline {base_lookups:.0}/s | ratio {:.2} | target ratio >= 0.70",
+        lookups / base_lookups
     );
 }

@@ -36,6 +36,26 @@ impl ServerProcess {
         Self::start_in(&self.binary, &self.subcommand, data_dir, configure)
     }
 
+    /// Runs `command` (any server that prints `... http://127.0.0.1:PORT` as its first line)
+    /// and waits for that line.
+    pub fn start_command(command: &mut Command) -> Self {
+        let binary = std::path::PathBuf::from(command.get_program());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("spawn server");
+        let url = read_announced_url(&mut child);
+        let data_dir = tempfile::tempdir().expect("data dir");
+        Self {
+            child,
+            url,
+            binary,
+            subcommand: String::new(),
+            data_dir,
+        }
+    }
+
     fn start_in(
         binary: &Path,
         subcommand: &str,
@@ -58,18 +78,7 @@ impl ServerProcess {
             command.args(["--listen", "127.0.0.1:0"]);
         }
         let mut child = command.spawn().expect("spawn rollcall");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the announced address");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .filter(|url| url.starts_with("http://127.0.0.1:"))
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
+        let url = read_announced_url(&mut child);
         Self {
             child,
             url,
@@ -108,6 +117,21 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Reads the child's first stdout line and takes the URL it ends with.
+fn read_announced_url(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the announced address");
+    line.trim()
+        .rsplit(' ')
+        .next()
+        .filter(|url| url.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned()
 }
 
 impl Drop for ServerProcess {

@@ -46,20 +46,7 @@ pub struct InstanceRegistration {
 
 impl<'de> Deserialize<'de> for InstanceRegistration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let fields = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
-        let mut metadata = BTreeMap::new();
-        let mut rest = serde_json::Map::new();
-        for (key, value) in fields {
-            if key_matches(&key, "Metadata") {
-                metadata = serde_json::from_value::<Option<BTreeMap<String, String>>>(value)
-                    .map_err(|e| de::Error::custom(format!("Metadata must be an object of strings: {e}")))?
-                    .unwrap_or_default();
-            } else {
-                rest.insert(key, value);
-            }
-        }
-        let registration = Registration::deserialize(serde_json::Value::Object(rest)).map_err(de::Error::custom)?;
-        Ok(Self { registration, metadata })
+        deserializer.deserialize_map(FieldsVisitor { metadata: true })
     }
 }
 
@@ -94,7 +81,8 @@ impl Patch {
 
 /// Go's rule for matching a JSON key to a field: an exact match, else a case-insensitive one.
 fn key_matches(key: &str, field: &str) -> bool {
-    key == field || key.to_lowercase() == field.to_lowercase()
+    // Field names are ASCII; only a non-ASCII key needs Unicode case folding.
+    key.eq_ignore_ascii_case(field) || (!key.is_ascii() && key.to_lowercase() == field.to_lowercase())
 }
 
 /// Reads a value where Go accepts `null` as "leave the zero value": `null` becomes `T::default()`.
@@ -108,37 +96,46 @@ where
 
 impl<'de> Deserialize<'de> for Registration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RegistrationVisitor;
+        let fields = deserializer.deserialize_map(FieldsVisitor { metadata: false })?;
+        Ok(fields.registration)
+    }
+}
 
-        impl<'de> Visitor<'de> for RegistrationVisitor {
-            type Value = Registration;
+/// Reads a Registration's fields the way Go does, and `Metadata` too when asked to (for
+/// `/v1/instances`); a seed Registration ignores a `Metadata` key like any unknown key.
+struct FieldsVisitor {
+    metadata: bool,
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a Registration object")
-            }
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = InstanceRegistration;
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Registration, A::Error> {
-                let mut reg = Registration::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    if key_matches(&key, "ServiceName") {
-                        reg.service_name = nullable(&mut map)?;
-                    } else if key_matches(&key, "ServiceURL") {
-                        reg.service_url = nullable(&mut map)?;
-                    } else if key_matches(&key, "RequiredServices") {
-                        reg.required_services = nullable(&mut map)?;
-                    } else if key_matches(&key, "ServiceUpdateURL") {
-                        reg.service_update_url = nullable(&mut map)?;
-                    } else if key_matches(&key, "HeartbeatURL") {
-                        reg.heartbeat_url = nullable(&mut map)?;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(reg)
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Registration object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InstanceRegistration, A::Error> {
+        let mut fields = InstanceRegistration::default();
+        let reg = &mut fields.registration;
+        while let Some(key) = map.next_key::<String>()? {
+            if key_matches(&key, "ServiceName") {
+                reg.service_name = nullable(&mut map)?;
+            } else if key_matches(&key, "ServiceURL") {
+                reg.service_url = nullable(&mut map)?;
+            } else if key_matches(&key, "RequiredServices") {
+                reg.required_services = nullable(&mut map)?;
+            } else if key_matches(&key, "ServiceUpdateURL") {
+                reg.service_update_url = nullable(&mut map)?;
+            } else if key_matches(&key, "HeartbeatURL") {
+                reg.heartbeat_url = nullable(&mut map)?;
+            } else if self.metadata && key_matches(&key, "Metadata") {
+                fields.metadata = nullable(&mut map)
+                    .map_err(|e: A::Error| de::Error::custom(format!("Metadata must be an object of strings: {e}")))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
         }
-
-        deserializer.deserialize_map(RegistrationVisitor)
+        Ok(fields)
     }
 }
 

@@ -25,7 +25,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
     Router::new().route("/v1/events", get(events))
 }
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn events(
     State(core): State<Arc<Core>>,
     headers: HeaderMap,

@@ -30,7 +30,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
 
 /// `201 Created` for a new ServiceURL, `200 OK` when it replaced an existing registration; the
 /// body is the instance as listed.
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn register(
     State(core): State<Arc<Core>>,
     body: Result<Bytes, BytesRejection>,
@@ -69,13 +69,13 @@ async fn register(
         .ok_or_else(|| ApiError::UnknownInstance(url.clone()))
 }
 
-#[tracing::instrument(skip_all, fields(instance = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
 async fn get_instance(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<Json<InstanceView>, ApiError> {
     let view = core.catalog().instance_by_id(&id).map(crate::state::Instance::view);
     view.map(Json).ok_or(ApiError::UnknownInstanceId(id))
 }
 
-#[tracing::instrument(skip_all, fields(instance = %id))]
+#[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
 async fn deregister(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let url = core
         .catalog()

@@ -28,7 +28,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
     Router::new().route("/services", post(register).delete(deregister))
 }
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesRejection>) -> Result<StatusCode, ApiError> {
     let body = body.map_err(|r| validate::body_error(&r, Dialect::Seed))?;
     let registration: Registration = serde_json::from_slice(&body)
@@ -66,7 +66,7 @@ async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesReject
     Ok(StatusCode::OK)
 }
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn deregister(
     State(core): State<Arc<Core>>,
     body: Result<Bytes, BytesRejection>,

@@ -104,7 +104,7 @@ async fn wait_for_change(
     }
 }
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 async fn list_services(
     State(core): State<Arc<Core>>,
     query: Result<Query<RawQuery>, QueryRejection>,
@@ -119,7 +119,7 @@ async fn list_services(
     Ok(([(INDEX_HEADER, index)], Json(view)))
 }
 
-#[tracing::instrument(skip_all, fields(service = %name))]
+#[tracing::instrument(level = "debug", skip_all, fields(service = %name))]
 async fn get_service(
     State(core): State<Arc<Core>>,
     Path(name): Path<String>,
