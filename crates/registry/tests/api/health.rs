@@ -13,11 +13,7 @@ use super::register;
 async fn one_failed_probe_notifies_nobody_and_tries_failures_do() {
     // A long retry delay keeps the suspect state visible to the test.
     let registry = TestRegistry::spawn_with(|c| c.health_retry_delay = Duration::from_millis(600)).await;
-    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
-    register(&registry, &portal).await;
-    let grades = FakeService::spawn("GradingService", &[]).await;
-    register(&registry, &grades).await;
-    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    let (portal, grades) = super::portal_holding_grades(&registry).await;
 
     grades.fail_next_probes(1);
     let suspect = registry

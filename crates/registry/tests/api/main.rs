@@ -13,6 +13,8 @@ mod seed_wire;
 mod shutdown;
 mod watch;
 
+use std::collections::BTreeSet;
+
 use rollcall_testkit::{FakeService, TestRegistry};
 
 /// Registers `service` and asserts the seed's 200.
@@ -21,4 +23,15 @@ async fn register(registry: &TestRegistry, service: &FakeService) {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     assert_eq!(status, 200, "registering {} answered {status}: {body}", service.name);
+}
+
+/// A `Portal` that requires `GradingService`, and one `GradingService` instance, both
+/// registered, once the portal holds the grading instance.
+async fn portal_holding_grades(registry: &TestRegistry) -> (FakeService, FakeService) {
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(registry, &portal).await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    register(registry, &grades).await;
+    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    (portal, grades)
 }

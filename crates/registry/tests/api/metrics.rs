@@ -1,6 +1,6 @@
 //! `GET /metrics`: a well-formed OpenMetrics exposition whose values follow what happened.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use rollcall_testkit::{FakeService, HeartbeatMode, TestRegistry};
@@ -42,11 +42,7 @@ fn parse(text: &str) -> HashMap<String, String> {
 #[tokio::test]
 async fn the_exposition_parses_and_counts_what_happened() {
     let registry = TestRegistry::spawn().await;
-    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
-    register(&registry, &portal).await;
-    let grades = FakeService::spawn("GradingService", &[]).await;
-    register(&registry, &grades).await;
-    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    let (_portal, _grades) = super::portal_holding_grades(&registry).await;
     let broken = FakeService::spawn("Broken", &[]).await;
     register(&registry, &broken).await;
     broken.set_heartbeat(HeartbeatMode::Failing(StatusCode::SERVICE_UNAVAILABLE));

@@ -136,11 +136,7 @@ async fn re_registering_a_url_under_another_name_moves_it() {
 #[tokio::test]
 async fn deregistration_notifies_dependents_and_an_unknown_url_changes_nothing() {
     let registry = TestRegistry::spawn().await;
-    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
-    register(&registry, &portal).await;
-    let grades = FakeService::spawn("GradingService", &[]).await;
-    register(&registry, &grades).await;
-    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    let (portal, grades) = super::portal_holding_grades(&registry).await;
 
     assert_eq!(registry.deregister(&grades.url).await.status(), 200);
     portal.wait_for_providers(&BTreeSet::new()).await;

@@ -11,11 +11,7 @@ use super::register;
 #[tokio::test]
 async fn the_catalog_survives_a_restart_and_the_restart_announces_nothing() {
     let registry = TestRegistry::spawn().await;
-    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
-    register(&registry, &portal).await;
-    let grades = FakeService::spawn("GradingService", &[]).await;
-    register(&registry, &grades).await;
-    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    let (portal, grades) = super::portal_holding_grades(&registry).await;
     let before = registry.instance("GradingService", &grades.url).await.expect("listed");
 
     let registry = registry.restart().await;
@@ -57,11 +53,7 @@ async fn the_catalog_survives_a_restart_and_the_restart_announces_nothing() {
 #[tokio::test]
 async fn an_instance_that_died_during_the_restart_is_removed_after_probes() {
     let registry = TestRegistry::spawn().await;
-    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
-    register(&registry, &portal).await;
-    let grades = FakeService::spawn("GradingService", &[]).await;
-    register(&registry, &grades).await;
-    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    let (portal, grades) = super::portal_holding_grades(&registry).await;
 
     grades.stop();
     let registry = registry.restart().await;
