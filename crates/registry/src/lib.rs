@@ -1,15 +1,17 @@
 //! The rollcall service registry, as a library.
 //!
 //! [`run`] serves the seed protocol's `/services` endpoint (so unchanged Go services register
-//! here) and the `/v1` listing API on a listener it is given, probes every registered instance's
-//! heartbeat, and pushes provider changes to dependents through per-subscriber delivery queues.
-//! It stops when the given token is cancelled. It never binds sockets of its own and never
-//! installs signal handlers: that is the binary's job.
+//! here) and the `/v1` API (instances, listings with blocking queries, the event stream,
+//! metrics) on a listener it is given, keeps the catalog durably in its data directory, probes
+//! every registered instance's heartbeat, and pushes provider changes to dependents through
+//! per-subscriber delivery queues. It stops when the given token is cancelled. It never binds
+//! sockets of its own and never installs signal handlers: that is the binary's job.
 //!
-//! Inside: [`state`] is the catalog as a pure state machine; `core` applies commands to it under
-//! a lock and reacts to the events once the lock is released; `health` runs one prober task per
-//! instance; `notify` runs one delivery queue per subscriber; `outbound` makes the calls to services;
-//! `http` is the HTTP surface.
+//! Inside: [`state`] is the catalog as a pure state machine; [`store`] its durable copy; `core`
+//! applies commands under a lock, waits for the disk, then reacts to the events; `health` runs
+//! one prober task per instance; `notify` one delivery queue per subscriber; `outbound` makes the
+//! calls to services; `events` and `metrics` feed `/v1/events` and `/metrics`; `http` is the
+//! HTTP surface.
 
 mod config;
 mod core;
