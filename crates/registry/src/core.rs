@@ -21,6 +21,7 @@ use crate::events::EventLog;
 use crate::health;
 use crate::metrics::{Metrics, Snapshot};
 use crate::notify::Notifier;
+use crate::outbound::{ProbeClient, probe_client};
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy};
 use crate::store::{Store, StoreError, StoredInstance};
 
@@ -62,8 +63,10 @@ pub(crate) struct Core {
     pub metrics: Metrics,
     /// Per-subscriber delivery queues.
     pub notifier: Notifier,
-    /// The process's one HTTP client; every call sets its own timeout.
+    /// The process's HTTP client for one-off calls (and TLS); every call sets its own timeout.
     pub http: reqwest::Client,
+    /// The pooled client probes go through.
+    pub probes: ProbeClient,
     /// The configuration the registry was started with.
     pub config: RegistryConfig,
     /// Cancelled when the registry stops; every background task watches it.
@@ -101,6 +104,7 @@ impl Core {
             metrics,
             notifier: Notifier::default(),
             http,
+            probes: probe_client(config.health_timeout),
             config,
             shutdown,
             tasks: TaskTracker::new(),

@@ -20,7 +20,7 @@ use rollcall_wire::InstanceState;
 
 use crate::RegistryConfig;
 use crate::core::Core;
-use crate::outbound::{reqwest_error, status_result};
+use crate::outbound::get;
 use crate::state::{Command, Instance, InstanceId};
 
 /// The longest wait between two probes of a critical instance (unless the interval is longer).
@@ -50,7 +50,9 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
         }
         let outcome = tokio::select! {
             () = core.shutdown.cancelled() => return,
-            outcome = probe(&core, &heartbeat_url) => outcome,
+            outcome = get(&core.http, &core.probes, &heartbeat_url, core.config.health_timeout) => {
+                outcome.map_err(|e| e.to_string())
+            }
         };
         let at = SystemTime::now();
         if outcome.is_ok() {
@@ -106,17 +108,4 @@ fn next_probe_delay(config: &RegistryConfig, instance: &Instance, now: SystemTim
             backoff.min(until_reap.max(config.health_retry_delay))
         }
     }
-}
-
-/// One probe: `GET HeartbeatURL`, passing on any 2xx answer within the health timeout.
-async fn probe(core: &Core, heartbeat_url: &reqwest::Url) -> Result<(), String> {
-    let timeout = core.config.health_timeout;
-    let response = core
-        .http
-        .get(heartbeat_url.clone())
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| reqwest_error(e, timeout).to_string())?;
-    status_result(response.status()).map_err(|e| e.to_string())
 }
