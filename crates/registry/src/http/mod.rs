@@ -7,6 +7,7 @@
 mod events;
 mod instances;
 mod metrics;
+mod openapi;
 mod seed;
 mod services;
 mod validate;
@@ -44,6 +45,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(services::router())
         .merge(events::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .fallback(|request: Request| async move { ApiError::NotFound(request.uri().path().to_owned()) })
         .method_not_allowed_fallback(|request: Request| async move {
             ApiError::MethodNotAllowed(request.method().to_string())

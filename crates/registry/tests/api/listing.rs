@@ -52,3 +52,48 @@ async fn a_service_nobody_registered_is_an_empty_list() {
     assert_eq!(view.name, "Nobody");
     assert!(view.instances.is_empty());
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_endpoint_served() {
+    let registry = TestRegistry::spawn().await;
+    let response = registry.get("/v1/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    let document: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(document["openapi"], "3.1.0");
+    let served = [
+        ("/services", "post"),
+        ("/services", "delete"),
+        ("/v1/instances", "post"),
+        ("/v1/instances/{id}", "get"),
+        ("/v1/instances/{id}", "delete"),
+        ("/v1/services", "get"),
+        ("/v1/services/{name}", "get"),
+        ("/v1/events", "get"),
+        ("/metrics", "get"),
+        ("/v1/openapi.json", "get"),
+    ];
+    for (path, method) in served {
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path} is not described"
+        );
+        // And the registry serves it: no 405, and no 404 from the router's fallback (a route's own
+        // 404, such as an unknown instance id, is fine).
+        let probe = path.replace("{id}", "x").replace("{name}", "x");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let answer = reqwest::Client::new()
+            .request(method.clone(), format!("{}{probe}", registry.url))
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await
+            .expect("request");
+        let status = answer.status();
+        assert_ne!(status, 405, "{method} {path} is described but not served");
+        if status == 404 {
+            let error: rollcall_wire::ErrorBody = answer.json().await.expect("JSON error");
+            assert_ne!(error.error, "not_found", "{method} {path} is described but not served");
+        }
+    }
+    let paths = document["paths"].as_object().expect("paths").len();
+    assert_eq!(paths, 8, "a path is described that the list above does not check");
+}
