@@ -2,13 +2,34 @@
 //! registry answers, and bad input on every endpoint.
 
 use rollcall_testkit::{FakeService, RawResponse, TestRegistry, body_of, fixture, replace_body, send_raw};
-use rollcall_wire::ErrorBody;
+use rollcall_wire::{ErrorBody, Patch, Registration};
 
-/// A captured Go request with the captured ServiceURL swapped for the fake's real one.
-fn go_request(name: &str, captured_url: &str, fake: &FakeService) -> Vec<u8> {
-    let request = fixture(name);
-    let body = String::from_utf8_lossy(body_of(&request)).replace(captured_url, &fake.url);
-    replace_body(&request, body.as_bytes())
+/// The service URL a captured message names: a Registration's `ServiceURL`, the one provider of
+/// a patch, or a DELETE's plain-text body.
+fn captured_url(message: &[u8]) -> String {
+    let body = body_of(message);
+    if let Ok(registration) = serde_json::from_slice::<Registration>(body) {
+        if !registration.service_url.is_empty() {
+            return registration.service_url;
+        }
+    }
+    if let Ok(patch) = serde_json::from_slice::<Patch>(body) {
+        if let Some(entry) = patch.added.iter().chain(&patch.removed).next() {
+            return entry.url.clone();
+        }
+    }
+    String::from_utf8_lossy(body).trim().to_owned()
+}
+
+/// The body of captured message `name` with the URL it names swapped for `url`.
+fn captured_body_for(name: &str, url: &str) -> String {
+    let message = fixture(name);
+    String::from_utf8_lossy(body_of(&message)).replace(&captured_url(&message), url)
+}
+
+/// A captured Go request with the URL it names swapped for the fake's real one.
+fn go_request(name: &str, fake: &FakeService) -> Vec<u8> {
+    replace_body(&fixture(name), captured_body_for(name, &fake.url).as_bytes())
 }
 
 fn host_of(url: &str) -> &str {
@@ -34,11 +55,7 @@ async fn go_registration_and_deregistration_bytes_get_the_seed_answers() {
     let registry = TestRegistry::spawn().await;
     let grading = FakeService::spawn("GradingService", &["LogService"]).await;
 
-    let request = go_request(
-        "go-wire/registry-register-request.http",
-        "http://localhost:6000",
-        &grading,
-    );
+    let request = go_request("go-wire/registry-register-request.http", &grading);
     assert!(request.ends_with(b"}\n"), "Go's encoder ends the body with a newline");
     let answer = send_raw(host_of(&registry.url), &request).await;
     assert_answers_like(&answer, "go-wire/registry-register-response.http");
@@ -47,11 +64,7 @@ async fn go_registration_and_deregistration_bytes_get_the_seed_answers() {
     assert_eq!(listed.instances[0].required_services, ["LogService"]);
     assert_eq!(grading.patches().len(), 1, "the callback came before the 200");
 
-    let request = go_request(
-        "go-wire/registry-deregister-request.http",
-        "http://localhost:6000",
-        &grading,
-    );
+    let request = go_request("go-wire/registry-deregister-request.http", &grading);
     let answer = send_raw(host_of(&registry.url), &request).await;
     assert_answers_like(&answer, "go-wire/registry-deregister-response.http");
     assert!(registry.service("GradingService").await.instances.is_empty());
@@ -68,19 +81,11 @@ async fn go_portal_registration_receives_every_provider_it_requires() {
     let logs = FakeService::spawn("LogService", &[]).await;
     let grades = FakeService::spawn("GradingService", &["LogService"]).await;
     let portal = FakeService::spawn("Portal", &["LogService", "GradingService"]).await;
-    let request = go_request(
-        "go-wire/registry-register-logservice-request.http",
-        "http://localhost:4000",
-        &logs,
-    );
+    let request = go_request("go-wire/registry-register-logservice-request.http", &logs);
     assert_eq!(send_raw(host_of(&registry.url), &request).await.status, 200);
     super::register(&registry, &grades).await;
 
-    let request = go_request(
-        "go-wire/registry-register-portal-request.http",
-        "http://localhost:5050",
-        &portal,
-    );
+    let request = go_request("go-wire/registry-register-portal-request.http", &portal);
     assert_eq!(send_raw(host_of(&registry.url), &request).await.status, 200);
     let first = portal.patches().into_iter().next().expect("the initial patch");
     let mut added = first.added.clone();
@@ -226,10 +231,7 @@ async fn patches_are_the_bytes_the_go_registry_sends() {
     dependent.wait_for_patches(3).await;
 
     let raw = dependent.raw_patches();
-    let expected = |name: &str| {
-        let captured = fixture(name);
-        String::from_utf8_lossy(body_of(&captured)).replace("http://localhost:4000", &logs.url)
-    };
+    let expected = |name: &str| captured_body_for(name, &logs.url);
     assert_eq!(
         raw[0].1, r#"{"Added":[],"Removed":[]}"#,
         "the initial patch, with [] where Go sent null"

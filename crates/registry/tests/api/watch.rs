@@ -21,6 +21,11 @@ async fn get_with_index<T: serde::de::DeserializeOwned>(registry: &TestRegistry,
     (response.json().await.expect("JSON"), index)
 }
 
+/// Starts `GET path` (a blocking query) in a task of its own.
+fn in_background(registry: &TestRegistry, path: &str) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    tokio::spawn(reqwest::get(format!("{}{path}", registry.url)))
+}
+
 #[tokio::test]
 async fn a_stale_index_answers_at_once() {
     let registry = TestRegistry::spawn().await;
@@ -47,10 +52,10 @@ async fn a_current_index_holds_until_that_service_changes() {
     register(&registry, &first).await;
     let (_, index) = get_with_index::<ServiceView>(&registry, "/v1/services/GradingService").await;
 
-    let watcher = {
-        let url = format!("{}/v1/services/GradingService?index={index}&wait=60s", registry.url);
-        tokio::spawn(async move { reqwest::get(url).await })
-    };
+    let watcher = in_background(
+        &registry,
+        &format!("/v1/services/GradingService?index={index}&wait=60s"),
+    );
     // Unrelated churn: another service comes and goes.
     let other = FakeService::spawn("LogService", &[]).await;
     register(&registry, &other).await;
@@ -99,10 +104,7 @@ async fn wait_runs_out_with_the_same_index() {
 async fn the_catalog_list_blocks_on_the_catalog_index() {
     let registry = TestRegistry::spawn().await;
     let (_, index) = get_with_index::<ServicesView>(&registry, "/v1/services").await;
-    let watcher = {
-        let url = format!("{}/v1/services?index={index}&wait=60s", registry.url);
-        tokio::spawn(async move { reqwest::get(url).await })
-    };
+    let watcher = in_background(&registry, &format!("/v1/services?index={index}&wait=60s"));
     let grades = FakeService::spawn("GradingService", &[]).await;
     register(&registry, &grades).await;
     let view: ServicesView = watcher.await.expect("join").expect("GET").json().await.expect("JSON");
