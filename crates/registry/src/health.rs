@@ -48,6 +48,11 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
             () = core.shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+        // A deregistered instance is not probed again: its service may be gone, or may take a
+        // probe as a sign that it is still registered.
+        if core.catalog().current(&url, id).is_none() {
+            return;
+        }
         let outcome = tokio::select! {
             () = core.shutdown.cancelled() => return,
             outcome = get(&core.http, &core.probes, &heartbeat_url, core.config.health_timeout) => {
