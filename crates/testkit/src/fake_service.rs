@@ -78,6 +78,11 @@ pub struct FakeService {
 impl FakeService {
     /// Starts a healthy fake named `name` that requires `required`.
     pub async fn spawn(name: &str, required: &[&str]) -> Self {
+        Self::spawn_with_routes(name, required, Router::new()).await
+    }
+
+    /// Starts a healthy fake that also serves `routes` (a fake log service's `/log`, say).
+    pub async fn spawn_with_routes(name: &str, required: &[&str], routes: Router) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake service");
@@ -97,7 +102,8 @@ impl FakeService {
         let app = Router::new()
             .route("/heartbeat", any(heartbeat))
             .route("/services", post(patch))
-            .with_state(Arc::clone(&control));
+            .with_state(Arc::clone(&control))
+            .merge(routes);
         let stop = control.stop.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)

@@ -1,15 +1,18 @@
 //! Test helpers for rollcall: spawn the registry in-process on `127.0.0.1:0`, stand up fake
-//! services whose heartbeat and patch endpoints a test controls, replay captured wire fixtures,
-//! and wait for conditions with a deadline instead of sleeping.
+//! services whose heartbeat and patch endpoints a test controls (and a fake log service, and a
+//! registry that speaks only the seed protocol as the Go original does), replay captured wire
+//! fixtures, and wait for conditions with a deadline instead of sleeping.
 //!
 //! Helpers are named after the domain (`registry.register(..)`, `service.providers()`) so that
 //! tests read like the behaviour they check.
 
 mod fake_service;
 mod fleet;
+mod log_sink;
 mod process;
 mod raw_http;
 mod registry;
+mod seed_registry;
 mod sse;
 
 use std::future::Future;
@@ -17,9 +20,11 @@ use std::time::{Duration, Instant};
 
 pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
 pub use fleet::FakeFleet;
+pub use log_sink::LogSink;
 pub use process::ServerProcess;
 pub use raw_http::{RawResponse, body_of, fixture, replace_body, send_raw};
 pub use registry::{TestRegistry, fast_config};
+pub use seed_registry::{SeedRegistry, SeedRequest};
 pub use sse::{SseClient, SseMessage};
 
 /// How long tests wait for something that should happen "soon" before they fail.

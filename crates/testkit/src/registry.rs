@@ -30,6 +30,7 @@ pub struct TestRegistry {
     pub url: String,
     /// The seed endpoint, `{url}/services`.
     pub services_url: String,
+    address: SocketAddr,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), RunError>>>,
     http: reqwest::Client,
@@ -45,29 +46,45 @@ impl TestRegistry {
 
     /// Starts a registry with [`fast_config`] changed by `configure`.
     pub async fn spawn_with(configure: impl FnOnce(&mut RegistryConfig)) -> Self {
+        Self::spawn_at(SocketAddr::from(([127, 0, 0, 1], 0)), configure).await
+    }
+
+    /// Starts a registry on `address` (one a service was told to use before it existed).
+    pub async fn spawn_at(address: SocketAddr, configure: impl FnOnce(&mut RegistryConfig)) -> Self {
         let data_dir = tempfile::tempdir().expect("temporary data dir");
         let mut config = fast_config();
         config.data_dir = data_dir.path().join("registry");
         configure(&mut config);
-        Self::start(config, data_dir).await
+        Self::start(config, data_dir, address).await
     }
 
-    /// Stops this registry gracefully and starts a new one on the same data directory (on a new
-    /// port), as an operator's restart does.
+    /// Stops this registry gracefully and starts a new one on the same data directory and the
+    /// same port, as an operator's restart does.
     pub async fn restart(mut self) -> Self {
+        self.stop_in_place().await;
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temporary data dir"));
+        Self::start(self.config.clone(), data_dir, self.address).await
+    }
+
+    /// Stops this registry and starts a new one on the same port with an empty data directory:
+    /// a registry that lost everything it knew.
+    pub async fn restart_empty(mut self) -> Self {
+        self.stop_in_place().await;
+        let data_dir = tempfile::tempdir().expect("temporary data dir");
+        let mut config = self.config.clone();
+        config.data_dir = data_dir.path().join("registry");
+        Self::start(config, data_dir, self.address).await
+    }
+
+    async fn stop_in_place(&mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("registry task").expect("registry run");
         }
-        let config = self.config.clone();
-        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temporary data dir"));
-        Self::start(config, data_dir).await
     }
 
-    async fn start(config: RegistryConfig, data_dir: tempfile::TempDir) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind registry");
+    async fn start(config: RegistryConfig, data_dir: tempfile::TempDir, address: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(address).await.expect("bind registry");
         let address = listener.local_addr().expect("registry address");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(rollcall_registry::run(listener, config.clone(), shutdown.clone()));
@@ -75,6 +92,7 @@ impl TestRegistry {
         Self {
             services_url: format!("{url}/services"),
             url,
+            address,
             shutdown,
             task: Some(task),
             http: reqwest::Client::builder()
@@ -179,10 +197,7 @@ impl TestRegistry {
     /// Stops the registry and returns how long it took to stop.
     pub async fn stop(mut self) -> Duration {
         let started = Instant::now();
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.expect("registry task").expect("registry run");
-        }
+        self.stop_in_place().await;
         started.elapsed()
     }
 }
