@@ -1,0 +1,138 @@
+//! The command-line flags every rollcall service command shares (`rollcall logs`, `rollcall
+//! grades`, `rollcall portal`, ...), each with a `ROLLCALL_*` environment variable.
+//!
+//! Each command flattens [`ServiceArgs`] into its own clap struct and gives its default port to
+//! [`ServiceArgs::listen_or`]; the runtime derives the rest.
+
+use std::net::SocketAddr;
+
+/// Where the service listens, how others reach it, and where its registry is.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ServiceArgs {
+    /// Address to listen on [default: 127.0.0.1 and the service's own port]. Port 0 picks a
+    /// free port.
+    #[arg(long, env = "ROLLCALL_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// The URL other services reach this one at [default: http:// and the listen address, with
+    /// 127.0.0.1 when listening on every interface].
+    #[arg(long, env = "ROLLCALL_ADVERTISE", value_name = "URL", value_parser = parse_http_url)]
+    pub advertise: Option<String>,
+
+    /// The registry: its base URL, or the seed-style `.../services` URL Go services use.
+    #[arg(
+        long,
+        env = "ROLLCALL_REGISTRY",
+        value_name = "URL",
+        default_value = DEFAULT_REGISTRY,
+        value_parser = parse_registry_url
+    )]
+    pub registry: String,
+}
+
+/// Where a service looks for the registry unless told otherwise.
+pub const DEFAULT_REGISTRY: &str = "http://127.0.0.1:3000";
+
+impl ServiceArgs {
+    /// Flags for a service listening on `listen`, with the default registry.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen: Some(listen),
+            advertise: None,
+            registry: DEFAULT_REGISTRY.to_owned(),
+        }
+    }
+
+    /// The address to listen on: `--listen`, or `default` when it was not given.
+    pub fn listen_or(&self, default: SocketAddr) -> SocketAddr {
+        self.listen.unwrap_or(default)
+    }
+}
+
+/// The registry's base URL from what a user wrote: a trailing `/` or `/services` (the seed's
+/// registration endpoint) is dropped, so both spellings name the same registry.
+pub fn registry_base_url(url: &str) -> String {
+    let trimmed = url.trim().trim_end_matches('/');
+    trimmed.strip_suffix("/services").unwrap_or(trimmed).to_owned()
+}
+
+fn parse_registry_url(value: &str) -> Result<String, String> {
+    parse_http_url(value).map(|url| registry_base_url(&url))
+}
+
+fn parse_http_url(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("expected an http:// or https:// URL with a host".to_owned());
+    }
+    Ok(value.trim().trim_end_matches('/').to_owned())
+}
+
+/// The URL to advertise for a server bound to `bound`: an unspecified address (listening on
+/// every interface) is advertised as loopback, since there is no single right interface.
+pub(crate) fn advertised_url(bound: SocketAddr) -> String {
+    let ip = match bound.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    format!("http://{}", SocketAddr::new(ip, bound.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServiceArgs, clap::Error> {
+        Command::try_parse_from(std::iter::once("test").chain(args.iter().copied())).map(|c| c.service)
+    }
+
+    #[test]
+    fn defaults_leave_the_port_to_the_service() {
+        let args = parse(&[]).expect("parses");
+        assert_eq!(args.registry, "http://127.0.0.1:3000");
+        assert_eq!(args.advertise, None);
+        assert_eq!(args.listen_or("127.0.0.1:6000".parse().expect("addr")).port(), 6000);
+        let given = parse(&["--listen", "127.0.0.1:7000"]).expect("parses");
+        assert_eq!(given.listen_or("127.0.0.1:6000".parse().expect("addr")).port(), 7000);
+    }
+
+    #[test]
+    fn a_seed_style_registry_url_names_the_same_registry() {
+        for url in [
+            "http://localhost:3000/services",
+            "http://localhost:3000/",
+            "http://localhost:3000",
+        ] {
+            assert_eq!(
+                parse(&["--registry", url]).expect("parses").registry,
+                "http://localhost:3000"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        let error = parse(&["--registry", "localhost:3000"]).expect_err("no scheme");
+        assert!(error.to_string().contains("http://"), "{error}");
+        assert!(parse(&["--advertise", "not a url"]).is_err());
+        assert!(parse(&["--listen", "localhost"]).is_err());
+    }
+
+    #[test]
+    fn the_advertised_url_follows_the_bound_address() {
+        let url = |s: &str| advertised_url(s.parse().expect("addr"));
+        assert_eq!(url("127.0.0.1:6000"), "http://127.0.0.1:6000");
+        assert_eq!(url("0.0.0.0:6000"), "http://127.0.0.1:6000");
+        assert_eq!(url("[::]:6000"), "http://[::1]:6000");
+        assert_eq!(url("192.0.2.7:80"), "http://192.0.2.7:80");
+    }
+}

@@ -1,0 +1,33 @@
+//! rollcall-client: what a Rust service embeds to take part in rollcall.
+//!
+//! - [`Service`]: the service runtime. It listens, mounts the seed's `/heartbeat` and
+//!   `/services` routes beside the service's own router, registers (retrying while the registry
+//!   is away), registers again when the registry forgets it, and on shutdown deregisters
+//!   exactly once and drains within a deadline.
+//! - [`Providers`]: the instances of each required service, kept up to date by the registry's
+//!   patches, with a load-balanced, lock-free [`Providers::get`].
+//! - [`LogShipping`]: a `tracing` layer that ships every record to the log service in batches,
+//!   never blocking the application.
+//! - [`ServiceArgs`]: the `--listen`, `--advertise` and `--registry` flags every rollcall
+//!   service command shares.
+//!
+//! It speaks the seed protocol to the registry, so it works with the rollcall registry and with
+//! the original Go registry alike. The crate's README has a complete example service.
+
+mod args;
+mod error;
+mod logs;
+mod providers;
+mod registry_api;
+mod runtime;
+
+pub use args::{DEFAULT_REGISTRY, ServiceArgs, registry_base_url};
+pub use error::{RegistryError, StartError};
+pub use logs::{LogLayer, LogShipping, ShippingConfig};
+pub use providers::{NoProvider, Policy, Provider, Providers};
+pub use runtime::{RunningService, Service, ServiceBuilder};
+
+/// The README's example, compiled and checked as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

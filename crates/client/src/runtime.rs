@@ -1,0 +1,550 @@
+//! The service runtime: the Rust form of the original's `service.Start`, without its bugs.
+//!
+//! Order of events, and why:
+//! 1. listen (bind, or take the given listener) and serve at once, so that the registry's
+//!    callback during registration finds the service up;
+//! 2. register, retrying with backoff while the registry is unreachable (or fail fast);
+//! 3. watch the registry's heartbeat probes: when they stop for one and a half times the
+//!    longest recent gap between them, the registry has forgotten the service (restarted
+//!    without its data, or reaped it), so register again;
+//! 4. on SIGINT, SIGTERM or the shutdown token: deregister exactly once (so dependents stop
+//!    calling), stop accepting requests and finish those in flight, flush the log buffer, all
+//!    within one deadline.
+//!
+//! The service's own router serves every path but `/heartbeat` and `/services`, which belong
+//! to the runtime.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use rollcall_wire::{ErrorBody, Patch, Registration};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{ServiceArgs, advertised_url, registry_base_url};
+use crate::error::{RegistryError, StartError};
+use crate::logs::LogShipping;
+use crate::providers::{Policy, Providers};
+use crate::registry_api::RegistryApi;
+
+/// How long a registry call may take.
+const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to anything may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many recent gaps between probes the watchdog remembers.
+const REMEMBERED_GAPS: usize = 8;
+/// The longest the watchdog waits for a first probe before registering again.
+const MAX_SILENCE: Duration = Duration::from_secs(60);
+
+/// Namespace for [`Service::builder`].
+#[derive(Debug)]
+pub struct Service;
+
+impl Service {
+    /// Starts describing a service registered under `name` (e.g. `GradingService`).
+    pub fn builder(name: impl Into<String>) -> ServiceBuilder {
+        ServiceBuilder::new(name)
+    }
+}
+
+/// Everything the runtime needs to run a service; [`start`](Self::start) runs it.
+#[derive(Debug)]
+pub struct ServiceBuilder {
+    name: String,
+    required: Vec<String>,
+    router: Router,
+    listen: SocketAddr,
+    listener: Option<TcpListener>,
+    advertise: Option<String>,
+    registry: String,
+    fail_fast: bool,
+    handle_signals: bool,
+    shutdown_deadline: Duration,
+    expected_health_interval: Duration,
+    providers: Providers,
+    logs: Option<LogShipping>,
+}
+
+impl ServiceBuilder {
+    /// A service named `name` that requires nothing, serves an empty router on a free loopback
+    /// port, and registers with the registry at `http://127.0.0.1:3000`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            required: Vec::new(),
+            router: Router::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener: None,
+            advertise: None,
+            registry: crate::args::DEFAULT_REGISTRY.to_owned(),
+            fail_fast: false,
+            handle_signals: true,
+            shutdown_deadline: Duration::from_secs(10),
+            expected_health_interval: Duration::from_secs(3),
+            providers: Providers::default(),
+            logs: None,
+        }
+    }
+
+    /// The services this one calls: the registry sends their providers.
+    #[must_use]
+    pub fn requires<I, S>(mut self, services: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required = services.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The service's own routes. `/heartbeat` and `/services` belong to the runtime and shadow
+    /// any route of the same path here.
+    #[must_use]
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = router;
+        self
+    }
+
+    /// Takes `--listen` (or `default_listen`), `--advertise` and `--registry` from the shared
+    /// command-line flags.
+    #[must_use]
+    pub fn args(mut self, args: &ServiceArgs, default_listen: SocketAddr) -> Self {
+        self.listen = args.listen_or(default_listen);
+        self.advertise.clone_from(&args.advertise);
+        self.registry = registry_base_url(&args.registry);
+        self
+    }
+
+    /// Listens on `address` (port 0 picks a free port).
+    #[must_use]
+    pub fn listen(mut self, address: SocketAddr) -> Self {
+        self.listen = address;
+        self
+    }
+
+    /// Serves on a listener the caller already bound (instead of binding one).
+    #[must_use]
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// The URL others reach this service at; by default `http://` and the bound address.
+    #[must_use]
+    pub fn advertise(mut self, url: impl Into<String>) -> Self {
+        self.advertise = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The registry: its base URL, or its seed-style `.../services` URL.
+    #[must_use]
+    pub fn registry(mut self, url: &str) -> Self {
+        self.registry = registry_base_url(url);
+        self
+    }
+
+    /// Fail [`start`](Self::start) on the first failed registration instead of retrying with
+    /// backoff until the registry answers.
+    #[must_use]
+    pub fn fail_fast(mut self, fail_fast: bool) -> Self {
+        self.fail_fast = fail_fast;
+        self
+    }
+
+    /// Whether SIGINT and SIGTERM stop the service (on by default; tests and embedders that
+    /// handle signals themselves turn it off and use the shutdown token).
+    #[must_use]
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.handle_signals = handle;
+        self
+    }
+
+    /// How long stopping may take in all: deregistering, finishing requests in flight and
+    /// flushing logs (10 s by default).
+    #[must_use]
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.shutdown_deadline = deadline;
+        self
+    }
+
+    /// The registry's health interval as far as this service can guess (3 s, the seed's, by
+    /// default). It only matters until the first two probes arrive: from then on the runtime
+    /// measures the interval.
+    #[must_use]
+    pub fn expected_health_interval(mut self, interval: Duration) -> Self {
+        self.expected_health_interval = interval;
+        self
+    }
+
+    /// How [`Providers::get`] picks among instances (round robin by default).
+    #[must_use]
+    pub fn load_balancing(self, policy: Policy) -> Self {
+        self.providers.set_policy(policy);
+        self
+    }
+
+    /// Runs this log shipping while the service runs, and flushes it on shutdown.
+    #[must_use]
+    pub fn ship_logs(mut self, logs: LogShipping) -> Self {
+        self.logs = Some(logs);
+        self
+    }
+
+    /// The providers this service will know: hand them to the router's state before starting.
+    pub fn providers(&self) -> Providers {
+        self.providers.clone()
+    }
+
+    /// Listens, serves, and registers; returns once registered, with the running service.
+    /// Cancelling `shutdown` (or a signal) stops it; [`RunningService::wait`] waits for that.
+    pub async fn start(self, shutdown: CancellationToken) -> Result<RunningService, StartError> {
+        let listener = match self.listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(self.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: self.listen,
+                    source,
+                })?,
+        };
+        let local_addr = listener.local_addr().map_err(StartError::LocalAddress)?;
+        let url = self.advertise.unwrap_or_else(|| advertised_url(local_addr));
+        let registration = Registration {
+            service_name: self.name,
+            service_url: url.clone(),
+            required_services: self.required,
+            service_update_url: format!("{url}/services"),
+            heartbeat_url: format!("{url}/heartbeat"),
+        };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REGISTRY_CALL_TIMEOUT)
+            .build()
+            .map_err(StartError::HttpClient)?;
+
+        let probes = Arc::new(ProbeClock::new(self.expected_health_interval));
+        let app = Router::new()
+            .route("/heartbeat", any(heartbeat))
+            .route("/services", post(receive_patch))
+            .with_state(RuntimeState {
+                providers: self.providers.clone(),
+                probes: Arc::clone(&probes),
+            })
+            .fallback_service(self.router);
+        let stop_serving = CancellationToken::new();
+        let server = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
+                .into_future(),
+        );
+        if self.handle_signals {
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+        }
+        let shipper = self
+            .logs
+            .as_ref()
+            .and_then(|logs| logs.start(self.providers.clone(), http.clone()));
+
+        let registry = RegistryApi::new(http, &self.registry);
+        let supervisor = Supervisor {
+            registry,
+            registration,
+            providers: self.providers.clone(),
+            probes,
+            shutdown: shutdown.clone(),
+            deadline: self.shutdown_deadline,
+        };
+        if let Err(error) = supervisor.register(self.fail_fast).await {
+            stop_serving.cancel();
+            let _ = server.await;
+            if let Some(shipper) = shipper {
+                shipper.finish(Instant::now() + self.shutdown_deadline).await;
+            }
+            return Err(StartError::Register(error));
+        }
+        tracing::info!(service = %supervisor.registration.service_name, %url, "registered");
+
+        let task = tokio::spawn(supervisor.run(server, stop_serving, shipper));
+        Ok(RunningService {
+            url,
+            local_addr,
+            providers: self.providers,
+            shutdown,
+            task,
+        })
+    }
+
+    /// [`start`](Self::start), then [`RunningService::wait`].
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        self.start(shutdown).await?.wait().await;
+        Ok(())
+    }
+}
+
+/// A started service.
+#[derive(Debug)]
+pub struct RunningService {
+    url: String,
+    local_addr: SocketAddr,
+    providers: Providers,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningService {
+    /// The URL the service registered (its ServiceURL).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The providers of its required services.
+    pub fn providers(&self) -> Providers {
+        self.providers.clone()
+    }
+
+    /// Asks the service to stop (as a signal would).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the service has stopped: deregistered, drained and flushed.
+    pub async fn wait(self) {
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "service runtime task failed");
+        }
+    }
+
+    /// Stops the service and waits until it has stopped.
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+}
+
+/// The runtime's background work: keeping the service registered, then stopping it.
+struct Supervisor {
+    registry: RegistryApi,
+    registration: Registration,
+    providers: Providers,
+    probes: Arc<ProbeClock>,
+    shutdown: CancellationToken,
+    deadline: Duration,
+}
+
+impl Supervisor {
+    /// Registers (again), taking the registry's patch as the full list of providers.
+    async fn register(&self, fail_fast: bool) -> Result<(), RegistryError> {
+        self.providers.expect_full_list(&self.registration.required_services);
+        let registered = self
+            .registry
+            .register_until_done(&self.registration, fail_fast, &self.shutdown)
+            .await;
+        // A registration that failed after its patch arrived leaves the patch applied: it was
+        // the registry's view either way.
+        self.providers.cancel_full_list();
+        if registered.is_ok() {
+            self.probes.registered();
+        }
+        registered
+    }
+
+    async fn run(
+        self,
+        server: JoinHandle<std::io::Result<()>>,
+        stop_serving: CancellationToken,
+        shipper: Option<crate::logs::Shipper>,
+    ) {
+        self.keep_registered().await;
+        let deadline = Instant::now() + self.deadline;
+
+        // Exactly one deregistration, before the server stops: dependents stop calling first.
+        let url = &self.registration.service_url;
+        match tokio::time::timeout_at(deadline, self.registry.deregister(url)).await {
+            Ok(Ok(())) => tracing::info!(%url, "deregistered"),
+            Ok(Err(error)) => tracing::warn!(%url, %error, "deregistration failed"),
+            Err(_) => tracing::warn!(%url, "deregistration timed out"),
+        }
+
+        stop_serving.cancel();
+        let abort = server.abort_handle();
+        match tokio::time::timeout_at(deadline, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "server failed"),
+            Ok(Err(error)) => tracing::error!(%error, "server task failed"),
+            Err(_) => {
+                tracing::warn!("requests still in flight at the shutdown deadline were cut off");
+                abort.abort();
+            }
+        }
+        if let Some(shipper) = shipper {
+            shipper.finish(deadline).await;
+        }
+    }
+
+    /// Until shutdown: registers again whenever the registry's probes fall silent.
+    async fn keep_registered(&self) {
+        loop {
+            let wait = self.probes.time_until_silent();
+            if wait.is_zero() {
+                tracing::warn!(
+                    url = %self.registration.service_url,
+                    "no health probe from the registry for too long: registering again"
+                );
+                self.probes.silence_confirmed();
+                if self.register(false).await.is_err() {
+                    return; // only a shutdown ends the retries
+                }
+                continue;
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// When the registry last probed this service, and how far apart its probes come.
+#[derive(Debug)]
+struct ProbeClock {
+    expected_interval: Duration,
+    state: Mutex<ProbeState>,
+}
+
+#[derive(Debug)]
+struct ProbeState {
+    /// The last probe, or the last registration if no probe came since.
+    last: Instant,
+    /// Whether `last` is a probe (a gap to the next probe is then a real probe interval).
+    last_is_probe: bool,
+    gaps: VecDeque<Duration>,
+    /// How many times in a row the silence limit passed without any probe seen: each doubles
+    /// the wait, so a registry that probes rarely is not flooded with registrations.
+    silent_rounds: u32,
+}
+
+impl ProbeClock {
+    fn new(expected_interval: Duration) -> Self {
+        Self {
+            expected_interval,
+            state: Mutex::new(ProbeState {
+                last: Instant::now(),
+                last_is_probe: false,
+                gaps: VecDeque::with_capacity(REMEMBERED_GAPS),
+                silent_rounds: 0,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ProbeState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn probed(&self) {
+        let now = Instant::now();
+        let mut state = self.state();
+        if state.last_is_probe {
+            let gap = now - state.last;
+            if state.gaps.len() == REMEMBERED_GAPS {
+                state.gaps.pop_front();
+            }
+            state.gaps.push_back(gap);
+        }
+        state.last = now;
+        state.last_is_probe = true;
+        state.silent_rounds = 0;
+    }
+
+    /// A registration just succeeded: the silence is measured from now, and the gap to the
+    /// next probe is not a probe interval (the first probe comes at a random point).
+    fn registered(&self) {
+        let mut state = self.state();
+        state.last = Instant::now();
+        state.last_is_probe = false;
+    }
+
+    fn silence_confirmed(&self) {
+        let mut state = self.state();
+        if state.gaps.is_empty() {
+            state.silent_rounds = (state.silent_rounds + 1).min(8);
+        }
+    }
+
+    /// How much longer the registry may stay silent before this service registers again.
+    fn time_until_silent(&self) -> Duration {
+        let state = self.state();
+        let interval = state.gaps.iter().max().copied().unwrap_or(self.expected_interval);
+        let limit = (interval.mul_f64(1.5) * 2u32.pow(state.silent_rounds)).min(MAX_SILENCE.max(interval * 2));
+        limit.saturating_sub(state.last.elapsed())
+    }
+}
+
+#[derive(Clone)]
+struct RuntimeState {
+    providers: Providers,
+    probes: Arc<ProbeClock>,
+}
+
+/// The seed heartbeat: any method, 200 with an empty body.
+async fn heartbeat(State(state): State<RuntimeState>) -> StatusCode {
+    state.probes.probed();
+    StatusCode::OK
+}
+
+/// The seed patch endpoint: `POST /services` with a Patch.
+async fn receive_patch(State(state): State<RuntimeState>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Patch>(&body) {
+        Ok(patch) => {
+            state.providers.apply(&patch);
+            StatusCode::OK.into_response()
+        }
+        Err(error) => {
+            let body = ErrorBody {
+                error: "invalid_json".to_owned(),
+                message: format!("the body is not a valid Patch: {error}"),
+            };
+            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received: stopping"),
+        () = terminate => tracing::info!("SIGTERM received: stopping"),
+        () = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,214 @@
+//! The runtime's lifecycle: listen, register, serve, stay registered, deregister once.
+
+use std::time::{Duration, Instant};
+
+use rollcall_client::{RegistryError, StartError};
+use rollcall_testkit::{DEADLINE, SeedRegistry, TestRegistry, eventually, refused_url};
+use rollcall_wire::InstanceState;
+use tokio_util::sync::CancellationToken;
+
+use crate::service;
+
+#[tokio::test]
+async fn a_service_registers_serves_its_routes_and_deregisters_on_shutdown() {
+    let registry = TestRegistry::spawn().await;
+    let shutdown = CancellationToken::new();
+    let running = service(&registry.url, "HelloService", &[])
+        .start(shutdown.clone())
+        .await
+        .expect("starts");
+    let url = running.url().to_owned();
+    assert_eq!(url, format!("http://{}", running.local_addr()));
+
+    let listed = registry
+        .instance("HelloService", &url)
+        .await
+        .expect("registered once started");
+    assert_eq!(listed.heartbeat_url, format!("{url}/heartbeat"));
+    registry
+        .wait_for_state("HelloService", &url, InstanceState::Passing)
+        .await;
+    let hello = reqwest::get(format!("{url}/hello")).await.expect("GET /hello");
+    assert_eq!(hello.text().await.expect("body"), "hello");
+    let heartbeat = reqwest::get(format!("{url}/heartbeat")).await.expect("GET /heartbeat");
+    assert_eq!(heartbeat.status(), 200);
+    assert!(heartbeat.text().await.expect("body").is_empty());
+
+    let started = Instant::now();
+    shutdown.cancel();
+    running.wait().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped within its deadline"
+    );
+    assert!(
+        registry.service("HelloService").await.instances.is_empty(),
+        "deregistered"
+    );
+    assert!(reqwest::get(format!("{url}/hello")).await.is_err(), "no longer serving");
+}
+
+#[tokio::test]
+async fn stopping_deregisters_exactly_once_as_the_seed_protocol_says() {
+    let registry = SeedRegistry::spawn().await;
+    let running = service(&registry.url, "HelloService", &[])
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    let url = running.url().to_owned();
+    running.stop().await;
+
+    let deletes: Vec<_> = registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1, "one DELETE, not the original's two");
+    assert_eq!(deletes[0].content_type.as_deref(), Some("text/plain"));
+    assert_eq!(deletes[0].body, url.as_bytes());
+    assert!(registry.registrations().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_retried_until_it_answers() {
+    let address = refused_url()
+        .await
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let starting =
+        tokio::spawn(service(&format!("http://{address}"), "HelloService", &[]).start(CancellationToken::new()));
+    // The service keeps trying while nothing listens; then the registry appears at that address.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!starting.is_finished(), "start waits for the registry");
+    let registry = TestRegistry::spawn_at(address, |_| {}).await;
+    let running = tokio::time::timeout(DEADLINE, starting)
+        .await
+        .expect("registered once the registry answers")
+        .expect("task")
+        .expect("starts");
+    assert!(registry.instance("HelloService", running.url()).await.is_some());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn fail_fast_reports_an_unreachable_registry() {
+    let error = service(&refused_url().await, "HelloService", &[])
+        .fail_fast(true)
+        .start(CancellationToken::new())
+        .await
+        .expect_err("no registry");
+    assert!(
+        matches!(error, StartError::Register(RegistryError::Unreachable(_))),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_registration_says_why() {
+    let registry = TestRegistry::spawn().await;
+    let error = service(&registry.url, "HelloService", &[])
+        .advertise(refused_url().await)
+        .fail_fast(true)
+        .start(CancellationToken::new())
+        .await
+        .expect_err("the registry cannot call back an advertised URL where nothing listens");
+    let StartError::Register(RegistryError::Refused { status, message }) = &error else {
+        panic!("expected a refusal, got {error}");
+    };
+    assert_eq!(*status, 400);
+    assert!(message.contains("could not be delivered"), "{message}");
+}
+
+/// With the registry probing every second, a forgotten service must be back within two
+/// intervals: the runtime notices 1.5 longest gaps of silence.
+async fn back_within_two_intervals(registry: &TestRegistry, url: &str, forgotten_at: Instant) {
+    eventually("the service to register again", DEADLINE, || async {
+        registry.instance("HelloService", url).await
+    })
+    .await;
+    let back_after = forgotten_at.elapsed();
+    assert!(back_after < Duration::from_secs(2), "back after {back_after:?}");
+}
+
+fn one_second_probes(config: &mut rollcall_registry::RegistryConfig) {
+    config.health_interval = Duration::from_secs(1);
+}
+
+#[tokio::test]
+async fn the_service_is_back_after_the_registry_restarts_empty() {
+    let registry = TestRegistry::spawn_with(one_second_probes).await;
+    let running = service(&registry.url, "HelloService", &[])
+        .expected_health_interval(Duration::from_secs(1))
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    // Let it see a few probes, so it knows the registry's interval.
+    registry
+        .wait_for_state("HelloService", running.url(), InstanceState::Passing)
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let forgotten_at = Instant::now();
+    let registry = registry.restart_empty().await;
+    assert!(
+        registry.services().await.services.is_empty(),
+        "the registry forgot everything"
+    );
+    back_within_two_intervals(&registry, running.url(), forgotten_at).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_service_is_back_after_the_registry_drops_it() {
+    let registry = TestRegistry::spawn_with(one_second_probes).await;
+    let running = service(&registry.url, "HelloService", &[])
+        .expected_health_interval(Duration::from_secs(1))
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    let instance = registry
+        .wait_for_state("HelloService", running.url(), InstanceState::Passing)
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // As a reaper would: the instance is gone from the catalog, and so are its probes.
+    let forgotten_at = Instant::now();
+    assert_eq!(
+        registry
+            .delete(&format!("/v1/instances/{}", instance.id))
+            .await
+            .status(),
+        204
+    );
+    back_within_two_intervals(&registry, running.url(), forgotten_at).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_patch_endpoint_answers_bad_input_as_the_seed_does() {
+    let registry = TestRegistry::spawn().await;
+    let running = service(&registry.url, "HelloService", &[])
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    let http = reqwest::Client::new();
+    let patch_url = format!("{}/services", running.url());
+    let bad = http.post(&patch_url).body("{bad json").send().await.expect("POST");
+    assert_eq!(bad.status(), 400);
+    let error: rollcall_wire::ErrorBody = bad.json().await.expect("a JSON error");
+    assert_eq!(error.error, "invalid_json");
+    let get = http.get(&patch_url).send().await.expect("GET");
+    assert_eq!(get.status(), 405);
+    let unknown = http
+        .get(format!("{}/nowhere", running.url()))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        unknown.status(),
+        404,
+        "the service's own router answers everything else"
+    );
+    running.stop().await;
+}
