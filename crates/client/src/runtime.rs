@@ -249,7 +249,7 @@ impl ServiceBuilder {
                 .into_future(),
         );
         if self.handle_signals {
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            cancel_on_signal(shutdown.clone());
         }
         let shipper = self
             .logs
@@ -524,27 +524,35 @@ async fn receive_patch(State(state): State<RuntimeState>, body: Bytes) -> Respon
     }
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let interrupt = tokio::signal::ctrl_c();
+/// Cancels `shutdown` on SIGINT or SIGTERM. The handlers are installed before this returns, so
+/// a signal that arrives once `start` has returned is never the default "terminate at once".
+fn cancel_on_signal(shutdown: CancellationToken) {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (interrupt, terminate) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot listen for SIGINT and SIGTERM: only the shutdown token stops the service");
+                return;
             }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+        };
+        tokio::spawn(async move {
+            let (mut interrupt, mut terminate) = (interrupt, terminate);
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received: stopping"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received: stopping"),
+                () = shutdown.cancelled() => return,
             }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => tracing::info!("SIGINT received: stopping"),
-        () = terminate => tracing::info!("SIGTERM received: stopping"),
-        () = shutdown.cancelled() => return,
+            shutdown.cancel();
+        });
     }
-    shutdown.cancel();
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received: stopping"),
+            () = shutdown.cancelled() => return,
+        }
+        shutdown.cancel();
+    });
 }

@@ -212,3 +212,24 @@ async fn the_patch_endpoint_answers_bad_input_as_the_seed_does() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_service_which_deregisters_once() {
+    let registry = SeedRegistry::spawn().await;
+    let running = service(&registry.url, "HelloService", &[])
+        .handle_signals(true)
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    // The runtime's handler is installed once `start` returns: this process does not die.
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    tokio::time::timeout(DEADLINE, running.wait())
+        .await
+        .expect("SIGTERM stopped the service");
+    let deletes = registry.requests().iter().filter(|r| r.method == "DELETE").count();
+    assert_eq!(deletes, 1);
+}
