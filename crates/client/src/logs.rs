@@ -15,9 +15,11 @@
 //! - records from the HTTP stack and from the shipper itself are never shipped (they would
 //!   feed back into the shipper).
 //!
-//! Until the log service offers a batch API, records travel as seed `POST /log` lines:
+//! Records travel as one NDJSON batch to the log service's `POST /v1/records`; a log service
+//! without it (404 or 405, as the Go original answers) gets seed `POST /log` lines instead:
 //! `[ServiceName] - LEVEL message key=value ...`.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,6 +166,7 @@ impl LogShipping {
             shared: Arc::clone(&self.shared),
             providers,
             http,
+            seed_only: HashSet::new(),
             stop_by,
         };
         Some(Shipper {
@@ -241,6 +244,18 @@ enum FieldValue {
     Bool(bool),
 }
 
+impl FieldValue {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Text(text) => text.clone().into(),
+            Self::Signed(n) => (*n).into(),
+            Self::Unsigned(n) => (*n).into(),
+            Self::Float(n) => (*n).into(),
+            Self::Bool(b) => (*b).into(),
+        }
+    }
+}
+
 impl std::fmt::Display for FieldValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -294,6 +309,33 @@ impl Record {
         64 + self.message.len() + self.fields.len() * 32
     }
 
+    /// The record as the log service's batch API takes it.
+    fn to_wire(&self, service: &str) -> rollcall_wire::LogRecord {
+        let level = match self.level {
+            Level::TRACE => rollcall_wire::Level::Trace,
+            Level::DEBUG => rollcall_wire::Level::Debug,
+            Level::INFO => rollcall_wire::Level::Info,
+            Level::WARN => rollcall_wire::Level::Warn,
+            Level::ERROR => rollcall_wire::Level::Error,
+        };
+        let mut fields: BTreeMap<String, serde_json::Value> = self
+            .fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.to_json()))
+            .collect();
+        fields.insert("target".to_owned(), self.target.into());
+        rollcall_wire::LogRecord {
+            id: None,
+            time: Some(rollcall_wire::RecordTime::Text(
+                humantime::format_rfc3339_nanos(self.time).to_string(),
+            )),
+            service: service.to_owned(),
+            level,
+            message: self.message.clone(),
+            fields,
+        }
+    }
+
     /// `message key=value ...`
     fn text(&self) -> String {
         let mut text = self.message.clone();
@@ -304,11 +346,23 @@ impl Record {
     }
 }
 
+/// Why a native batch was not delivered.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    /// The log service has no batch API (the Go original): use seed lines.
+    #[error("the log service has no batch API")]
+    NotSupported,
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The shipper's side: batches records and delivers them.
 struct Delivery {
     shared: Arc<Shared>,
     providers: Providers,
     http: reqwest::Client,
+    /// Log services found to take only seed lines.
+    seed_only: HashSet<String>,
     /// Set on shutdown: deliver what is left by then.
     stop_by: watch::Receiver<Option<Instant>>,
 }
@@ -417,8 +471,62 @@ impl Delivery {
         }
     }
 
+    /// Sends the batch to the log service at `base`: as one native batch, or as seed `/log`
+    /// lines to a log service without the batch API (the Go original). Delivered records are
+    /// removed from `batch`.
+    async fn send(&mut self, base: &str, batch: &mut Vec<Record>) -> Result<(), String> {
+        if !self.seed_only.contains(base) {
+            match self.send_batch(base, batch).await {
+                Err(BatchError::NotSupported) => {
+                    self.seed_only.insert(base.to_owned());
+                }
+                other => return other.map_err(|e| e.to_string()),
+            }
+        }
+        self.send_lines(base, batch).await
+    }
+
+    /// `POST /v1/records` with the batch as NDJSON. Records the log service refused as invalid
+    /// are not sent again: they go to the fallback writer with the reason.
+    async fn send_batch(&self, base: &str, batch: &mut Vec<Record>) -> Result<(), BatchError> {
+        let mut body = Vec::with_capacity(batch.iter().map(Record::size).sum());
+        for record in batch.iter() {
+            serde_json::to_writer(&mut body, &record.to_wire(&self.shared.service))
+                .map_err(|e| BatchError::Failed(e.to_string()))?;
+            body.push(b'\n');
+        }
+        let response = self
+            .http
+            .post(format!("{base}/v1/records"))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| BatchError::Failed(e.without_url().to_string()))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::METHOD_NOT_ALLOWED {
+            return Err(BatchError::NotSupported);
+        }
+        if !status.is_success() {
+            return Err(BatchError::Failed(format!("it answered {status}")));
+        }
+        let result: rollcall_wire::BatchResult = response
+            .json()
+            .await
+            .map_err(|e| BatchError::Failed(format!("its answer is unreadable: {e}")))?;
+        for rejection in &result.rejected {
+            if let Some(record) = batch.get(rejection.index) {
+                let reason = format!("the log service refused a record: {}", rejection.reason);
+                self.fall_back(std::slice::from_ref(record), &reason);
+            }
+        }
+        self.shared.shipped.fetch_add(result.accepted as u64, Ordering::Relaxed);
+        batch.clear();
+        Ok(())
+    }
+
     /// Sends the batch as seed `/log` lines, removing each record once acknowledged.
-    async fn send(&self, base: &str, batch: &mut Vec<Record>) -> Result<(), String> {
+    async fn send_lines(&self, base: &str, batch: &mut Vec<Record>) -> Result<(), String> {
         let url = format!("{base}/log");
         let mut sent = 0;
         let outcome = async {

@@ -26,6 +26,8 @@ enum Command {
     Registry(RegistryConfig),
     /// Show what a registry holds, or follow its changes with --watch.
     Services(services::ServicesArgs),
+    /// Run the log service (registers as LogService).
+    Logs(rollcall_logs::LogsConfig),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Registry(config) => run_registry(config).await,
             Command::Services(args) => services::run(args).await,
+            Command::Logs(config) => run_logs(config).await,
         }
     })
 }
@@ -54,6 +57,16 @@ async fn run_registry(config: RegistryConfig) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     rollcall_registry::run(listener, config, shutdown).await?;
     tracing::info!("registry stopped");
+    Ok(())
+}
+
+async fn run_logs(config: rollcall_logs::LogsConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let logs = rollcall_logs::start(config, shutdown).await?;
+    announce(&format!("rollcall logs listening on http://{}", logs.local_addr()));
+    logs.wait().await;
+    tracing::info!("log service stopped");
     Ok(())
 }
 

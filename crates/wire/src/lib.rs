@@ -5,12 +5,16 @@
 //!   field names (`ServiceURL`, not `ServiceUrl`) and Go's decoding rules (keys matched
 //!   case-insensitively, `null` lists read as empty);
 //! - rollcall's own `/v1` views ([`ServiceView`], [`InstanceView`]) and the error body
-//!   ([`ErrorBody`]) every rollcall endpoint answers with.
+//!   ([`ErrorBody`]) every rollcall endpoint answers with;
+//! - the log service's records ([`LogRecord`]) and its answers ([`BatchResult`], [`RecordPage`]).
 //!
-//! This crate is serde only: no runtime, no HTTP stack, so any client can depend on it.
+//! This crate is serde (and `serde_json` for free-form fields) only: no runtime, no HTTP stack,
+//! so any client can depend on it.
 
+mod logs;
 mod registration;
 mod views;
 
+pub use logs::{BatchResult, Level, LogRecord, RecordPage, RecordTime, Rejection, UnknownLevel};
 pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};
 pub use views::{CatalogEvent, ErrorBody, InstanceState, InstanceView, ServiceView, ServicesView};

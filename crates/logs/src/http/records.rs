@@ -1,0 +1,305 @@
+//! `GET /v1/records` (a page of matching records) and `GET /v1/records/tail` (server-sent events:
+//! the last N matches, then every new match as it is stored).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::Stream;
+use rollcall_wire::Level;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, broadcast};
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::query::{self, Filter, Order, Page, render};
+use crate::record::unix_nanos;
+use crate::store::{Committed, Store};
+
+/// Records a page holds unless told otherwise.
+const DEFAULT_LIMIT: usize = 100;
+/// The most records one page may hold.
+const MAX_LIMIT: usize = 10_000;
+/// Records a tail starts with unless told otherwise.
+const DEFAULT_LAST: usize = 10;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/records", get(records))
+        .route("/v1/records/tail", get(tail))
+}
+
+/// The query string of both endpoints.
+#[derive(Debug, Deserialize)]
+struct Params {
+    /// One service, or several separated by commas.
+    service: Option<String>,
+    /// The minimum level.
+    level: Option<String>,
+    /// RFC 3339, Unix nanoseconds, or a duration ago (`15m`).
+    since: Option<String>,
+    until: Option<String>,
+    contains: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    /// `newest` (default) or `oldest`.
+    order: Option<String>,
+    /// For tails: how many past matches to start with.
+    last: Option<usize>,
+}
+
+impl Params {
+    fn filter(&self) -> Result<Filter, ApiError> {
+        let services = self
+            .service
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let min_level = self
+            .level
+            .as_deref()
+            .map(str::parse::<Level>)
+            .transpose()
+            .map_err(|e| ApiError::bad_request("invalid_level", e.to_string()))?;
+        Ok(Filter {
+            services,
+            min_level,
+            since: self.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
+            until: self.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+            contains: self.contains.clone().filter(|c| !c.is_empty()),
+        })
+    }
+}
+
+fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
+    let text = text.trim();
+    if let Ok(nanos) = text.parse::<i64>() {
+        return Ok(nanos);
+    }
+    let time = humantime::parse_rfc3339_weak(text)
+        .or_else(|_| humantime::parse_duration(text).map(|ago| SystemTime::now() - ago))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!("{name}={text:?} is neither RFC 3339, Unix nanoseconds, nor a duration ago such as 15m"),
+            )
+        })?;
+    unix_nanos(time).map_err(|e| ApiError::bad_request("invalid_time", format!("{name}: {e}")))
+}
+
+fn params(query: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiError> {
+    query
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+async fn run_query(
+    store: &Store,
+    filter: Filter,
+    order: Order,
+    cursor: Option<u64>,
+    limit: usize,
+) -> Result<Page, ApiError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || query::run(&store, &filter, order, cursor, limit))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "read_failed",
+                format!("cannot read the log store: {e}"),
+            )
+        })
+}
+
+/// A page of matching records, newest first by default.
+#[tracing::instrument(level = "debug", skip_all)]
+async fn records(
+    State(state): State<AppState>,
+    query: Result<Query<Params>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = params(query)?;
+    let filter = params.filter()?;
+    let order = match params.order.as_deref() {
+        None | Some("newest" | "desc") => Order::NewestFirst,
+        Some("oldest" | "asc") => Order::OldestFirst,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_order",
+                format!("order={other:?}: use newest or oldest"),
+            ));
+        }
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit may be at most {MAX_LIMIT}"),
+        ));
+    }
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor must be the next_cursor of a page"))
+        })
+        .transpose()?;
+    let page = run_query(&state.store, filter, order, cursor, limit).await?;
+
+    let mut body = Vec::with_capacity(page.records.iter().map(|(_, r)| r.len() + 1).sum::<usize>() + 64);
+    body.extend_from_slice(b"{\"records\":[");
+    for (i, (_, record)) in page.records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(record);
+    }
+    body.push(b']');
+    if let Some(next) = page.next_cursor {
+        body.extend_from_slice(format!(",\"next_cursor\":\"{next}\"").as_bytes());
+    }
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Follows matching records: the last `last` matches (or, with `Last-Event-ID`, every match
+/// after that id), then each new one. A client too slow to keep up gets a `dropped` event with
+/// the number of records (of any service) it missed, instead of slowing ingest down.
+#[tracing::instrument(level = "debug", skip_all)]
+async fn tail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Params>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let params = params(query)?;
+    let filter = params.filter()?;
+    let permit = Arc::clone(&state.tails).try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_tails",
+            "too many tails are open: try again later",
+        )
+    })?;
+    let resume_after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+
+    // Subscribe before reading the past, so nothing falls between the two.
+    let live = state.store.subscribe();
+    let expected_next = state.store.next_id();
+    let past = if let Some(id) = resume_after {
+        run_query(&state.store, filter.clone(), Order::OldestFirst, Some(id), MAX_LIMIT)
+            .await?
+            .records
+    } else {
+        let last = params.last.unwrap_or(DEFAULT_LAST).min(MAX_LIMIT);
+        let mut newest = run_query(&state.store, filter.clone(), Order::NewestFirst, None, last)
+            .await?
+            .records;
+        newest.reverse();
+        newest
+    };
+    let last_sent = past.last().map(|(id, _)| *id).or(resume_after);
+    let pending = past.into_iter().map(|(id, record)| record_event(id, &record)).collect();
+    let metrics = state.store.clone();
+    metrics.metrics().tails.inc();
+    let tail = Tail {
+        pending,
+        live,
+        filter,
+        last_sent,
+        expected_next,
+        shutdown: state.shutdown.clone(),
+        open: OpenTail {
+            store: metrics,
+            _permit: permit,
+        },
+    };
+    Ok(Sse::new(futures_util::stream::unfold(tail, Tail::next)).keep_alive(KeepAlive::default()))
+}
+
+fn record_event(id: u64, record: &[u8]) -> Event {
+    Event::default()
+        .event("record")
+        .id(id.to_string())
+        .data(String::from_utf8_lossy(record))
+}
+
+/// One open tail's state.
+struct Tail {
+    pending: VecDeque<Event>,
+    live: broadcast::Receiver<Arc<Committed>>,
+    filter: Filter,
+    last_sent: Option<u64>,
+    /// The id the next committed block should start at; a later one means records were missed.
+    expected_next: u64,
+    shutdown: tokio_util::sync::CancellationToken,
+    open: OpenTail,
+}
+
+/// Counts the tail as open until it ends, and holds its place among the bounded tails.
+struct OpenTail {
+    store: Store,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for OpenTail {
+    fn drop(&mut self) {
+        self.store.metrics().tails.dec();
+    }
+}
+
+impl Tail {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((Ok(event), self));
+            }
+            let received = tokio::select! {
+                () = self.shutdown.cancelled() => return None,
+                received = self.live.recv() => received,
+            };
+            match received {
+                Ok(block) => self.take(&block),
+                // The next block tells how many records were missed.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    fn take(&mut self, block: &Committed) {
+        if block.first > self.expected_next {
+            let missed = block.first - self.expected_next;
+            self.open.store.metrics().tail_dropped.inc_by(missed);
+            self.pending.push_back(
+                Event::default()
+                    .event("dropped")
+                    .data(format!("{{\"count\":{missed}}}")),
+            );
+        }
+        self.expected_next = self.expected_next.max(block.first + block.entries.len() as u64);
+        for (id, entry) in (block.first..).zip(&block.entries) {
+            if self.last_sent.is_some_and(|last| id <= last) || !self.filter.entry_matches(entry) {
+                continue;
+            }
+            self.pending.push_back(record_event(id, &render(id, &entry.line)));
+            self.last_sent = Some(id);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! rollcall-logs: the log service as a library.
+//!
+//! It takes records in four formats (the seed's `POST /log` line, rollcall's native batch,
+//! OTLP/HTTP JSON, Loki push JSON), acknowledges each only once it is durably written to an
+//! append-only segment (group-committed: one fsync per batch window; error records never wait),
+//! and serves them back by query (filters, newest first, paging) and by tail (server-sent
+//! events). It runs as a rollcall service named `LogService` through rollcall-client.
+
+mod config;
+mod error;
+mod http;
+mod ingest;
+mod metrics;
+mod query;
+mod record;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rollcall_client::{RunningService, Service, StartError};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{DEFAULT_LISTEN, LogsConfig};
+pub use metrics::Metrics;
+pub use store::{StoreConfig, StoreError};
+
+use crate::store::Store;
+
+/// The name the log service registers under.
+pub const SERVICE_NAME: &str = "LogService";
+
+/// Why the log service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The data directory could not be opened or recovered.
+    #[error("cannot open the log store in {dir}: {source}")]
+    Store {
+        /// The data directory.
+        dir: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The service runtime could not start (bind, registry).
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// A running log service.
+#[derive(Debug)]
+pub struct LogService {
+    running: RunningService,
+    store: StoreHandle,
+}
+
+/// Keeps the store's writer thread out of `Debug`.
+struct StoreHandle(Store);
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl LogService {
+    /// The URL it registered.
+    pub fn url(&self) -> &str {
+        self.running.url()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.running.local_addr()
+    }
+
+    /// Waits until it has stopped (after the shutdown token fired): deregistered, requests
+    /// drained, every queued record committed.
+    pub async fn wait(self) {
+        self.running.wait().await;
+        let store = self.store.0;
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+/// Opens the store (recovering it), starts serving, and registers as `LogService`.
+pub async fn start(config: LogsConfig, shutdown: CancellationToken) -> Result<LogService, Error> {
+    let metrics = Arc::new(Metrics::default());
+    let store_config = config.store();
+    let opened = tokio::task::spawn_blocking(move || Store::open(store_config, metrics))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|opened| opened);
+    let (store, recovery) = opened.map_err(|source| Error::Store {
+        dir: config.data_dir.display().to_string(),
+        source,
+    })?;
+    if recovery.torn_blocks > 0 {
+        tracing::warn!(
+            blocks = recovery.torn_blocks,
+            bytes = recovery.torn_bytes,
+            "cut off a torn tail at start-up"
+        );
+    }
+    let state = http::AppState {
+        store: store.clone(),
+        tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
+        max_body: usize::try_from(config.max_body.as_u64()).unwrap_or(usize::MAX),
+        shutdown: shutdown.clone(),
+    };
+    let started = Service::builder(SERVICE_NAME)
+        .args(&config.service, DEFAULT_LISTEN)
+        .router(http::router(state))
+        .handle_signals(false)
+        .start(shutdown)
+        .await;
+    match started {
+        Ok(running) => Ok(LogService {
+            running,
+            store: StoreHandle(store),
+        }),
+        Err(error) => {
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+            Err(error.into())
+        }
+    }
+}
+
+/// [`start`], then [`LogService::wait`].
+pub async fn run(config: LogsConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}

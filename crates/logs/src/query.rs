@@ -1,0 +1,187 @@
+//! Queries over the store: filters by service, minimum level, time range and substring, newest
+//! (or oldest) first, a page at a time.
+//!
+//! Blocks whose header rules them out (services, level range, time range, ids past the cursor)
+//! are never read; a substring is first looked for in a block's raw bytes, so a block without it
+//! is never decoded. Queries are blocking file reads: run them on the blocking pool.
+
+use std::borrow::Cow;
+
+use memchr::memmem;
+use rollcall_wire::Level;
+use serde::Deserialize;
+
+use crate::record::Entry;
+use crate::store::{BlockHeader, Store, read, read_payload};
+
+/// What a record must be to match. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Filter {
+    /// Any of these services.
+    pub services: Vec<String>,
+    pub min_level: Option<Level>,
+    /// Unix nanoseconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix nanoseconds, exclusive.
+    pub until: Option<i64>,
+    /// A substring of the message.
+    pub contains: Option<String>,
+}
+
+/// Which way a page runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+/// The fields a filter needs, borrowed from a stored line.
+#[derive(Deserialize)]
+struct Light<'a> {
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    level: Level,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+}
+
+impl Filter {
+    fn header_may_match(&self, header: &BlockHeader) -> bool {
+        self.min_level.is_none_or(|min| header.max_level >= min)
+            && self.since.is_none_or(|since| header.max_time >= since)
+            && self.until.is_none_or(|until| header.min_time < until)
+            && (self.services.is_empty() || header.services.iter().any(|s| self.services.iter().any(|w| **w == **s)))
+    }
+
+    /// Whether a stored line matches; `header` tells which checks its block already settled.
+    fn line_matches(&self, line: &[u8], header: &BlockHeader) -> bool {
+        let Ok(light) = serde_json::from_slice::<Light<'_>>(line) else {
+            return false;
+        };
+        let time_settled =
+            self.since.is_none_or(|s| header.min_time >= s) && self.until.is_none_or(|u| header.max_time < u);
+        let time_ok = time_settled || {
+            let time = humantime::parse_rfc3339(&light.time)
+                .ok()
+                .and_then(|t| crate::record::unix_nanos(t).ok())
+                .unwrap_or(0);
+            self.since.is_none_or(|s| time >= s) && self.until.is_none_or(|u| time < u)
+        };
+        time_ok
+            && self.min_level.is_none_or(|min| light.level >= min)
+            && (self.services.is_empty() || self.services.iter().any(|s| *s == light.service))
+            && self.contains.as_deref().is_none_or(|c| light.message.contains(c))
+    }
+
+    /// Whether a freshly stored entry matches (for tails).
+    pub(crate) fn entry_matches(&self, entry: &Entry) -> bool {
+        self.min_level.is_none_or(|min| entry.level >= min)
+            && self.since.is_none_or(|s| entry.time >= s)
+            && self.until.is_none_or(|u| entry.time < u)
+            && (self.services.is_empty() || self.services.iter().any(|s| **s == *entry.service))
+            && self
+                .contains
+                .as_deref()
+                .is_none_or(|c| serde_json::from_slice::<Light<'_>>(&entry.line).is_ok_and(|l| l.message.contains(c)))
+    }
+
+    /// The substring as it appears inside a stored line (JSON-escaped), to search raw bytes.
+    fn needle(&self) -> Option<Vec<u8>> {
+        let contains = self.contains.as_deref()?;
+        let quoted = serde_json::to_string(contains).ok()?;
+        Some(quoted.as_bytes()[1..quoted.len() - 1].to_vec())
+    }
+}
+
+/// One page: the records as JSON objects with their ids, and the cursor of the next page.
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    /// `(id, record)` pairs.
+    pub records: Vec<(u64, Vec<u8>)>,
+    pub next_cursor: Option<u64>,
+}
+
+/// A stored line as the API shows it: `{"id":N,` and the rest of the line.
+pub(crate) fn render(id: u64, line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len() + 24);
+    out.extend_from_slice(b"{\"id\":");
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.push(b',');
+    out.extend_from_slice(&line[1..]);
+    out
+}
+
+/// Runs a query. `cursor` is the id of the last record of the previous page.
+pub(crate) fn run(
+    store: &Store,
+    filter: &Filter,
+    order: Order,
+    cursor: Option<u64>,
+    limit: usize,
+) -> std::io::Result<Page> {
+    let mut page = Page::default();
+    if limit == 0 {
+        return Ok(page);
+    }
+    let needle = filter.needle();
+    let finder = needle.as_deref().map(memmem::Finder::new);
+    let mut segments = store.segments();
+    if order == Order::NewestFirst {
+        segments.reverse();
+    }
+    for segment in &segments {
+        let count = read(&segment.blocks).len();
+        for position in 0..count {
+            let index = if order == Order::NewestFirst {
+                count - 1 - position
+            } else {
+                position
+            };
+            let block = std::sync::Arc::clone(&read(&segment.blocks)[index]);
+            let header = &block.header;
+            let past_cursor = match (order, cursor) {
+                (Order::NewestFirst, Some(c)) => header.first >= c,
+                (Order::OldestFirst, Some(c)) => block.end() <= c + 1,
+                (_, None) => false,
+            };
+            if past_cursor || !filter.header_may_match(header) {
+                continue;
+            }
+            let payload = read_payload(segment, &block)?;
+            if finder.as_ref().is_some_and(|f| f.find(&payload).is_none()) {
+                continue;
+            }
+            let lines: Vec<&[u8]> = payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+            let ids = lines
+                .into_iter()
+                .enumerate()
+                .map(|(j, line)| (header.first + j as u64, line));
+            let mut take = |id: u64, line: &[u8]| {
+                let in_page = match (order, cursor) {
+                    (Order::NewestFirst, Some(c)) => id < c,
+                    (Order::OldestFirst, Some(c)) => id > c,
+                    (_, None) => true,
+                };
+                if in_page && filter.line_matches(line, header) {
+                    page.records.push((id, render(id, line)));
+                    if page.records.len() == limit {
+                        page.next_cursor = Some(id);
+                        return true;
+                    }
+                }
+                false
+            };
+            let full = if order == Order::NewestFirst {
+                ids.rev().any(|(id, line)| take(id, line))
+            } else {
+                { ids }.any(|(id, line)| take(id, line))
+            };
+            if full {
+                return Ok(page);
+            }
+        }
+    }
+    Ok(page)
+}

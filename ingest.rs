@@ -1,0 +1,149 @@
+//! Each ingest format with real-world shapes, and bad input.
+
+use std::io::Write;
+
+use rollcall_testkit::{body_of, fixture, replace_body, send_raw};
+use rollcall_wire::{BatchResult, ErrorBody, Level};
+use serde_json::json;
+
+use crate::{TestLogs, record};
+
+#[tokio::test]
+async fn the_go_log_clients_seed_line_is_answered_as_the_go_service_does() {
+    let logs = TestLogs::spawn().await;
+    let line = send_raw(&logs.address, &fixture("go-wire/log-line-request.http")).await;
+    let expected = rollcall_testkit::RawResponse::parse(&fixture("go-wire/log-line-response.http")).expect("fixture");
+    assert_eq!(line.status, expected.status);
+    assert!(line.body.is_empty());
+    let empty = send_raw(&logs.address, &replace_body(&fixture("go-wire/log-line-request.http"), b"")).await;
+    assert_eq!(empty.status, 400);
+    let get = logs.http.get(format!("{}/log", logs.url)).send().await.expect("GET /log");
+    assert_eq!(get.status(), 405);
+
+    let page = logs.query("service=GradingService").await;
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].message, "Student with ID 99 not found");
+    assert_eq!(page.records[0].level, Level::Info);
+}
+
+#[tokio::test]
+async fn a_native_batch_answers_per_record_and_takes_ndjson_and_gzip() {
+    let logs = TestLogs::spawn().await;
+    let response = logs
+        .post_records(&json!([record("A", "info", "one"), {"service": "A", "message": "two", "time": "not a time"}]))
+        .await;
+    assert_eq!(response.status(), 200);
+    let result: BatchResult = response.json().await.expect("a result");
+    assert_eq!(result.accepted, 1);
+    assert_eq!(result.rejected[0].index, 1);
+    assert!(result.rejected[0].reason.contains("RFC 3339"), "{}", result.rejected[0].reason);
+
+    let ndjson = "{\"service\":\"A\",\"message\":\"three\"}\n{\"service\":\"A\",\"message\":\"four\"}\n";
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(ndjson.as_bytes()).expect("compress");
+    let response = logs
+        .http
+        .post(format!("{}/v1/records", logs.url))
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "gzip")
+        .body(gzip.finish().expect("compress"))
+        .send()
+        .await
+        .expect("POST");
+    let result: BatchResult = response.json().await.expect("a result");
+    assert_eq!((result.accepted, result.rejected.len()), (2, 0));
+    assert_eq!(logs.messages("service=A&order=oldest").await, ["one", "three", "four"]);
+}
+
+#[tokio::test]
+async fn the_opentelemetry_sdks_chunked_request_is_stored_with_its_attributes() {
+    let logs = TestLogs::spawn().await;
+    let response = send_raw(&logs.address, &fixture("log-shippers/otel-js-sdk-logs-request.http")).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"{}");
+    let page = logs.query("service=grading&order=oldest").await;
+    assert_eq!(page.records.len(), 2);
+    let (info, error) = (&page.records[0], &page.records[1]);
+    assert_eq!((info.level, error.level), (Level::Info, Level::Error));
+    assert_eq!(info.fields["student.id"], json!(7), "an intValue written as a number");
+    assert_eq!(error.fields["score"], json!(120.5));
+    assert_eq!(error.fields["otel.scope"], json!("grades"));
+}
+
+#[tokio::test]
+async fn loki_pushes_from_python_logging_loki_get_204_and_keep_their_labels() {
+    let logs = TestLogs::spawn().await;
+    for name in ["python-logging-loki-push-warning-request.http", "python-logging-loki-push-error-request.http"] {
+        let response = send_raw(&logs.address, &fixture(&format!("log-shippers/{name}"))).await;
+        assert_eq!(response.status, 204, "{name}");
+    }
+    let page = logs.query("service=grading&level=error").await;
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].message, "grade store failed: disk full");
+    assert_eq!(page.records[0].fields["student_id"], json!("7"));
+    assert_eq!(logs.query("service=grading").await.records.len(), 2);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_that_says_what_is_wrong() {
+    let logs = TestLogs::spawn_with(|c| c.max_body = bytesize::ByteSize::kib(4)).await;
+    let cases: [(&str, &str, Vec<u8>, u16, &str); 4] = [
+        ("/v1/records", "application/json", b"{not json".to_vec(), 400, "invalid_json"),
+        ("/v1/logs", "application/json", b"[1,2]".to_vec(), 400, "invalid_json"),
+        ("/loki/api/v1/push", "application/json", b"{}".to_vec(), 400, "invalid_json"),
+        ("/v1/records", "application/json", vec![b' '; 8 * 1024], 413, "too_large"),
+    ];
+    for (path, content_type, body, status, code) in cases {
+        let response = logs
+            .http
+            .post(format!("{}{path}", logs.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), status, "{path}");
+        let error: ErrorBody = response.json().await.expect("a JSON error");
+        assert_eq!(error.error, code, "{path}: {}", error.message);
+    }
+
+    // A small gzip body that inflates past the limit is refused too.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b'['; 1 << 20]).expect("compress");
+    let response = logs
+        .http
+        .post(format!("{}/v1/records", logs.url))
+        .header("content-encoding", "gzip")
+        .body(bomb.finish().expect("compress"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 413);
+    let nothing = logs.query("").await;
+    assert!(nothing.records.is_empty(), "nothing was stored: {:?}", nothing.records);
+    let _ = body_of(b"");
+}
+
+#[tokio::test]
+async fn ingest_answers_429_with_retry_after_when_the_store_is_behind() {
+    // A long commit window holds the first batch in the queue; a second batch finds it full.
+    let logs = TestLogs::spawn_with(|c| {
+        c.commit_window = std::time::Duration::from_millis(1500);
+        c.max_queued = bytesize::ByteSize::b(400);
+    })
+    .await;
+    let first = {
+        let http = logs.http.clone();
+        let url = format!("{}/v1/records", logs.url);
+        tokio::spawn(async move { http.post(url).json(&json!([record("A", "info", &"x".repeat(300))])).send().await })
+    };
+    let second = rollcall_testkit::eventually("the queue to be full", rollcall_testkit::DEADLINE, || async {
+        let response = logs.post_records(&json!([record("A", "info", &"y".repeat(300))])).await;
+        (response.status() == 429).then_some(response)
+    })
+    .await;
+    assert_eq!(second.headers()["retry-after"], "1");
+    let error: ErrorBody = second.json().await.expect("a JSON error");
+    assert_eq!(error.error, "busy");
+    assert_eq!(first.await.expect("task").expect("POST").status(), 200, "the first batch is stored");
+}
