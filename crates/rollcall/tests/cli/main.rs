@@ -2,5 +2,6 @@
 //! `ROLLCALL_*` variables, and stopped with real signals.
 
 mod durability;
+mod logs;
 mod registry;
 mod services;
