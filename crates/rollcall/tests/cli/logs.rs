@@ -47,10 +47,8 @@ async fn stored_messages(base: &str) -> HashSet<String> {
     let mut messages = HashSet::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut url = format!("{base}/v1/records?service=Load&limit=10000");
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
+        let after = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let url = format!("{base}/v1/records?service=Load&limit=10000{after}");
         let page: RecordPage = reqwest::get(url).await.expect("GET").json().await.expect("a page");
         messages.extend(page.records.into_iter().map(|r| r.message));
         match page.next_cursor {
