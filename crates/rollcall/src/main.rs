@@ -4,6 +4,7 @@
 //! hand over to the library that implements the subcommand. Logs go to stderr; stdout carries
 //! only the lines scripts read (such as the address a server listens on).
 
+mod logs_cli;
 mod services;
 
 use anyhow::Context;
@@ -26,8 +27,18 @@ enum Command {
     Registry(RegistryConfig),
     /// Show what a registry holds, or follow its changes with --watch.
     Services(services::ServicesArgs),
-    /// Run the log service (registers as LogService).
-    Logs(rollcall_logs::LogsConfig),
+    /// Run the log service (registers as LogService), or read it: `logs query`, `logs tail`.
+    Logs(Box<LogsCommand>),
+}
+
+/// `rollcall logs`: serve with no subcommand, or read with `query` / `tail`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct LogsCommand {
+    #[command(subcommand)]
+    action: Option<logs_cli::LogsAction>,
+    #[command(flatten)]
+    serve: rollcall_logs::LogsConfig,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,7 +53,12 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Registry(config) => run_registry(config).await,
             Command::Services(args) => services::run(args).await,
-            Command::Logs(config) => run_logs(config).await,
+            Command::Logs(logs) => match *logs {
+                LogsCommand {
+                    action: Some(action), ..
+                } => logs_cli::run(action).await,
+                LogsCommand { action: None, serve } => run_logs(serve).await,
+            },
         }
     })
 }

@@ -26,7 +26,7 @@ pub struct ServicesArgs {
 
 /// Lists the catalog or follows it, as `args` say.
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
-    let base = base_url(&args.registry);
+    let base = rollcall_client::registry_base_url(&args.registry);
     let http = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
@@ -48,12 +48,6 @@ pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
         }
         other => other,
     }
-}
-
-/// `http://host:3000/services/` and `http://host:3000` both mean `http://host:3000`.
-fn base_url(registry: &str) -> String {
-    let trimmed = registry.trim().trim_end_matches('/');
-    trimmed.strip_suffix("/services").unwrap_or(trimmed).to_owned()
 }
 
 async fn list(http: &reqwest::Client, base: &str, json: bool) -> anyhow::Result<()> {
@@ -209,17 +203,5 @@ fn write_change(out: &mut impl Write, change: &CatalogEvent) -> io::Result<()> {
                 instance.state.as_str()
             )
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_style_and_plain_registry_urls_mean_the_same() {
-        assert_eq!(base_url("http://localhost:3000/services"), "http://localhost:3000");
-        assert_eq!(base_url("http://localhost:3000/"), "http://localhost:3000");
-        assert_eq!(base_url("http://localhost:3000"), "http://localhost:3000");
     }
 }

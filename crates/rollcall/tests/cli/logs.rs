@@ -110,3 +110,74 @@ async fn sigterm_deregisters_the_log_service_and_ends_it_cleanly() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_cli_finds_the_log_service_through_the_registry_then_queries_and_tails_it() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let logs = ServerProcess::start(rollcall(), "logs", |c| {
+        c.args(["--registry", &registry.url]);
+    });
+    let records = json!([
+        {"service": "GradingService", "level": "info", "message": "graded", "fields": {"student": 7}},
+        {"service": "GradingService", "level": "error", "message": "store failed"},
+        {"service": "Portal", "level": "info", "message": "page served"},
+    ]);
+    let posted = reqwest::Client::new()
+        .post(format!("{}/v1/records", logs.url))
+        .json(&records)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(posted.status(), 200);
+
+    let query = |args: &[&str]| {
+        let output = std::process::Command::new(rollcall())
+            .args(["logs", "query", "--registry", &registry.url])
+            .args(args)
+            .output()
+            .expect("rollcall logs query");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let text = query(&["--service", "GradingService"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("ERROR GradingService store failed"), "{text}");
+    assert!(lines[1].contains("INFO GradingService graded student=7"), "{text}");
+    let json = query(&["--level", "error", "--json"]);
+    let record: rollcall_wire::LogRecord = serde_json::from_str(json.trim()).expect("one JSON record");
+    assert_eq!(record.message, "store failed");
+
+    // The tail prints the last record, then a new one as it is stored.
+    let mut tail = tokio::process::Command::new(rollcall())
+        .args([
+            "logs",
+            "tail",
+            "--logs",
+            &logs.url,
+            "--service",
+            "Portal",
+            "--last",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rollcall logs tail");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tail.stdout.take().expect("stdout")));
+    let mut next_line = async || {
+        tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("a line within the deadline")
+            .expect("read")
+            .expect("a line")
+    };
+    assert!(next_line().await.contains("page served"));
+    reqwest::Client::new()
+        .post(format!("{}/v1/records", logs.url))
+        .json(&json!([{"service": "Portal", "message": "another page"}]))
+        .send()
+        .await
+        .expect("POST");
+    assert!(next_line().await.contains("another page"));
+}
