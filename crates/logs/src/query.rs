@@ -49,10 +49,15 @@ struct Light<'a> {
 
 impl Filter {
     fn header_may_match(&self, header: &BlockHeader) -> bool {
-        self.min_level.is_none_or(|min| header.max_level >= min)
+        let level_ok = |level: Level| self.min_level.is_none_or(|min| level >= min);
+        level_ok(header.max_level)
             && self.since.is_none_or(|since| header.max_time >= since)
             && self.until.is_none_or(|until| header.min_time < until)
-            && (self.services.is_empty() || header.services.iter().any(|s| self.services.iter().any(|w| **w == **s)))
+            && (self.services.is_empty()
+                || header
+                    .services
+                    .iter()
+                    .any(|(s, level)| level_ok(*level) && self.services.iter().any(|w| **w == **s)))
     }
 
     /// Whether a stored line matches; `header` tells which checks its block already settled.
@@ -87,12 +92,59 @@ impl Filter {
                 .is_none_or(|c| serde_json::from_slice::<Light<'_>>(&entry.line).is_ok_and(|l| l.message.contains(c)))
     }
 
+    /// Byte patterns one of which every matching stored line contains, from the service and
+    /// level filters (stored lines begin `{"time":...,"service":...,"level":...`), so that only
+    /// the lines holding one are decoded. Empty when those filters are empty.
+    fn line_patterns(&self) -> Vec<Vec<u8>> {
+        let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+        let levels: Vec<Level> = match self.min_level {
+            Some(min) => Level::ALL.into_iter().filter(|l| *l >= min).collect(),
+            None => Vec::new(),
+        };
+        match (self.services.is_empty(), levels.is_empty()) {
+            (true, true) => Vec::new(),
+            (true, false) => levels.iter().map(|l| format!(r#","level":"{l}","#).into_bytes()).collect(),
+            (false, true) => self
+                .services
+                .iter()
+                .map(|s| format!(r#","service":{},"level":"#, quoted(s)).into_bytes())
+                .collect(),
+            (false, false) => self
+                .services
+                .iter()
+                .flat_map(|s| levels.iter().map(move |l| format!(r#","service":{},"level":"{l}","#, quoted(s)).into_bytes()))
+                .collect(),
+        }
+    }
+
     /// The substring as it appears inside a stored line (JSON-escaped), to search raw bytes.
     fn needle(&self) -> Option<Vec<u8>> {
         let contains = self.contains.as_deref()?;
         let quoted = serde_json::to_string(contains).ok()?;
         Some(quoted.as_bytes()[1..quoted.len() - 1].to_vec())
     }
+}
+
+/// Where each line of a payload starts.
+fn line_starts(payload: &[u8]) -> Vec<usize> {
+    let mut starts = vec![0];
+    starts.extend(memchr::memchr_iter(b'\n', payload).map(|i| i + 1).filter(|i| *i < payload.len()));
+    starts
+}
+
+/// The lines (by index) that hold one of the patterns, in order; every line when there are none.
+fn candidate_lines(payload: &[u8], starts: &[usize], finders: &[memmem::Finder<'_>]) -> Vec<usize> {
+    if finders.is_empty() {
+        return (0..starts.len()).collect();
+    }
+    let mut lines: Vec<usize> = finders
+        .iter()
+        .flat_map(|finder| finder.find_iter(payload))
+        .map(|at| starts.partition_point(|start| *start <= at) - 1)
+        .collect();
+    lines.sort_unstable();
+    lines.dedup();
+    lines
 }
 
 /// One page: the records as JSON objects with their ids, and the cursor of the next page.
@@ -127,6 +179,8 @@ pub(crate) fn run(
     }
     let needle = filter.needle();
     let finder = needle.as_deref().map(memmem::Finder::new);
+    let patterns = filter.line_patterns();
+    let finders: Vec<memmem::Finder<'_>> = patterns.iter().map(|p| memmem::Finder::new(p)).collect();
     let mut segments = store.segments();
     if order == Order::NewestFirst {
         segments.reverse();
@@ -153,11 +207,12 @@ pub(crate) fn run(
             if finder.as_ref().is_some_and(|f| f.find(&payload).is_none()) {
                 continue;
             }
-            let lines: Vec<&[u8]> = payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-            let ids = lines
-                .into_iter()
-                .enumerate()
-                .map(|(j, line)| (header.first + j as u64, line));
+            let starts = line_starts(&payload);
+            let candidates = candidate_lines(&payload, &starts, &finders);
+            let ids = candidates.into_iter().map(|j| {
+                let end = starts.get(j + 1).map_or(payload.len(), |next| next - 1);
+                (header.first + j as u64, &payload[starts[j]..end])
+            });
             let mut take = |id: u64, line: &[u8]| {
                 let in_page = match (order, cursor) {
                     (Order::NewestFirst, Some(c)) => id < c,

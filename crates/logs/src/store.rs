@@ -82,7 +82,9 @@ pub(crate) struct BlockHeader {
     pub max_time: i64,
     pub min_level: Level,
     pub max_level: Level,
-    pub services: Vec<Arc<str>>,
+    /// Each service in the block with the most severe level it logged there, so that a query
+    /// for one service's errors skips blocks where only other services erred.
+    pub services: Vec<(Arc<str>, Level)>,
 }
 
 /// A block's header and where its payload is.
@@ -327,7 +329,12 @@ impl Writer {
 
     fn commit(&mut self, batch: Vec<Append>) {
         let bytes: usize = batch.iter().map(|a| a.bytes).sum();
-        let entries: Vec<Entry> = batch.iter().flat_map(|a| a.entries.iter().cloned()).collect();
+        let mut acks = Vec::with_capacity(batch.len());
+        let mut entries = Vec::with_capacity(batch.iter().map(|a| a.entries.len()).sum());
+        for append in batch {
+            acks.push((append.entries.len() as u64, append.ack));
+            entries.extend(append.entries);
+        }
         let first = self.next_id;
         let outcome = self.write_block(first, &entries);
         self.store.dequeued(bytes);
@@ -339,18 +346,17 @@ impl Writer {
                 metrics.records_stored.inc_by(count);
                 metrics.bytes_stored.inc_by(bytes as u64);
                 let mut id = first;
-                for append in batch {
-                    let n = append.entries.len() as u64;
-                    let _ = append.ack.send(Ok(id));
-                    id += n;
+                for (count, ack) in acks {
+                    let _ = ack.send(Ok(id));
+                    id += count;
                 }
                 let _ = self.store.shared.committed.send(Arc::new(Committed { first, entries }));
                 self.rotate_if_full();
             }
             Err(error) => {
                 tracing::error!(%error, "cannot write log records");
-                for append in batch {
-                    let _ = append.ack.send(Err(StoreError::Write(error.to_string())));
+                for (_, ack) in acks {
+                    let _ = ack.send(Err(StoreError::Write(error.to_string())));
                 }
             }
         }
@@ -450,11 +456,12 @@ impl Writer {
     }
 }
 
-fn distinct_services(entries: &[Entry]) -> Vec<Arc<str>> {
-    let mut services: Vec<Arc<str>> = Vec::new();
+fn distinct_services(entries: &[Entry]) -> Vec<(Arc<str>, Level)> {
+    let mut services: Vec<(Arc<str>, Level)> = Vec::new();
     for entry in entries {
-        if !services.contains(&entry.service) {
-            services.push(Arc::clone(&entry.service));
+        match services.iter_mut().find(|(service, _)| *service == entry.service) {
+            Some((_, level)) => *level = (*level).max(entry.level),
+            None => services.push((Arc::clone(&entry.service), entry.level)),
         }
     }
     services

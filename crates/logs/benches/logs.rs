@@ -1,0 +1,353 @@
+//! Log service benchmark: durable ingest, the seed one-line path, and queries over a large store,
+//! each beside a baseline measured in the same run.
+//!
+//! Run with `cargo bench -p rollcall-logs --bench logs` (sections `ingest`, `seed`, `query`:
+//! `... -- query`). The log service runs in this process on 127.0.0.1 with its data in a
+//! temporary directory on the project's disk; so do the load generators.
+//! - ingest: 8 clients posting NDJSON batches of 1,000 records of about 200 bytes, each answered
+//!   once durable, for 10 s; baseline: the same batch bytes appended to a file and fsynced, one
+//!   batch at a time, by a bare loop;
+//! - seed: 128 clients posting one `/log` line each, for 5 s; baseline: an axum handler in this
+//!   process answering 200 without storing anything (the Go original does not fsync);
+//! - query: fills the store to `ROLLCALL_BENCH_RECORDS` records (10 million by default), then the
+//!   newest 100 matches by service and level (p50/p99 of 200 queries) beside the newest record
+//!   with no filter, and a substring scan of every segment beside a bare loop reading the same
+//!   files and searching them with the same `memmem`.
+
+// A benchmark is a report: it prints, and turns counts into f64 for rates.
+#![allow(
+    clippy::print_stdout,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use rollcall_logs::LogsConfig;
+use rollcall_testkit::TestRegistry;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+const SERVICES: usize = 10;
+
+/// One NDJSON batch of 1,000 records of about 200 bytes: 10 services, and independently of the
+/// service 1 in 20 records at warn and 1 in 1,000 at error.
+fn batch(seed: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(220_000);
+    for i in 0..1000 {
+        let n = seed * 1000 + i;
+        // Levels follow n / 10, so that they spread over all services.
+        let level = if (n / 10) % 1000 == 7 {
+            "error"
+        } else if (n / 10) % 20 == 3 {
+            "warn"
+        } else {
+            "info"
+        };
+        writeln!(
+            body,
+            r#"{{"service":"svc-{}","level":"{level}","message":"request {n} served for student {} in {} ms with grade book revision {}","fields":{{"route":"/students","status":200}}}}"#,
+            n % SERVICES,
+            n % 9973,
+            n % 97,
+            n % 100_003
+        )
+        .expect("write to a Vec");
+    }
+    body
+}
+
+struct Running {
+    url: String,
+    data_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    service: rollcall_logs::LogService,
+    _registry: TestRegistry,
+}
+
+async fn start_logs() -> Running {
+    let registry = TestRegistry::spawn().await;
+    let data_dir = tempfile::tempdir_in(std::env::current_dir().expect("cwd")).expect("data dir");
+    let mut config = LogsConfig::new("127.0.0.1:0".parse().expect("address"), data_dir.path().join("logs"));
+    config.service.registry.clone_from(&registry.url);
+    config.retention_size = ByteSize::gib(64);
+    let shutdown = CancellationToken::new();
+    let service = rollcall_logs::start(config, shutdown.clone()).await.expect("log service");
+    Running {
+        url: service.url().to_owned(),
+        data_dir,
+        shutdown,
+        service,
+        _registry: registry,
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client")
+}
+
+/// `clients` tasks posting `bodies` round robin to `url` until `duration` passes or `target`
+/// records are acknowledged; returns (records acknowledged, bytes sent, elapsed).
+async fn post_batches(url: &str, bodies: &Arc<Vec<Vec<u8>>>, clients: usize, duration: Duration, target: u64) -> (u64, u64, Duration) {
+    let http = http();
+    let records = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for client in 0..clients {
+        let (http, url, bodies, records, bytes) =
+            (http.clone(), format!("{url}/v1/records"), Arc::clone(bodies), Arc::clone(&records), Arc::clone(&bytes));
+        tasks.spawn(async move {
+            let mut n = client;
+            while started.elapsed() < duration && records.load(Ordering::Relaxed) < target {
+                let body = bodies[n % bodies.len()].clone();
+                n += clients;
+                let size = body.len() as u64;
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("POST");
+                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+                records.fetch_add(1000, Ordering::Relaxed);
+                bytes.fetch_add(size, Ordering::Relaxed);
+            }
+        });
+    }
+    tasks.join_all().await;
+    (records.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed), started.elapsed())
+}
+
+/// The baseline: the same bodies appended to a file and fsynced one by one, for `duration`.
+fn bare_append(dir: &std::path::Path, bodies: &[Vec<u8>], duration: Duration) -> (u64, u64, Duration) {
+    let path = dir.join("bare.log");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("open");
+    let started = Instant::now();
+    let (mut records, mut bytes) = (0, 0);
+    let mut n = 0;
+    while started.elapsed() < duration {
+        let body = &bodies[n % bodies.len()];
+        n += 1;
+        file.write_all(body).expect("write");
+        file.sync_data().expect("fsync");
+        records += 1000;
+        bytes += body.len() as u64;
+    }
+    let elapsed = started.elapsed();
+    drop(file);
+    std::fs::remove_file(path).expect("remove");
+    (records, bytes, elapsed)
+}
+
+fn rate(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+async fn ingest_section() {
+    println!("== durable ingest: NDJSON batches of 1,000 records (~200 B each), 8 clients, 10 s");
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(batch).collect());
+    let logs = start_logs().await;
+    let (records, bytes, elapsed) = post_batches(&logs.url, &bodies, 8, Duration::from_secs(10), u64::MAX).await;
+    let dir = logs.data_dir.path().to_owned();
+    let (base_records, base_bytes, base_elapsed) =
+        tokio::task::spawn_blocking(move || bare_append(&dir, &bodies, Duration::from_secs(10)))
+            .await
+            .expect("baseline");
+    let (ours, theirs) = (rate(bytes, elapsed), rate(base_bytes, base_elapsed));
+    println!(
+        "log service: {:>9.0} records/s  {:>6.1} MB/s   (each batch acknowledged only once fsynced)",
+        rate(records, elapsed),
+        ours / 1e6
+    );
+    println!(
+        "bare loop:   {:>9.0} records/s  {:>6.1} MB/s   (the same batches appended and fsynced one by one)",
+        rate(base_records, base_elapsed),
+        theirs / 1e6
+    );
+    println!("bytes/s ratio (log service / bare loop): {:.2}", ours / theirs);
+    stop(logs).await;
+}
+
+async fn seed_section() {
+    println!("== seed POST /log, one line per request, 128 clients, 5 s");
+    let logs = start_logs().await;
+    let durable = post_lines(&format!("{}/log", logs.url), 128, Duration::from_secs(5)).await;
+    print_commits(&logs.url).await;
+    stop(logs).await;
+    let baseline = baseline_server().await;
+    let answered = post_lines(&format!("{baseline}/log"), 128, Duration::from_secs(5)).await;
+    println!("log service (each line fsynced before 200): {durable:>8.0} requests/s");
+    println!("baseline (axum answering 200, storing nothing): {answered:>8.0} requests/s   ratio {:.2}", durable / answered);
+}
+
+/// How many commits the store made, how long their fsyncs took and how many records each held.
+async fn print_commits(url: &str) {
+    let text = http().get(format!("{url}/metrics")).send().await.expect("GET").text().await.expect("metrics");
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let commits = value("rollcall_logs_fsync_seconds_count");
+    let seconds = value("rollcall_logs_fsync_seconds_sum");
+    let records = value("rollcall_logs_records_stored_total");
+    println!(
+        "  {commits:.0} commits, mean write+fsync {:.2} ms, {:.1} records per commit",
+        seconds / commits.max(1.0) * 1000.0,
+        records / commits.max(1.0)
+    );
+}
+
+/// An axum server in this process that answers `POST /log` with 200 and stores nothing.
+async fn baseline_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let app = axum::Router::new().route("/log", axum::routing::post(|_: axum::body::Bytes| async { "" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn post_lines(url: &str, clients: usize, duration: Duration) -> f64 {
+    let http = http();
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for client in 0..clients {
+        let (http, url, count) = (http.clone(), url.to_owned(), Arc::clone(&count));
+        tasks.spawn(async move {
+            let mut n = 0;
+            while started.elapsed() < duration {
+                let line = format!("[GradingService] - Student with ID {client}-{n} not found");
+                n += 1;
+                let response = http.post(&url).header("content-type", "text/plain").body(line).send().await.expect("POST");
+                assert_eq!(response.status(), 200);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    tasks.join_all().await;
+    rate(count.load(Ordering::Relaxed), started.elapsed())
+}
+
+async fn timed_get(http: &reqwest::Client, url: &str) -> Duration {
+    let started = Instant::now();
+    let response = http.get(url).send().await.expect("GET");
+    assert_eq!(response.status(), 200);
+    response.bytes().await.expect("body");
+    started.elapsed()
+}
+
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    (at(0.5), at(0.99))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn query_section() {
+    let target: u64 = std::env::var("ROLLCALL_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    println!("== queries over {target} records");
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(batch).collect());
+    let logs = start_logs().await;
+    let filled = Instant::now();
+    let (records, _, elapsed) = post_batches(&logs.url, &bodies, 8, Duration::from_secs(3600), target).await;
+    println!("filled with {records} records in {:.1} s", elapsed.as_secs_f64());
+    let _ = filled;
+
+    let http = http();
+    let mut newest = Vec::new();
+    let mut filtered = Vec::new();
+    for i in 0..200 {
+        let level = if i % 2 == 0 { "warn" } else { "error" };
+        filtered.push(timed_get(&http, &format!("{}/v1/records?service=svc-{}&level={level}&limit=100", logs.url, i % SERVICES)).await);
+        newest.push(timed_get(&http, &format!("{}/v1/records?limit=1", logs.url)).await);
+    }
+    let (filtered_p50, filtered_p99) = percentiles(&mut filtered);
+    let (newest_p50, newest_p99) = percentiles(&mut newest);
+    println!(
+        "newest 100 by service and level: p50 {}  p99 {}   baseline (newest record, no filter): p50 {}  p99 {}",
+        ms(filtered_p50),
+        ms(filtered_p99),
+        ms(newest_p50),
+        ms(newest_p99)
+    );
+
+    let segments_dir = logs.data_dir.path().join("logs");
+    let disk: u64 = std::fs::read_dir(&segments_dir)
+        .expect("segments")
+        .filter_map(Result::ok)
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let mut scans = Vec::new();
+    let mut bare = Vec::new();
+    for _ in 0..5 {
+        scans.push(timed_get(&http, &format!("{}/v1/records?contains=no%20such%20text&limit=100", logs.url)).await);
+        let dir = segments_dir.clone();
+        bare.push(tokio::task::spawn_blocking(move || bare_scan(&dir)).await.expect("scan"));
+    }
+    let (scan, _) = percentiles(&mut scans);
+    let (bare_scan_time, _) = percentiles(&mut bare);
+    let (ours, theirs) = (disk as f64 / scan.as_secs_f64() / 1e6, disk as f64 / bare_scan_time.as_secs_f64() / 1e6);
+    println!(
+        "substring scan of {:.0} MB: {} = {ours:.0} MB/s   bare loop (read every file, memmem): {} = {theirs:.0} MB/s   ratio {:.2}",
+        disk as f64 / 1e6,
+        ms(scan),
+        ms(bare_scan_time),
+        ours / theirs
+    );
+    stop(logs).await;
+}
+
+/// Reads every segment and searches it for a substring that is not there.
+fn bare_scan(dir: &std::path::Path) -> Duration {
+    let started = Instant::now();
+    let finder = memchr::memmem::Finder::new(b"no such text");
+    let mut found = 0;
+    for entry in std::fs::read_dir(dir).expect("segments").filter_map(Result::ok) {
+        let bytes = std::fs::read(entry.path()).expect("read");
+        found += finder.find_iter(&bytes).count();
+    }
+    assert_eq!(found, 0);
+    started.elapsed()
+}
+
+async fn stop(logs: Running) {
+    logs.shutdown.cancel();
+    logs.service.wait().await;
+    drop(logs.data_dir);
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |section: &str| filter.is_empty() || filter.iter().any(|f| section.contains(f.as_str()));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        if wanted("ingest") {
+            ingest_section().await;
+        }
+        if wanted("seed") {
+            seed_section().await;
+        }
+        if wanted("query") {
+            query_section().await;
+        }
+    });
+}
