@@ -11,13 +11,56 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rollcall_wire::{Grade, Student};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// The students the original seeds, with their grades.
-const DEMO: &[(&str, &str, &[(&str, &str, f64)])] = &[
-    ("Nick", "Carter", &[("Quiz 1", "Quiz", 85.0), ("Final Exam", "Exam", 94.0), ("Quiz 2", "Quiz", 82.0)]),
-    ("Roberto", "Baggio", &[("Quiz 1", "Quiz", 100.0), ("Final Exam", "Exam", 100.0), ("Quiz 2", "Quiz", 81.0)]),
-    ("Emma", "Stone", &[("Quiz 1", "Quiz", 67.0), ("Final Exam", "Exam", 0.0), ("Quiz 2", "Quiz", 75.0)]),
-    ("Rachel", "McAdams", &[("Quiz 1", "Quiz", 98.0), ("Final Exam", "Exam", 99.0), ("Quiz 2", "Quiz", 94.0)]),
-    ("Kelly", "Clarkson", &[("Quiz 1", "Quiz", 95.0), ("Final Exam", "Exam", 100.0), ("Quiz 2", "Quiz", 97.0)]),
+/// A demo grade: title, type, score.
+type DemoGrade = (&'static str, &'static str, f64);
+
+/// The students the original seeds (first name, last name), with their grades.
+const DEMO: &[(&str, &str, &[DemoGrade])] = &[
+    (
+        "Nick",
+        "Carter",
+        &[
+            ("Quiz 1", "Quiz", 85.0),
+            ("Final Exam", "Exam", 94.0),
+            ("Quiz 2", "Quiz", 82.0),
+        ],
+    ),
+    (
+        "Roberto",
+        "Baggio",
+        &[
+            ("Quiz 1", "Quiz", 100.0),
+            ("Final Exam", "Exam", 100.0),
+            ("Quiz 2", "Quiz", 81.0),
+        ],
+    ),
+    (
+        "Emma",
+        "Stone",
+        &[
+            ("Quiz 1", "Quiz", 67.0),
+            ("Final Exam", "Exam", 0.0),
+            ("Quiz 2", "Quiz", 75.0),
+        ],
+    ),
+    (
+        "Rachel",
+        "McAdams",
+        &[
+            ("Quiz 1", "Quiz", 98.0),
+            ("Final Exam", "Exam", 99.0),
+            ("Quiz 2", "Quiz", 94.0),
+        ],
+    ),
+    (
+        "Kelly",
+        "Clarkson",
+        &[
+            ("Quiz 1", "Quiz", 95.0),
+            ("Final Exam", "Exam", 100.0),
+            ("Quiz 2", "Quiz", 97.0),
+        ],
+    ),
 ];
 
 const SCHEMA: &str = "
@@ -58,7 +101,10 @@ impl Db {
         if seeded.is_none() {
             let transaction = connection.transaction()?;
             for (first, last, grades) in DEMO {
-                transaction.execute("INSERT INTO students (first_name, last_name) VALUES (?1, ?2)", params![first, last])?;
+                transaction.execute(
+                    "INSERT INTO students (first_name, last_name) VALUES (?1, ?2)",
+                    params![first, last],
+                )?;
                 let id = transaction.last_insert_rowid();
                 for (title, kind, score) in *grades {
                     transaction.execute(
@@ -93,7 +139,8 @@ impl Db {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let mut grades = connection.prepare_cached("SELECT student_id, title, kind, score FROM grades ORDER BY student_id, id")?;
+        let mut grades =
+            connection.prepare_cached("SELECT student_id, title, kind, score FROM grades ORDER BY student_id, id")?;
         let rows = grades.query_map([], |row| Ok((row.get::<_, i64>(0)?, grade(row)?)))?;
         let mut index = 0;
         for row in rows {
@@ -127,7 +174,7 @@ impl Db {
         };
         student.grades = connection
             .prepare_cached("SELECT student_id, title, kind, score FROM grades WHERE student_id = ?1 ORDER BY id")?
-            .query_map([id], |row| grade(row))?
+            .query_map([id], grade)?
             .collect::<Result<_, _>>()?;
         Ok(Some(student))
     }

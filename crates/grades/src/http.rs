@@ -23,27 +23,55 @@ pub(crate) fn router(db: Db) -> Router {
         .route("/students/{id}/grades", post(add_grade))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
         })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(db)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = ErrorBody {
-        error: code.to_owned(),
-        message: message.into(),
-    };
-    (status, axum::Json(body)).into_response()
+/// An error answer: a status and `{"error": code, "message": ...}`.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
 }
 
-fn internal(error: &dyn std::fmt::Display) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+fn internal(error: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(%error, "grade book failure");
-    self::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the grade book failed; see the service's log")
+    self::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the grade book failed; see the service's log",
+    )
 }
 
 /// Runs a database call on the blocking pool.
-async fn with_db<T: Send + 'static>(db: &Db, call: impl FnOnce(&Db) -> rusqlite::Result<T> + Send + 'static) -> Result<T, Response> {
+async fn with_db<T: Send + 'static>(
+    db: &Db,
+    call: impl FnOnce(&Db) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
     let db = db.clone();
     match tokio::task::spawn_blocking(move || call(&db)).await {
         Ok(Ok(value)) => Ok(value),
@@ -53,23 +81,32 @@ async fn with_db<T: Send + 'static>(db: &Db, call: impl FnOnce(&Db) -> rusqlite:
 }
 
 /// The seed answers 404 for an id that is not an integer.
-fn student_id(raw: &str) -> Result<i64, Response> {
-    raw.parse::<i64>()
-        .map_err(|_| error(StatusCode::NOT_FOUND, "student_not_found", format!("no student has the id {raw:?}")))
+fn student_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().map_err(|_| {
+        error(
+            StatusCode::NOT_FOUND,
+            "student_not_found",
+            format!("no student has the id {raw:?}"),
+        )
+    })
 }
 
-fn not_found(id: i64) -> Response {
+fn not_found(id: i64) -> ApiError {
     tracing::warn!("Student with ID {id} not found");
-    error(StatusCode::NOT_FOUND, "student_not_found", format!("no student has the id {id}"))
+    error(
+        StatusCode::NOT_FOUND,
+        "student_not_found",
+        format!("no student has the id {id}"),
+    )
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn students(State(db): State<Db>) -> Result<axum::Json<Vec<Student>>, Response> {
+async fn students(State(db): State<Db>) -> Result<axum::Json<Vec<Student>>, ApiError> {
     with_db(&db, Db::students).await.map(axum::Json)
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn student(State(db): State<Db>, Path(raw): Path<String>) -> Result<axum::Json<Student>, Response> {
+async fn student(State(db): State<Db>, Path(raw): Path<String>) -> Result<axum::Json<Student>, ApiError> {
     let id = student_id(&raw)?;
     match with_db(&db, move |db| db.student(id)).await? {
         Some(student) => Ok(axum::Json(student)),
@@ -87,7 +124,11 @@ fn invalid_grade(grade: &Grade) -> Option<String> {
         return Some(format!("Title must be at most {MAX_TITLE} characters"));
     }
     if !GRADE_TYPES.contains(&grade.kind.as_str()) {
-        return Some(format!("Type must be one of {}, not {:?}", GRADE_TYPES.join(", "), grade.kind));
+        return Some(format!(
+            "Type must be one of {}, not {:?}",
+            GRADE_TYPES.join(", "),
+            grade.kind
+        ));
     }
     if !grade.score.is_finite() || !(0.0..=100.0).contains(&grade.score) {
         return Some(format!("Score must be a number from 0 to 100, not {}", grade.score));
@@ -96,11 +137,20 @@ fn invalid_grade(grade: &Grade) -> Option<String> {
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn add_grade(State(db): State<Db>, Path(raw): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Response, Response> {
+async fn add_grade(
+    State(db): State<Db>,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let id = student_id(&raw)?;
     let body = body.map_err(|r| error(r.status(), "invalid_body", r.body_text()))?;
-    let mut grade: Grade = serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not a Grade: {e}")))?;
+    let mut grade: Grade = serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not a Grade: {e}"),
+        )
+    })?;
     if let Some(reason) = invalid_grade(&grade) {
         return Err(error(StatusCode::BAD_REQUEST, "invalid_grade", reason));
     }
@@ -114,15 +164,23 @@ async fn add_grade(State(db): State<Db>, Path(raw): Path<String>, body: Result<B
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn add_student(State(db): State<Db>, body: Result<Bytes, BytesRejection>) -> Result<Response, Response> {
+async fn add_student(State(db): State<Db>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body.map_err(|r| error(r.status(), "invalid_body", r.body_text()))?;
     let new: NewStudent = serde_json::from_slice(&body).map_err(|e| {
-        error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not {{\"FirstName\", \"LastName\"}}: {e}"))
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not {{\"FirstName\", \"LastName\"}}: {e}"),
+        )
     })?;
     let (first, last) = (new.first_name.trim().to_owned(), new.last_name.trim().to_owned());
     for (name, value) in [("FirstName", &first), ("LastName", &last)] {
         if value.is_empty() || value.chars().count() > MAX_NAME {
-            return Err(error(StatusCode::BAD_REQUEST, "invalid_student", format!("{name} must be 1 to {MAX_NAME} characters")));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_student",
+                format!("{name} must be 1 to {MAX_NAME} characters"),
+            ));
         }
     }
     let student = with_db(&db, move |db| db.add_student(&first, &last)).await?;

@@ -3,7 +3,7 @@
 //! The seed's API exactly (`GET /students`, `GET /students/{id}`, `POST /students/{id}/grades`)
 //! with the original's bugs fixed: wrong methods answer 405 and unknown paths 404, errors are JSON
 //! (`application/json`), grades are validated, and a grade answered 201 is durably stored in
-//! SQLite. Plus `POST /students` to add a student. It runs as a rollcall service named
+//! `SQLite`. Plus `POST /students` to add a student. It runs as a rollcall service named
 //! `GradingService` that requires `LogService`.
 
 mod db;
@@ -60,7 +60,11 @@ pub enum Error {
 
 /// Opens the grade book, starts serving and registers as `GradingService`; its records ship to
 /// the log service through `logs` when given.
-pub async fn start(config: GradesConfig, shutdown: CancellationToken, logs: Option<LogShipping>) -> Result<RunningService, Error> {
+pub async fn start(
+    config: GradesConfig,
+    shutdown: CancellationToken,
+    logs: Option<LogShipping>,
+) -> Result<RunningService, Error> {
     let dir = config.data_dir.clone();
     let db = tokio::task::spawn_blocking(move || db::Db::open(&dir))
         .await

@@ -77,7 +77,9 @@ async fn start_logs() -> Running {
     config.service.registry.clone_from(&registry.url);
     config.retention_size = ByteSize::gib(64);
     let shutdown = CancellationToken::new();
-    let service = rollcall_logs::start(config, shutdown.clone()).await.expect("log service");
+    let service = rollcall_logs::start(config, shutdown.clone())
+        .await
+        .expect("log service");
     Running {
         url: service.url().to_owned(),
         data_dir,
@@ -98,15 +100,26 @@ fn http() -> reqwest::Client {
 
 /// `clients` tasks posting `bodies` round robin to `url` until `duration` passes or `target`
 /// records are acknowledged; returns (records acknowledged, bytes sent, elapsed).
-async fn post_batches(url: &str, bodies: &Arc<Vec<Vec<u8>>>, clients: usize, duration: Duration, target: u64) -> (u64, u64, Duration) {
+async fn post_batches(
+    url: &str,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    clients: usize,
+    duration: Duration,
+    target: u64,
+) -> (u64, u64, Duration) {
     let http = http();
     let records = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for client in 0..clients {
-        let (http, url, bodies, records, bytes) =
-            (http.clone(), format!("{url}/v1/records"), Arc::clone(bodies), Arc::clone(&records), Arc::clone(&bytes));
+        let (http, url, bodies, records, bytes) = (
+            http.clone(),
+            format!("{url}/v1/records"),
+            Arc::clone(bodies),
+            Arc::clone(&records),
+            Arc::clone(&bytes),
+        );
         tasks.spawn(async move {
             let mut n = client;
             while started.elapsed() < duration && records.load(Ordering::Relaxed) < target {
@@ -127,13 +140,21 @@ async fn post_batches(url: &str, bodies: &Arc<Vec<Vec<u8>>>, clients: usize, dur
         });
     }
     tasks.join_all().await;
-    (records.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed), started.elapsed())
+    (
+        records.load(Ordering::Relaxed),
+        bytes.load(Ordering::Relaxed),
+        started.elapsed(),
+    )
 }
 
 /// The baseline: the same bodies appended to a file and fsynced one by one, for `duration`.
 fn bare_append(dir: &std::path::Path, bodies: &[Vec<u8>], duration: Duration) -> (u64, u64, Duration) {
     let path = dir.join("bare.log");
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("open");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open");
     let started = Instant::now();
     let (mut records, mut bytes) = (0, 0);
     let mut n = 0;
@@ -189,12 +210,22 @@ async fn seed_section() {
     let baseline = baseline_server().await;
     let answered = post_lines(&format!("{baseline}/log"), 128, Duration::from_secs(5)).await;
     println!("log service (each line fsynced before 200): {durable:>8.0} requests/s");
-    println!("baseline (axum answering 200, storing nothing): {answered:>8.0} requests/s   ratio {:.2}", durable / answered);
+    println!(
+        "baseline (axum answering 200, storing nothing): {answered:>8.0} requests/s   ratio {:.2}",
+        durable / answered
+    );
 }
 
 /// How many commits the store made, how long their fsyncs took and how many records each held.
 async fn print_commits(url: &str) {
-    let text = http().get(format!("{url}/metrics")).send().await.expect("GET").text().await.expect("metrics");
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("metrics");
     let value = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
@@ -231,7 +262,13 @@ async fn post_lines(url: &str, clients: usize, duration: Duration) -> f64 {
             while started.elapsed() < duration {
                 let line = format!("[GradingService] - Student with ID {client}-{n} not found");
                 n += 1;
-                let response = http.post(&url).header("content-type", "text/plain").body(line).send().await.expect("POST");
+                let response = http
+                    .post(&url)
+                    .header("content-type", "text/plain")
+                    .body(line)
+                    .send()
+                    .await
+                    .expect("POST");
                 assert_eq!(response.status(), 200);
                 count.fetch_add(1, Ordering::Relaxed);
             }
@@ -277,7 +314,17 @@ async fn query_section() {
     let mut filtered = Vec::new();
     for i in 0..200 {
         let level = if i % 2 == 0 { "warn" } else { "error" };
-        filtered.push(timed_get(&http, &format!("{}/v1/records?service=svc-{}&level={level}&limit=100", logs.url, i % SERVICES)).await);
+        filtered.push(
+            timed_get(
+                &http,
+                &format!(
+                    "{}/v1/records?service=svc-{}&level={level}&limit=100",
+                    logs.url,
+                    i % SERVICES
+                ),
+            )
+            .await,
+        );
         newest.push(timed_get(&http, &format!("{}/v1/records?limit=1", logs.url)).await);
     }
     let (filtered_p50, filtered_p99) = percentiles(&mut filtered);
@@ -294,18 +341,31 @@ async fn query_section() {
     let disk: u64 = std::fs::read_dir(&segments_dir)
         .expect("segments")
         .filter_map(Result::ok)
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
         .sum();
     let mut scans = Vec::new();
     let mut bare = Vec::new();
     for _ in 0..5 {
-        scans.push(timed_get(&http, &format!("{}/v1/records?contains=no%20such%20text&limit=100", logs.url)).await);
+        scans.push(
+            timed_get(
+                &http,
+                &format!("{}/v1/records?contains=no%20such%20text&limit=100", logs.url),
+            )
+            .await,
+        );
         let dir = segments_dir.clone();
-        bare.push(tokio::task::spawn_blocking(move || bare_scan(&dir)).await.expect("scan"));
+        bare.push(
+            tokio::task::spawn_blocking(move || bare_scan(&dir))
+                .await
+                .expect("scan"),
+        );
     }
     let (scan, _) = percentiles(&mut scans);
     let (bare_scan_time, _) = percentiles(&mut bare);
-    let (ours, theirs) = (disk as f64 / scan.as_secs_f64() / 1e6, disk as f64 / bare_scan_time.as_secs_f64() / 1e6);
+    let (ours, theirs) = (
+        disk as f64 / scan.as_secs_f64() / 1e6,
+        disk as f64 / bare_scan_time.as_secs_f64() / 1e6,
+    );
     println!(
         "substring scan of {:.0} MB: {} = {ours:.0} MB/s   bare loop (read every file, memmem): {} = {theirs:.0} MB/s   ratio {:.2}",
         disk as f64 / 1e6,

@@ -103,7 +103,10 @@ impl Filter {
         };
         match (self.services.is_empty(), levels.is_empty()) {
             (true, true) => Vec::new(),
-            (true, false) => levels.iter().map(|l| format!(r#","level":"{l}","#).into_bytes()).collect(),
+            (true, false) => levels
+                .iter()
+                .map(|l| format!(r#","level":"{l}","#).into_bytes())
+                .collect(),
             (false, true) => self
                 .services
                 .iter()
@@ -112,7 +115,11 @@ impl Filter {
             (false, false) => self
                 .services
                 .iter()
-                .flat_map(|s| levels.iter().map(move |l| format!(r#","service":{},"level":"{l}","#, quoted(s)).into_bytes()))
+                .flat_map(|s| {
+                    levels
+                        .iter()
+                        .map(move |l| format!(r#","service":{},"level":"{l}","#, quoted(s)).into_bytes())
+                })
                 .collect(),
         }
     }
@@ -128,7 +135,11 @@ impl Filter {
 /// Where each line of a payload starts.
 fn line_starts(payload: &[u8]) -> Vec<usize> {
     let mut starts = vec![0];
-    starts.extend(memchr::memchr_iter(b'\n', payload).map(|i| i + 1).filter(|i| *i < payload.len()));
+    starts.extend(
+        memchr::memchr_iter(b'\n', payload)
+            .map(|i| i + 1)
+            .filter(|i| *i < payload.len()),
+    );
     starts
 }
 
@@ -180,7 +191,7 @@ pub(crate) fn run(
     let needle = filter.needle();
     let finder = needle.as_deref().map(memmem::Finder::new);
     let patterns = filter.line_patterns();
-    let finders: Vec<memmem::Finder<'_>> = patterns.iter().map(|p| memmem::Finder::new(p)).collect();
+    let finders: Vec<memmem::Finder<'_>> = patterns.iter().map(memmem::Finder::new).collect();
     let mut segments = store.segments();
     if order == Order::NewestFirst {
         segments.reverse();

@@ -6,6 +6,7 @@
 
 mod logs_cli;
 mod services;
+mod up;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -29,6 +30,12 @@ enum Command {
     Services(services::ServicesArgs),
     /// Run the log service (registers as LogService), or read it: `logs query`, `logs tail`.
     Logs(Box<LogsCommand>),
+    /// Run the grading service (registers as GradingService).
+    Grades(rollcall_grades::GradesConfig),
+    /// Run the teacher portal (registers as Portal).
+    Portal(rollcall_portal::PortalConfig),
+    /// Run the whole system: registry, log service, grading service and portal.
+    Up(up::UpArgs),
 }
 
 /// `rollcall logs`: serve with no subcommand, or read with `query` / `tail`.
@@ -43,11 +50,15 @@ struct LogsCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    // The grading service and the portal also ship their records to the log service (they
+    // already print them to stderr, so shipping's own stderr fallback stays off).
+    let shipping = match &cli.command {
+        Command::Grades(_) => Some(rollcall_client::LogShipping::new(rollcall_grades::SERVICE_NAME)),
+        Command::Portal(_) => Some(rollcall_client::LogShipping::new(rollcall_portal::SERVICE_NAME)),
+        _ => None,
+    }
+    .map(|logs| logs.fallback_to(std::io::sink()));
+    init_tracing(shipping.as_ref());
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         match cli.command {
@@ -59,8 +70,49 @@ fn main() -> anyhow::Result<()> {
                 } => logs_cli::run(action).await,
                 LogsCommand { action: None, serve } => run_logs(serve).await,
             },
+            Command::Grades(config) => {
+                let shutdown = signal_token();
+                let running = rollcall_grades::start(config, shutdown, shipping).await?;
+                serve_until_stopped("grades", running).await
+            }
+            Command::Portal(config) => {
+                let shutdown = signal_token();
+                let running = rollcall_portal::start(config, shutdown, shipping).await?;
+                serve_until_stopped("portal", running).await
+            }
+            Command::Up(args) => up::run(args).await,
         }
     })
+}
+
+/// Logs to stderr (filtered by `RUST_LOG`, info by default), and to the log service when
+/// `shipping` is given.
+fn init_tracing(shipping: Option<&rollcall_client::LogShipping>) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(shipping.map(rollcall_client::LogShipping::layer))
+        .init();
+}
+
+/// A shutdown token cancelled by SIGINT or SIGTERM.
+fn signal_token() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    shutdown
+}
+
+/// Announces a started service and waits until it has stopped.
+async fn serve_until_stopped(name: &str, running: rollcall_client::RunningService) -> anyhow::Result<()> {
+    announce(&format!("rollcall {name} listening on {}", running.url()));
+    running.wait().await;
+    tracing::info!("{name} stopped");
+    Ok(())
 }
 
 async fn run_registry(config: RegistryConfig) -> anyhow::Result<()> {
@@ -69,17 +121,13 @@ async fn run_registry(config: RegistryConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr().context("cannot read the bound address")?;
     announce(&format!("rollcall registry listening on http://{address}"));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    rollcall_registry::run(listener, config, shutdown).await?;
+    rollcall_registry::run(listener, config, signal_token()).await?;
     tracing::info!("registry stopped");
     Ok(())
 }
 
 async fn run_logs(config: rollcall_logs::LogsConfig) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let logs = rollcall_logs::start(config, shutdown).await?;
+    let logs = rollcall_logs::start(config, signal_token()).await?;
     announce(&format!("rollcall logs listening on http://{}", logs.local_addr()));
     logs.wait().await;
     tracing::info!("log service stopped");

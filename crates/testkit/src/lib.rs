@@ -6,6 +6,7 @@
 //! Helpers are named after the domain (`registry.register(..)`, `service.providers()`) so that
 //! tests read like the behaviour they check.
 
+mod browser;
 mod fake_service;
 mod fleet;
 mod log_sink;
@@ -18,6 +19,7 @@ mod sse;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use browser::Browser;
 pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
 pub use fleet::FakeFleet;
 pub use log_sink::LogSink;

@@ -67,7 +67,11 @@ fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Grade
     Ok(Option::<Vec<Grade>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref, clippy::cast_possible_truncation, clippy::float_cmp)]
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    clippy::cast_possible_truncation,
+    clippy::float_cmp
+)]
 fn whole_as_integer<S: Serializer>(score: &f64, serializer: S) -> Result<S::Ok, S::Error> {
     if score.fract() == 0.0 && score.abs() < 9_007_199_254_740_992.0 {
         serializer.serialize_i64(*score as i64)
@@ -100,7 +104,11 @@ mod tests {
             score: 85.5,
             ..student.grades[0].clone()
         };
-        assert!(serde_json::to_string(&half).expect("encodes").contains(r#""Score":85.5"#));
+        assert!(
+            serde_json::to_string(&half)
+                .expect("encodes")
+                .contains(r#""Score":85.5"#)
+        );
     }
 
     #[test]

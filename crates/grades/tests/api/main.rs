@@ -36,7 +36,11 @@ impl TestGrades {
             registry,
             data_dir,
             service,
-            http: reqwest::Client::builder().no_proxy().timeout(DEADLINE).build().expect("client"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(DEADLINE)
+                .build()
+                .expect("client"),
         }
     }
 

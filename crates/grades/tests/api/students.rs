@@ -18,7 +18,11 @@ async fn a_fresh_grade_book_answers_the_go_portals_requests_byte_for_byte() {
         assert_eq!(answer.header("content-type"), Some("application/json"), "{request}");
         // The capture file ends with a newline after the message's Content-Length bytes.
         let expected_body = String::from_utf8_lossy(&expected.body);
-        assert_eq!(String::from_utf8_lossy(&answer.body), expected_body.trim_end_matches('\n'), "{request}");
+        assert_eq!(
+            String::from_utf8_lossy(&answer.body),
+            expected_body.trim_end_matches('\n'),
+            "{request}"
+        );
     }
 }
 
@@ -28,7 +32,11 @@ async fn a_grade_from_the_go_portal_is_echoed_as_json_with_201() {
     let request = fixture("go-wire/portal-add-grade-request.http");
     let answer = send_raw(&grades.address, &request).await;
     assert_eq!(answer.status, 201);
-    assert_eq!(answer.header("content-type"), Some("application/json"), "not the original's text/plain");
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/json"),
+        "not the original's text/plain"
+    );
     assert_eq!(answer.body, body_of(&request));
     let student: Student = grades.get("/students/1").await.json().await.expect("a student");
     assert_eq!(student.grades.last().map(|g| g.title.as_str()), Some("Quiz 3"));
@@ -41,7 +49,10 @@ async fn invalid_grades_are_refused_with_the_reason() {
         ("{bad json", "invalid_json"),
         (r#"{"Title":"","Type":"Quiz","Score":50}"#, "invalid_grade"),
         (r#"{"Title":"   ","Type":"Quiz","Score":50}"#, "invalid_grade"),
-        (&format!(r#"{{"Title":"{}","Type":"Quiz","Score":50}}"#, "x".repeat(201)), "invalid_grade"),
+        (
+            &format!(r#"{{"Title":"{}","Type":"Quiz","Score":50}}"#, "x".repeat(201)),
+            "invalid_grade",
+        ),
         (r#"{"Title":"Quiz 9","Type":"Pop quiz","Score":50}"#, "invalid_grade"),
         (r#"{"Title":"Quiz 9","Type":"Quiz","Score":100.5}"#, "invalid_grade"),
         (r#"{"Title":"Quiz 9","Type":"Quiz","Score":-1}"#, "invalid_grade"),
@@ -54,7 +65,9 @@ async fn invalid_grades_are_refused_with_the_reason() {
         let error: ErrorBody = response.json().await.expect("a JSON error");
         assert_eq!(error.error, code, "{body}: {}", error.message);
     }
-    let accepted = grades.add_grade("1", r#"{"Title":"Homework 1","Type":"Homework","Score":100.0}"#).await;
+    let accepted = grades
+        .add_grade("1", r#"{"Title":"Homework 1","Type":"Homework","Score":100.0}"#)
+        .await;
     assert_eq!(accepted.status(), 201, "every type of the four, and 100.0, are valid");
     let student: Student = grades.get("/students/1").await.json().await.expect("a student");
     assert_eq!(student.grades.len(), 4, "only the valid grade was added");
@@ -69,7 +82,9 @@ async fn unknown_students_paths_and_methods_get_json_404_and_405() {
         let error: ErrorBody = response.json().await.expect("a JSON error");
         assert!(!error.message.is_empty());
     }
-    let unknown = grades.add_grade("99", r#"{"Title":"Quiz 1","Type":"Quiz","Score":50}"#).await;
+    let unknown = grades
+        .add_grade("99", r#"{"Title":"Quiz 1","Type":"Quiz","Score":50}"#)
+        .await;
     assert_eq!(unknown.status(), 404);
     let anything = grades
         .http
@@ -79,9 +94,19 @@ async fn unknown_students_paths_and_methods_get_json_404_and_405() {
         .await
         .expect("POST");
     assert_eq!(anything.status(), 404, "the third path segment matters");
-    let delete = grades.http.delete(format!("{}/students", grades.url)).send().await.expect("DELETE");
+    let delete = grades
+        .http
+        .delete(format!("{}/students", grades.url))
+        .send()
+        .await
+        .expect("DELETE");
     assert_eq!(delete.status(), 405);
-    let put = grades.http.put(format!("{}/students/1/grades", grades.url)).send().await.expect("PUT");
+    let put = grades
+        .http
+        .put(format!("{}/students/1/grades", grades.url))
+        .send()
+        .await
+        .expect("PUT");
     assert_eq!(put.status(), 405);
 }
 
@@ -99,13 +124,24 @@ async fn students_and_grades_are_kept_across_a_restart() {
     let ada: Student = added.json().await.expect("a student");
     assert!(ada.grades.is_empty());
     assert_eq!(ada.average(), None);
-    let response = grades.add_grade(&ada.id.to_string(), r#"{"Title":"Test 1","Type":"Test","Score":88.5}"#).await;
+    let response = grades
+        .add_grade(&ada.id.to_string(), r#"{"Title":"Test 1","Type":"Test","Score":88.5}"#)
+        .await;
     assert_eq!(response.status(), 201);
 
     let grades = grades.restart().await;
-    let ada: Student = grades.get(&format!("/students/{}", ada.id)).await.json().await.expect("a student");
+    let ada: Student = grades
+        .get(&format!("/students/{}", ada.id))
+        .await
+        .json()
+        .await
+        .expect("a student");
     assert_eq!(ada.grades.len(), 1);
     assert!((ada.grades[0].score - 88.5).abs() < f64::EPSILON);
     let all: Vec<Student> = grades.get("/students").await.json().await.expect("students");
-    assert_eq!(all.len(), 6, "the five demo students are seeded once, not again on restart");
+    assert_eq!(
+        all.len(),
+        6,
+        "the five demo students are seeded once, not again on restart"
+    );
 }

@@ -1,0 +1,173 @@
+//! `rollcall up`: the whole system from one command, as four child processes of this same binary
+//! (registry, log service, grading service, portal), each on its default port with its data under
+//! one directory.
+//!
+//! Child processes keep each service what it is in production: its own process, its own log
+//! shipping under its own name, its own memory to measure. They start in dependency order, each
+//! once the one before announced its address; `up` prints every URL. Ctrl-C or SIGTERM stops them
+//! in reverse order (the portal first, the registry last), each with SIGTERM and a deadline; if
+//! one of them dies, `up` stops the others and fails.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long each child may take to stop after SIGTERM before it is killed.
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// How long each child may take to announce its address.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Where the four services listen and keep their data.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The directory holding each service's data (`registry/`, `logs/`, `grades/`).
+    #[arg(long, env = "ROLLCALL_DATA_DIR", default_value = "./rollcall-data")]
+    data_dir: PathBuf,
+    /// The registry's address.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    registry_listen: SocketAddr,
+    /// The log service's address.
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    logs_listen: SocketAddr,
+    /// The grading service's address.
+    #[arg(long, default_value = "127.0.0.1:6000")]
+    grades_listen: SocketAddr,
+    /// The portal's address.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    portal_listen: SocketAddr,
+}
+
+/// One started child and the URL it announced.
+struct Started {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+/// Starts the four services, prints their URLs, and stops them all on a signal.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let mut started: Vec<Started> = Vec::new();
+    let outcome = start_all(&args, &mut started).await;
+    let outcome = match outcome {
+        Ok(()) => {
+            crate::announce(&format!(
+                "rollcall is up: open {} (Ctrl-C stops everything)",
+                started.last().map_or("", |s| s.url.as_str())
+            ));
+            wait_for_stop(&mut started).await
+        }
+        Err(error) => Err(error),
+    };
+    stop_all(&mut started).await;
+    outcome
+}
+
+async fn start_all(args: &UpArgs, started: &mut Vec<Started>) -> anyhow::Result<()> {
+    let registry = start(
+        "registry",
+        &[
+            "registry".into(),
+            "--listen".into(),
+            args.registry_listen.to_string(),
+            "--data-dir".into(),
+            args.data_dir.join("registry").display().to_string(),
+        ],
+    )
+    .await?;
+    let registry_url = registry.url.clone();
+    started.push(registry);
+    let service = |subcommand: &str, listen: SocketAddr, data: Option<&str>| {
+        let mut command_line = vec![
+            subcommand.to_owned(),
+            "--listen".into(),
+            listen.to_string(),
+            "--registry".into(),
+            registry_url.clone(),
+        ];
+        if let Some(data) = data {
+            command_line.extend(["--data-dir".into(), args.data_dir.join(data).display().to_string()]);
+        }
+        command_line
+    };
+    started.push(start("logs", &service("logs", args.logs_listen, Some("logs"))).await?);
+    started.push(start("grades", &service("grades", args.grades_listen, Some("grades"))).await?);
+    started.push(start("portal", &service("portal", args.portal_listen, None)).await?);
+    Ok(())
+}
+
+/// Starts `rollcall <argv>` and waits for its address line.
+async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
+    let binary = std::env::current_exe().context("cannot find the rollcall binary")?;
+    let mut child = Command::new(binary)
+        .args(argv)
+        .env_remove("ROLLCALL_LISTEN")
+        .env_remove("ROLLCALL_ADVERTISE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        // Its own process group: a terminal's Ctrl-C reaches `up` alone, which then stops the
+        // services in order (dependents first, so that they can still deregister).
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start the {name}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(START_DEADLINE, lines.next_line())
+        .await
+        .with_context(|| format!("the {name} did not start within {START_DEADLINE:?}"))?
+        .with_context(|| format!("cannot read the {name}'s output"))?;
+    let Some(url) = line
+        .as_deref()
+        .and_then(|l| l.split_whitespace().last())
+        .filter(|u| u.starts_with("http"))
+    else {
+        let status = child.wait().await.ok();
+        bail!("the {name} failed to start ({status:?}); its error is above");
+    };
+    let url = url.to_owned();
+    crate::announce(&format!("{name:<9}{url}"));
+    // Keep reading the child's stdout so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Started { name, child, url })
+}
+
+/// Waits for SIGINT or SIGTERM, or for a child to die.
+async fn wait_for_stop(started: &mut [Started]) -> anyhow::Result<()> {
+    let shutdown = crate::signal_token();
+    let exits = started
+        .iter_mut()
+        .map(|service| Box::pin(async move { (service.name, service.child.wait().await) }));
+    tokio::select! {
+        () = shutdown.cancelled() => Ok(()),
+        ((name, status), _, _) = futures_util::future::select_all(exits) => {
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            bail!("the {name} stopped unexpectedly ({status}); stopping the others")
+        }
+    }
+}
+
+/// Stops the children in reverse order of starting.
+async fn stop_all(started: &mut Vec<Started>) {
+    while let Some(mut service) = started.pop() {
+        if let Some(pid) = service.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(STOP_DEADLINE, service.child.wait()).await {
+            Ok(Ok(status)) if status.success() => tracing::info!("{} stopped", service.name),
+            Ok(Ok(status)) => tracing::warn!("{} stopped with {status}", service.name),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot wait for the {}", service.name),
+            Err(_) => {
+                tracing::warn!("{} did not stop within {STOP_DEADLINE:?}: killing it", service.name);
+                let _ = service.child.kill().await;
+            }
+        }
+    }
+}
