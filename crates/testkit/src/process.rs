@@ -30,8 +30,19 @@ impl ServerProcess {
     /// subcommand on the same data directory, with `configure` adding flags again.
     #[must_use = "the restarted process is stopped when dropped"]
     pub fn kill_and_restart(mut self, configure: impl FnOnce(&mut Command)) -> Self {
+        self.kill();
+        self.restart(configure)
+    }
+
+    /// Kills the child with SIGKILL and waits until it is gone.
+    pub fn kill(&mut self) {
         self.signal("KILL");
         self.wait_for_exit();
+    }
+
+    /// Starts the same subcommand again on the same data directory, once the child has exited.
+    #[must_use = "the restarted process is stopped when dropped"]
+    pub fn restart(mut self, configure: impl FnOnce(&mut Command)) -> Self {
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("data dir"));
         Self::start_in(&self.binary, &self.subcommand, data_dir, configure)
     }

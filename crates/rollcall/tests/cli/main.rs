@@ -5,3 +5,4 @@ mod durability;
 mod logs;
 mod registry;
 mod services;
+mod system;

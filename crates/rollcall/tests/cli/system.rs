@@ -1,0 +1,191 @@
+//! The whole system as processes: `rollcall up`, and the four services started one by one so
+//! that the grading service can be killed and brought back under the portal's feet.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rollcall_testkit::{DEADLINE, ServerProcess, eventually};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn rollcall() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(DEADLINE)
+        .build()
+        .expect("client")
+}
+
+/// The status and body of `GET url`, or `None` when nothing answers.
+async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, String)> {
+    let response = http.get(url).send().await.ok()?;
+    Some((response.status().as_u16(), response.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_starts_the_four_services_prints_their_urls_and_stops_them_on_ctrl_c() {
+    let data = tempfile::tempdir().expect("data dir");
+    let mut up = tokio::process::Command::new(rollcall())
+        .args(["up", "--data-dir"])
+        .arg(data.path())
+        .args(["--registry-listen", "127.0.0.1:0", "--logs-listen", "127.0.0.1:0"])
+        .args(["--grades-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rollcall up");
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let mut urls = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line");
+        let mut words = line.split_whitespace();
+        let (name, url) = (words.next().expect("a name"), words.next().expect("a URL"));
+        urls.insert(name.to_owned(), url.to_owned());
+    }
+    assert_eq!(
+        urls.keys().collect::<Vec<_>>(),
+        ["grades", "logs", "portal", "registry"]
+    );
+    let ready = lines.next_line().await.expect("read").expect("a line");
+    assert!(ready.contains(&urls["portal"]), "{ready}");
+
+    let http = client();
+    let (status, page) = get(&http, &format!("{}/students", urls["portal"]))
+        .await
+        .expect("the portal answers");
+    assert_eq!(status, 200);
+    assert!(page.contains("Carter, Nick"));
+    let services: rollcall_wire::ServicesView = http
+        .get(format!("{}/v1/services", urls["registry"]))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    for name in ["LogService", "GradingService", "Portal"] {
+        assert_eq!(
+            services.service(name).map(|s| s.instances.len()),
+            Some(1),
+            "{name} registered once"
+        );
+    }
+
+    let pid = up.id().expect("pid").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = tokio::time::timeout(DEADLINE, up.wait())
+        .await
+        .expect("stops in time")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+    for url in urls.values() {
+        assert!(get(&http, url).await.is_none(), "{url} still answers");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_says_503_when_grading_dies_and_recovers_with_every_acknowledged_grade() {
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--health-interval", "250ms", "--health-timeout", "100ms"])
+            .args(["--health-tries", "3", "--health-retry-delay", "100ms"]);
+    });
+    let with_registry = |c: &mut Command| {
+        c.args(["--registry", &registry.url]);
+    };
+    let logs = ServerProcess::start(rollcall(), "logs", with_registry);
+    let mut grades = ServerProcess::start(rollcall(), "grades", with_registry);
+    let portal = ServerProcess::start_command(Command::new(rollcall()).args([
+        "portal",
+        "--listen",
+        "127.0.0.1:0",
+        "--registry",
+        &registry.url,
+    ]));
+    let http = client();
+    let students = format!("{}/students", portal.url);
+    let (status, _) = get(&http, &students).await.expect("the portal answers");
+    assert_eq!(status, 200);
+
+    let added = http
+        .post(format!("{}/students/1/grades", portal.url))
+        .form(&[("Title", "Quiz 3"), ("Type", "Quiz"), ("Score", "90")])
+        .send()
+        .await
+        .expect("POST form");
+    assert_eq!(added.status(), 303);
+
+    // kill -9: no deregistration; the registry's probes find out, and the portal is told.
+    grades.kill();
+    let killed = Instant::now();
+    let page = eventually("the portal's 503 page", DEADLINE, || async {
+        get(&http, &students)
+            .await
+            .filter(|(status, _)| *status == 503)
+            .map(|(_, page)| page)
+    })
+    .await;
+    let detected = killed.elapsed();
+    assert!(page.contains("The grading service is unavailable"));
+    assert!(detected < Duration::from_secs(2), "503 after {detected:?}");
+
+    let grades = grades.restart(with_registry);
+    let page = eventually("the portal to recover", DEADLINE, || async {
+        get(&http, &format!("{}/students/1", portal.url))
+            .await
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, page)| page)
+    })
+    .await;
+    assert!(
+        page.contains("Quiz 3"),
+        "the grade acknowledged before kill -9 is there"
+    );
+    assert!(page.contains("87.8%"));
+
+    // The grading service's lines reach the log service.
+    let added = http
+        .post(format!("{}/students/2/grades", portal.url))
+        .form(&[("Title", "Quiz 4"), ("Type", "Quiz"), ("Score", "70")])
+        .send()
+        .await
+        .expect("POST form");
+    assert_eq!(added.status(), 303);
+    let query = || {
+        let output = Command::new(rollcall())
+            .args([
+                "logs",
+                "query",
+                "--registry",
+                &registry.url,
+                "--service",
+                "GradingService",
+            ])
+            .output()
+            .expect("rollcall logs query");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    eventually("the grading service's log lines", DEADLINE, || async {
+        let text = query();
+        text.lines()
+            .any(|l| l.contains("grade added") && l.contains("Quiz 4"))
+            .then_some(())
+    })
+    .await;
+    drop((grades, logs));
+}
