@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use rollcall_logs::LogsConfig;
-use rollcall_testkit::TestRegistry;
+use rollcall_testkit::{TestRegistry, median_p99};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -286,12 +286,6 @@ async fn timed_get(http: &reqwest::Client, url: &str) -> Duration {
     started.elapsed()
 }
 
-fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
-    samples.sort();
-    let at = |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-    (at(0.5), at(0.99))
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -327,8 +321,8 @@ async fn query_section() {
         );
         newest.push(timed_get(&http, &format!("{}/v1/records?limit=1", logs.url)).await);
     }
-    let (filtered_p50, filtered_p99) = percentiles(&mut filtered);
-    let (newest_p50, newest_p99) = percentiles(&mut newest);
+    let (filtered_p50, filtered_p99) = median_p99(&mut filtered);
+    let (newest_p50, newest_p99) = median_p99(&mut newest);
     println!(
         "newest 100 by service and level: p50 {}  p99 {}   baseline (newest record, no filter): p50 {}  p99 {}",
         ms(filtered_p50),
@@ -360,8 +354,8 @@ async fn query_section() {
                 .expect("scan"),
         );
     }
-    let (scan, _) = percentiles(&mut scans);
-    let (bare_scan_time, _) = percentiles(&mut bare);
+    let (scan, _) = median_p99(&mut scans);
+    let (bare_scan_time, _) = median_p99(&mut bare);
     let (ours, theirs) = (
         disk as f64 / scan.as_secs_f64() / 1e6,
         disk as f64 / bare_scan_time.as_secs_f64() / 1e6,

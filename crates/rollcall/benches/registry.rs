@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, eventually};
+use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, eventually, median_p99};
 use rollcall_wire::{Patch, PatchEntry, Registration};
 use tokio::task::JoinSet;
 
@@ -44,16 +44,6 @@ fn trials(default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .map_or(default, |scale| scale.max(1))
-}
-
-/// Median and 99th percentile of `samples`.
-fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
-    samples.sort();
-    let at = |q: f64| {
-        let index = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[index]
-    };
-    (at(0.5), at(0.99))
 }
 
 fn ms(d: Duration) -> String {

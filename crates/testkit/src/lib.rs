@@ -52,6 +52,23 @@ where
     }
 }
 
+/// The median and the 99th percentile of `samples` (sorted in place), as benchmarks report them.
+///
+/// Panics on an empty slice.
+pub fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| {
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let rank = (q * samples.len() as f64).ceil() as usize;
+        samples[rank.clamp(1, samples.len()) - 1]
+    };
+    (at(0.5), at(0.99))
+}
+
 /// A URL on loopback where nothing listens: connections to it are refused.
 pub async fn refused_url() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
