@@ -101,26 +101,12 @@ impl Filters {
 
 /// Runs one reading subcommand.
 pub async fn run(action: LogsAction) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let http = crate::cli_http_client()?;
     let result = match action {
         LogsAction::Query(args) => query(&http, args).await,
         LogsAction::Tail(args) => tail(&http, args).await,
     };
-    match result {
-        // `rollcall logs query | head` closing the pipe is not an error.
-        Err(error)
-            if error
-                .downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
+    crate::closed_pipe_is_success(result)
 }
 
 /// The log service's base URL: `--logs`, or the first passing `LogService` in the registry.

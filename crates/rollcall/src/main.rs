@@ -134,6 +134,29 @@ async fn run_logs(config: rollcall_logs::LogsConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The HTTP client of the reading commands (`services`, `logs query`, `logs tail`).
+fn cli_http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+/// A reading command whose output was cut short (`rollcall services | head`) succeeded.
+fn closed_pipe_is_success(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Writes one line to stdout: the binary's contract with scripts and tests that start it.
 #[allow(clippy::print_stdout)]
 fn announce(line: &str) {

@@ -27,27 +27,13 @@ pub struct ServicesArgs {
 /// Lists the catalog or follows it, as `args` say.
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
     let base = rollcall_client::registry_base_url(&args.registry);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let http = crate::cli_http_client()?;
     let result = if args.watch {
         watch(&http, &base, args.json).await
     } else {
         list(&http, &base, args.json).await
     };
-    match result {
-        // `rollcall services | head` closing the pipe is not an error.
-        Err(error)
-            if error
-                .downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
+    crate::closed_pipe_is_success(result)
 }
 
 async fn list(http: &reqwest::Client, base: &str, json: bool) -> anyhow::Result<()> {

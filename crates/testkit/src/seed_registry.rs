@@ -78,23 +78,7 @@ impl SeedRegistry {
 
     /// Registers `registration` as a Go service would, so its dependents are told.
     pub async fn add(&self, registration: Registration) {
-        let entry = PatchEntry {
-            name: registration.service_name.clone(),
-            url: registration.service_url.clone(),
-        };
-        let dependents = {
-            let mut book = lock(&self.book);
-            book.registrations.push(registration);
-            dependents_of(&book, &entry.name)
-        };
-        notify(
-            &dependents,
-            &Patch {
-                added: vec![entry],
-                removed: vec![],
-            },
-        )
-        .await;
+        store_and_announce(&self.book, registration).await;
     }
 }
 
@@ -145,6 +129,12 @@ async fn register(book: &Mutex<Book>, body: &[u8]) -> StatusCode {
     if post_patch(&registration.service_update_url, initial).await.is_err() {
         return StatusCode::BAD_REQUEST;
     }
+    store_and_announce(book, registration).await;
+    StatusCode::OK
+}
+
+/// Keeps `registration` and sends its dependents an `Added` patch.
+async fn store_and_announce(book: &Mutex<Book>, registration: Registration) {
     let entry = PatchEntry {
         name: registration.service_name.clone(),
         url: registration.service_url.clone(),
@@ -154,15 +144,11 @@ async fn register(book: &Mutex<Book>, body: &[u8]) -> StatusCode {
         book.registrations.push(registration);
         dependents_of(&book, &entry.name)
     };
-    notify(
-        &dependents,
-        &Patch {
-            added: vec![entry],
-            removed: vec![],
-        },
-    )
-    .await;
-    StatusCode::OK
+    let added = Patch {
+        added: vec![entry],
+        removed: vec![],
+    };
+    notify(&dependents, &added).await;
 }
 
 async fn deregister(book: &Mutex<Book>, body: &[u8]) -> StatusCode {
