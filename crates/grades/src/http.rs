@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rollcall_wire::{ErrorBody, GRADE_TYPES, Grade, NewStudent, Student};
+use rollcall_wire::{ErrorBody, GRADE_TYPES, Grade, NewStudent};
 
 use crate::db::Db;
 
@@ -67,6 +67,14 @@ fn internal(error: &dyn std::fmt::Display) -> ApiError {
     )
 }
 
+/// A JSON answer as Go's `json.Encoder` writes it: the value, then a newline (the seed's
+/// answers are byte for byte this).
+fn go_json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let mut body = serde_json::to_vec(value).expect("students and grades always encode");
+    body.push(b'\n');
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// Runs a database call on the blocking pool.
 async fn with_db<T: Send + 'static>(
     db: &Db,
@@ -101,15 +109,17 @@ fn not_found(id: i64) -> ApiError {
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn students(State(db): State<Db>) -> Result<axum::Json<Vec<Student>>, ApiError> {
-    with_db(&db, Db::students).await.map(axum::Json)
+async fn students(State(db): State<Db>) -> Result<Response, ApiError> {
+    with_db(&db, Db::students)
+        .await
+        .map(|students| go_json(StatusCode::OK, &students))
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn student(State(db): State<Db>, Path(raw): Path<String>) -> Result<axum::Json<Student>, ApiError> {
+async fn student(State(db): State<Db>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = student_id(&raw)?;
     match with_db(&db, move |db| db.student(id)).await? {
-        Some(student) => Ok(axum::Json(student)),
+        Some(student) => Ok(go_json(StatusCode::OK, &student)),
         None => Err(not_found(id)),
     }
 }
@@ -160,7 +170,7 @@ async fn add_grade(
         return Err(not_found(id));
     }
     tracing::info!(student = id, title = %grade.title, kind = %grade.kind, score = grade.score, "grade added");
-    Ok((StatusCode::CREATED, axum::Json(grade)).into_response())
+    Ok(go_json(StatusCode::CREATED, &grade))
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
@@ -185,5 +195,5 @@ async fn add_student(State(db): State<Db>, body: Result<Bytes, BytesRejection>) 
     }
     let student = with_db(&db, move |db| db.add_student(&first, &last)).await?;
     tracing::info!(student = student.id, "student added");
-    Ok((StatusCode::CREATED, axum::Json(student)).into_response())
+    Ok(go_json(StatusCode::CREATED, &student))
 }
