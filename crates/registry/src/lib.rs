@@ -24,6 +24,7 @@ mod notify;
 mod outbound;
 pub mod state;
 pub mod store;
+mod ui;
 
 use std::io;
 use std::time::Duration;

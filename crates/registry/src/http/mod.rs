@@ -46,6 +46,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(events::router())
         .merge(metrics::router())
         .merge(openapi::router())
+        .merge(crate::ui::router())
         .fallback(|request: Request| async move { ApiError::NotFound(request.uri().path().to_owned()) })
         .method_not_allowed_fallback(|request: Request| async move {
             ApiError::MethodNotAllowed(request.method().to_string())

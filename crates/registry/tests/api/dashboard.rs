@@ -1,0 +1,125 @@
+//! The dashboard at `/ui`: server-rendered pages that work without JavaScript, and a real
+//! browser watching them change live.
+
+use fantoccini::Locator;
+use rollcall_testkit::{Browser, DEADLINE, FakeService, HeartbeatMode, TestRegistry, eventually};
+
+use crate::{portal_holding_grades, register};
+
+async fn html(registry: &TestRegistry, path: &str) -> (u16, String) {
+    let response = registry.get(path).await;
+    (response.status().as_u16(), response.text().await.expect("HTML"))
+}
+
+#[tokio::test]
+async fn the_overview_graph_and_service_pages_are_served_without_javascript() {
+    let registry = TestRegistry::spawn().await;
+    let (portal, grades) = portal_holding_grades(&registry).await;
+    let logs_dependent = FakeService::spawn("Reports", &["LogService"]).await;
+    register(&registry, &logs_dependent).await;
+
+    let (status, page) = html(&registry, "/ui").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"<tr data-name="Portal" class="passing">"#), "{page}");
+    assert!(
+        page.contains(r#"data-from="Portal" data-to="GradingService""#),
+        "the edge in the graph"
+    );
+    assert!(
+        page.contains(r#"<tr data-name="LogService" class="missing stands-out">"#),
+        "a required service with no passing instance stands out: {page}"
+    );
+    assert!(page.contains("not registered") && page.contains("needed by Reports"));
+    assert!(page.contains(r#"<script src="/ui/assets/app.js" defer></script>"#));
+
+    let (_, filtered) = html(&registry, "/ui?filter=grad").await;
+    assert!(filtered.contains(r#"data-name="GradingService""#) && !filtered.contains(r#"<tr data-name="Portal""#));
+
+    let (status, service) = html(&registry, "/ui/services/GradingService").await;
+    assert_eq!(status, 200);
+    assert!(service.contains(&grades.url) && service.contains(r#"<a href="/ui/services/Portal">Portal</a>"#));
+    let (status, _) = html(&registry, "/ui/services/Nobody").await;
+    assert_eq!(status, 404);
+    let fragment = registry.get("/ui?fragment=1").await.text().await.expect("HTML");
+    assert!(!fragment.contains("<html") && fragment.contains("<h1>Services</h1>"));
+
+    let compressed = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(format!("{}/ui/assets/app.js", registry.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    drop(portal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sees_services_appear_fail_and_the_stream_reconnect_without_a_reload() {
+    let registry = TestRegistry::spawn().await;
+    let (_portal, grades) = portal_holding_grades(&registry).await;
+    let browser = Browser::start(1100, 900).await;
+    let client = &browser.client;
+    client.goto(&format!("{}/ui", registry.url)).await.expect("open /ui");
+    let live = || async { client.find(Locator::Id("live")).await.ok()?.text().await.ok() };
+    eventually("the page to be live", DEADLINE, || async {
+        live().await.filter(|t| t == "Live")
+    })
+    .await;
+
+    // A service registered through the API appears without a reload.
+    let newcomer = FakeService::spawn("Billing", &["GradingService"]).await;
+    register(&registry, &newcomer).await;
+    client
+        .wait()
+        .for_element(Locator::Css(r#"tr[data-name="Billing"]"#))
+        .await
+        .expect("the new service in the table");
+    client
+        .wait()
+        .for_element(Locator::Css(r#"line[data-from="Billing"][data-to="GradingService"]"#))
+        .await
+        .expect("its edge in the graph");
+    browser.screenshot("dashboard-overview").await;
+
+    // Its provider's heartbeat fails: suspect, then critical, in words.
+    grades.set_heartbeat(HeartbeatMode::Failing(axum::http::StatusCode::SERVICE_UNAVAILABLE));
+    let row_text = || async {
+        client
+            .find(Locator::Css(r#"tr[data-name="GradingService"]"#))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    eventually("GradingService critical on the page", DEADLINE, || async {
+        row_text().await.filter(|t| t.contains("no passing instance"))
+    })
+    .await;
+    client
+        .wait()
+        .for_element(Locator::Css(r#"g.node.down[data-service="GradingService"]"#))
+        .await
+        .expect("the node coloured as down");
+    let graph = client.find(Locator::Id("graph")).await.expect("the graph");
+    let png = graph.screenshot().await.expect("a screenshot of the graph");
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("dashboard-graph.png"), png).expect("write");
+
+    // The registry restarts: the page says it lost the stream, then that it is live again.
+    let registry = registry.restart().await;
+    eventually("the page to be live again", DEADLINE, || async {
+        live().await.filter(|t| t == "Live")
+    })
+    .await;
+    drop(registry);
+    eventually("the page to say it is disconnected", DEADLINE, || async {
+        live().await.filter(|t| t.contains("Disconnected"))
+    })
+    .await;
+    browser.close().await;
+}
