@@ -58,7 +58,10 @@ async fn the_overview_graph_and_service_pages_are_served_without_javascript() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_sees_services_appear_fail_and_the_stream_reconnect_without_a_reload() {
-    let registry = TestRegistry::spawn().await;
+    // Retries a second apart: a failing instance stays suspect for two seconds before it is
+    // critical, long enough to see both on the page.
+    let registry =
+        TestRegistry::spawn_with(|config| config.health_retry_delay = std::time::Duration::from_secs(1)).await;
     let (_portal, grades) = portal_holding_grades(&registry).await;
     let browser = Browser::start(1100, 900).await;
     let client = &browser.client;
@@ -84,21 +87,29 @@ async fn a_browser_sees_services_appear_fail_and_the_stream_reconnect_without_a_
         .expect("its edge in the graph");
     browser.screenshot("dashboard-overview").await;
 
-    // Its provider's heartbeat fails: suspect, then critical, in words.
+    // Its provider's heartbeat fails: suspect, then critical, counted in their columns and said
+    // in words.
     grades.set_heartbeat(HeartbeatMode::Failing(axum::http::StatusCode::SERVICE_UNAVAILABLE));
-    let row_text = || async {
-        client
+    let cells = || async {
+        let row = client
             .find(Locator::Css(r#"tr[data-name="GradingService"]"#))
             .await
-            .ok()?
-            .text()
-            .await
-            .ok()
+            .ok()?;
+        let mut texts = Vec::new();
+        for cell in row.find_all(Locator::Css("td")).await.ok()? {
+            texts.push(cell.text().await.ok()?);
+        }
+        Some(texts)
     };
-    eventually("GradingService critical on the page", DEADLINE, || async {
-        row_text().await.filter(|t| t.contains("no passing instance"))
+    eventually("GradingService suspect on the page", DEADLINE, || async {
+        cells().await.filter(|c| c.len() == 5 && c[1] == "0" && c[2] == "1")
     })
     .await;
+    let critical = eventually("GradingService critical on the page", DEADLINE, || async {
+        cells().await.filter(|c| c.len() == 5 && c[2] == "0" && c[3] == "1")
+    })
+    .await;
+    assert!(critical[4].contains("no passing instance"), "{critical:?}");
     client
         .wait()
         .for_element(Locator::Css(r#"g.node.down[data-service="GradingService"]"#))
