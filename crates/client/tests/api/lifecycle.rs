@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use rollcall_client::RunningService;
 use rollcall_client::{RegistryError, StartError};
 use rollcall_testkit::{DEADLINE, SeedRegistry, TestRegistry, eventually, refused_url};
-use rollcall_wire::InstanceState;
+use rollcall_wire::{InstanceState, InstanceView};
 use tokio_util::sync::CancellationToken;
 
 use crate::service;
@@ -131,24 +132,29 @@ async fn back_within_two_intervals(registry: &TestRegistry, url: &str, forgotten
     assert!(back_after < Duration::from_secs(2), "back after {back_after:?}");
 }
 
-fn one_second_probes(config: &mut rollcall_registry::RegistryConfig) {
-    config.health_interval = Duration::from_secs(1);
-}
-
-#[tokio::test]
-async fn the_service_is_back_after_the_registry_restarts_empty() {
-    let registry = TestRegistry::spawn_with(one_second_probes).await;
+/// A registry probing every second, and a service registered with it that has been probed three
+/// times (so it has measured the registry's interval); with the service's instance.
+async fn service_seen_probed() -> (TestRegistry, RunningService, InstanceView) {
+    let registry = TestRegistry::spawn_with(|config| config.health_interval = Duration::from_secs(1)).await;
     let running = service(&registry.url, "HelloService", &[])
         .expected_health_interval(Duration::from_secs(1))
         .start(CancellationToken::new())
         .await
         .expect("starts");
-    // Let it see a few probes, so it knows the registry's interval.
-    registry
-        .wait_for_state("HelloService", running.url(), InstanceState::Passing)
-        .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let checks = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let instance = eventually("three probes of the service", DEADLINE, || async {
+        let instance = registry.instance("HelloService", running.url()).await?;
+        let mut checks = checks.borrow_mut();
+        checks.extend(instance.last_check_at.clone());
+        (checks.len() >= 3).then_some(instance)
+    })
+    .await;
+    (registry, running, instance)
+}
 
+#[tokio::test]
+async fn the_service_is_back_after_the_registry_restarts_empty() {
+    let (registry, running, _) = service_seen_probed().await;
     let forgotten_at = Instant::now();
     let registry = registry.restart_empty().await;
     assert!(
@@ -161,16 +167,7 @@ async fn the_service_is_back_after_the_registry_restarts_empty() {
 
 #[tokio::test]
 async fn the_service_is_back_after_the_registry_drops_it() {
-    let registry = TestRegistry::spawn_with(one_second_probes).await;
-    let running = service(&registry.url, "HelloService", &[])
-        .expected_health_interval(Duration::from_secs(1))
-        .start(CancellationToken::new())
-        .await
-        .expect("starts");
-    let instance = registry
-        .wait_for_state("HelloService", running.url(), InstanceState::Passing)
-        .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (registry, running, instance) = service_seen_probed().await;
 
     // As a reaper would: the instance is gone from the catalog, and so are its probes.
     let forgotten_at = Instant::now();
