@@ -141,7 +141,8 @@ pub(crate) struct Store {
 
 struct Shared {
     segments: RwLock<Vec<Arc<Segment>>>,
-    sender: Mutex<Option<mpsc::Sender<Append>>>,
+    /// Taken away by `close`; appends only read it, so they never wait for each other.
+    sender: RwLock<Option<mpsc::Sender<Append>>>,
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     committed: broadcast::Sender<Arc<Committed>>,
@@ -187,7 +188,7 @@ impl Store {
         let (sender, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
             segments: RwLock::new(segments),
-            sender: Mutex::new(Some(sender)),
+            sender: RwLock::new(Some(sender)),
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes: config.max_queued_bytes,
             committed: broadcast::channel(1024).0,
@@ -222,7 +223,7 @@ impl Store {
         self.shared.metrics.queued_bytes.set(gauge(queued + bytes));
         let urgent = entries.iter().any(|e| e.level >= Level::Error);
         let (ack, done) = oneshot::channel();
-        let sent = lock(&self.shared.sender).as_ref().map(|sender| {
+        let sent = read(&self.shared.sender).as_ref().map(|sender| {
             sender.send(Append {
                 entries,
                 bytes,
@@ -258,7 +259,7 @@ impl Store {
 
     /// Stops the writer after it committed what was queued.
     pub(crate) fn close(&self) {
-        lock(&self.shared.sender).take();
+        write(&self.shared.sender).take();
         if let Some(handle) = lock(&self.shared.writer).take() {
             let _ = handle.join();
         }
