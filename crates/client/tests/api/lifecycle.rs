@@ -72,16 +72,28 @@ async fn stopping_deregisters_exactly_once_as_the_seed_protocol_says() {
 
 #[tokio::test]
 async fn an_unreachable_registry_is_retried_until_it_answers() {
-    let address = refused_url()
-        .await
-        .trim_start_matches("http://")
-        .parse()
-        .expect("address");
+    // A registry that hangs up on every connection, counting the attempts.
+    let broken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = broken.local_addr().expect("address");
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&attempts);
+    let hanging_up = tokio::spawn(async move {
+        while let Ok((connection, _)) = broken.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(connection);
+        }
+    });
     let starting =
         tokio::spawn(service(&format!("http://{address}"), "HelloService", &[]).start(CancellationToken::new()));
-    // The service keeps trying while nothing listens; then the registry appears at that address.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the service to try registering again", DEADLINE, || async {
+        (attempts.load(std::sync::atomic::Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
     assert!(!starting.is_finished(), "start waits for the registry");
+
+    // Then a real registry takes over the address.
+    hanging_up.abort();
+    let _ = hanging_up.await;
     let registry = TestRegistry::spawn_at(address, |_| {}).await;
     let running = tokio::time::timeout(DEADLINE, starting)
         .await
