@@ -211,8 +211,7 @@ fn shipping_service(
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let wanted = |section: &str| filter.is_empty() || filter.iter().any(|f| section.contains(f.as_str()));
+    let wanted = rollcall_testkit::wanted_sections();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     if wanted("providers") {
         providers_section();

@@ -243,11 +243,8 @@ async fn print_commits(url: &str) {
 
 /// An axum server in this process that answers `POST /log` with 200 and stores nothing.
 async fn baseline_server() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
     let app = axum::Router::new().route("/log", axum::routing::post(|_: axum::body::Bytes| async { "" }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    rollcall_testkit::serve(app, CancellationToken::new()).await
 }
 
 async fn post_lines(url: &str, clients: usize, duration: Duration) -> f64 {
@@ -390,8 +387,7 @@ async fn stop(logs: Running) {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let wanted = |section: &str| filter.is_empty() || filter.iter().any(|f| section.contains(f.as_str()));
+    let wanted = rollcall_testkit::wanted_sections();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         if wanted("ingest") {

@@ -51,16 +51,16 @@ async fn load(browser: &Browser, url: &str) -> (f64, f64, Duration) {
 }
 
 async fn minimal_page() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/", listener.local_addr().expect("address"));
     let app = axum::Router::new().route(
         "/",
         axum::routing::get(|| async {
             axum::response::Html("<!doctype html><title>baseline</title><h1>Services</h1>")
         }),
     );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    format!(
+        "{}/",
+        rollcall_testkit::serve(app, tokio_util::sync::CancellationToken::new()).await
+    )
 }
 
 fn main() {

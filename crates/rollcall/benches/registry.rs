@@ -356,8 +356,7 @@ fn main() {
 
 async fn run_sections() {
     // `cargo bench -p rollcall --bench registry -- fan-out` runs only the sections named.
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let wanted = |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
+    let wanted = rollcall_testkit::wanted_sections();
     if wanted("detection") {
         failure_detection(
             "heartbeat answers 503",

@@ -194,15 +194,12 @@ async fn memory_section() {
 
 /// An axum server in this process answering `body` (with `content_type`) to every GET.
 async fn baseline_server(body: Vec<u8>, content_type: &'static str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
     let body = Arc::new(body);
     let app = axum::Router::new().fallback(move || {
         let body = Arc::clone(&body);
         async move { ([("content-type", content_type)], body.as_ref().clone()) }
     });
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    rollcall_testkit::serve(app, tokio_util::sync::CancellationToken::new()).await
 }
 
 /// Requests per second with 32 clients for 5 s.
@@ -290,8 +287,7 @@ async fn pages_section() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let wanted = |section: &str| filter.is_empty() || filter.iter().any(|f| section.contains(f.as_str()));
+    let wanted = rollcall_testkit::wanted_sections();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         if wanted("startup") {

@@ -83,10 +83,6 @@ impl FakeService {
 
     /// Starts a healthy fake that also serves `routes` (a fake log service's `/log`, say).
     pub async fn spawn_with_routes(name: &str, required: &[&str], routes: Router) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake service");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
         let control = Arc::new(Control {
             heartbeat: Mutex::new(HeartbeatMode::Healthy),
             fail_next: AtomicU32::new(0),
@@ -104,13 +100,7 @@ impl FakeService {
             .route("/services", post(patch))
             .with_state(Arc::clone(&control))
             .merge(routes);
-        let stop = control.stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .expect("fake service serve");
-        });
+        let url = crate::serve(app, control.stop.clone()).await;
         Self {
             name: name.to_owned(),
             url,

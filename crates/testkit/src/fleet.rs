@@ -18,16 +18,9 @@ pub struct FakeFleet {
 impl FakeFleet {
     /// Starts the server on `127.0.0.1:0`.
     pub async fn spawn() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fleet");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
         let app = Router::new().route("/i/{n}/{endpoint}", any(|| async { StatusCode::OK }));
         let stop = CancellationToken::new();
-        let serving = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serving.cancelled_owned())
-                .await
-        });
+        let url = crate::serve(app, stop.clone()).await;
         Self { url, stop }
     }
 

@@ -19,6 +19,8 @@ mod sse;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 pub use browser::Browser;
 pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
 pub use fleet::FakeFleet;
@@ -67,6 +69,27 @@ pub fn median_p99(samples: &mut [Duration]) -> (Duration, Duration) {
         samples[rank.clamp(1, samples.len()) - 1]
     };
     (at(0.5), at(0.99))
+}
+
+/// Serves `app` on `127.0.0.1:0` until `stop` is cancelled, and returns its base URL
+/// (`http://127.0.0.1:PORT`).
+pub async fn serve(app: axum::Router, stop: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .expect("serve");
+    });
+    url
+}
+
+/// The sections a benchmark run asks for: `cargo bench ... -- fan-out` names some (a part of a
+/// section's name is enough); naming none asks for all.
+pub fn wanted_sections() -> impl Fn(&str) -> bool {
+    let named: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    move |section| named.is_empty() || named.iter().any(|n| section.contains(n.as_str()))
 }
 
 /// A URL on loopback where nothing listens: connections to it are refused.

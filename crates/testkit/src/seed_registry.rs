@@ -49,20 +49,12 @@ pub struct SeedRegistry {
 impl SeedRegistry {
     /// Starts it.
     pub async fn spawn() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
         let book = Arc::new(Mutex::new(Book::default()));
         let app = Router::new()
             .route("/services", any(services))
             .with_state(Arc::clone(&book));
         let stop = CancellationToken::new();
-        let serving = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serving.cancelled_owned())
-                .await
-                .expect("seed registry serve");
-        });
+        let url = crate::serve(app, stop.clone()).await;
         Self { url, book, stop }
     }
 

@@ -2,17 +2,24 @@
 //! registry does), with the captured Go patches replayed into it.
 
 use rollcall_testkit::{SeedRegistry, body_of, fixture, send_raw};
-use rollcall_wire::Registration;
+use rollcall_wire::{Patch, Registration};
 use tokio_util::sync::CancellationToken;
 
 use crate::service;
 
+/// The Go log service's URL as the captured patches name it (never bound: it only travels in
+/// patches).
+fn go_log_url() -> String {
+    let patch: Patch = serde_json::from_slice(body_of(&fixture("go-wire/registry-patch-added.http"))).expect("a patch");
+    patch.added[0].url.clone()
+}
+
 /// The Go log service as the captured patches name it.
 fn go_log_service() -> Registration {
-    let url = "http://localhost:4000";
+    let url = go_log_url();
     Registration {
         service_name: "LogService".into(),
-        service_url: url.into(),
+        service_url: url.clone(),
         required_services: vec![],
         service_update_url: format!("{url}/services"),
         heartbeat_url: format!("{url}/heartbeat"),
@@ -29,12 +36,13 @@ async fn a_rollcall_service_registers_with_a_seed_registry_follows_its_patches_a
         .expect("starts against a seed-style registry URL");
     let url = running.url().to_owned();
     let providers = running.providers();
-    assert_eq!(providers.urls("LogService"), ["http://localhost:4000"]);
+    assert_eq!(providers.urls("LogService"), [go_log_url()]);
 
     // The registration is byte for byte what the Go grading service sends, but for its URL.
     let requests = registry.requests();
     let captured = fixture("go-wire/registry-register-request.http");
-    let expected = String::from_utf8_lossy(body_of(&captured)).replace("http://localhost:6000", &url);
+    let go_grading: Registration = serde_json::from_slice(body_of(&captured)).expect("a registration");
+    let expected = String::from_utf8_lossy(body_of(&captured)).replace(&go_grading.service_url, &url);
     assert_eq!(requests[0].content_type.as_deref(), Some("application/json"));
     assert_eq!(String::from_utf8_lossy(&requests[0].body), expected);
 
@@ -47,12 +55,12 @@ async fn a_rollcall_service_registers_with_a_seed_registry_follows_its_patches_a
     assert_eq!(added.status, 200);
     let again = send_raw(address, &fixture("go-wire/registry-patch-added.http")).await;
     assert_eq!(again.status, 200);
-    assert_eq!(providers.urls("LogService"), ["http://localhost:4000"], "no duplicate");
+    assert_eq!(providers.urls("LogService"), [go_log_url()], "no duplicate");
     let null = send_raw(address, &fixture("go-wire/registry-patch-initial-null.http")).await;
     assert_eq!(null.status, 200);
     assert_eq!(
         providers.urls("LogService"),
-        ["http://localhost:4000"],
+        [go_log_url()],
         "null lists change nothing"
     );
 
@@ -78,9 +86,6 @@ async fn the_null_patch_of_an_empty_seed_registry_means_no_providers() {
 
     // A provider registering later reaches the service through the seed registry's patch.
     registry.add(go_log_service()).await;
-    assert_eq!(
-        providers.get("LogService").expect("announced").url(),
-        "http://localhost:4000"
-    );
+    assert_eq!(providers.get("LogService").expect("announced").url(), go_log_url());
     running.stop().await;
 }
