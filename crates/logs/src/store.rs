@@ -27,7 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rollcall_wire::Level;
@@ -148,6 +148,8 @@ struct Shared {
     committed: broadcast::Sender<Arc<Committed>>,
     metrics: Arc<Metrics>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer thread, unparked by an urgent append so that it commits at once.
+    writer_thread: OnceLock<std::thread::Thread>,
 }
 
 /// What recovery found.
@@ -194,6 +196,7 @@ impl Store {
             committed: broadcast::channel(1024).0,
             metrics,
             writer: Mutex::new(None),
+            writer_thread: OnceLock::new(),
         });
         let store = Self { shared };
         store.update_gauges();
@@ -205,6 +208,7 @@ impl Store {
         let handle = std::thread::Builder::new()
             .name("log-store-writer".into())
             .spawn(move || writer.run(&receiver))?;
+        let _ = store.shared.writer_thread.set(handle.thread().clone());
         *lock(&store.shared.writer) = Some(handle);
         Ok((store, recovery))
     }
@@ -234,6 +238,9 @@ impl Store {
         if !matches!(sent, Some(Ok(()))) {
             self.dequeued(bytes);
             return Err(StoreError::Closed);
+        }
+        if urgent && let Some(writer) = self.shared.writer_thread.get() {
+            writer.unpark();
         }
         done.await.unwrap_or(Err(StoreError::Closed))
     }
@@ -310,18 +317,18 @@ impl Writer {
             let mut urgent = first.urgent;
             let mut batch = vec![first];
             let deadline = Instant::now() + self.config.commit_window;
+            // Sleep through the window instead of waking for every append; an urgent append
+            // unparks this thread (see `Store::append`).
             while !urgent {
+                for append in receiver.try_iter() {
+                    urgent |= append.urgent;
+                    batch.push(append);
+                }
                 let now = Instant::now();
-                if now >= deadline {
+                if urgent || now >= deadline {
                     break;
                 }
-                match receiver.recv_timeout(deadline - now) {
-                    Ok(append) => {
-                        urgent = append.urgent;
-                        batch.push(append);
-                    }
-                    Err(_) => break,
-                }
+                std::thread::park_timeout(deadline - now);
             }
             batch.extend(receiver.try_iter());
             self.commit(batch);

@@ -169,3 +169,33 @@ async fn ingest_answers_429_with_retry_after_when_the_store_is_behind() {
         "the first batch is stored"
     );
 }
+
+#[tokio::test]
+async fn an_error_record_is_committed_at_once_and_takes_waiting_records_with_it() {
+    // A window far longer than the test may take: only the error record can end it early.
+    let window = std::time::Duration::from_secs(60);
+    let logs = TestLogs::spawn_with(|c| c.commit_window = window).await;
+    let started = std::time::Instant::now();
+    let waiting = {
+        let request = logs.http.post(format!("{}/v1/records", logs.url)).json(&json!([record(
+            "A",
+            "info",
+            "waits for the window"
+        )]));
+        tokio::spawn(request.send())
+    };
+    eventually("the info record to wait in the queue", DEADLINE, || async {
+        (logs.metric("rollcall_logs_queued_bytes").await > 0.0).then_some(())
+    })
+    .await;
+    let urgent = logs.post_records(&json!([record("A", "error", "cannot wait")])).await;
+    assert_eq!(urgent.status(), 200);
+    let waited = waiting.await.expect("task").expect("POST");
+    assert_eq!(waited.status(), 200);
+    assert!(
+        started.elapsed() < window / 2,
+        "both answered in {:?}, not at the end of the window",
+        started.elapsed()
+    );
+    assert_eq!(logs.query("service=A").await.records.len(), 2);
+}
