@@ -123,12 +123,24 @@ impl Core {
 
     /// Applies `command`, waits until what it changed is on disk, then reacts to its events.
     pub async fn apply(self: &Arc<Self>, command: Command) -> Result<Vec<Event>, ApplyError> {
-        let (events, durable) = {
+        let (events, ()) = self.apply_and_read(command, |_, _| ()).await?;
+        Ok(events)
+    }
+
+    /// Like [`Core::apply`], and also returns what `read` takes from the catalog as the command
+    /// left it, under the same lock: a concurrent change cannot come in between.
+    pub async fn apply_and_read<T>(
+        self: &Arc<Self>,
+        command: Command,
+        read: impl FnOnce(&Catalog, &[Event]) -> T,
+    ) -> Result<(Vec<Event>, T), ApplyError> {
+        let (events, read, durable) = {
             let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
             let events = catalog.apply(command)?;
             self.events.record(&catalog, &events);
             let ops = catalog.store_ops(&events);
-            (events, (!ops.is_empty()).then(|| self.store.write(ops)))
+            let read = read(&catalog, &events);
+            (events, read, (!ops.is_empty()).then(|| self.store.write(ops)))
         };
         if let Some(durable) = durable {
             match durable.await {
@@ -138,7 +150,7 @@ impl Core {
             }
         }
         self.react(&events);
-        Ok(events)
+        Ok((events, read))
     }
 
     /// Loads instances read back from the store: each is probed again, and each subscriber is

@@ -20,7 +20,7 @@ use rollcall_wire::{InstanceRegistration, InstanceView};
 use super::validate::{self, Dialect};
 use crate::core::{Core, new_instance_id};
 use crate::error::ApiError;
-use crate::state::{Command, Event};
+use crate::state::{Command, Event, Instance};
 
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new()
@@ -51,27 +51,31 @@ async fn register(
         new_instance_id: new_instance_id(),
         at: SystemTime::now(),
     };
-    let events = core.apply(command).await?;
-    let Some(Event::Registered { id, url, replaced }) = events.first() else {
-        unreachable!("a registration always starts with its Registered event");
+    // The answer is the instance as this registration left it: another registration or a
+    // deregistration of the same URL may follow before the answer is written.
+    let (events, view) = core
+        .apply_and_read(command, |catalog, events| match events.first() {
+            Some(Event::Registered { id, url, .. }) => catalog.current(url, *id).map(Instance::view),
+            _ => None,
+        })
+        .await?;
+    let (Some(Event::Registered { id, replaced, .. }), Some(view)) = (events.first(), view) else {
+        unreachable!("a registration starts with its Registered event, and is current until the lock is released");
     };
     // It holds nothing yet: its queue sends every provider it requires.
     core.notifier.subscribe(&core, &registration, *id, BTreeSet::new());
     core.metrics.v1_registrations.inc();
-    let view = core.catalog().current(url, *id).map(crate::state::Instance::view);
     let status = if replaced.is_some() {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    // A concurrent deregistration may already have removed it: then it is simply gone.
-    view.map(|view| (status, Json(view)))
-        .ok_or_else(|| ApiError::UnknownInstance(url.clone()))
+    Ok((status, Json(view)))
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
 async fn get_instance(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<Json<InstanceView>, ApiError> {
-    let view = core.catalog().instance_by_id(&id).map(crate::state::Instance::view);
+    let view = core.catalog().instance_by_id(&id).map(Instance::view);
     view.map(Json).ok_or(ApiError::UnknownInstanceId(id))
 }
 

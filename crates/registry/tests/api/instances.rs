@@ -117,3 +117,31 @@ async fn bad_instance_registrations_get_json_errors() {
     );
     assert!(registry.services().await.services.is_empty());
 }
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_url_are_each_answered_with_what_they_registered() {
+    // Each registration is acknowledged, so each is answered with itself, even when another
+    // registration of the same ServiceURL replaced it before the answer was written.
+    let registry = TestRegistry::spawn().await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let bodies: Vec<_> = (0..64)
+        .map(|n| body_of(&grades, json!({ "attempt": n.to_string() })))
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|body| registry.register_instance(body))).await;
+    let mut ids = BTreeSet::new();
+    for (n, response) in answers.into_iter().enumerate() {
+        assert!(
+            matches!(response.status().as_u16(), 200 | 201),
+            "registration {n} answered {}",
+            response.status()
+        );
+        let view: InstanceView = response.json().await.expect("JSON");
+        assert_eq!(
+            view.metadata["attempt"],
+            n.to_string(),
+            "registration {n} answered with another one"
+        );
+        ids.insert(view.id);
+    }
+    assert_eq!(ids.len(), 1, "one URL keeps one id");
+}
