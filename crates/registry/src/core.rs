@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::RegistryConfig;
 use crate::events::EventLog;
 use crate::health;
+use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
 use crate::notify::Notifier;
 use crate::outbound::{ProbeClient, probe_client};
@@ -75,6 +76,8 @@ pub(crate) struct Core {
     pub tasks: TaskTracker,
     /// Recent catalog events and the live feed of `/v1/events`.
     pub events: EventLog,
+    /// Encoded answers of `GET /v1/services/{name}`, while current.
+    pub lookups: LookupCache,
     /// Blocking queries waiting on one service: its latest index.
     service_watches: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Blocking queries waiting on the whole catalog: the latest catalog-wide index.
@@ -109,6 +112,7 @@ impl Core {
             shutdown,
             tasks: TaskTracker::new(),
             events: EventLog::new(first_index()),
+            lookups: LookupCache::default(),
             service_watches: Mutex::new(HashMap::new()),
             catalog_watch: watch::Sender::new(0),
         }))

@@ -10,8 +10,8 @@
 //! Inside: [`state`] is the catalog as a pure state machine; [`store`] its durable copy; `core`
 //! applies commands under a lock, waits for the disk, then reacts to the events; `health` runs
 //! one prober task per instance; `notify` one delivery queue per subscriber; `outbound` makes the
-//! calls to services; `events` and `metrics` feed `/v1/events` and `/metrics`; `http` is the
-//! HTTP surface.
+//! calls to services; `events` and `metrics` feed `/v1/events` and `/metrics`; `lookups` keeps
+//! encoded service listings while they are current; `http` is the HTTP surface.
 
 mod config;
 mod core;
@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod health;
 mod http;
+mod lookups;
 mod metrics;
 mod notify;
 mod outbound;

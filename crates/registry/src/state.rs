@@ -202,6 +202,12 @@ pub struct Catalog {
     indexes: HashMap<String, u64>,
     /// The catalog-wide change counter.
     last_index: u64,
+    /// Service name → its version: a counter value taken whenever anything listed about the
+    /// service changes, probe results included (an index moves only when its listing's
+    /// instances or states do).
+    versions: HashMap<String, u64>,
+    /// The counter versions are taken from; never reused, so a version names one listing.
+    last_version: u64,
     /// Services changed by the command being applied.
     touched: BTreeSet<String>,
 }
@@ -219,6 +225,8 @@ impl Catalog {
             next_id: 1,
             indexes: HashMap::new(),
             last_index: first_index,
+            versions: HashMap::new(),
+            last_version: 0,
             touched: BTreeSet::new(),
         }
     }
@@ -256,10 +264,31 @@ impl Catalog {
         self.last_index
     }
 
+    /// The version of `service`'s listing, while it has instances: it changes whenever anything
+    /// `GET /v1/services/{name}` shows changes, so an answer encoded at one version can be served
+    /// again for as long as the version stays the same.
+    pub fn version_of(&self, service: &str) -> Option<u64> {
+        self.by_service
+            .contains_key(service)
+            .then(|| self.versions.get(service).copied().unwrap_or(0))
+    }
+
     fn touch(&mut self, service: &str) {
         self.last_index += 1;
         self.indexes.insert(service.to_owned(), self.last_index);
         self.touched.insert(service.to_owned());
+        self.changed(service);
+    }
+
+    /// Takes a new version for `service`'s listing.
+    fn changed(&mut self, service: &str) {
+        self.last_version += 1;
+        match self.versions.get_mut(service) {
+            Some(version) => *version = self.last_version,
+            None => {
+                self.versions.insert(service.to_owned(), self.last_version);
+            }
+        }
     }
 
     /// Puts instances read back from the store into an empty catalog, each as *passing* until it
@@ -458,9 +487,11 @@ impl Catalog {
         }
         let to = instance.state;
         let after = instance.provides();
+        let service = instance.registration.service_name.clone();
+        // The probe time and failure count are listed, whatever the state.
+        self.changed(&service);
         let mut events = Vec::new();
         if from != to {
-            let service = instance.registration.service_name.clone();
             self.touch(&service);
             events.push(Event::StateChanged {
                 id,

@@ -15,6 +15,7 @@ mod raw_http;
 mod registry;
 mod seed_registry;
 mod sse;
+pub mod wrk;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -8,16 +8,21 @@
 //! one service (it moves only when that service's instances come, go or change state), the
 //! catalog-wide index for the list. With `?index=N`, the answer comes at once if the index differs
 //! from N, and otherwise waits until it changes or `wait` (default 5m, at most 10m) runs out.
+//!
+//! One service's answer is encoded once per version of the service and then served from the
+//! registry's [`LookupCache`](crate::lookups::LookupCache).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rollcall_wire::{ServiceView, ServicesView};
+use rollcall_wire::ServicesView;
 use serde::Deserialize;
 
 use crate::core::Core;
@@ -124,13 +129,26 @@ async fn get_service(
     State(core): State<Arc<Core>>,
     Path(name): Path<String>,
     query: Result<Query<RawQuery>, QueryRejection>,
-) -> Result<Indexed<ServiceView>, ApiError> {
+) -> Result<Response, ApiError> {
     let query = ListQuery::parse(query)?;
     wait_for_change(&core, Some(&name), query.block, || core.catalog().index_of(&name)).await;
+    let passing_only = query.passing_only;
     let catalog = core.catalog();
-    let index = catalog.index_of(&name).to_string();
-    Ok((
-        [(INDEX_HEADER, index)],
-        Json(catalog.service(&name, query.passing_only)),
-    ))
+    let index = catalog.index_of(&name);
+    let version = catalog.version_of(&name);
+    let cached = version.and_then(|version| core.lookups.get(&name, passing_only, version));
+    let body = cached.unwrap_or_else(|| {
+        let listing = catalog.service(&name, passing_only);
+        let body = Bytes::from(serde_json::to_vec(&listing).expect("a listing of strings always encodes"));
+        if let Some(version) = version {
+            core.lookups.insert(&name, passing_only, version, body.clone());
+        }
+        body
+    });
+    drop(catalog);
+    let headers = [
+        (INDEX_HEADER, HeaderValue::from(index)),
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+    ];
+    Ok((headers, body).into_response())
 }

@@ -1,7 +1,7 @@
 //! `GET /v1/services` and `GET /v1/services/{name}`.
 
 use axum::http::StatusCode;
-use rollcall_testkit::{FakeService, HeartbeatMode, TestRegistry};
+use rollcall_testkit::{DEADLINE, FakeService, HeartbeatMode, TestRegistry, eventually};
 use rollcall_wire::InstanceState;
 
 use super::register;
@@ -41,6 +41,61 @@ async fn listing_shows_every_instance_with_its_state_and_last_check() {
     let passing: rollcall_wire::ServiceView = passing.json().await.expect("JSON");
     let urls: Vec<&str> = passing.instances.iter().map(|i| i.url.as_str()).collect();
     assert_eq!(urls, [good.url.as_str()]);
+}
+
+#[tokio::test]
+async fn a_repeated_lookup_follows_every_change_of_the_service() {
+    // Lookups are served from encoded answers; none may outlive the listing it shows.
+    let registry = TestRegistry::spawn().await;
+    let first = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &first).await;
+    let lookup = || async {
+        let response = registry.get("/v1/services/GradingService").await;
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let index: u64 = response.headers()["x-rollcall-index"]
+            .to_str()
+            .expect("text")
+            .parse()
+            .expect("a number");
+        (
+            index,
+            response.json::<rollcall_wire::ServiceView>().await.expect("JSON"),
+        )
+    };
+    let (index, before) = lookup().await;
+    assert_eq!(lookup().await, (index, before.clone()), "nothing changed in between");
+
+    // A probe changes what is listed (its time), not the index.
+    let checked_at = before.instances[0].last_check_at.clone();
+    eventually("a lookup to show a newer probe", DEADLINE, || async {
+        let (now_index, view) = lookup().await;
+        (view.instances[0].last_check_at != checked_at).then_some(now_index)
+    })
+    .await;
+
+    let second = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &second).await;
+    let (grown_index, grown) = lookup().await;
+    assert!(grown_index > index);
+    assert_eq!(grown.instances.len(), 2);
+
+    second.set_heartbeat(HeartbeatMode::Failing(StatusCode::INTERNAL_SERVER_ERROR));
+    registry
+        .wait_for_state("GradingService", &second.url, InstanceState::Critical)
+        .await;
+    let passing: rollcall_wire::ServiceView = registry
+        .get("/v1/services/GradingService?passing")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let urls: Vec<&str> = passing.instances.iter().map(|i| i.url.as_str()).collect();
+    assert_eq!(urls, [first.url.as_str()]);
+
+    assert_eq!(registry.deregister(&first.url).await.status(), 200);
+    let (_, shrunk) = lookup().await;
+    let urls: Vec<&str> = shrunk.instances.iter().map(|i| i.url.as_str()).collect();
+    assert_eq!(urls, [second.url.as_str()]);
 }
 
 #[tokio::test]
