@@ -7,7 +7,7 @@
 //! - ingest: 8 clients posting NDJSON batches of 1,000 records of about 200 bytes, each answered
 //!   once durable, for 10 s; baseline: the same batch bytes appended to a file and fsynced, one
 //!   batch at a time, by a bare loop;
-//! - seed: wrk (256 connections) posting one `/log` line per request, median of three 5 s runs;
+//! - seed: wrk (512 connections) posting one `/log` line per request, median of three 5 s runs;
 //!   baseline: an axum handler in this process answering 200 without storing anything (the Go
 //!   original does not fsync). `scripts/bench` installs wrk;
 //! - query: fills the store to `ROLLCALL_BENCH_RECORDS` records (10 million by default), then the
