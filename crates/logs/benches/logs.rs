@@ -213,11 +213,6 @@ const SEED_CONNECTIONS: usize = 512;
 /// wrk Lua: every request posts one seed-style line, unique per wrk thread and request.
 const SEED_SCRIPT: &str = r#"wrk.method = "POST"
 wrk.headers["Content-Type"] = "text/plain"
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_id", threads)
-end
 local count = 0
 function request()
   count = count + 1

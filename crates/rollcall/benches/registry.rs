@@ -424,11 +424,6 @@ fn registration_script(fleet_url: &str) -> String {
     format!(
         r#"wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_id", threads)
-end
 local count = 0
 function request()
   count = count + 1
@@ -445,11 +440,6 @@ end
 /// registration).
 const ETCD_PUT_SCRIPT: &str = r#"wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_id", threads)
-end
 -- Any run of base64 digits whose length is a multiple of 4 is a valid key or value.
 local value = string.rep("eHh4", 100)
 local count = 0
@@ -527,7 +517,7 @@ async fn throughput() {
         c.args(["--health-interval", "10m"]);
     });
     let fleet = FakeFleet::spawn().await;
-    let registrations = Load::new(CONNECTIONS, WINDOW).script(registration_script(&fleet.url));
+    let registrations = Load::new(CONNECTIONS, WINDOW).script(&registration_script(&fleet.url));
     // Sizes of the registry's answers, for the baseline.
     let http = reqwest::Client::new();
     let mut sample = serde_json::to_value(fleet.registration(0, "Load0")).expect("encode");

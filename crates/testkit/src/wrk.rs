@@ -25,6 +25,15 @@ pub struct Report {
     pub p99: Duration,
 }
 
+/// Lua run before a script given to [`Load::script`]: numbers wrk's threads, so that each
+/// thread's `request` function can read its `thread_id` (1, 2, ...) and make values unique.
+const NUMBERED_THREADS: &str = r#"local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_id", threads)
+end
+"#;
+
 /// A load to run with wrk: a Lua script (empty for plain `GET`s of the URL), a number of open
 /// connections, and a duration.
 #[derive(Debug, Clone)]
@@ -46,10 +55,11 @@ impl Load {
         }
     }
 
-    /// The Lua script that shapes each request (see wrk's `SCRIPTING` documentation).
+    /// The Lua script that shapes each request (see wrk's `SCRIPTING` documentation). It may
+    /// read `thread_id`, the number of the wrk thread running it.
     #[must_use]
-    pub fn script(mut self, lua: impl Into<String>) -> Self {
-        self.script = lua.into();
+    pub fn script(mut self, lua: &str) -> Self {
+        self.script = format!("{NUMBERED_THREADS}{lua}");
         self
     }
 
