@@ -250,6 +250,14 @@ impl Store {
         read(&self.shared.segments).clone()
     }
 
+    /// The segment being written: there always is one.
+    fn active_segment(&self) -> Arc<Segment> {
+        read(&self.shared.segments)
+            .last()
+            .cloned()
+            .expect("there is always an active segment")
+    }
+
     /// The id the next record will get.
     pub(crate) fn next_id(&self) -> u64 {
         self.segments()
@@ -373,7 +381,7 @@ impl Writer {
 
     /// Appends one block and syncs it; on failure truncates the file back to where it was.
     fn write_block(&self, first: u64, entries: &[Entry]) -> std::io::Result<()> {
-        let segment = self.store.segments().pop().expect("there is always an active segment");
+        let segment = self.store.active_segment();
         let header = BlockHeader {
             first,
             count: u32::try_from(entries.len()).expect("fewer than 4 billion records per commit"),
@@ -424,9 +432,7 @@ impl Writer {
     }
 
     fn rotate_if_full(&mut self) {
-        let Some(active) = self.store.segments().pop() else {
-            return;
-        };
+        let active = self.store.active_segment();
         if active.size.load(Ordering::Relaxed) < self.config.segment_bytes {
             return;
         }

@@ -488,10 +488,11 @@ impl Catalog {
         let to = instance.state;
         let after = instance.provides();
         let service = instance.registration.service_name.clone();
-        // The probe time and failure count are listed, whatever the state.
-        self.changed(&service);
         let mut events = Vec::new();
-        if from != to {
+        if from == to {
+            // The probe time and failure count are listed even when the state holds.
+            self.changed(&service);
+        } else {
             self.touch(&service);
             events.push(Event::StateChanged {
                 id,

@@ -35,6 +35,25 @@ pub use sse::{SseClient, SseMessage};
 /// How long tests wait for something that should happen "soon" before they fail.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The HTTP client tests use: no proxy (everything is on loopback), every request bounded by
+/// [`DEADLINE`].
+pub fn http_client() -> reqwest::Client {
+    http_client_builder().build().expect("client")
+}
+
+/// Like [`http_client`], but a redirect is answered to the test instead of followed, for pages
+/// that redirect.
+pub fn http_client_without_redirects() -> reqwest::Client {
+    http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn http_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().no_proxy().timeout(DEADLINE)
+}
+
 /// Polls `check` every 10 ms until it yields `Some`, and returns that; panics naming `what`
 /// once `deadline` has passed.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T

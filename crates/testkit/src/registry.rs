@@ -95,11 +95,7 @@ impl TestRegistry {
             address,
             shutdown,
             task: Some(task),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(DEADLINE)
-                .build()
-                .expect("client"),
+            http: crate::http_client(),
             config,
             data_dir,
         }

@@ -5,7 +5,7 @@ mod students;
 
 use rollcall_client::RunningService;
 use rollcall_grades::GradesConfig;
-use rollcall_testkit::{DEADLINE, TestRegistry};
+use rollcall_testkit::TestRegistry;
 use tokio_util::sync::CancellationToken;
 
 /// A grading service with its registry and data directory.
@@ -36,11 +36,7 @@ impl TestGrades {
             registry,
             data_dir,
             service,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(DEADLINE)
-                .build()
-                .expect("client"),
+            http: rollcall_testkit::http_client(),
         }
     }
 

@@ -8,7 +8,7 @@ mod shipping;
 mod tail;
 
 use rollcall_logs::{LogService, LogsConfig};
-use rollcall_testkit::{DEADLINE, TestRegistry};
+use rollcall_testkit::TestRegistry;
 use rollcall_wire::RecordPage;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -49,11 +49,7 @@ impl TestLogs {
             data_dir,
             shutdown,
             service: Some(service),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(DEADLINE)
-                .build()
-                .expect("client"),
+            http: rollcall_testkit::http_client(),
         }
     }
 

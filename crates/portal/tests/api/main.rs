@@ -34,7 +34,7 @@ impl System {
             grades,
             grades_data,
             portal,
-            http: client(),
+            http: rollcall_testkit::http_client_without_redirects(),
         }
     }
 
@@ -58,15 +58,6 @@ impl System {
             .await
             .expect("POST form")
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(DEADLINE)
-        .build()
-        .expect("client")
 }
 
 async fn start_grades(registry: &TestRegistry, data: &tempfile::TempDir) -> RunningService {

@@ -12,15 +12,6 @@ fn rollcall() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(DEADLINE)
-        .build()
-        .expect("client")
-}
-
 /// The status and body of `GET url`, or `None` when nothing answers.
 async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, String)> {
     let response = http.get(url).send().await.ok()?;
@@ -59,7 +50,7 @@ async fn up_starts_the_four_services_prints_their_urls_and_stops_them_on_ctrl_c(
     let ready = lines.next_line().await.expect("read").expect("a line");
     assert!(ready.contains(&urls["portal"]), "{ready}");
 
-    let http = client();
+    let http = rollcall_testkit::http_client_without_redirects();
     let (status, page) = get(&http, &format!("{}/students", urls["portal"]))
         .await
         .expect("the portal answers");
@@ -117,7 +108,7 @@ async fn the_portal_says_503_when_grading_dies_and_recovers_with_every_acknowled
         "--registry",
         &registry.url,
     ]));
-    let http = client();
+    let http = rollcall_testkit::http_client_without_redirects();
     let students = format!("{}/students", portal.url);
     let (status, _) = get(&http, &students).await.expect("the portal answers");
     assert_eq!(status, 200);
