@@ -105,7 +105,7 @@ pub async fn start(config: LogsConfig, shutdown: CancellationToken) -> Result<Lo
         store: store.clone(),
         tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
         max_body: usize::try_from(config.max_body.as_u64()).unwrap_or(usize::MAX),
-        shutdown: shutdown.clone(),
+        shutdown: Arc::new(shutdown.clone()),
     };
     let started = Service::builder(SERVICE_NAME)
         .args(&config.service, DEFAULT_LISTEN)

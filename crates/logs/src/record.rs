@@ -28,7 +28,7 @@ pub(crate) struct Entry {
 /// The stored line's shape: the API's record without its id.
 #[derive(Serialize)]
 struct StoredLine<'a> {
-    time: String,
+    time: Rfc3339,
     service: &'a str,
     level: Level,
     message: &'a str,
@@ -72,13 +72,18 @@ impl Entry {
         if time < 0 {
             return Err("time is before 1970".to_owned());
         }
-        let line = serde_json::to_vec(&StoredLine {
-            time: rfc3339(time),
-            service,
-            level,
-            message,
-            fields,
-        })
+        // Room for the line without fields, so that encoding it allocates once.
+        let mut line = Vec::with_capacity(service.len() + message.len() + 96);
+        serde_json::to_writer(
+            &mut line,
+            &StoredLine {
+                time: Rfc3339(time),
+                service,
+                level,
+                message,
+                fields,
+            },
+        )
         .map_err(|e| format!("cannot encode the record: {e}"))?;
         Ok(Self {
             time,
@@ -98,9 +103,15 @@ pub(crate) fn unix_nanos(time: SystemTime) -> Result<i64, String> {
 }
 
 /// Unix nanoseconds as RFC 3339 in UTC with nanoseconds.
-pub(crate) fn rfc3339(nanos: i64) -> String {
-    let since = Duration::from_nanos(u64::try_from(nanos).unwrap_or(0));
-    humantime::format_rfc3339_nanos(UNIX_EPOCH + since).to_string()
+/// Nanoseconds since the epoch, serialized as RFC 3339 text in UTC without an intermediate
+/// `String`.
+struct Rfc3339(i64);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let since = Duration::from_nanos(u64::try_from(self.0).unwrap_or(0));
+        serializer.collect_str(&humantime::format_rfc3339_nanos(UNIX_EPOCH + since))
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use rollcall_testkit::wrk::{self, Load};
-use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, eventually, median_p99};
+use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, eventually, median_p99};
 use rollcall_wire::{Patch, PatchEntry, Registration};
 use tokio::task::JoinSet;
 
@@ -273,21 +273,6 @@ async fn send_directly(direct: &reqwest::Client, dependents: &[Arc<FakeService>]
         assert_eq!(sent.expect("direct POST"), StatusCode::OK);
     }
     start.elapsed()
-}
-
-/// CPU seconds (user + system) the process has used so far, and its resident set in bytes.
-fn cpu_and_rss(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
-    (ticks as f64 / 100.0, rss_kib * 1024)
 }
 
 /// CPU used over `window` as a fraction of one core, and RSS at its end.

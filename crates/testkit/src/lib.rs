@@ -26,7 +26,7 @@ pub use browser::Browser;
 pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
 pub use fleet::FakeFleet;
 pub use log_sink::LogSink;
-pub use process::ServerProcess;
+pub use process::{ServerProcess, cpu_and_rss};
 pub use raw_http::{RawResponse, body_of, fixture, replace_body, send_raw};
 pub use registry::{TestRegistry, fast_config};
 pub use seed_registry::{SeedRegistry, SeedRequest};

@@ -151,3 +151,21 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// CPU seconds (user + system) process `pid` has used so far, and its resident set in bytes,
+/// read from `/proc`.
+pub fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
+    #[allow(clippy::cast_precision_loss)] // ticks stay far below 2^52
+    let seconds = ticks as f64 / 100.0;
+    (seconds, rss_kib * 1024)
+}

@@ -90,7 +90,13 @@ impl Load {
     /// Runs the load `runs` times against `url` and returns the report of the run with the
     /// median rate. Panics if any request of any run failed.
     pub fn run_median(&self, url: &str, runs: usize) -> Report {
-        let mut reports: Vec<Report> = (0..runs.max(1))
+        median(&self.runs(url, runs))
+    }
+
+    /// Runs the load `runs` times (at least once) against `url` and returns every report.
+    /// Panics if any request of any run failed.
+    pub fn runs(&self, url: &str, runs: usize) -> Vec<Report> {
+        (0..runs.max(1))
             .map(|run| {
                 let report = self.run(url);
                 assert_eq!(
@@ -100,10 +106,15 @@ impl Load {
                 );
                 report
             })
-            .collect();
-        reports.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
-        reports[reports.len() / 2]
+            .collect()
     }
+}
+
+/// The report of the run with the median rate. Panics if `reports` is empty.
+pub fn median(reports: &[Report]) -> Report {
+    let mut reports = reports.to_vec();
+    reports.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    reports[reports.len() / 2]
 }
 
 /// True when wrk is on the `PATH`.

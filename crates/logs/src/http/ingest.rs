@@ -1,17 +1,17 @@
 //! Ingest endpoints. Each answers only once every accepted record is durably stored.
 
+use std::io::Read;
 use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use rollcall_wire::BatchResult;
 
-use super::{AppState, body_bytes, body_rejection};
+use super::AppState;
 use crate::error::ApiError;
 use crate::ingest::{self, Parsed};
 use crate::metrics::Format;
@@ -24,10 +24,62 @@ pub(super) fn router() -> Router<AppState> {
         .route("/loki/api/v1/push", post(loki))
 }
 
-/// Reads the body of an ingest request.
-fn body(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Vec<u8>, ApiError> {
-    let body = body.map_err(|r| body_rejection(&r, state.max_body))?;
-    body_bytes(headers, &body, state.max_body)
+/// An ingest request's headers and body, the body gunzipped when `Content-Encoding: gzip` and at
+/// most `max_body` bytes either way. The headers are moved out of the request, not copied.
+struct IngestBody {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl FromRequest<AppState> for IngestBody {
+    type Rejection = ApiError;
+
+    async fn from_request(mut request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let max = state.max_body;
+        let headers = std::mem::take(request.headers_mut());
+        let raw = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(max)
+            } else {
+                ApiError::bad_request("invalid_body", rejection.body_text())
+            }
+        })?;
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity");
+        let body = match encoding.trim().to_ascii_lowercase().as_str() {
+            "identity" | "" => raw,
+            "gzip" | "x-gzip" => {
+                let mut out = Vec::new();
+                let limit = u64::try_from(max).unwrap_or(u64::MAX) + 1;
+                flate2::read::GzDecoder::new(&raw[..])
+                    .take(limit)
+                    .read_to_end(&mut out)
+                    .map_err(|e| ApiError::bad_request("invalid_gzip", format!("the gzip body cannot be read: {e}")))?;
+                if out.len() > max {
+                    return Err(too_large(max));
+                }
+                out.into()
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("Content-Encoding {other:?} is not supported: send identity or gzip"),
+                ));
+            }
+        };
+        Ok(Self { headers, body })
+    }
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the body is larger than {max} bytes: send smaller batches"),
+    )
 }
 
 /// Stores what parsed, counts both outcomes, and returns the result to answer with.
@@ -49,13 +101,8 @@ async fn store(state: &AppState, format: Format, parsed: Parsed) -> Result<Batch
 
 /// The seed's `POST /log`: one text line; 200 with an empty body, 400 when empty.
 #[tracing::instrument(level = "debug", skip_all)]
-async fn seed_line(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    let bytes = body(&state, &headers, raw)?;
-    let text = String::from_utf8_lossy(&bytes);
+async fn seed_line(State(state): State<AppState>, IngestBody { body, .. }: IngestBody) -> Result<StatusCode, ApiError> {
+    let text = String::from_utf8_lossy(&body);
     let entry =
         ingest::seed_line(&text, SystemTime::now()).map_err(|reason| ApiError::bad_request("invalid_line", reason))?;
     store(
@@ -75,10 +122,8 @@ async fn seed_line(
 #[tracing::instrument(level = "debug", skip_all)]
 async fn native_batch(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    IngestBody { headers, body }: IngestBody,
 ) -> Result<Response, ApiError> {
-    let bytes = body(&state, &headers, raw)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -86,7 +131,7 @@ async fn native_batch(
     let ndjson = ["ndjson", "jsonl", "json-seq", "jsonlines"]
         .iter()
         .any(|t| content_type.contains(t));
-    let parsed = ingest::native(&bytes, ndjson, SystemTime::now())
+    let parsed = ingest::native(&body, ndjson, SystemTime::now())
         .map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
     let result = store(&state, Format::Native, parsed).await?;
     Ok(axum::Json(result).into_response())
@@ -94,12 +139,7 @@ async fn native_batch(
 
 /// OTLP/HTTP JSON logs: `{}` when all were stored, else `partialSuccess` with the count and why.
 #[tracing::instrument(level = "debug", skip_all)]
-async fn otlp(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let bytes = body(&state, &headers, raw)?;
+async fn otlp(State(state): State<AppState>, IngestBody { headers, body }: IngestBody) -> Result<Response, ApiError> {
     let is_protobuf = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -112,28 +152,23 @@ async fn otlp(
         ));
     }
     let parsed =
-        ingest::otlp(&bytes, SystemTime::now()).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
+        ingest::otlp(&body, SystemTime::now()).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
     let result = store(&state, Format::Otlp, parsed).await?;
-    let body = match result.rejected.first() {
+    let answer = match result.rejected.first() {
         None => serde_json::json!({}),
         Some(first) => serde_json::json!({"partialSuccess": {
             "rejectedLogRecords": result.rejected.len(),
             "errorMessage": format!("record {} (and {} more): {}", first.index, result.rejected.len() - 1, first.reason),
         }}),
     };
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(answer).into_response())
 }
 
 /// Loki's push API (JSON): 204 when every entry was stored; 400 naming the refused entries
 /// otherwise (the valid ones are stored: a Loki client does not retry a 400).
 #[tracing::instrument(level = "debug", skip_all)]
-async fn loki(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    let bytes = body(&state, &headers, raw)?;
-    let parsed = ingest::loki(&bytes).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
+async fn loki(State(state): State<AppState>, IngestBody { body, .. }: IngestBody) -> Result<StatusCode, ApiError> {
+    let parsed = ingest::loki(&body).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
     let result = store(&state, Format::Loki, parsed).await?;
     match result.rejected.first() {
         None => Ok(StatusCode::NO_CONTENT),

@@ -224,7 +224,7 @@ async fn tail(
         filter,
         last_sent,
         expected_next,
-        shutdown: state.shutdown.clone(),
+        shutdown: tokio_util::sync::CancellationToken::clone(&state.shutdown),
         open: OpenTail {
             store: metrics,
             _permit: permit,
