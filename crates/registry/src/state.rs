@@ -204,7 +204,8 @@ pub struct Catalog {
     last_index: u64,
     /// Service name → its version: a counter value taken whenever anything listed about the
     /// service changes, probe results included (an index moves only when its listing's
-    /// instances or states do).
+    /// instances or states do). Only services with instances have one: versions come from a
+    /// counter that is never reused, so a service that comes back cannot meet an old version.
     versions: HashMap<String, u64>,
     /// The counter versions are taken from; never reused, so a version names one listing.
     last_version: u64,
@@ -526,6 +527,9 @@ impl Catalog {
         self.by_instance_id.remove(&old.instance_id);
         let reg = &old.registration;
         remove_from_index(&mut self.by_service, &reg.service_name, url);
+        if !self.by_service.contains_key(&reg.service_name) {
+            self.versions.remove(&reg.service_name);
+        }
         for required in &reg.required_services {
             remove_from_index(&mut self.dependents, required, url);
         }
@@ -784,5 +788,29 @@ mod tests {
         })
         .expect("deregister");
         assert_eq!(c.dependents_of("GradingService").count(), 0);
+    }
+
+    #[test]
+    fn a_service_that_leaves_takes_its_version_along_and_comes_back_with_a_new_one() {
+        let mut c = catalog();
+        register(&mut c, "A", "http://a");
+        let before = c.version_of("A").expect("A has instances");
+        for n in 0..100 {
+            let url = format!("http://churn/{n}");
+            register(&mut c, &format!("Churn{n}"), &url);
+            c.apply(Command::Deregister { url }).expect("deregister");
+        }
+        assert_eq!(
+            c.versions.len(),
+            1,
+            "only A, which still has an instance, keeps a version"
+        );
+        c.apply(Command::Deregister {
+            url: "http://a".to_owned(),
+        })
+        .expect("deregister");
+        assert_eq!(c.version_of("A"), None);
+        register(&mut c, "A", "http://a");
+        assert!(c.version_of("A").expect("A is back") > before, "never an old version");
     }
 }
