@@ -66,6 +66,16 @@ async fn a_native_batch_answers_per_record_and_takes_ndjson_and_gzip() {
     let result: BatchResult = response.json().await.expect("a result");
     assert_eq!((result.accepted, result.rejected.len()), (2, 0));
     assert_eq!(logs.messages("service=A&order=oldest").await, ["one", "three", "four"]);
+    // Counted by format, every format's series there from the start.
+    let counted = [
+        logs.metric("rollcall_logs_records_accepted_total{format=\"native\"}")
+            .await,
+        logs.metric("rollcall_logs_records_rejected_total{format=\"native\"}")
+            .await,
+        logs.metric("rollcall_logs_records_accepted_total{format=\"loki\"}")
+            .await,
+    ];
+    assert_eq!(counted, [3.0, 1.0, 0.0]);
 }
 
 #[tokio::test]
