@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 use rollcall_logs::LogsConfig;
 use rollcall_testkit::wrk::{self, Load};
-use rollcall_testkit::{TestRegistry, cpu_and_rss, median_p99};
+use rollcall_testkit::{TestRegistry, median_p99};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -233,48 +233,38 @@ async fn seed_section() {
     // process, not counted): CPU per request is steadier than requests/s on a noisy host.
     let run = |url: String| {
         let load = load.clone();
-        tokio::task::spawn_blocking(move || {
-            let (cpu_before, _) = cpu_and_rss(std::process::id());
-            let reports = load.runs(&url, 3);
-            let cpu = cpu_and_rss(std::process::id()).0 - cpu_before;
-            let requests: u64 = reports.iter().map(|r| r.requests).sum();
-            (wrk::median(&reports), cpu / requests as f64)
-        })
+        tokio::task::spawn_blocking(move || load.measure(&url, 3, std::process::id()))
     };
     let logs = start_logs().await;
-    let (durable, durable_cpu) = run(logs.url.clone()).await.expect("load");
+    let durable = run(logs.url.clone()).await.expect("load");
     let mean_fsync = print_commits(&logs.url).await;
     stop(logs).await;
-    let (baseline, baseline_cpu) = run(baseline_server(Duration::ZERO).await).await.expect("load");
+    let baseline = run(baseline_server(Duration::ZERO).await).await.expect("load");
     let hold = LogsConfig::new("127.0.0.1:0".parse().expect("address"), "unused".into()).commit_window + mean_fsync;
-    let (held_baseline, held_cpu) = run(baseline_server(hold).await).await.expect("load");
-    let report = |what: &str, r: &wrk::Report, cpu: f64| {
+    let held_baseline = run(baseline_server(hold).await).await.expect("load");
+    let report = |what: &str, measured: &wrk::Measured| {
+        let r = &measured.median;
         println!(
             "{what}: {:>8.0} requests/s, latency median {:.2} ms, p99 {:.2} ms, {:.1} µs of server CPU per request",
             r.requests_per_second,
             r.median.as_secs_f64() * 1e3,
             r.p99.as_secs_f64() * 1e3,
-            cpu * 1e6
+            measured.cpu_per_request * 1e6
         );
     };
-    report("log service (each line fsynced before 200)", &durable, durable_cpu);
-    report(
-        "baseline (axum answering 200, storing nothing)",
-        &baseline,
-        baseline_cpu,
-    );
+    report("log service (each line fsynced before 200)", &durable);
+    report("baseline (axum answering 200, storing nothing)", &baseline);
     report(
         &format!(
             "held baseline (the same, answering after {:.2} ms)",
             hold.as_secs_f64() * 1e3
         ),
         &held_baseline,
-        held_cpu,
     );
     println!(
         "ratio {:.2} to the baseline, {:.2} to the held baseline | target 42,000 requests/s (the Go original, which does not fsync)",
-        durable.requests_per_second / baseline.requests_per_second,
-        durable.requests_per_second / held_baseline.requests_per_second
+        durable.median.requests_per_second / baseline.median.requests_per_second,
+        durable.median.requests_per_second / held_baseline.median.requests_per_second
     );
 }
 
@@ -289,11 +279,7 @@ async fn print_commits(url: &str) -> Duration {
         .text()
         .await
         .expect("metrics");
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let value = |name: &str| rollcall_testkit::metric(&text, name).unwrap_or(0.0);
     let commits = value("rollcall_logs_fsync_seconds_count");
     let seconds = value("rollcall_logs_fsync_seconds_sum");
     let records = value("rollcall_logs_records_stored_total");

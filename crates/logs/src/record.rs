@@ -102,9 +102,8 @@ pub(crate) fn unix_nanos(time: SystemTime) -> Result<i64, String> {
     i64::try_from(since.as_nanos()).map_err(|_| "time is after 2262".to_owned())
 }
 
-/// Unix nanoseconds as RFC 3339 in UTC with nanoseconds.
-/// Nanoseconds since the epoch, serialized as RFC 3339 text in UTC without an intermediate
-/// `String`.
+/// Nanoseconds since the epoch, serialized as RFC 3339 text in UTC with nanoseconds, without an
+/// intermediate `String`.
 struct Rfc3339(i64);
 
 impl Serialize for Rfc3339 {

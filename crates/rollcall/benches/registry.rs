@@ -609,11 +609,8 @@ fn start_baseline(post_bytes: usize, get_bytes: usize, hold: Duration) -> Server
 /// The median rate of `RUNS` runs of `load` against `url`, and the CPU seconds process `pid`
 /// spent per request over all of them.
 fn rate_and_cpu(load: &Load, url: &str, pid: u32) -> (f64, f64) {
-    let (cpu_before, _) = cpu_and_rss(pid);
-    let reports = load.runs(url, RUNS);
-    let cpu = cpu_and_rss(pid).0 - cpu_before;
-    let requests: u64 = reports.iter().map(|r| r.requests).sum();
-    (wrk::median(&reports).requests_per_second, cpu / requests as f64)
+    let measured = load.measure(url, RUNS, pid);
+    (measured.median.requests_per_second, measured.cpu_per_request)
 }
 
 /// The registry's mean catalog commit time so far, from its `/metrics`.
@@ -624,11 +621,7 @@ async fn mean_commit(registry_url: &str) -> Duration {
         .text()
         .await
         .expect("metrics");
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .expect("commit histogram")
-    };
+    let value = |name: &str| rollcall_testkit::metric(&text, name).expect("commit histogram");
     let (sum, count) = (
         value("rollcall_catalog_commit_seconds_sum"),
         value("rollcall_catalog_commit_seconds_count"),

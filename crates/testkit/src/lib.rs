@@ -74,6 +74,14 @@ where
     }
 }
 
+/// The value of the sample `name` (with its labels, e.g. `x_total{format="seed"}`) in a
+/// Prometheus or OpenMetrics text exposition, if it is there.
+pub fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// The median and the 99th percentile of `samples` (sorted in place), as benchmarks report them.
 ///
 /// Panics on an empty slice.

@@ -108,6 +108,30 @@ impl Load {
             })
             .collect()
     }
+
+    /// Like [`Load::runs`], also reading the CPU time of the server process `server_pid` around
+    /// the runs: CPU per request moves less with the host's load than the rate does.
+    pub fn measure(&self, url: &str, runs: usize, server_pid: u32) -> Measured {
+        let (cpu_before, _) = crate::cpu_and_rss(server_pid);
+        let reports = self.runs(url, runs);
+        let cpu = crate::cpu_and_rss(server_pid).0 - cpu_before;
+        let requests: u64 = reports.iter().map(|r| r.requests).sum();
+        #[allow(clippy::cast_precision_loss)] // request counts stay far below 2^52
+        let cpu_per_request = cpu / requests.max(1) as f64;
+        Measured {
+            median: median(&reports),
+            cpu_per_request,
+        }
+    }
+}
+
+/// What [`Load::measure`] found: the median run, and the server's CPU per request.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// The report of the run with the median rate.
+    pub median: Report,
+    /// CPU seconds (user + system) the server process spent per request, over all runs.
+    pub cpu_per_request: f64,
 }
 
 /// The report of the run with the median rate. Panics if `reports` is empty.

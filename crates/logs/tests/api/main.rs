@@ -106,9 +106,7 @@ impl TestLogs {
             .text()
             .await
             .expect("metrics");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+        rollcall_testkit::metric(&text, name).unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
     }
 }
 
