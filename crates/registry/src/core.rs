@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use rollcall_wire::InstanceState;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +24,7 @@ use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
 use crate::notify::Notifier;
 use crate::outbound::{ProbeClient, probe_client};
-use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy};
+use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, InstanceId};
 use crate::store::{Store, StoreError, StoredInstance};
 
 /// Why a change was not applied or not made durable.
@@ -80,6 +81,8 @@ pub(crate) struct Core {
     pub lookups: LookupCache,
     /// Blocking queries waiting on one service: its latest index.
     service_watches: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// The prober of each registration in the catalog, stopped when it leaves or is replaced.
+    probers: Mutex<HashMap<InstanceId, AbortHandle>>,
     /// Blocking queries waiting on the whole catalog: the latest catalog-wide index.
     catalog_watch: watch::Sender<u64>,
 }
@@ -114,6 +117,7 @@ impl Core {
             events: EventLog::new(first_index()),
             lookups: LookupCache::default(),
             service_watches: Mutex::new(HashMap::new()),
+            probers: Mutex::new(HashMap::new()),
             catalog_watch: watch::Sender::new(0),
         }))
     }
@@ -224,9 +228,14 @@ impl Core {
     fn react(self: &Arc<Self>, events: &[Event]) {
         for event in events {
             match event {
-                Event::Registered { id, url, .. } => {
+                Event::Registered { id, url, replaced } => {
                     tracing::debug!(%url, id, "instance registered");
-                    health::spawn_prober(self, url.clone(), *id);
+                    let prober = health::spawn_prober(self, url.clone(), *id);
+                    let mut probers = self.probers.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(replaced) = replaced.and_then(|old| probers.remove(&old)) {
+                        replaced.abort();
+                    }
+                    probers.insert(*id, prober);
                 }
                 Event::Deregistered { id, url, reaped, .. } => {
                     if *reaped {
@@ -236,6 +245,10 @@ impl Core {
                     }
                     tracing::info!(%url, id, reaped, "instance deregistered");
                     self.notifier.remove(url, *id);
+                    let prober = self.probers.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+                    if let Some(prober) = prober {
+                        prober.abort();
+                    }
                 }
                 Event::StateChanged { id, url, from, to } => {
                     tracing::info!(%url, id, from = from.as_str(), to = to.as_str(), "instance state changed");

@@ -9,14 +9,17 @@
 //!   [`MAX_CRITICAL_BACKOFF`] (never past the moment the instance is due to be reaped), so that a
 //!   recovered instance comes back by itself.
 //!
-//! A prober ends when its registration leaves the catalog or is replaced, or on shutdown. An idle
-//! registry therefore runs no timers at all.
+//! A prober is stopped as soon as its registration leaves the catalog or is replaced (and ends by
+//! itself if it finds so first), or on shutdown: a re-registered or deregistered instance leaves
+//! no sleeping task behind, and an idle registry runs no timers at all.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::gauge::Gauge;
 use rand::Rng;
 use rollcall_wire::InstanceState;
+use tokio::task::AbortHandle;
 
 use crate::RegistryConfig;
 use crate::core::Core;
@@ -26,13 +29,30 @@ use crate::state::{Command, Instance, InstanceId};
 /// The longest wait between two probes of a critical instance (unless the interval is longer).
 pub const MAX_CRITICAL_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Starts probing registration `id` of the instance at `url`.
-pub(crate) fn spawn_prober(core: &Arc<Core>, url: String, id: InstanceId) {
+/// Starts probing registration `id` of the instance at `url`; the handle stops it.
+pub(crate) fn spawn_prober(core: &Arc<Core>, url: String, id: InstanceId) -> AbortHandle {
     let core = Arc::clone(core);
-    core.tasks.clone().spawn(probe_loop(core, url, id));
+    core.tasks.clone().spawn(probe_loop(core, url, id)).abort_handle()
+}
+
+/// Counts a prober in the `probers` gauge for as long as it lives, however it ends.
+struct Running(Gauge);
+
+impl Running {
+    fn start(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
+    let _running = Running::start(&core.metrics.probers);
     // Parsed once: probing parses nothing per probe.
     let heartbeat_url = core
         .catalog()

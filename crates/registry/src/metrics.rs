@@ -27,6 +27,8 @@ pub struct Metrics {
     instances: Family<Label, Gauge>,
     queues: Gauge,
     queues_behind: Gauge,
+    /// Prober tasks running (one per registered instance).
+    pub probers: Gauge,
     /// Registrations acknowledged through the seed protocol.
     pub seed_registrations: Counter,
     /// Registrations acknowledged through `/v1/instances`.
@@ -70,6 +72,12 @@ impl Default for Metrics {
             "Delivery queues with changes their subscriber does not hold yet",
             queues_behind.clone(),
         );
+        let probers = Gauge::default();
+        registry.register(
+            "probers",
+            "Prober tasks running (one per registered instance)",
+            probers.clone(),
+        );
 
         let registrations = Family::<Label, Counter>::default();
         registry.register(
@@ -89,8 +97,8 @@ impl Default for Metrics {
             "Instances removed, by reason",
             deregistrations.clone(),
         );
-        let probes = Family::<Label, Counter>::default();
-        registry.register("probes", "Health probes, by outcome", probes.clone());
+        let probe_outcomes = Family::<Label, Counter>::default();
+        registry.register("probes", "Health probes, by outcome", probe_outcomes.clone());
         let deliveries = Family::<Label, Counter>::default();
         registry.register("deliveries", "Patch delivery attempts, by outcome", deliveries.clone());
 
@@ -116,8 +124,8 @@ impl Default for Metrics {
         let v1_registrations = counter(&registrations, "api", "v1");
         let reaped = counter(&deregistrations, "reason", "reaped");
         let deregistrations = counter(&deregistrations, "reason", "request");
-        let probes_passed = counter(&probes, "outcome", "passed");
-        let probes_failed = counter(&probes, "outcome", "failed");
+        let probes_passed = counter(&probe_outcomes, "outcome", "passed");
+        let probes_failed = counter(&probe_outcomes, "outcome", "failed");
         let deliveries_ok = counter(&deliveries, "outcome", "delivered");
         let deliveries_failed = counter(&deliveries, "outcome", "failed");
         let deliveries_given_up = counter(&deliveries, "outcome", "gave_up");
@@ -126,6 +134,7 @@ impl Default for Metrics {
             instances,
             queues,
             queues_behind,
+            probers,
             seed_registrations,
             v1_registrations,
             refused_registrations,

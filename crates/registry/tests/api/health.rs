@@ -142,3 +142,32 @@ async fn an_instance_critical_for_too_long_is_deregistered() {
     .await;
     portal.wait_for_providers(&BTreeSet::new()).await;
 }
+
+/// The `rollcall_probers` gauge: prober tasks alive in the registry.
+async fn probers(registry: &TestRegistry) -> f64 {
+    let text = registry.get("/metrics").await.text().await.expect("metrics");
+    rollcall_testkit::metric(&text, "rollcall_probers").expect("the probers gauge")
+}
+
+#[tokio::test]
+async fn a_replaced_or_deregistered_instance_leaves_no_prober_behind() {
+    // The first probe is due only within ten minutes: a prober left running would sleep that long.
+    let registry = TestRegistry::spawn_with(|config| config.health_interval = Duration::from_secs(600)).await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    for _ in 0..20 {
+        register(&registry, &grades).await;
+    }
+    eventually("one prober for the one instance", DEADLINE, || async {
+        #[allow(clippy::float_cmp)] // a small count is exact in an f64
+        let one = probers(&registry).await == 1.0;
+        one.then_some(())
+    })
+    .await;
+    assert_eq!(registry.deregister(&grades.url).await.status(), 200);
+    eventually("no prober once it is gone", DEADLINE, || async {
+        #[allow(clippy::float_cmp)]
+        let none = probers(&registry).await == 0.0;
+        none.then_some(())
+    })
+    .await;
+}
