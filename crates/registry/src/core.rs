@@ -225,17 +225,24 @@ impl Core {
         }
     }
 
+    /// Takes the handle of registration `id`'s prober out of the map (the prober calls it as it
+    /// ends, so that the map holds only live probers).
+    pub fn forget_prober(&self, id: InstanceId) -> Option<AbortHandle> {
+        self.probers.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
+    }
+
     fn react(self: &Arc<Self>, events: &[Event]) {
         for event in events {
             match event {
                 Event::Registered { id, url, replaced } => {
                     tracing::debug!(%url, id, "instance registered");
-                    let prober = health::spawn_prober(self, url.clone(), *id);
+                    // Spawned under the lock, so that a prober that ends at once (its registration
+                    // already gone) finds its entry to remove.
                     let mut probers = self.probers.lock().unwrap_or_else(PoisonError::into_inner);
                     if let Some(replaced) = replaced.and_then(|old| probers.remove(&old)) {
                         replaced.abort();
                     }
-                    probers.insert(*id, prober);
+                    probers.insert(*id, health::spawn_prober(self, url.clone(), *id));
                 }
                 Event::Deregistered { id, url, reaped, .. } => {
                     if *reaped {
@@ -245,8 +252,7 @@ impl Core {
                     }
                     tracing::info!(%url, id, reaped, "instance deregistered");
                     self.notifier.remove(url, *id);
-                    let prober = self.probers.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
-                    if let Some(prober) = prober {
+                    if let Some(prober) = self.forget_prober(*id) {
                         prober.abort();
                     }
                 }

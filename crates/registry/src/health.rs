@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::metrics::gauge::Gauge;
 use rand::Rng;
 use rollcall_wire::InstanceState;
 use tokio::task::AbortHandle;
@@ -35,24 +34,29 @@ pub(crate) fn spawn_prober(core: &Arc<Core>, url: String, id: InstanceId) -> Abo
     core.tasks.clone().spawn(probe_loop(core, url, id)).abort_handle()
 }
 
-/// Counts a prober in the `probers` gauge for as long as it lives, however it ends.
-struct Running(Gauge);
+/// Counts a prober in the `probers` gauge for as long as it lives and, however it ends (by
+/// itself, stopped or on shutdown), takes it out of the core's map of probers.
+struct Running<'a> {
+    core: &'a Core,
+    id: InstanceId,
+}
 
-impl Running {
-    fn start(gauge: &Gauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
+impl<'a> Running<'a> {
+    fn start(core: &'a Core, id: InstanceId) -> Self {
+        core.metrics.probers.inc();
+        Self { core, id }
     }
 }
 
-impl Drop for Running {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.dec();
+        self.core.metrics.probers.dec();
+        self.core.forget_prober(self.id);
     }
 }
 
 async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
-    let _running = Running::start(&core.metrics.probers);
+    let _running = Running::start(&core, id);
     // Parsed once: probing parses nothing per probe.
     let heartbeat_url = core
         .catalog()
