@@ -57,14 +57,10 @@ impl Drop for Running<'_> {
 
 async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
     let _running = Running::start(&core, id);
-    // Parsed once: probing parses nothing per probe.
-    let heartbeat_url = core
-        .catalog()
-        .current(&url, id)
-        .map(|i| reqwest::Url::parse(&i.registration.heartbeat_url));
-    let Some(Ok(heartbeat_url)) = heartbeat_url else {
-        return; // gone already (or unparsable, which validation rules out)
-    };
+    // Parsed when the first probe is due, then kept: an instance replaced or removed before then
+    // costs no parse (nor a catalog read while registrations pour in), and probing parses nothing
+    // per probe.
+    let mut heartbeat_url = None;
     // Spread the first probes of instances registered together over one interval.
     let mut delay = core.config.health_interval.mul_f64(rand::rng().random_range(0.0..1.0));
     loop {
@@ -72,14 +68,26 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
             () = core.shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        // A deregistered instance is not probed again: its service may be gone, or may take a
-        // probe as a sign that it is still registered.
-        if core.catalog().current(&url, id).is_none() {
-            return;
+        {
+            let catalog = core.catalog();
+            // A deregistered instance is not probed again: its service may be gone, or may take
+            // a probe as a sign that it is still registered.
+            let Some(instance) = catalog.current(&url, id) else {
+                return;
+            };
+            if heartbeat_url.is_none() {
+                let Ok(parsed) = reqwest::Url::parse(&instance.registration.heartbeat_url) else {
+                    return; // validation rules this out
+                };
+                heartbeat_url = Some(parsed);
+            }
         }
+        let Some(heartbeat) = heartbeat_url.as_ref() else {
+            return; // parsed above
+        };
         let outcome = tokio::select! {
             () = core.shutdown.cancelled() => return,
-            outcome = get(&core.http, &core.probes, &heartbeat_url, core.config.health_timeout) => {
+            outcome = get(&core.http, &core.probes, heartbeat, core.config.health_timeout) => {
                 outcome.map_err(|e| e.to_string())
             }
         };
