@@ -68,22 +68,20 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
             () = core.shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        {
+        let heartbeat = {
             let catalog = core.catalog();
             // A deregistered instance is not probed again: its service may be gone, or may take
             // a probe as a sign that it is still registered.
             let Some(instance) = catalog.current(&url, id) else {
                 return;
             };
-            if heartbeat_url.is_none() {
-                let Ok(parsed) = reqwest::Url::parse(&instance.registration.heartbeat_url) else {
-                    return; // validation rules this out
-                };
-                heartbeat_url = Some(parsed);
+            match heartbeat_url {
+                Some(ref parsed) => parsed,
+                None => match reqwest::Url::parse(&instance.registration.heartbeat_url) {
+                    Ok(parsed) => heartbeat_url.insert(parsed),
+                    Err(_) => return, // validation rules this out
+                },
             }
-        }
-        let Some(heartbeat) = heartbeat_url.as_ref() else {
-            return; // parsed above
         };
         let outcome = tokio::select! {
             () = core.shutdown.cancelled() => return,

@@ -550,47 +550,55 @@ async fn throughput() {
     let (registry_url, baseline_url) = (registry.url.clone(), baseline.url.clone());
     let (registry_pid, baseline_pid) = (registry.pid(), baseline.pid());
     let figures = tokio::task::spawn_blocking(move || {
-        let registered = rate_and_cpu(&registrations, &registry_url, registry_pid);
-        let base_registered = rate_and_cpu(&registrations, &baseline_url, baseline_pid);
-        let looked_up = rate_and_cpu(&lookups, &format!("{registry_url}{get_path}"), registry_pid);
-        let base_looked_up = rate_and_cpu(&lookups, &format!("{baseline_url}{get_path}"), baseline_pid);
-        (registrations, registered, base_registered, looked_up, base_looked_up)
+        let registered = registrations.measure(&registry_url, RUNS, registry_pid);
+        let base_registered = registrations.measure(&baseline_url, RUNS, baseline_pid);
+        let looked_up = lookups.measure(&format!("{registry_url}{get_path}"), RUNS, registry_pid);
+        let base_looked_up = lookups.measure(&format!("{baseline_url}{get_path}"), RUNS, baseline_pid);
+        (registrations, [registered, base_registered, looked_up, base_looked_up])
     })
     .await
     .expect("load");
-    let (registrations, (registered, registered_cpu), base_registered, looked_up, base_looked_up) = figures;
+    let (registrations, [registered, base_registered, looked_up, base_looked_up]) = figures;
     drop(baseline);
     // The same baseline holding each POST as long as the registry's commits took on average:
     // what any server that answers only once a group commit is on disk starts from.
     let commit = mean_commit(&registry.url).await;
     let held = start_baseline(post_bytes, get_bytes, commit);
     let (held_url, held_pid) = (held.url.clone(), held.pid());
-    let held_registered = tokio::task::spawn_blocking(move || rate_and_cpu(&registrations, &held_url, held_pid))
+    let held_registered = tokio::task::spawn_blocking(move || registrations.measure(&held_url, RUNS, held_pid))
         .await
         .expect("load");
+    let rate = |measured: &wrk::Measured| measured.median.requests_per_second;
+    let micros = |measured: &wrk::Measured| measured.cpu_per_request * 1e6;
     let etcd = etcd_puts_per_second().await;
     let versus_etcd = etcd.map_or_else(String::new, |etcd| {
-        format!(" | etcd 3.4 durable puts {etcd:.0}/s, ratio {:.2}", registered / etcd)
+        format!(
+            " | etcd 3.4 durable puts {etcd:.0}/s, ratio {:.2}",
+            rate(&registered) / etcd
+        )
     });
-    let ((base_registered, base_cpu), (held_registered, held_cpu)) = (base_registered, held_registered);
     println!(
-        "durable registrations (wrk, {CONNECTIONS} connections, median of {RUNS} x {WINDOW:?}, {post_bytes}-byte answers): {registered:.0}/s ({:.0} µs of registry CPU each) | baseline {base_registered:.0}/s ({:.0} µs) | ratio {:.2}{versus_etcd} | target 28,000/s",
-        registered_cpu * 1e6,
-        base_cpu * 1e6,
-        registered / base_registered
+        "durable registrations (wrk, {CONNECTIONS} connections, median of {RUNS} x {WINDOW:?}, {post_bytes}-byte answers): {:.0}/s ({:.0} µs of registry CPU each) | baseline {:.0}/s ({:.0} µs) | ratio {:.2}{versus_etcd} | target 28,000/s",
+        rate(&registered),
+        micros(&registered),
+        rate(&base_registered),
+        micros(&base_registered),
+        rate(&registered) / rate(&base_registered)
     );
     println!(
-        "held baseline (answering after the registry's mean commit, {:.2} ms): {held_registered:.0}/s ({:.0} µs) | registry / held baseline {:.2}",
+        "held baseline (answering after the registry's mean commit, {:.2} ms): {:.0}/s ({:.0} µs) | registry / held baseline {:.2}",
         commit.as_secs_f64() * 1e3,
-        held_cpu * 1e6,
-        registered / held_registered
+        rate(&held_registered),
+        micros(&held_registered),
+        rate(&registered) / rate(&held_registered)
     );
-    let ((looked_up, lookup_cpu), (base_looked_up, base_lookup_cpu)) = (looked_up, base_looked_up);
     println!(
-        "lookups of a service ({get_bytes}-byte answers): {looked_up:.0}/s ({:.0} µs) | baseline {base_looked_up:.0}/s ({:.0} µs) | ratio {:.2} | target ratio >= 0.70",
-        lookup_cpu * 1e6,
-        base_lookup_cpu * 1e6,
-        looked_up / base_looked_up
+        "lookups of a service ({get_bytes}-byte answers): {:.0}/s ({:.0} µs) | baseline {:.0}/s ({:.0} µs) | ratio {:.2} | target ratio >= 0.70",
+        rate(&looked_up),
+        micros(&looked_up),
+        rate(&base_looked_up),
+        micros(&base_looked_up),
+        rate(&looked_up) / rate(&base_looked_up)
     );
 }
 
@@ -604,13 +612,6 @@ fn start_baseline(post_bytes: usize, get_bytes: usize, hold: Duration) -> Server
             &hold.as_micros().to_string(),
         ]),
     )
-}
-
-/// The median rate of `RUNS` runs of `load` against `url`, and the CPU seconds process `pid`
-/// spent per request over all of them.
-fn rate_and_cpu(load: &Load, url: &str, pid: u32) -> (f64, f64) {
-    let measured = load.measure(url, RUNS, pid);
-    (measured.median.requests_per_second, measured.cpu_per_request)
 }
 
 /// The registry's mean catalog commit time so far, from its `/metrics`.
