@@ -36,9 +36,15 @@ pub struct LogsConfig {
     #[arg(long, env = "ROLLCALL_LOGS_RETENTION_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
     pub retention_age: Duration,
 
-    /// How long a commit waits for more records before its fsync (error records never wait).
+    /// The longest a commit waits for more requests before its fsync: it waits until it holds
+    /// as many as the previous commit did (and at least `--commit-batch`), so a lone client is
+    /// never held. Error records never wait.
     #[arg(long, env = "ROLLCALL_LOGS_COMMIT_WINDOW", default_value = "2ms", value_parser = humantime::parse_duration)]
     pub commit_window: Duration,
+
+    /// The fewest requests a commit waits for (within `--commit-window`) before its fsync.
+    #[arg(long, env = "ROLLCALL_LOGS_COMMIT_BATCH", default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
+    pub commit_batch: u32,
 
     /// Largest request body accepted (after decompression).
     #[arg(long, env = "ROLLCALL_LOGS_MAX_BODY", default_value = "16MiB")]
@@ -63,6 +69,7 @@ impl LogsConfig {
             retention_size: ByteSize::gib(1),
             retention_age: Duration::from_secs(7 * 24 * 3600),
             commit_window: Duration::from_millis(2),
+            commit_batch: 1,
             max_body: ByteSize::mib(16),
             max_queued: ByteSize::mib(256),
             max_tails: 64,
@@ -76,6 +83,7 @@ impl LogsConfig {
             retention_bytes: self.retention_size.as_u64(),
             retention_age: self.retention_age,
             commit_window: self.commit_window,
+            commit_batch: usize::try_from(self.commit_batch).unwrap_or(usize::MAX),
             max_queued_bytes: usize::try_from(self.max_queued.as_u64()).unwrap_or(usize::MAX),
         }
     }

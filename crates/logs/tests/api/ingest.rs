@@ -153,9 +153,11 @@ async fn bad_input_gets_a_json_error_that_says_what_is_wrong() {
 
 #[tokio::test]
 async fn ingest_answers_429_with_retry_after_when_the_store_is_behind() {
-    // A long commit window holds the first batch in the queue; a second batch finds it full.
+    // A commit that waits for two requests within a long window holds the first batch in the
+    // queue; a second batch finds it full.
     let logs = TestLogs::spawn_with(|c| {
         c.commit_window = std::time::Duration::from_millis(1500);
+        c.commit_batch = 2;
         c.max_queued = bytesize::ByteSize::b(400);
     })
     .await;
@@ -184,9 +186,14 @@ async fn ingest_answers_429_with_retry_after_when_the_store_is_behind() {
 
 #[tokio::test]
 async fn an_error_record_is_committed_at_once_and_takes_waiting_records_with_it() {
-    // A window far longer than the test may take: only the error record can end it early.
+    // Commits wait for three requests within a window far longer than the test may take: the
+    // second request, an error record, must end the wait early.
     let window = std::time::Duration::from_secs(60);
-    let logs = TestLogs::spawn_with(|c| c.commit_window = window).await;
+    let logs = TestLogs::spawn_with(|c| {
+        c.commit_window = window;
+        c.commit_batch = 3;
+    })
+    .await;
     let started = std::time::Instant::now();
     let waiting = {
         let request = logs.http.post(format!("{}/v1/records", logs.url)).json(&json!([record(
@@ -210,4 +217,25 @@ async fn an_error_record_is_committed_at_once_and_takes_waiting_records_with_it(
         started.elapsed()
     );
     assert_eq!(logs.query("service=A").await.records.len(), 2);
+}
+
+#[tokio::test]
+async fn a_client_alone_is_not_held_for_the_commit_window() {
+    // Each commit waits for as many requests as the previous one held: one client sending one
+    // request at a time is answered as soon as its record is on disk, window or not.
+    let window = std::time::Duration::from_secs(60);
+    let logs = TestLogs::spawn_with(|c| c.commit_window = window).await;
+    let started = std::time::Instant::now();
+    for n in 0..3 {
+        let response = logs
+            .post_records(&json!([record("A", "info", &format!("alone {n}"))]))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    assert!(
+        started.elapsed() < window / 2,
+        "three requests took {:?}: a commit waited for the window",
+        started.elapsed()
+    );
+    assert_eq!(logs.query("service=A").await.records.len(), 3);
 }
