@@ -7,11 +7,12 @@
 //! - ingest: 8 clients posting NDJSON batches of 1,000 records of about 200 bytes, each answered
 //!   once durable, for 10 s; baseline: the same batch bytes appended to a file and fsynced, one
 //!   batch at a time, by a bare loop;
-//! - seed: wrk (512 connections) posting one `/log` line per request, median of three 5 s runs;
-//!   baselines: an axum handler in this process answering 200 without storing anything (the Go
-//!   original does not fsync), and the same handler holding each request as long as a commit took
-//!   (the window plus the mean fsync measured), which isolates what waiting for a commit costs
-//!   from what storing costs. `scripts/bench` installs wrk;
+//! - seed: wrk posting one `/log` line per request with 8, 128 and 512 connections, median of
+//!   three 5 s runs each, beside the Go original (`benches/go_original/main.go`, built with Go;
+//!   `scripts/bench` installs wrk and Go) under the same load; at 512 connections also beside an
+//!   axum handler in this process answering 200 without storing anything, and the same handler
+//!   holding each request for one commit cycle as measured, which isolates what waiting for a
+//!   commit costs from what storing costs;
 //! - query: fills the store to `ROLLCALL_BENCH_RECORDS` records (10 million by default), then the
 //!   newest 100 matches by service and level (p50/p99 of 200 queries) beside the newest record
 //!   with no filter, and a substring scan of every segment beside a bare loop reading the same
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 use rollcall_logs::LogsConfig;
 use rollcall_testkit::wrk::{self, Load};
-use rollcall_testkit::{TestRegistry, median_p99};
+use rollcall_testkit::{ServerProcess, TestRegistry, median_p99};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -210,7 +211,12 @@ async fn ingest_section() {
 }
 
 /// Open connections of the load generator on the seed path: many services each logging.
-const SEED_CONNECTIONS: usize = 512;
+/// The seed section's concurrencies: a few services logging, many, and a load generator's worth.
+const SEED_CONNECTIONS: [usize; 3] = [8, 128, 512];
+/// Runs per measurement; the median is reported.
+const SEED_RUNS: usize = 3;
+/// How long one run lasts.
+const SEED_WINDOW: Duration = Duration::from_secs(5);
 
 /// wrk Lua: every request posts one seed-style line, unique per wrk thread and request.
 const SEED_SCRIPT: &str = r#"wrk.method = "POST"
@@ -227,50 +233,105 @@ async fn seed_section() {
         wrk::available(),
         "the seed section drives load with wrk: run it through scripts/bench"
     );
-    println!("== seed POST /log, one line per request (wrk, {SEED_CONNECTIONS} connections, median of 3 runs of 5 s)");
-    let load = Load::new(SEED_CONNECTIONS, Duration::from_secs(5)).script(SEED_SCRIPT);
-    // The service runs in this process, so this process's CPU is the server's (wrk is a child
-    // process, not counted): CPU per request is steadier than requests/s on a noisy host.
-    let run = |url: String| {
-        let load = load.clone();
-        tokio::task::spawn_blocking(move || load.measure(&url, 3, std::process::id()))
+    println!(
+        "== seed POST /log, one line per request (wrk, median of {SEED_RUNS} runs of {SEED_WINDOW:?}; CPU per request over all runs)"
+    );
+    let load = |connections: usize| Load::new(connections, SEED_WINDOW).script(SEED_SCRIPT);
+    let measure = |connections: usize, url: String, pid: u32| {
+        let load = load(connections);
+        tokio::task::spawn_blocking(move || load.measure(&url, SEED_RUNS, pid))
     };
-    let logs = start_logs().await;
-    let durable = run(logs.url.clone()).await.expect("load");
-    let mean_fsync = print_commits(&logs.url).await;
-    stop(logs).await;
-    let baseline = run(baseline_server(Duration::ZERO).await).await.expect("load");
-    let hold = LogsConfig::new("127.0.0.1:0".parse().expect("address"), "unused".into()).commit_window + mean_fsync;
-    let held_baseline = run(baseline_server(hold).await).await.expect("load");
     let report = |what: &str, measured: &wrk::Measured| {
         let r = &measured.median;
         println!(
-            "{what}: {:>8.0} requests/s, latency median {:.2} ms, p99 {:.2} ms, {:.1} µs of server CPU per request",
+            "  {what:<48} {:>7.0} requests/s, latency median {:>5.2} ms, p99 {:>6.2} ms, {:>5.1} µs of server CPU per request",
             r.requests_per_second,
             r.median.as_secs_f64() * 1e3,
             r.p99.as_secs_f64() * 1e3,
             measured.cpu_per_request * 1e6
         );
     };
-    report("log service (each line fsynced before 200)", &durable);
-    report("baseline (axum answering 200, storing nothing)", &baseline);
+    let go_dir = tempfile::tempdir_in(std::env::current_dir().expect("cwd")).expect("go data dir");
+    let go = go_original(go_dir.path());
+    // The service runs in this process, so this process's CPU is the server's (wrk is a child
+    // process, not counted): CPU per request is steadier than requests/s on a noisy host.
+    let logs = start_logs().await;
+    let mut at_most = None;
+    for connections in SEED_CONNECTIONS {
+        println!("{connections} connections:");
+        let commits_before = commits(&logs.url).await;
+        let durable = measure(connections, logs.url.clone(), std::process::id())
+            .await
+            .expect("load");
+        report("rollcall (each line fsynced before 200)", &durable);
+        let (count, seconds, records) = commits(&logs.url).await - commits_before;
+        println!(
+            "  {:<48} {count:.0} commits, mean write+fsync {:.2} ms, {:.1} records per commit",
+            "",
+            seconds / count.max(1.0) * 1e3,
+            records / count.max(1.0)
+        );
+        if let Some(go) = &go {
+            let original = measure(connections, go.url.clone(), go.pid()).await.expect("load");
+            report("the Go original (no fsync)", &original);
+            println!(
+                "  {:<48} rollcall {:.2} × the Go original",
+                "",
+                durable.median.requests_per_second / original.median.requests_per_second
+            );
+        }
+        at_most = Some((durable, count));
+    }
+    stop(logs).await;
+    let (durable_at_most, commits_at_most) = at_most.expect("measured");
+    let most = SEED_CONNECTIONS[SEED_CONNECTIONS.len() - 1];
+    println!("{most} connections, baselines in this process:");
+    let baseline = measure(most, baseline_server(Duration::ZERO).await, std::process::id())
+        .await
+        .expect("load");
+    report("axum answering 200, storing nothing", &baseline);
+    // Each request waits about one commit cycle: the runs' time over their number of commits.
+    let hold = SEED_WINDOW.mul_f64(SEED_RUNS as f64 / commits_at_most.max(1.0));
+    let held_baseline = measure(most, baseline_server(hold).await, std::process::id())
+        .await
+        .expect("load");
     report(
-        &format!(
-            "held baseline (the same, answering after {:.2} ms)",
-            hold.as_secs_f64() * 1e3
-        ),
+        &format!("the same, answering after {:.2} ms", hold.as_secs_f64() * 1e3),
         &held_baseline,
     );
     println!(
-        "ratio {:.2} to the baseline, {:.2} to the held baseline | target 42,000 requests/s (the Go original, which does not fsync)",
-        durable.median.requests_per_second / baseline.median.requests_per_second,
-        durable.median.requests_per_second / held_baseline.median.requests_per_second
+        "rollcall at {most} connections: {:.2} × the baseline, {:.2} × the held baseline | target: at least the Go original (the issue measured it at about 42,000 requests/s)",
+        durable_at_most.median.requests_per_second / baseline.median.requests_per_second,
+        durable_at_most.median.requests_per_second / held_baseline.median.requests_per_second
     );
 }
 
-/// How many commits the store made, how long their fsyncs took and how many records each held.
-/// Returns the mean write+fsync time.
-async fn print_commits(url: &str) -> Duration {
+/// The Go original's log service (`benches/go_original/main.go`), built with Debian's Go
+/// (installed by `scripts/bench`) and started with its file in `dir`; `None` without Go.
+fn go_original(dir: &std::path::Path) -> Option<ServerProcess> {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/go_original/main.go");
+    let build_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let binary = build_dir.join("go-original-logs");
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(source)
+        .env("GOCACHE", build_dir.join("go-cache"))
+        .env("GOPATH", build_dir.join("go-path"))
+        .status();
+    if !matches!(built, Ok(status) if status.success()) {
+        println!(
+            "the Go original: Go is not installed or the build failed (scripts/bench installs Debian's golang-go)"
+        );
+        return None;
+    }
+    Some(ServerProcess::start_command(
+        std::process::Command::new(binary).arg("-file").arg(dir.join("app.log")),
+    ))
+}
+
+/// The store's commits so far, their write+fsync seconds and the records they stored.
+async fn commits(url: &str) -> Commits {
     let text = http()
         .get(format!("{url}/metrics"))
         .send()
@@ -280,15 +341,23 @@ async fn print_commits(url: &str) -> Duration {
         .await
         .expect("metrics");
     let value = |name: &str| rollcall_testkit::metric(&text, name).unwrap_or(0.0);
-    let commits = value("rollcall_logs_fsync_seconds_count");
-    let seconds = value("rollcall_logs_fsync_seconds_sum");
-    let records = value("rollcall_logs_records_stored_total");
-    println!(
-        "  {commits:.0} commits, mean write+fsync {:.2} ms, {:.1} records per commit",
-        seconds / commits.max(1.0) * 1000.0,
-        records / commits.max(1.0)
-    );
-    Duration::from_secs_f64(seconds / commits.max(1.0))
+    Commits(
+        value("rollcall_logs_fsync_seconds_count"),
+        value("rollcall_logs_fsync_seconds_sum"),
+        value("rollcall_logs_records_stored_total"),
+    )
+}
+
+/// Commits, their write+fsync seconds and their records, as counted by the store.
+#[derive(Clone, Copy)]
+struct Commits(f64, f64, f64);
+
+impl std::ops::Sub for Commits {
+    type Output = (f64, f64, f64);
+
+    fn sub(self, earlier: Self) -> Self::Output {
+        (self.0 - earlier.0, self.1 - earlier.1, self.2 - earlier.2)
+    }
 }
 
 /// An axum server in this process that answers `POST /log` with 200 after `hold` and stores
