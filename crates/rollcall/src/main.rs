@@ -75,16 +75,14 @@ fn main() -> anyhow::Result<()> {
                 } => logs_cli::run(action).await,
                 LogsCommand { action: None, serve } => run_logs(serve).await,
             },
-            Command::Grades(config) => {
-                let shutdown = signal_token();
-                let running = rollcall_grades::start(config, shutdown, shipping).await?;
-                serve_until_stopped("grades", running).await
-            }
-            Command::Portal(config) => {
-                let shutdown = signal_token();
-                let running = rollcall_portal::start(config, shutdown, shipping).await?;
-                serve_until_stopped("portal", running).await
-            }
+            Command::Grades(config) => match rollcall_grades::start(config, signal_token(), shipping).await {
+                Ok(running) => serve_until_stopped("grades", running).await,
+                Err(error) => stopped_while_registering(error.into()),
+            },
+            Command::Portal(config) => match rollcall_portal::start(config, signal_token(), shipping).await {
+                Ok(running) => serve_until_stopped("portal", running).await,
+                Err(error) => stopped_while_registering(error.into()),
+            },
             Command::Up(args) => up::run(args).await,
         }
     })
@@ -112,6 +110,22 @@ fn signal_token() -> CancellationToken {
     shutdown
 }
 
+/// A service starts once registered, retrying while the registry is unreachable; SIGINT or
+/// SIGTERM during that wait is a requested stop (exit status 0), not a failure to start.
+fn stopped_while_registering(error: anyhow::Error) -> anyhow::Result<()> {
+    let cancelled = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rollcall_client::RegistryError>(),
+            Some(rollcall_client::RegistryError::Cancelled)
+        )
+    });
+    if cancelled {
+        tracing::info!("stopped before the registry answered: the service never registered");
+        return Ok(());
+    }
+    Err(error)
+}
+
 /// Announces a started service and waits until it has stopped.
 async fn serve_until_stopped(name: &str, running: rollcall_client::RunningService) -> anyhow::Result<()> {
     announce(&format!("rollcall {name} listening on {}", running.url()));
@@ -132,7 +146,10 @@ async fn run_registry(config: RegistryConfig) -> anyhow::Result<()> {
 }
 
 async fn run_logs(config: rollcall_logs::LogsConfig) -> anyhow::Result<()> {
-    let logs = rollcall_logs::start(config, signal_token()).await?;
+    let logs = match rollcall_logs::start(config, signal_token()).await {
+        Ok(logs) => logs,
+        Err(error) => return stopped_while_registering(error.into()),
+    };
     announce(&format!("rollcall logs listening on http://{}", logs.local_addr()));
     logs.wait().await;
     tracing::info!("log service stopped");

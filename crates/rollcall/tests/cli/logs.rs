@@ -1,5 +1,6 @@
 //! `rollcall logs` as a process: `kill -9` during ingest loses no acknowledged record, and
-//! SIGTERM deregisters it from the registry and ends it cleanly.
+//! SIGTERM deregisters it from the registry and ends it cleanly, also while it is still waiting
+//! for an unreachable registry.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -109,6 +110,58 @@ async fn sigterm_deregisters_the_log_service_and_ends_it_cleanly() {
         (listed().await == Some(0)).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn sigterm_while_the_registry_is_unreachable_is_a_clean_stop() {
+    // Nothing listens at the registry's address: the service serves, and retries registering.
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let (registry_port, port) = (free_port(), free_port());
+    let data = tempfile::tempdir().expect("data dir");
+    let mut logs = std::process::Command::new(rollcall())
+        .args(["logs", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--registry", &format!("http://127.0.0.1:{registry_port}")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rollcall logs");
+    eventually(
+        "the log service to serve while it waits for the registry",
+        DEADLINE,
+        || async {
+            let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &logs.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = logs.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the log service did not exit within {DEADLINE:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(
+        status.success(),
+        "a requested stop before registering exits with {status}"
+    );
 }
 
 #[tokio::test]
