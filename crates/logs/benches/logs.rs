@@ -210,7 +210,6 @@ async fn ingest_section() {
     stop(logs).await;
 }
 
-/// Open connections of the load generator on the seed path: many services each logging.
 /// The seed section's concurrencies: a few services logging, many, and a load generator's worth.
 const SEED_CONNECTIONS: [usize; 3] = [8, 128, 512];
 /// Runs per measurement; the median is reported.
@@ -264,12 +263,13 @@ async fn seed_section() {
             .await
             .expect("load");
         report("rollcall (each line fsynced before 200)", &durable);
-        let (count, seconds, records) = commits(&logs.url).await - commits_before;
+        let run = commits(&logs.url).await.since(commits_before);
         println!(
-            "  {:<48} {count:.0} commits, mean write+fsync {:.2} ms, {:.1} records per commit",
+            "  {:<48} {:.0} commits, mean write+fsync {:.2} ms, {:.1} records per commit",
             "",
-            seconds / count.max(1.0) * 1e3,
-            records / count.max(1.0)
+            run.count,
+            run.seconds / run.count.max(1.0) * 1e3,
+            run.records / run.count.max(1.0)
         );
         if let Some(go) = &go {
             let original = measure(connections, go.url.clone(), go.pid()).await.expect("load");
@@ -280,7 +280,7 @@ async fn seed_section() {
                 durable.median.requests_per_second / original.median.requests_per_second
             );
         }
-        at_most = Some((durable, count));
+        at_most = Some((durable, run.count));
     }
     stop(logs).await;
     let (durable_at_most, commits_at_most) = at_most.expect("measured");
@@ -341,22 +341,29 @@ async fn commits(url: &str) -> Commits {
         .await
         .expect("metrics");
     let value = |name: &str| rollcall_testkit::metric(&text, name).unwrap_or(0.0);
-    Commits(
-        value("rollcall_logs_fsync_seconds_count"),
-        value("rollcall_logs_fsync_seconds_sum"),
-        value("rollcall_logs_records_stored_total"),
-    )
+    Commits {
+        count: value("rollcall_logs_fsync_seconds_count"),
+        seconds: value("rollcall_logs_fsync_seconds_sum"),
+        records: value("rollcall_logs_records_stored_total"),
+    }
 }
 
-/// Commits, their write+fsync seconds and their records, as counted by the store.
+/// Commits as counted by the store: how many, their write+fsync seconds, their records.
 #[derive(Clone, Copy)]
-struct Commits(f64, f64, f64);
+struct Commits {
+    count: f64,
+    seconds: f64,
+    records: f64,
+}
 
-impl std::ops::Sub for Commits {
-    type Output = (f64, f64, f64);
-
-    fn sub(self, earlier: Self) -> Self::Output {
-        (self.0 - earlier.0, self.1 - earlier.1, self.2 - earlier.2)
+impl Commits {
+    /// What was committed between `earlier` and these counts.
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            count: self.count - earlier.count,
+            seconds: self.seconds - earlier.seconds,
+            records: self.records - earlier.records,
+        }
     }
 }
 

@@ -358,9 +358,8 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let shared = &self.store.shared;
-            shared.waiting_appends.fetch_sub(1, Ordering::SeqCst);
-            let mut urgent = first.urgent;
-            let mut batch = vec![first];
+            let mut batch = Vec::new();
+            let mut urgent = take(shared, &mut batch, std::iter::once(first));
             let deadline = Instant::now() + self.config.commit_window;
             // Wait (within the window) for as many appends as the previous commit took: a client
             // alone is never held, while under load commits grow with it. Sleep instead of
@@ -368,11 +367,7 @@ impl Writer {
             // unparks this thread (see `Store::append`).
             let expected = self.previous_batch.max(self.config.commit_batch);
             loop {
-                for append in receiver.try_iter() {
-                    shared.waiting_appends.fetch_sub(1, Ordering::SeqCst);
-                    urgent |= append.urgent;
-                    batch.push(append);
-                }
+                urgent |= take(shared, &mut batch, receiver.try_iter());
                 let now = Instant::now();
                 if urgent || batch.len() >= expected || now >= deadline {
                     break;
@@ -384,14 +379,11 @@ impl Writer {
                 }
                 shared.wake_at.store(usize::MAX, Ordering::SeqCst);
             }
-            for append in receiver.try_iter() {
-                shared.waiting_appends.fetch_sub(1, Ordering::SeqCst);
-                batch.push(append);
-            }
+            take(shared, &mut batch, receiver.try_iter());
             self.previous_batch = batch.len();
             self.commit(batch);
         }
-        self.cut_zeroed_space(&self.store.active_segment());
+        cut_zeroed_space(&self.store.active_segment());
     }
 
     fn commit(&mut self, batch: Vec<Append>) {
@@ -498,16 +490,6 @@ impl Writer {
         Ok(())
     }
 
-    /// Cuts the segment's file back to its last block. Not synced: if a crash undoes it, opening
-    /// the segment cuts the zeros off again.
-    fn cut_zeroed_space(&mut self, segment: &Segment) {
-        let size = segment.size.load(Ordering::Relaxed);
-        if let Err(error) = segment.file.set_len(size) {
-            tracing::warn!(%error, path = %segment.path.display(), "cannot cut a segment back to its last block");
-        }
-        self.zeroed_to = size;
-    }
-
     fn rotate_if_full(&mut self) {
         let active = self.store.active_segment();
         if active.size.load(Ordering::Relaxed) < self.config.segment_bytes {
@@ -515,7 +497,7 @@ impl Writer {
         }
         match create_segment(&self.config.dir, active.number + 1) {
             Ok(segment) => {
-                self.cut_zeroed_space(&active);
+                cut_zeroed_space(&active);
                 self.zeroed_to = 0;
                 write(&self.store.shared.segments).push(Arc::new(segment));
                 self.enforce_retention();
@@ -546,6 +528,26 @@ impl Writer {
             self.store.metrics().segments_deleted.inc();
         }
         self.store.update_gauges();
+    }
+}
+
+/// Moves `appends` taken from the writer's channel into `batch`, counting them out of the waiting
+/// ones; whether any of them is urgent.
+fn take(shared: &Shared, batch: &mut Vec<Append>, appends: impl Iterator<Item = Append>) -> bool {
+    let mut urgent = false;
+    for append in appends {
+        shared.waiting_appends.fetch_sub(1, Ordering::SeqCst);
+        urgent |= append.urgent;
+        batch.push(append);
+    }
+    urgent
+}
+
+/// Cuts a segment's file back to its last block. Not synced: if a crash undoes it, opening the
+/// segment cuts the zeros off again.
+fn cut_zeroed_space(segment: &Segment) {
+    if let Err(error) = segment.file.set_len(segment.size.load(Ordering::Relaxed)) {
+        tracing::warn!(%error, path = %segment.path.display(), "cannot cut a segment back to its last block");
     }
 }
 
