@@ -1,61 +1,90 @@
-//! The log service's error answers: a status and `{"error": code, "message": ...}`.
+//! The log service's one error type: every way a request can fail, and in one `match` the
+//! status, code and message each is answered with.
+//!
+//! Internal failures (a read of the store failing, a query task dying) are logged with their
+//! cause where they happen and answered with a generic message: a client learns that the
+//! service failed, never the text of an I/O error.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rollcall_wire::ErrorBody;
+use rollcall_wire::answer::ErrorAnswer;
 
 use crate::store::StoreError;
 
-/// An error answer.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+/// Why a request to the log service failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// The request is wrong; `code` names what, for scripts.
+    #[error("{message}")]
+    BadRequest {
+        /// A stable machine-readable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The body is over the limit (after decompression).
+    #[error("the body is larger than {0} bytes: send smaller batches")]
+    TooLarge(usize),
+    /// A `Content-Encoding` other than identity or gzip.
+    #[error("Content-Encoding {0:?} is not supported: send identity or gzip")]
+    UnsupportedEncoding(String),
+    /// OTLP in protobuf.
+    #[error("OTLP protobuf is not supported: configure the exporter for http/json")]
+    OtlpProtobuf,
+    /// The store refused the records.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Every tail slot is taken.
+    #[error("too many tails are open: try again later")]
+    TooManyTails,
+    /// Reading the store failed (the cause is logged).
+    #[error("the log store could not be read; the cause is in the log service's log")]
+    ReadFailed,
+    /// Anything else that should not happen (the cause is logged).
+    #[error("the log service failed; the cause is in its log")]
+    Internal,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
+    /// A 400 answer with `code` and `message`.
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
             code,
             message: message.into(),
         }
     }
 
-    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// A failed read of the store, logged here with its cause.
+    pub(crate) fn read_failed(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "cannot read the log store");
+        Self::ReadFailed
     }
-}
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        let status = match error {
-            StoreError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-            StoreError::Write(_) => StatusCode::INSUFFICIENT_STORAGE,
-            StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        let code = match error {
-            StoreError::Busy(_) => "busy",
-            StoreError::Write(_) => "write_failed",
-            StoreError::Closed => "shutting_down",
-        };
-        Self::new(status, code, error.to_string())
+    /// An internal failure while doing `what`, logged here with its cause.
+    pub(crate) fn internal(what: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal failure: {what}");
+        Self::Internal
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
+            Self::OtlpProtobuf => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::Store(StoreError::Busy(_)) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            Self::Store(StoreError::Write) => (StatusCode::INSUFFICIENT_STORAGE, "write_failed"),
+            Self::Store(StoreError::Closed) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::TooManyTails => (StatusCode::TOO_MANY_REQUESTS, "too_many_tails"),
+            Self::ReadFailed => (StatusCode::INTERNAL_SERVER_ERROR, "read_failed"),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code.to_owned(),
-            message: self.message,
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
+        let (status, code) = self.status_and_code();
+        ErrorAnswer::new(status, code, self.to_string()).into_response()
     }
 }

@@ -214,7 +214,7 @@ pub(crate) fn run(
             if past_cursor || !filter.header_may_match(header) {
                 continue;
             }
-            let payload = read_payload(segment, &block)?;
+            let payload = read_payload(&segment.file, &block)?;
             if finder.as_ref().is_some_and(|f| f.find(&payload).is_none()) {
                 continue;
             }

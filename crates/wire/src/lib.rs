@@ -1,7 +1,7 @@
 //! The JSON types every rollcall process shares.
 //!
-//! Two families live here:
-//! - the seed protocol (`../shared/PROTOCOL.md`): [`Registration`] and [`Patch`], with Go's
+//! Four families live here:
+//! - the seed protocol (`docs/api.md`, "The seed protocol"): [`Registration`] and [`Patch`], with Go's
 //!   field names (`ServiceURL`, not `ServiceUrl`) and Go's decoding rules (keys matched
 //!   case-insensitively, `null` lists read as empty);
 //! - rollcall's own `/v1` views ([`ServiceView`], [`InstanceView`]) and the error body
@@ -10,8 +10,11 @@
 //! - the grading service's [`Student`] and [`Grade`], with Go's field names.
 //!
 //! This crate is serde (and `serde_json` for free-form fields) only: no runtime, no HTTP stack,
-//! so any client can depend on it.
+//! so any client can depend on it. The `axum` feature adds `answer`: how the rollcall services
+//! render an [`ErrorBody`] over HTTP, and their shared 404 and 405 fallbacks.
 
+#[cfg(feature = "axum")]
+pub mod answer;
 mod grades;
 mod logs;
 mod registration;

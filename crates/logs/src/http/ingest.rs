@@ -39,7 +39,7 @@ impl FromRequest<AppState> for IngestBody {
         let headers = std::mem::take(request.headers_mut());
         let raw = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large(max)
+                ApiError::TooLarge(max)
             } else {
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }
@@ -58,28 +58,16 @@ impl FromRequest<AppState> for IngestBody {
                     .read_to_end(&mut out)
                     .map_err(|e| ApiError::bad_request("invalid_gzip", format!("the gzip body cannot be read: {e}")))?;
                 if out.len() > max {
-                    return Err(too_large(max));
+                    return Err(ApiError::TooLarge(max));
                 }
                 out.into()
             }
             other => {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_encoding",
-                    format!("Content-Encoding {other:?} is not supported: send identity or gzip"),
-                ));
+                return Err(ApiError::UnsupportedEncoding(other.to_owned()));
             }
         };
         Ok(Self { headers, body })
     }
-}
-
-fn too_large(max: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("the body is larger than {max} bytes: send smaller batches"),
-    )
 }
 
 /// Stores what parsed, counts both outcomes, and returns the result to answer with.
@@ -145,11 +133,7 @@ async fn otlp(State(state): State<AppState>, IngestBody { headers, body }: Inges
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("protobuf"));
     if is_protobuf {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "OTLP protobuf is not supported: configure the exporter for http/json",
-        ));
+        return Err(ApiError::OtlpProtobuf);
     }
     let parsed =
         ingest::otlp(&body, SystemTime::now()).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;

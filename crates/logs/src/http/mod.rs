@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
 use crate::store::Store;
+use rollcall_wire::answer::json_fallbacks;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -28,18 +28,11 @@ pub(crate) struct AppState {
 }
 
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(ingest::router())
         .merge(records::router())
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
+        .route("/metrics", get(metrics));
+    json_fallbacks(routes)
         // Compressed bodies are limited again after decompression (see `ingest::IngestBody`).
         .layer(DefaultBodyLimit::max(state.max_body))
         .with_state(state)

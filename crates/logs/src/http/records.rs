@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -115,14 +115,8 @@ async fn run_query(
     let store = store.clone();
     tokio::task::spawn_blocking(move || query::run(&store, &filter, order, cursor, limit))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "read_failed",
-                format!("cannot read the log store: {e}"),
-            )
-        })
+        .map_err(|e| ApiError::internal("running a query", &e))?
+        .map_err(|e| ApiError::read_failed(&e))
 }
 
 /// A page of matching records, newest first by default.
@@ -187,13 +181,9 @@ async fn tail(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let params = params(query)?;
     let filter = params.filter()?;
-    let permit = Arc::clone(&state.tails).try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_tails",
-            "too many tails are open: try again later",
-        )
-    })?;
+    let permit = Arc::clone(&state.tails)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyTails)?;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -94,3 +94,37 @@ async fn bad_parameters_are_explained() {
         assert_eq!(error.error, code, "{query}");
     }
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_be_read_answers_a_generic_500_without_its_cause() {
+    let logs = TestLogs::spawn().await;
+    let response = logs
+        .post_records(&json!([record("A", "info", "soon unreadable")]))
+        .await;
+    assert_eq!(response.status(), 200);
+    // Cut the segment under the running service: reading the block now hits the end of the file.
+    let segment = std::fs::read_dir(logs.data_dir.path().join("logs"))
+        .expect("data dir")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| path.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .and_then(|file| file.set_len(0))
+        .expect("cut the segment");
+
+    let response = logs
+        .http
+        .get(format!("{}/v1/records", logs.url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 500);
+    let error: ErrorBody = response.json().await.expect("a JSON error");
+    assert_eq!(error.error, "read_failed");
+    assert_eq!(
+        error.message,
+        "the log store could not be read; the cause is in the log service's log"
+    );
+}
