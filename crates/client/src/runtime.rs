@@ -25,7 +25,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
-use rollcall_wire::{ErrorBody, Patch, Registration};
+use rollcall_wire::answer::ErrorAnswer;
+use rollcall_wire::{Patch, Registration};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -514,13 +515,12 @@ async fn receive_patch(State(state): State<RuntimeState>, body: Bytes) -> Respon
             state.providers.apply(&patch);
             StatusCode::OK.into_response()
         }
-        Err(error) => {
-            let body = ErrorBody {
-                error: "invalid_json".to_owned(),
-                message: format!("the body is not a valid Patch: {error}"),
-            };
-            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-        }
+        Err(error) => ErrorAnswer::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not a valid Patch: {error}"),
+        )
+        .into_response(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The grading API. Every answer that is not a success is `{"error", "message"}` JSON.
+//! The grading API's routes and handlers. Every answer that is not a success is an
+//! [`ApiError`] (`{"error", "message"}` JSON).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -7,9 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rollcall_wire::{ErrorBody, GRADE_TYPES, Grade, NewStudent};
+use rollcall_wire::answer::json_fallbacks;
+use rollcall_wire::{GRADE_TYPES, Grade, NewStudent};
 
 use crate::db::Db;
+use crate::error::ApiError;
 
 /// The longest title accepted.
 const MAX_TITLE: usize = 200;
@@ -17,54 +20,13 @@ const MAX_TITLE: usize = 200;
 const MAX_NAME: usize = 100;
 
 pub(crate) fn router(db: Db) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/students", get(students).post(add_student))
         .route("/students/{id}", get(student))
-        .route("/students/{id}/grades", post(add_grade))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
+        .route("/students/{id}/grades", post(add_grade));
+    json_fallbacks(routes)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(db)
-}
-
-/// An error answer: a status and `{"error": code, "message": ...}`.
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.code.to_owned(),
-            message: self.message,
-        };
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError {
-        status,
-        code,
-        message: message.into(),
-    }
-}
-
-fn internal(error: &dyn std::fmt::Display) -> ApiError {
-    tracing::error!(%error, "grade book failure");
-    self::error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the grade book failed; see the service's log",
-    )
 }
 
 /// A JSON answer as Go's `json.Encoder` writes it: the value, then a newline (the seed's
@@ -83,29 +45,20 @@ async fn with_db<T: Send + 'static>(
     let db = db.clone();
     match tokio::task::spawn_blocking(move || call(&db)).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(internal(&e)),
-        Err(e) => Err(internal(&e)),
+        Ok(Err(e)) => Err(ApiError::internal(&e)),
+        Err(e) => Err(ApiError::internal(&e)),
     }
 }
 
 /// The seed answers 404 for an id that is not an integer.
 fn student_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().map_err(|_| {
-        error(
-            StatusCode::NOT_FOUND,
-            "student_not_found",
-            format!("no student has the id {raw:?}"),
-        )
-    })
+    raw.parse::<i64>()
+        .map_err(|_| ApiError::StudentNotFound(format!("{raw:?}")))
 }
 
 fn not_found(id: i64) -> ApiError {
     tracing::warn!("Student with ID {id} not found");
-    error(
-        StatusCode::NOT_FOUND,
-        "student_not_found",
-        format!("no student has the id {id}"),
-    )
+    ApiError::StudentNotFound(id.to_string())
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
@@ -153,16 +106,11 @@ async fn add_grade(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = student_id(&raw)?;
-    let body = body.map_err(|r| error(r.status(), "invalid_body", r.body_text()))?;
-    let mut grade: Grade = serde_json::from_slice(&body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the body is not a Grade: {e}"),
-        )
-    })?;
+    let body = body.map_err(ApiError::Body)?;
+    let mut grade: Grade = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a Grade: {e}")))?;
     if let Some(reason) = invalid_grade(&grade) {
-        return Err(error(StatusCode::BAD_REQUEST, "invalid_grade", reason));
+        return Err(ApiError::bad_request("invalid_grade", reason));
     }
     grade.title = grade.title.trim().to_owned();
     let stored = grade.clone();
@@ -175,10 +123,9 @@ async fn add_grade(
 
 #[tracing::instrument(level = "debug", skip_all)]
 async fn add_student(State(db): State<Db>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| error(r.status(), "invalid_body", r.body_text()))?;
+    let body = body.map_err(ApiError::Body)?;
     let new: NewStudent = serde_json::from_slice(&body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
+        ApiError::bad_request(
             "invalid_json",
             format!("the body is not {{\"FirstName\", \"LastName\"}}: {e}"),
         )
@@ -186,8 +133,7 @@ async fn add_student(State(db): State<Db>, body: Result<Bytes, BytesRejection>) 
     let (first, last) = (new.first_name.trim().to_owned(), new.last_name.trim().to_owned());
     for (name, value) in [("FirstName", &first), ("LastName", &last)] {
         if value.is_empty() || value.chars().count() > MAX_NAME {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
+            return Err(ApiError::bad_request(
                 "invalid_student",
                 format!("{name} must be 1 to {MAX_NAME} characters"),
             ));

@@ -7,6 +7,7 @@
 //! `GradingService` that requires `LogService`.
 
 mod db;
+mod error;
 mod http;
 
 use std::net::SocketAddr;

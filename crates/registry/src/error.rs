@@ -1,14 +1,15 @@
-//! The registry's one error type and how it is answered over HTTP.
+//! The registry's one error type and how it is answered over HTTP: statuses and codes in one
+//! `match`, rendered through [`ErrorAnswer`]; unknown paths and methods get the shared
+//! `json_fallbacks`.
 //!
 //! Every error answers `{"error": code, "message": ...}` with `application/json`. On the seed
 //! endpoints the status codes are the seed's (400 for any refused registration, 500 for the
 //! deregistration of an unknown URL), so unchanged Go clients behave as before; the body only
 //! adds the explanation they never had.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rollcall_wire::ErrorBody;
+use rollcall_wire::answer::ErrorAnswer;
 
 use crate::core::ApplyError;
 use crate::state::CommandError;
@@ -27,12 +28,6 @@ pub enum ApiError {
     /// `DELETE /services` named a ServiceURL nobody registered (the seed answers 500).
     #[error("no instance is registered with ServiceURL {0:?}")]
     UnknownInstance(String),
-    /// No route has this path.
-    #[error("no such endpoint: {0}")]
-    NotFound(String),
-    /// The route exists, but not for this method.
-    #[error("method {0} is not allowed here")]
-    MethodNotAllowed(String),
     /// The registry is stopping.
     #[error("the registry is shutting down")]
     ShuttingDown,
@@ -60,8 +55,6 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::UnknownInstance(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unknown_instance"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::UnknownInstanceId(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
             Self::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
@@ -73,11 +66,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let body = ErrorBody {
-            error: code.to_owned(),
-            message: self.to_string(),
-        };
-        (status, Json(body)).into_response()
+        ErrorAnswer::new(status, code, self.to_string()).into_response()
     }
 }
 

@@ -145,3 +145,20 @@ async fn students_and_grades_are_kept_across_a_restart() {
         "the five demo students are seeded once, not again on restart"
     );
 }
+
+#[tokio::test]
+async fn a_failing_grade_book_answers_a_generic_500_without_its_cause() {
+    let grades = TestGrades::spawn().await;
+    assert_eq!(grades.get("/students/1").await.status(), 200);
+    // Break the database under the running service, as a damaged file or a bad migration would.
+    let database = grades.data_dir.path().join("grades").join("grades.db");
+    rusqlite::Connection::open(&database)
+        .and_then(|connection| connection.execute_batch("DROP TABLE grades;"))
+        .expect("drop a table");
+
+    let response = grades.get("/students/1").await;
+    assert_eq!(response.status(), 500);
+    let error: ErrorBody = response.json().await.expect("a JSON error");
+    assert_eq!(error.error, "internal");
+    assert_eq!(error.message, "the grade book failed; see the service's log");
+}

@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::core::Core;
-use crate::error::ApiError;
+use rollcall_wire::answer::json_fallbacks;
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -40,17 +40,14 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ));
-    Router::new()
+    let routes = Router::new()
         .merge(writes)
         .merge(services::router())
         .merge(events::router())
         .merge(metrics::router())
         .merge(openapi::router())
-        .merge(crate::ui::router())
-        .fallback(|request: Request| async move { ApiError::NotFound(request.uri().path().to_owned()) })
-        .method_not_allowed_fallback(|request: Request| async move {
-            ApiError::MethodNotAllowed(request.method().to_string())
-        })
+        .merge(crate::ui::router());
+    json_fallbacks(routes)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A 500 here is the seed's answer to an unknown deregistration, not a fault: log at debug.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))
