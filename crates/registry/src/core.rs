@@ -1,31 +1,30 @@
-//! The registry's shared core: the catalog behind its lock, and the reactions to its events.
+//! The registry's shared core: the catalog behind its lock, its durable store, and what every
+//! handler and task reads (clients, configuration, the event log, watches).
 //!
 //! Every change goes through [`Core::apply`]: under the catalog's write lock the command is
 //! applied and the store operations it implies are queued (so the disk sees changes in the
-//! catalog's order); the lock is released; the caller waits until those operations are on disk;
-//! only then are the events acted on (probers started, dependents' delivery queues woken). So
-//! nothing is announced that a crash could still take back, and no lock is ever held across an
-//! `.await` or any I/O.
+//! catalog's order); the lock is released; the caller waits until those operations are durable;
+//! only then are the events handed to the [`React`] port (probers started, delivery queues
+//! started and woken: `crate::reactions`). So nothing is announced that a crash could still take
+//! back, no lock is ever held across an `.await` or any I/O, and every path that changes the
+//! catalog (a handler, a probe, a restore) reacts the same way. The core knows the reactions
+//! only through the port, so the tasks that call back into it (probers) import no circle.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
-use rollcall_wire::InstanceState;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::RegistryConfig;
+use crate::config::RegistryConfig;
 use crate::events::EventLog;
-use crate::health;
 use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
-use crate::notify::Notifier;
 use crate::outbound::{ProbeClient, probe_client};
-use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, InstanceId};
-use crate::store::{Store, StoreError, StoredInstance};
+use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, StoredInstance};
+use crate::store::{CatalogStore, StoreError};
 
 /// Why a change was not applied or not made durable.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +49,13 @@ fn first_index() -> u64 {
     u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX / 2)
 }
 
-/// A new public instance id: 128 random bits as 32 hex digits.
-pub fn new_instance_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+/// What acts on the catalog's events once they are durable: the other side of the core.
+pub(crate) trait React: Send + Sync + std::fmt::Debug {
+    /// Acts on `events`, which `core` just applied and made durable, in their order.
+    fn react(&self, core: &Arc<Core>, events: &[Event]);
+
+    /// The number of delivery queues, and of those with changes their subscriber lacks.
+    fn queue_counts(&self) -> (usize, usize);
 }
 
 /// What every handler and background task of one registry shares.
@@ -60,11 +63,11 @@ pub fn new_instance_id() -> String {
 pub(crate) struct Core {
     catalog: RwLock<Catalog>,
     /// The durable copy of the catalog.
-    pub store: Store,
+    store: Box<dyn CatalogStore>,
+    /// What acts on applied events.
+    reactions: Box<dyn React>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Metrics,
-    /// Per-subscriber delivery queues.
-    pub notifier: Notifier,
     /// The process's HTTP client for one-off calls (and TLS); every call sets its own timeout.
     pub http: reqwest::Client,
     /// The pooled client probes go through.
@@ -81,17 +84,16 @@ pub(crate) struct Core {
     pub lookups: LookupCache,
     /// Blocking queries waiting on one service: its latest index.
     service_watches: Mutex<HashMap<String, watch::Sender<u64>>>,
-    /// The prober of each registration in the catalog, stopped when it leaves or is replaced.
-    probers: Mutex<HashMap<InstanceId, AbortHandle>>,
     /// Blocking queries waiting on the whole catalog: the latest catalog-wide index.
     catalog_watch: watch::Sender<u64>,
 }
 
 impl Core {
-    /// A core with an empty catalog, writing to `store`.
+    /// A core with an empty catalog, writing to `store` and reacting through `reactions`.
     pub fn new(
         config: RegistryConfig,
-        store: Store,
+        store: Box<dyn CatalogStore>,
+        reactions: Box<dyn React>,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, reqwest::Error> {
@@ -107,8 +109,8 @@ impl Core {
         Ok(Arc::new(Self {
             catalog: RwLock::new(Catalog::new(policy, first_index())),
             store,
+            reactions,
             metrics,
-            notifier: Notifier::default(),
             http,
             probes: probe_client(config.health_timeout),
             config,
@@ -117,7 +119,6 @@ impl Core {
             events: EventLog::new(first_index()),
             lookups: LookupCache::default(),
             service_watches: Mutex::new(HashMap::new()),
-            probers: Mutex::new(HashMap::new()),
             catalog_watch: watch::Sender::new(0),
         }))
     }
@@ -129,7 +130,7 @@ impl Core {
         self.catalog.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Applies `command`, waits until what it changed is on disk, then reacts to its events.
+    /// Applies `command`, waits until what it changed is durable, then reacts to its events.
     pub async fn apply(self: &Arc<Self>, command: Command) -> Result<Vec<Event>, ApplyError> {
         let (events, ()) = self.apply_and_read(command, |_, _| ()).await?;
         Ok(events)
@@ -161,29 +162,31 @@ impl Core {
         Ok((events, read))
     }
 
-    /// Loads instances read back from the store: each is probed again, and each subscriber is
-    /// assumed to hold what the restored catalog offers it, so that a restart announces nothing
-    /// by itself (in particular no empty provider list); the probes announce what changed.
-    pub fn restore(self: &Arc<Self>, stored: Vec<StoredInstance>) {
-        let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
-        let events = catalog.restore(stored);
-        let subscriptions: Vec<_> = events
-            .iter()
-            .filter_map(|event| match event {
-                Event::Registered { id, url, .. } => catalog.current(url, *id),
-                _ => None,
-            })
-            .map(|instance| {
-                let held = catalog.providers_of(&instance.registration.required_services);
-                (instance.registration.clone(), instance.id, held)
-            })
-            .collect();
-        drop(catalog);
-        tracing::info!(instances = subscriptions.len(), "catalog restored");
-        self.react(&events);
-        for (registration, id, held) in subscriptions {
-            self.notifier.subscribe(self, &registration, id, held);
+    fn react(self: &Arc<Self>, events: &[Event]) {
+        for event in events {
+            if let Event::IndexChanged { service, index } = event {
+                self.wake_watchers(service, *index);
+            }
         }
+        self.reactions.react(self, events);
+    }
+
+    /// Loads instances read back from the store and reacts as to registrations: each is probed
+    /// again and its subscriber's queue starts from what the restored catalog offers it (see
+    /// `Catalog::restore`), so a restart announces nothing by itself.
+    pub fn restore(self: &Arc<Self>, stored: Vec<StoredInstance>) {
+        let events = self
+            .catalog
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .restore(stored);
+        tracing::info!(instances = events.len(), "catalog restored");
+        self.react(&events);
+    }
+
+    /// Makes what is queued durable and closes the store.
+    pub async fn close_store(&self) {
+        self.store.close().await;
     }
 
     /// The metrics exposition, with the catalog's gauges as they are now.
@@ -192,7 +195,7 @@ impl Core {
         for state in self.catalog().states() {
             snapshot.count(state);
         }
-        (snapshot.queues, snapshot.queues_behind) = self.notifier.counts();
+        (snapshot.queues, snapshot.queues_behind) = self.reactions.queue_counts();
         self.metrics.encode(&snapshot)
     }
 
@@ -221,53 +224,6 @@ impl Core {
                 watches.remove(service); // nobody waits any more
             } else {
                 sender.send_replace(index);
-            }
-        }
-    }
-
-    /// Takes the handle of registration `id`'s prober out of the map (the prober calls it as it
-    /// ends, so that the map holds only live probers).
-    pub fn forget_prober(&self, id: InstanceId) -> Option<AbortHandle> {
-        self.probers.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
-    }
-
-    fn react(self: &Arc<Self>, events: &[Event]) {
-        for event in events {
-            match event {
-                Event::Registered { id, url, replaced } => {
-                    tracing::debug!(%url, id, "instance registered");
-                    // Spawned under the lock, so that a prober that ends at once (its registration
-                    // already gone) finds its entry to remove.
-                    let mut probers = self.probers.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(replaced) = replaced.and_then(|old| probers.remove(&old)) {
-                        replaced.abort();
-                    }
-                    probers.insert(*id, health::spawn_prober(self, url.clone(), *id));
-                }
-                Event::Deregistered { id, url, reaped, .. } => {
-                    if *reaped {
-                        self.metrics.reaped.inc();
-                    } else {
-                        self.metrics.deregistrations.inc();
-                    }
-                    tracing::info!(%url, id, reaped, "instance deregistered");
-                    self.notifier.remove(url, *id);
-                    if let Some(prober) = self.forget_prober(*id) {
-                        prober.abort();
-                    }
-                }
-                Event::StateChanged { id, url, from, to } => {
-                    tracing::info!(%url, id, from = from.as_str(), to = to.as_str(), "instance state changed");
-                    if *to == InstanceState::Passing {
-                        // It may have missed patches while it was failing: bring it up to date.
-                        self.notifier.wake(std::iter::once(url.as_str()));
-                    }
-                }
-                Event::IndexChanged { service, index } => self.wake_watchers(service, *index),
-                Event::ProvidersChanged { service } => {
-                    let catalog = self.catalog();
-                    self.notifier.wake(catalog.dependents_of(service));
-                }
             }
         }
     }

@@ -11,52 +11,88 @@
 //!
 //! A prober is stopped as soon as its registration leaves the catalog or is replaced (and ends by
 //! itself if it finds so first), or on shutdown: a re-registered or deregistered instance leaves
-//! no sleeping task behind, and an idle registry runs no timers at all.
+//! no sleeping task behind, and an idle registry runs no timers at all. [`Probers`] keeps their
+//! handles; each prober holds a guard that takes its own entry out however it ends.
+//!
+//! A probe's result is applied through the core like any change, so its events reach the
+//! reactions the same way a registration's do.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use rollcall_wire::InstanceState;
 use tokio::task::AbortHandle;
 
-use crate::RegistryConfig;
+use crate::config::RegistryConfig;
 use crate::core::Core;
+use crate::metrics::Metrics;
 use crate::outbound::get;
 use crate::state::{Command, Instance, InstanceId};
 
 /// The longest wait between two probes of a critical instance (unless the interval is longer).
 pub const MAX_CRITICAL_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Starts probing registration `id` of the instance at `url`; the handle stops it.
-pub(crate) fn spawn_prober(core: &Arc<Core>, url: String, id: InstanceId) -> AbortHandle {
-    let core = Arc::clone(core);
-    core.tasks.clone().spawn(probe_loop(core, url, id)).abort_handle()
+/// The running probers, by registration.
+#[derive(Debug, Default)]
+pub(crate) struct Probers {
+    handles: Arc<Mutex<HashMap<InstanceId, AbortHandle>>>,
+}
+
+impl Probers {
+    /// Starts probing registration `id` of the instance at `url`.
+    pub fn start(&self, core: &Arc<Core>, url: String, id: InstanceId) {
+        // Spawned under the lock, so that a prober that ends at once (its registration already
+        // gone) finds its entry to remove.
+        let mut handles = lock(&self.handles);
+        let guard = Running::start(&core.metrics, Arc::clone(&self.handles), id);
+        let task = core.tasks.spawn(probe_loop(Arc::clone(core), url, id, guard));
+        if let Some(older) = handles.insert(id, task.abort_handle()) {
+            older.abort();
+        }
+    }
+
+    /// Stops the prober of registration `id`, if it runs.
+    pub fn stop(&self, id: InstanceId) {
+        if let Some(prober) = lock(&self.handles).remove(&id) {
+            prober.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Counts a prober in the `probers` gauge for as long as it lives and, however it ends (by
-/// itself, stopped or on shutdown), takes it out of the core's map of probers.
-struct Running<'a> {
-    core: &'a Core,
+/// itself, stopped or on shutdown), takes it out of the running probers.
+struct Running {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    handles: Arc<Mutex<HashMap<InstanceId, AbortHandle>>>,
     id: InstanceId,
 }
 
-impl<'a> Running<'a> {
-    fn start(core: &'a Core, id: InstanceId) -> Self {
-        core.metrics.probers.inc();
-        Self { core, id }
+impl Running {
+    fn start(metrics: &Metrics, handles: Arc<Mutex<HashMap<InstanceId, AbortHandle>>>, id: InstanceId) -> Self {
+        metrics.probers.inc();
+        Self {
+            gauge: metrics.probers.clone(),
+            handles,
+            id,
+        }
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.core.metrics.probers.dec();
-        self.core.forget_prober(self.id);
+        self.gauge.dec();
+        lock(&self.handles).remove(&self.id);
     }
 }
 
-async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId) {
-    let _running = Running::start(&core, id);
+async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, running: Running) {
+    let _running = running;
     // Parsed when the first probe is due, then kept: an instance replaced or removed before then
     // costs no parse (nor a catalog read while registrations pour in), and probing parses nothing
     // per probe.

@@ -7,11 +7,19 @@
 //! per-subscriber delivery queues. It stops when the given token is cancelled. It never binds
 //! sockets of its own and never installs signal handlers: that is the binary's job.
 //!
-//! Inside: [`state`] is the catalog as a pure state machine; [`store`] its durable copy; `core`
-//! applies commands under a lock, waits for the disk, then reacts to the events; `health` runs
-//! one prober task per instance; `notify` one delivery queue per subscriber; `outbound` makes the
-//! calls to services; `events` and `metrics` feed `/v1/events` and `/metrics`; `lookups` keeps
-//! encoded service listings while they are current; `http` is the HTTP surface.
+//! Inside, the catalog decides and the tasks act:
+//! - [`state`]: the catalog as a pure state machine, and what of it survives a restart;
+//! - [`store`]: its durable copy behind the [`store::CatalogStore`] trait (embedded: redb);
+//! - `core`: applies commands under a lock, waits until they are durable, then hands the events
+//!   to the reactions through a port it defines;
+//! - `reactions`: what the tasks do about each event, in one place; it owns
+//! - `health`: one prober task per instance, and `notify`: one delivery queue per subscriber;
+//! - `outbound`: the calls to services; `events` and `metrics` feed `/v1/events` and `/metrics`;
+//!   `lookups` keeps encoded service listings while they are current; `http` and `ui` are the
+//!   HTTP surface, which only translates requests into commands and reads.
+//!
+//! `state` and `store` are public so that the catalog's rules and the persistence contract can
+//! be read, and a store backend written, against them alone.
 
 mod config;
 mod core;
@@ -23,8 +31,11 @@ mod lookups;
 mod metrics;
 mod notify;
 mod outbound;
+mod reactions;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+mod tests;
 mod ui;
 
 use std::io;
@@ -76,8 +87,22 @@ pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: Cancel
         source,
     })?;
     let metrics = metrics::Metrics::default();
-    let (store, stored) = store::Store::open(&config.data_dir, metrics.commit_seconds.clone())?;
-    let core = core::Core::new(config, store, metrics, shutdown.child_token())?;
+    let (store, stored) = store::RedbStore::open(&config.data_dir, metrics.commit_seconds.clone())?;
+    serve(listener, config, Box::new(store), stored, metrics, shutdown).await
+}
+
+/// Serves the registry on `listener` over `store`, whose contents were read back as `stored`,
+/// until `shutdown` is cancelled (see [`run`]).
+async fn serve(
+    listener: TcpListener,
+    config: RegistryConfig,
+    store: Box<dyn store::CatalogStore>,
+    stored: Vec<store::StoredInstance>,
+    metrics: metrics::Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let reactor = Box::new(reactions::Reactor::default());
+    let core = core::Core::new(config, store, reactor, metrics, shutdown.child_token())?;
     core.restore(stored);
     let app = http::router(core.clone());
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -98,7 +123,7 @@ pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: Cancel
         result
     })
     .await;
-    core.store.close().await;
+    core.close_store().await;
     match stopped {
         Ok(Ok(result)) => result.map_err(RunError::Serve),
         Ok(Err(join_error)) => Err(RunError::Serve(io::Error::other(join_error))),

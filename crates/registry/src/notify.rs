@@ -36,8 +36,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// The delivery queues of every subscriber, keyed by the subscriber's ServiceURL.
 #[derive(Debug, Default)]
 pub(crate) struct Notifier {
-    subscribers: Mutex<HashMap<String, Arc<Subscriber>>>,
+    subscribers: Arc<Subscribers>,
 }
+
+type Subscribers = Mutex<HashMap<String, Arc<Subscriber>>>;
 
 #[derive(Debug)]
 struct Subscriber {
@@ -62,7 +64,7 @@ impl Notifier {
     /// same URL; a registration that requires nothing gets no queue.
     pub fn subscribe(&self, core: &Arc<Core>, registration: &Registration, id: InstanceId, held: BTreeSet<PatchEntry>) {
         let url = &registration.service_url;
-        let mut subscribers = self.lock();
+        let mut subscribers = lock(&self.subscribers);
         if subscribers.get(url).is_some_and(|s| s.id > id) {
             return; // a newer registration of this URL got here first
         }
@@ -90,23 +92,23 @@ impl Notifier {
         subscriber.wake.notify_one();
         subscribers.insert(url.clone(), Arc::clone(&subscriber));
         drop(subscribers);
-        let core = Arc::clone(core);
-        core.tasks.clone().spawn(run_queue(core, subscriber));
+        let leave = Leave {
+            subscribers: Arc::clone(&self.subscribers),
+            subscriber: Arc::clone(&subscriber),
+        };
+        core.tasks.spawn(run_queue(Arc::clone(core), subscriber, leave));
     }
 
     /// Stops the queue of registration `id` of `url`, if it is still the current one.
     pub fn remove(&self, url: &str, id: InstanceId) {
-        let mut subscribers = self.lock();
-        if subscribers.get(url).is_some_and(|s| s.id == id) {
-            if let Some(old) = subscribers.remove(url) {
-                old.cancel.cancel();
-            }
+        if let Some(old) = take_if_current(&self.subscribers, url, id) {
+            old.cancel.cancel();
         }
     }
 
     /// Wakes the queues of the subscribers at `urls` so that they bring their subscriber up to date.
     pub fn wake<'a>(&self, urls: impl IntoIterator<Item = &'a str>) {
-        let subscribers = self.lock();
+        let subscribers = lock(&self.subscribers);
         for url in urls {
             if let Some(subscriber) = subscribers.get(url) {
                 subscriber.behind().get_or_insert_with(Instant::now);
@@ -117,13 +119,36 @@ impl Notifier {
 
     /// The number of queues, and of those with changes their subscriber does not hold yet.
     pub fn counts(&self) -> (usize, usize) {
-        let subscribers = self.lock();
+        let subscribers = lock(&self.subscribers);
         let behind = subscribers.values().filter(|s| s.behind().is_some()).count();
         (subscribers.len(), behind)
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Subscriber>>> {
-        self.subscribers.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(subscribers: &Subscribers) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Subscriber>>> {
+    subscribers.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Takes the subscriber of `url` out of `subscribers` if it is registration `id`'s.
+fn take_if_current(subscribers: &Subscribers, url: &str, id: InstanceId) -> Option<Arc<Subscriber>> {
+    let mut subscribers = lock(subscribers);
+    if subscribers.get(url).is_some_and(|s| s.id == id) {
+        subscribers.remove(url)
+    } else {
+        None
+    }
+}
+
+/// Held by a queue's task: however the task ends, its subscriber leaves the map (unless a newer
+/// registration's queue has taken its place).
+struct Leave {
+    subscribers: Arc<Subscribers>,
+    subscriber: Arc<Subscriber>,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        take_if_current(&self.subscribers, &self.subscriber.url, self.subscriber.id);
     }
 }
 
@@ -138,7 +163,8 @@ impl Subscriber {
 }
 
 /// The queue's task: sleep until woken, then deliver until the subscriber holds what it should.
-async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>) {
+/// It ends when cancelled or once its registration is no longer current.
+async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>, _leave: Leave) {
     let mut connection = PatchConnection::new(subscriber.update_url.clone());
     loop {
         tokio::select! {
@@ -146,7 +172,6 @@ async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>) {
             () = subscriber.wake.notified() => {}
         }
         if core.catalog().current(&subscriber.url, subscriber.id).is_none() {
-            core.notifier.remove(&subscriber.url, subscriber.id);
             return;
         }
         deliver_until_current(&core, &subscriber, &mut connection).await;

@@ -5,22 +5,56 @@
 //! I/O around it (HTTP handlers, probers, the notifier) reacts to the events after the lock
 //! guarding the catalog is released.
 //!
+//! One file on purpose (about 600 lines of code, the rest its tests): every rule of the catalog
+//! touches the same indexes, and reading them side by side is how the invariants below are
+//! checked. Its durable form lives here too ([`StoredInstance`], [`StoreOp`]): the domain decides what
+//! survives a restart, and the stores (`crate::store`) only keep it.
+//!
 //! Invariants:
 //! - an instance is identified by its ServiceURL; registering a URL again replaces its entry;
 //! - every (re)registration gets a fresh [`InstanceId`], so results of work started for an older
 //!   registration (a probe in flight) are recognised and ignored;
 //! - an instance is *discoverable* (held by dependents) unless it is critical, and a
-//!   [`Event::ProvidersChanged`] is emitted exactly when a service's discoverable set changes.
+//!   [`Event::ProvidersChanged`] is emitted exactly when a service's discoverable set changes;
+//! - every [`Event::Registered`] says what the new subscriber already holds: what its
+//!   registration delivered, or after a restore what the restored catalog offers it, so that
+//!   a restart announces nothing by itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use rollcall_wire::{InstanceState, InstanceView, PatchEntry, Registration, ServiceView};
-
-use crate::store::{StoreOp, StoredInstance};
+use serde::{Deserialize, Serialize};
 
 /// Identifies one registration of an instance; a re-registration of the same URL gets a new one.
 pub type InstanceId = u64;
+
+/// A new public instance id for [`Command::Register`]: 128 random bits as 32 hex digits.
+pub fn new_instance_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// What survives a restart of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredInstance {
+    /// The stable instance id.
+    pub id: String,
+    /// What the instance registered.
+    pub registration: Registration,
+    /// Labels given through `/v1/instances`.
+    pub metadata: BTreeMap<String, String>,
+    /// When it (last) registered.
+    pub registered_at: SystemTime,
+}
+
+/// One change to the stored catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Insert or replace the instance at its ServiceURL.
+    Put(StoredInstance),
+    /// Remove the instance at this ServiceURL.
+    Delete(String),
+}
 
 /// The rules that turn probe results into states.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +142,9 @@ pub enum Command {
         metadata: BTreeMap<String, String>,
         /// The public id to give the instance if its ServiceURL is new (a known URL keeps its id).
         new_instance_id: String,
+        /// The providers its registration already delivered to it (the seed's callback); empty
+        /// when nothing was delivered.
+        delivered: BTreeSet<PatchEntry>,
         /// When the registration was accepted.
         at: SystemTime,
     },
@@ -140,6 +177,8 @@ pub enum Event {
         url: String,
         /// The replaced registration's id.
         replaced: Option<InstanceId>,
+        /// The providers the instance holds already; its delivery queue starts from them.
+        holds: BTreeSet<PatchEntry>,
     },
     /// An instance left the catalog: deregistered, or critical for too long (`reaped`).
     Deregistered {
@@ -239,8 +278,9 @@ impl Catalog {
                 registration,
                 metadata,
                 new_instance_id,
+                delivered,
                 at,
-            } => Ok(self.register(registration, metadata, new_instance_id, at)),
+            } => Ok(self.register(registration, metadata, new_instance_id, delivered, at)),
             Command::Deregister { url } => self.remove(&url, false).ok_or(CommandError::UnknownInstance(url)),
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
         };
@@ -291,10 +331,11 @@ impl Catalog {
     }
 
     /// Puts instances read back from the store into an empty catalog, each as *passing* until it
-    /// is probed, and returns their [`Event::Registered`] events (no provider change is
-    /// announced: dependents are assumed to hold what they held before the restart).
+    /// is probed, and returns their [`Event::Registered`] events. No provider change is
+    /// announced: each subscriber is taken to hold what the restored catalog offers it, and the
+    /// probes announce what changed.
     pub fn restore(&mut self, stored: Vec<StoredInstance>) -> Vec<Event> {
-        let mut events = Vec::with_capacity(stored.len());
+        let mut restored = Vec::with_capacity(stored.len());
         for instance in stored {
             let id = self.next_id();
             let url = instance.registration.service_url.clone();
@@ -310,13 +351,22 @@ impl Catalog {
                 consecutive_failures: 0,
                 critical_since: None,
             });
-            events.push(Event::Registered {
-                id,
-                url,
-                replaced: None,
-            });
+            restored.push((id, url));
         }
-        events
+        restored
+            .into_iter()
+            .map(|(id, url)| {
+                let holds = self.instances.get(&url).map_or_else(BTreeSet::new, |instance| {
+                    self.providers_of(&instance.registration.required_services)
+                });
+                Event::Registered {
+                    id,
+                    url,
+                    replaced: None,
+                    holds,
+                }
+            })
+            .collect()
     }
 
     /// The store operations that make the stored catalog match after `events`.
@@ -413,6 +463,7 @@ impl Catalog {
         registration: Registration,
         metadata: BTreeMap<String, String>,
         new_instance_id: String,
+        delivered: BTreeSet<PatchEntry>,
         at: SystemTime,
     ) -> Vec<Event> {
         let url = registration.service_url.clone();
@@ -437,7 +488,12 @@ impl Catalog {
         let after = instance.provides();
         self.index(instance);
 
-        let mut events = vec![Event::Registered { id, url, replaced }];
+        let mut events = vec![Event::Registered {
+            id,
+            url,
+            replaced,
+            holds: delivered,
+        }];
         events.extend(providers_changed(before, after));
         events
     }
@@ -591,6 +647,7 @@ mod tests {
             new_instance_id: format!("id-{}", registration.service_url),
             registration,
             metadata: BTreeMap::new(),
+            delivered: BTreeSet::new(),
             at: SystemTime::UNIX_EPOCH,
         }
     }
@@ -748,6 +805,63 @@ mod tests {
         assert!(changed(&events).is_empty(), "a restore announces nothing");
         let instance = restored.instance_by_id("id-http://a").expect("found by id");
         assert_eq!(instance.registration.service_url, "http://a");
+    }
+
+    fn holds(events: &[Event]) -> Vec<(String, BTreeSet<PatchEntry>)> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Registered { url, holds, .. } => Some((url.clone(), holds.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn entry(name: &str, url: &str) -> PatchEntry {
+        PatchEntry {
+            name: name.to_owned(),
+            url: url.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_registration_holds_what_its_callback_delivered() {
+        let mut c = catalog();
+        let mut command = register_command(registration("P", "http://p", &["A"]));
+        if let Command::Register { delivered, .. } = &mut command {
+            delivered.insert(entry("A", "http://a"));
+        }
+        let events = c.apply(command).expect("register");
+        assert_eq!(
+            holds(&events),
+            [("http://p".to_owned(), BTreeSet::from([entry("A", "http://a")]))]
+        );
+    }
+
+    #[test]
+    fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
+        let stored = |name: &str, url: &str, required: &[&str]| StoredInstance {
+            id: format!("id-{url}"),
+            registration: registration(name, url, required),
+            metadata: BTreeMap::new(),
+            registered_at: SystemTime::UNIX_EPOCH,
+        };
+        let mut c = catalog();
+        // The dependent comes back before its providers: it still holds them all.
+        let events = c.restore(vec![
+            stored("P", "http://p", &["A"]),
+            stored("A", "http://a1", &[]),
+            stored("A", "http://a2", &[]),
+        ]);
+        let all = BTreeSet::from([entry("A", "http://a1"), entry("A", "http://a2")]);
+        assert_eq!(
+            holds(&events),
+            [
+                ("http://p".to_owned(), all),
+                ("http://a1".to_owned(), BTreeSet::new()),
+                ("http://a2".to_owned(), BTreeSet::new()),
+            ]
+        );
     }
 
     #[test]

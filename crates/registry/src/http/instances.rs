@@ -18,9 +18,9 @@ use axum::{Json, Router};
 use rollcall_wire::{InstanceRegistration, InstanceView};
 
 use super::validate::{self, Dialect};
-use crate::core::{Core, new_instance_id};
+use crate::core::Core;
 use crate::error::ApiError;
-use crate::state::{Command, Event, Instance};
+use crate::state::{Command, Event, Instance, new_instance_id};
 
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new()
@@ -45,10 +45,12 @@ async fn register(
     let registration = validate::registration(request.registration)?;
     validate::metadata(&request.metadata)?;
 
+    // It holds nothing yet: its queue sends every provider it requires.
     let command = Command::Register {
-        registration: registration.clone(),
+        registration,
         metadata: request.metadata,
         new_instance_id: new_instance_id(),
+        delivered: BTreeSet::new(),
         at: SystemTime::now(),
     };
     // The answer is the instance as this registration left it: another registration or a
@@ -59,11 +61,9 @@ async fn register(
             _ => None,
         })
         .await?;
-    let (Some(Event::Registered { id, replaced, .. }), Some(view)) = (events.first(), view) else {
+    let (Some(Event::Registered { replaced, .. }), Some(view)) = (events.first(), view) else {
         unreachable!("a registration starts with its Registered event, and is current until the lock is released");
     };
-    // It holds nothing yet: its queue sends every provider it requires.
-    core.notifier.subscribe(&core, &registration, *id, BTreeSet::new());
     core.metrics.v1_registrations.inc();
     let status = if replaced.is_some() {
         StatusCode::OK

@@ -19,10 +19,10 @@ use axum::routing::post;
 use rollcall_wire::{Patch, Registration};
 
 use super::validate::{self, Dialect};
-use crate::core::{Core, new_instance_id};
+use crate::core::Core;
 use crate::error::ApiError;
 use crate::outbound::{patch_body, post_json};
-use crate::state::{Command, Event};
+use crate::state::{Command, new_instance_id};
 
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new().route("/services", post(register).delete(deregister))
@@ -53,15 +53,13 @@ async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesReject
     })?;
 
     let command = Command::Register {
-        registration: registration.clone(),
+        registration,
         metadata: BTreeMap::new(),
         new_instance_id: new_instance_id(),
+        delivered: held,
         at: SystemTime::now(),
     };
-    let events = core.apply(command).await?;
-    if let Some(Event::Registered { id, .. }) = events.first() {
-        core.notifier.subscribe(&core, &registration, *id, held);
-    }
+    core.apply(command).await?;
     core.metrics.seed_registrations.inc();
     Ok(StatusCode::OK)
 }

@@ -1,27 +1,25 @@
-//! The durable catalog: every registration, in a redb database in the data directory.
+//! The embedded catalog store: every registration, in a redb database in the data directory.
 //!
 //! One table maps a ServiceURL to a [`StoredInstance`] (JSON). Health is not stored: after a
 //! restart every instance is probed again.
 //!
-//! Writes are group-committed. [`Store::write`] only queues a batch of operations and hands back
+//! Writes are group-committed. [`RedbStore::write`] only queues a batch of operations and hands back
 //! a receiver; one writer thread takes everything queued so far, applies it in one redb write
 //! transaction and commits it with `Durability::Immediate` (fsync), then answers every waiting
 //! receiver. While one commit is on disk the next batch piles up, so the number of fsyncs stays
 //! bounded however many writers wait, and each acknowledgement means "on disk". Batches are
 //! applied in the order they were queued.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
-use std::time::SystemTime;
 
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use rollcall_wire::Registration;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+
+use super::{CatalogStore, Durable, StoreError, StoreFuture, StoreOp, StoredInstance};
 
 /// ServiceURL → JSON of a [`StoredInstance`].
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
@@ -31,47 +29,6 @@ const MAX_BATCHES_PER_COMMIT: usize = 4096;
 
 /// The name of the database file in the data directory.
 pub const DATABASE_FILE: &str = "catalog.redb";
-
-/// What survives a restart of one instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredInstance {
-    /// The stable instance id.
-    pub id: String,
-    /// What the instance registered.
-    pub registration: Registration,
-    /// Labels given through `/v1/instances`.
-    pub metadata: BTreeMap<String, String>,
-    /// When it (last) registered.
-    pub registered_at: SystemTime,
-}
-
-/// One change to the stored catalog.
-#[derive(Debug, Clone)]
-pub enum StoreOp {
-    /// Insert or replace the instance at its ServiceURL.
-    Put(StoredInstance),
-    /// Remove the instance at this ServiceURL.
-    Delete(String),
-}
-
-/// Why the catalog could not be read or written.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(Arc<str>);
-
-impl StoreError {
-    /// The error of a write made after the store was closed.
-    pub fn closed() -> Self {
-        Self::new("cannot write", "the catalog is closed")
-    }
-
-    fn new(context: &str, error: impl std::fmt::Display) -> Self {
-        Self(format!("{context}: {error}").into())
-    }
-}
-
-/// Waits for a queued batch to be on disk.
-pub type Durable = oneshot::Receiver<Result<(), StoreError>>;
 
 struct Batch {
     ops: Vec<StoreOp>,
@@ -85,9 +42,9 @@ enum Message {
     Stop,
 }
 
-/// The handle through which the registry writes its catalog.
+/// The catalog in one redb file.
 #[derive(Debug)]
-pub struct Store {
+pub struct RedbStore {
     queue: mpsc::Sender<Message>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     path: PathBuf,
@@ -102,7 +59,7 @@ impl std::fmt::Debug for Message {
     }
 }
 
-impl Store {
+impl RedbStore {
     /// Opens (creating if needed) the catalog in `data_dir` and reads every stored instance.
     /// Fails if another registry holds the same data directory.
     pub fn open(data_dir: &Path, commit_seconds: Histogram) -> Result<(Self, Vec<StoredInstance>), StoreError> {
@@ -119,9 +76,15 @@ impl Store {
         Ok((Self { queue, writer, path }, stored))
     }
 
-    /// Queues `ops` to be committed with whatever else is queued; the receiver answers once they
-    /// are on disk. Never blocks.
-    pub fn write(&self, ops: Vec<StoreOp>) -> Durable {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl CatalogStore for RedbStore {
+    /// Queues `ops` to be committed with whatever else is queued.
+    fn write(&self, ops: Vec<StoreOp>) -> Durable {
         let (done, durable) = oneshot::channel();
         if let Err(mpsc::SendError(Message::Write(batch))) = self.queue.send(Message::Write(Batch { ops, done })) {
             let _ = batch.done.send(Err(StoreError::closed()));
@@ -129,18 +92,15 @@ impl Store {
         durable
     }
 
-    /// Commits what is queued and closes the database file; later writes fail.
-    pub async fn close(&self) {
-        let _ = self.queue.send(Message::Stop);
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Commits what is queued and closes the database file.
+    fn close(&self) -> StoreFuture<'_> {
+        Box::pin(async move {
+            let _ = self.queue.send(Message::Stop);
+            let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(writer) = writer {
+                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            }
+        })
     }
 }
 
@@ -230,64 +190,67 @@ fn commit(database: &Database, group: &[Batch]) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::store::contract::{self, Backend};
 
-    fn instance(url: &str) -> StoredInstance {
-        StoredInstance {
-            id: format!("id-{url}"),
-            registration: Registration {
-                service_name: "A".to_owned(),
-                service_url: url.to_owned(),
-                required_services: vec!["B".to_owned()],
-                service_update_url: format!("{url}/services"),
-                heartbeat_url: format!("{url}/heartbeat"),
-            },
-            metadata: BTreeMap::from([("zone".to_owned(), "eu".to_owned())]),
-            registered_at: SystemTime::UNIX_EPOCH,
+    /// The embedded store in a temporary directory.
+    struct Redb(tempfile::TempDir);
+
+    impl Redb {
+        fn new() -> Self {
+            Self(tempfile::tempdir().expect("dir"))
         }
+    }
+
+    impl Backend for Redb {
+        const NAME: &'static str = "redb";
+
+        async fn open(&self) -> (Box<dyn CatalogStore>, Vec<StoredInstance>) {
+            let (store, stored) = RedbStore::open(self.0.path(), histogram()).expect("open");
+            (Box::new(store), stored)
+        }
+
+        fn location(&self) -> String {
+            self.0.path().display().to_string()
+        }
+    }
+
+    fn histogram() -> Histogram {
+        Histogram::new([1.0])
+    }
+
+    /// Opens the store at `location` for the crash test's child process.
+    pub(crate) fn open_at(location: &str) -> Box<dyn CatalogStore> {
+        Box::new(RedbStore::open(Path::new(location), histogram()).expect("open").0)
     }
 
     #[tokio::test]
     async fn what_was_acknowledged_is_read_back_after_reopening() {
-        let dir = tempfile::tempdir().expect("dir");
-        {
-            let (store, stored) = Store::open(dir.path(), Histogram::new([1.0].into_iter())).expect("open");
-            assert!(stored.is_empty());
-            let writes: Vec<Durable> = (0..100)
-                .map(|n| store.write(vec![StoreOp::Put(instance(&format!("http://{n}")))]))
-                .collect();
-            for write in writes {
-                write.await.expect("answered").expect("durable");
-            }
-            store
-                .write(vec![StoreOp::Delete("http://7".to_owned())])
-                .await
-                .expect("answered")
-                .expect("durable");
-            store
-                .write(vec![StoreOp::Put(instance("http://1"))])
-                .await
-                .expect("answered")
-                .expect("durable");
-            store.close().await;
-            let late = store
-                .write(vec![StoreOp::Delete("http://1".to_owned())])
-                .await
-                .expect("answered");
-            assert!(late.is_err(), "a closed store refuses writes");
-        }
-        let (_, stored) = Store::open(dir.path(), Histogram::new([1.0].into_iter())).expect("reopen");
-        assert_eq!(stored.len(), 99);
-        assert!(stored.iter().all(|s| s.registration.service_url != "http://7"));
-        assert!(stored.contains(&instance("http://1")));
+        contract::what_was_acknowledged_is_read_back_after_reopening(&Redb::new()).await;
+    }
+
+    #[tokio::test]
+    async fn batches_take_effect_whole_and_in_the_order_they_were_queued() {
+        contract::batches_take_effect_whole_and_in_the_order_they_were_queued(&Redb::new()).await;
+    }
+
+    #[tokio::test]
+    async fn writers_queued_together_are_all_acknowledged() {
+        contract::writers_queued_together_are_all_acknowledged(&Redb::new()).await;
+    }
+
+    #[tokio::test]
+    async fn a_kill_9_between_write_and_acknowledgement_loses_nothing_acknowledged_and_no_half_batch() {
+        contract::a_kill_9_between_write_and_acknowledgement_loses_nothing_acknowledged_and_no_half_batch(&Redb::new())
+            .await;
     }
 
     #[tokio::test]
     async fn a_second_registry_cannot_open_the_same_directory() {
         let dir = tempfile::tempdir().expect("dir");
-        let (_store, _) = Store::open(dir.path(), Histogram::new([1.0].into_iter())).expect("open");
-        let error = Store::open(dir.path(), Histogram::new([1.0].into_iter())).expect_err("already open");
+        let (_store, _) = RedbStore::open(dir.path(), histogram()).expect("open");
+        let error = RedbStore::open(dir.path(), histogram()).expect_err("already open");
         assert!(error.to_string().contains("catalog.redb"), "{error}");
     }
 }

@@ -1,0 +1,61 @@
+//! The catalog's persistence, behind one small trait: [`CatalogStore`].
+//!
+//! The catalog (`crate::state`) decides what survives a restart ([`StoredInstance`]) and which
+//! changes a command makes to it ([`StoreOp`]); a store only keeps them. Every backend
+//! promises the same, and passes the same contract suite (`contract`, in tests):
+//! - [`CatalogStore::write`] never blocks; its [`Durable`] answers `Ok` only once the batch is
+//!   on disk (or, for a replicated backend, committed), so that an acknowledged change survives
+//!   `kill -9`;
+//! - a batch is kept whole or not at all, and batches take effect in the order they were
+//!   queued, so a later write of a ServiceURL always wins;
+//! - opening the store reads back every instance whose last acknowledged write was a put.
+//!
+//! [`RedbStore`] is the embedded backend: one redb file in the data directory, group-committed
+//! by a writer thread.
+
+#[cfg(test)]
+pub(crate) mod contract;
+mod redb;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+pub use self::redb::{DATABASE_FILE, RedbStore};
+pub use crate::state::{StoreOp, StoredInstance};
+
+/// Why the catalog could not be read or written. The text is for the registry's log, never for
+/// a client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(Arc<str>);
+
+impl StoreError {
+    /// The error of a write made after the store was closed.
+    pub fn closed() -> Self {
+        Self::new("cannot write", "the catalog is closed")
+    }
+
+    /// An error while doing `context`.
+    pub fn new(context: &str, error: impl std::fmt::Display) -> Self {
+        Self(format!("{context}: {error}").into())
+    }
+}
+
+/// Waits for a queued batch to be durable.
+pub type Durable = oneshot::Receiver<Result<(), StoreError>>;
+
+/// A future a store answers with.
+pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Where the catalog is kept durably. See the module docs for what every backend promises.
+pub trait CatalogStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Queues `ops` to be made durable as one batch, after every batch queued before; the
+    /// receiver answers once they are. Never blocks.
+    fn write(&self, ops: Vec<StoreOp>) -> Durable;
+
+    /// Makes what is queued durable, then refuses further writes.
+    fn close(&self) -> StoreFuture<'_>;
+}
