@@ -10,22 +10,27 @@
 //!   never blocking the application.
 //! - [`ServiceArgs`]: the `--listen`, `--advertise` and `--registry` flags every rollcall
 //!   service command shares.
+//! - [`shutdown_on_signals`]: the one SIGINT/SIGTERM handler, for the runtime and for a binary
+//!   that stops other work on the same signals.
 //!
 //! It speaks the seed protocol to the registry, so it works with the rollcall registry and with
 //! the original Go registry alike. The crate's README has a complete example service.
 
 mod args;
+mod backoff;
 mod error;
 mod logs;
 mod providers;
 mod registry_api;
 mod runtime;
+mod signals;
 
 pub use args::{DEFAULT_REGISTRY, ServiceArgs, registry_base_url};
 pub use error::{RegistryError, StartError};
 pub use logs::{LogLayer, LogShipping, ShippingConfig};
 pub use providers::{NoProvider, Policy, Provider, Providers};
 pub use runtime::{RunningService, Service, ServiceBuilder};
+pub use signals::{cancel_on_signals, shutdown_on_signals};
 
 /// The README's example, compiled and checked as a doctest.
 #[cfg(doctest)]

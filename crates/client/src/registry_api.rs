@@ -5,16 +5,11 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use rollcall_wire::Registration;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::retry_delays;
 use crate::error::RegistryError;
-
-/// The first wait after a failed registration; it doubles up to [`MAX_RETRY_DELAY`].
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
-/// The longest wait between two registration attempts.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// A registry's seed endpoint and the process's HTTP client.
 #[derive(Debug, Clone)]
@@ -56,7 +51,7 @@ impl RegistryApi {
         fail_fast: bool,
         shutdown: &CancellationToken,
     ) -> Result<(), RegistryError> {
-        let mut delay = FIRST_RETRY_DELAY;
+        let mut delays = retry_delays();
         loop {
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => return Err(RegistryError::Cancelled),
@@ -66,15 +61,14 @@ impl RegistryApi {
                 Ok(()) => return Ok(()),
                 Err(error) if fail_fast => return Err(error),
                 Err(error) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(registry = %self.services_url, %error, retry_in = ?delay, "registration failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(RegistryError::Cancelled),
+                        () = tokio::time::sleep(delay) => {}
+                    }
                 }
             }
-            let jittered = delay.mul_f64(rand::rng().random_range(0.5..=1.0));
-            tokio::select! {
-                () = shutdown.cancelled() => return Err(RegistryError::Cancelled),
-                () = tokio::time::sleep(jittered) => {}
-            }
-            delay = (delay * 2).min(MAX_RETRY_DELAY);
         }
     }
 

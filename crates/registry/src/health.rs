@@ -97,8 +97,7 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, running: Runni
     // costs no parse (nor a catalog read while registrations pour in), and probing parses nothing
     // per probe.
     let mut heartbeat_url = None;
-    // Spread the first probes of instances registered together over one interval.
-    let mut delay = core.config.health_interval.mul_f64(rand::rng().random_range(0.0..1.0));
+    let mut delay = first_probe_delay(&core.config);
     loop {
         tokio::select! {
             () = core.shutdown.cancelled() => return,
@@ -158,6 +157,12 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, running: Runni
     }
 }
 
+/// How long to wait before the first probe: a random point of one interval, so that the first
+/// probes of instances registered together (or restored together) are spread over it.
+fn first_probe_delay(config: &RegistryConfig) -> Duration {
+    config.health_interval.mul_f64(rand::rng().random_range(0.0..1.0))
+}
+
 /// How long to wait before probing `instance` again, given its state after a probe at `now`.
 fn next_probe_delay(config: &RegistryConfig, instance: &Instance, now: SystemTime) -> Duration {
     match instance.state {
@@ -178,5 +183,87 @@ fn next_probe_delay(config: &RegistryConfig, instance: &Instance, now: SystemTim
             let until_reap = reap_at.and_then(|at| at.duration_since(now).ok()).unwrap_or_default();
             backoff.min(until_reap.max(config.health_retry_delay))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rollcall_wire::Registration;
+
+    use super::*;
+
+    fn config() -> RegistryConfig {
+        RegistryConfig::new("127.0.0.1:0".parse().expect("address"), "unused".into())
+    }
+
+    fn instance(state: InstanceState, consecutive_failures: u32, critical_since: Option<SystemTime>) -> Instance {
+        Instance {
+            id: 1,
+            instance_id: "i".to_owned(),
+            registration: Registration::default(),
+            metadata: BTreeMap::new(),
+            state,
+            registered_at: SystemTime::UNIX_EPOCH,
+            last_check_at: None,
+            last_error: None,
+            consecutive_failures,
+            critical_since,
+        }
+    }
+
+    const NOW: SystemTime = SystemTime::UNIX_EPOCH;
+
+    #[test]
+    fn first_probes_are_spread_over_one_interval() {
+        let config = config();
+        let delays: Vec<Duration> = (0..1_000).map(|_| first_probe_delay(&config)).collect();
+        assert!(delays.iter().all(|d| *d < config.health_interval));
+        let early = delays.iter().filter(|d| **d < config.health_interval / 2).count();
+        assert!((350..=650).contains(&early), "{early} of 1000 in the first half");
+    }
+
+    #[test]
+    fn a_passing_instance_is_probed_every_interval_give_or_take_a_tenth() {
+        let config = config();
+        let passing = instance(InstanceState::Passing, 0, None);
+        let delays: Vec<Duration> = (0..1_000).map(|_| next_probe_delay(&config, &passing, NOW)).collect();
+        let (low, high) = (config.health_interval.mul_f64(0.9), config.health_interval.mul_f64(1.1));
+        assert!(delays.iter().all(|d| *d >= low && *d <= high));
+        assert!(delays.iter().any(|d| *d != delays[0]), "jittered, not fixed");
+    }
+
+    #[test]
+    fn a_suspect_instance_is_tried_again_after_the_retry_delay() {
+        let config = config();
+        let suspect = instance(InstanceState::Suspect, 1, None);
+        assert_eq!(next_probe_delay(&config, &suspect, NOW), config.health_retry_delay);
+    }
+
+    #[test]
+    fn a_critical_instance_backs_off_doubling_up_to_the_cap() {
+        let config = config(); // 3 s interval, 3 tries, reaped after 10 min
+        let delays: Vec<u64> = (0..8)
+            .map(|beyond| {
+                let critical = instance(InstanceState::Critical, config.health_tries + beyond, Some(NOW));
+                next_probe_delay(&config, &critical, NOW).as_secs()
+            })
+            .collect();
+        assert_eq!(delays, [3, 6, 12, 24, 30, 30, 30, 30]);
+    }
+
+    #[test]
+    fn a_critical_instance_is_probed_once_more_before_it_is_reaped() {
+        let config = config();
+        let reaped_at = NOW + Duration::from_secs(5);
+        let since = reaped_at - config.deregister_critical_after;
+        let critical = instance(InstanceState::Critical, config.health_tries + 4, Some(since));
+        assert_eq!(next_probe_delay(&config, &critical, NOW), Duration::from_secs(5));
+        // Closer to the reaping than the retry delay, or past it: the retry delay.
+        let late = NOW + Duration::from_millis(4_800);
+        assert_eq!(next_probe_delay(&config, &critical, late), config.health_retry_delay);
+        let past = NOW + Duration::from_secs(60);
+        assert_eq!(next_probe_delay(&config, &critical, past), config.health_retry_delay);
     }
 }

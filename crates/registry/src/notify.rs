@@ -9,15 +9,15 @@
 //! - a subscriber is never sent a patch that repeats what it already holds;
 //! - a slow or dead subscriber only ever delays its own task, never another's.
 //!
-//! A failed delivery is retried with exponential backoff and jitter, at most
-//! [`MAX_ATTEMPTS`] times in a row; after that the queue waits for the next change (or for the
+//! A failed delivery is retried with exponential backoff and jitter ([`Retries`]), at most
+//! [`MAX_ATTEMPTS`] attempts in a row; after that the queue waits for the next change (or for the
 //! subscriber to pass a health check again) and then sends everything it missed in one patch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rollcall_wire::{Patch, PatchEntry, Registration};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -28,10 +28,10 @@ use crate::state::InstanceId;
 
 /// Delivery attempts in a row before a queue stops retrying until the next change.
 pub const MAX_ATTEMPTS: u32 = 8;
-/// Delay before the first retry; it doubles with each further failure.
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
-/// The longest delay between two retries.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// The first retry waits between this and twice this; each further one doubles the step.
+const FIRST_RETRY_STEP: Duration = Duration::from_millis(50);
+/// The largest step: no wait between two retries is longer than twice it.
+const MAX_RETRY_STEP: Duration = Duration::from_millis(2_500);
 
 /// The delivery queues of every subscriber, keyed by the subscriber's ServiceURL.
 #[derive(Debug, Default)]
@@ -179,7 +179,7 @@ async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>, _leave: Leave) 
 }
 
 async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection: &mut PatchConnection) {
-    let mut failures = 0;
+    let mut retries = Retries::new();
     loop {
         let desired = core.catalog().providers_of(&subscriber.required);
         let patch = difference(&subscriber.held(), &desired);
@@ -200,24 +200,24 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection:
                 }
                 held.extend(patch.added);
                 drop(held);
-                failures = 0;
+                retries = Retries::new();
                 core.metrics.deliveries_ok.inc();
                 if let Some(since) = subscriber.behind().take() {
                     core.metrics.delivery_latency.observe(since.elapsed().as_secs_f64());
                 }
             }
             Err(error) => {
-                failures += 1;
                 core.metrics.deliveries_failed.inc();
-                if failures >= MAX_ATTEMPTS {
-                    core.metrics.deliveries_given_up.inc();
-                    tracing::warn!(url = %subscriber.url, %error, failures, "giving up on a patch until the next change");
-                    return;
-                }
-                tracing::debug!(url = %subscriber.url, %error, failures, "patch delivery failed; retrying");
-                tokio::select! {
-                    () = subscriber.cancel.cancelled() => return,
-                    () = tokio::time::sleep(retry_delay(failures)) => {}
+                let failures = retries.failures + 1;
+                tracing::debug!(url = %subscriber.url, %error, failures, "patch delivery failed");
+                match retries.after_failure(&subscriber.cancel).await {
+                    Retry::Again => {}
+                    Retry::Cancelled => return,
+                    Retry::GiveUp => {
+                        core.metrics.deliveries_given_up.inc();
+                        tracing::warn!(url = %subscriber.url, %error, failures, "giving up on a patch until the next change");
+                        return;
+                    }
                 }
             }
         }
@@ -232,12 +232,47 @@ fn difference(held: &BTreeSet<PatchEntry>, desired: &BTreeSet<PatchEntry>) -> Pa
     }
 }
 
-/// Exponential backoff with "equal jitter": half the delay fixed, half random, so that queues
-/// failing together do not retry in lockstep.
-fn retry_delay(failures: u32) -> Duration {
-    let exponential = FIRST_RETRY_DELAY.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    let delay = exponential.min(MAX_RETRY_DELAY);
-    delay / 2 + rand::rng().random_range(Duration::ZERO..=delay / 2)
+/// What a queue does after a failed delivery.
+#[derive(Debug, PartialEq, Eq)]
+enum Retry {
+    /// Try again: the wait is over.
+    Again,
+    /// [`MAX_ATTEMPTS`] failed in a row: wait for the next change.
+    GiveUp,
+    /// The queue was stopped while waiting.
+    Cancelled,
+}
+
+/// A queue's failures in a row, and its backoff: backon's exponential schedule with jitter
+/// (each wait is its step plus up to as much again, so queues failing together do not retry in
+/// lockstep), from 50 ms doubling to 2.5 s.
+struct Retries {
+    failures: u32,
+    delays: ExponentialBackoff,
+}
+
+impl Retries {
+    fn new() -> Self {
+        let delays = ExponentialBuilder::new()
+            .with_min_delay(FIRST_RETRY_STEP)
+            .with_max_delay(MAX_RETRY_STEP)
+            .with_jitter()
+            .with_max_times(MAX_ATTEMPTS as usize - 1)
+            .build();
+        Self { failures: 0, delays }
+    }
+
+    /// Counts a failure, then waits before the next attempt (or says to give up).
+    async fn after_failure(&mut self, cancel: &CancellationToken) -> Retry {
+        self.failures += 1;
+        let Some(delay) = self.delays.next() else {
+            return Retry::GiveUp;
+        };
+        tokio::select! {
+            () = cancel.cancelled() => Retry::Cancelled,
+            () = tokio::time::sleep(delay) => Retry::Again,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -261,18 +296,40 @@ mod tests {
         assert!(difference(&desired, &desired).is_empty());
     }
 
-    #[test]
-    fn retry_delays_grow_and_stay_bounded() {
-        for failures in 1..=MAX_ATTEMPTS * 4 {
-            let delay = retry_delay(failures);
-            let full = FIRST_RETRY_DELAY
-                .saturating_mul(1 << (failures - 1).min(16))
-                .min(MAX_RETRY_DELAY);
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_queue_backs_off_doubling_then_gives_up_after_the_last_attempt() {
+        let cancel = CancellationToken::new();
+        let mut retries = Retries::new();
+        let mut step = FIRST_RETRY_STEP;
+        for attempt in 1..MAX_ATTEMPTS {
+            let started = tokio::time::Instant::now();
+            assert_eq!(retries.after_failure(&cancel).await, Retry::Again, "attempt {attempt}");
+            let waited = started.elapsed();
             assert!(
-                delay >= full / 2 && delay <= full,
-                "{failures}: {delay:?} not within [{:?}, {full:?}]",
-                full / 2
+                waited >= step && waited < step * 2,
+                "after failure {attempt}: waited {waited:?}, not in [{step:?}, {:?})",
+                step * 2
             );
+            step = (step * 2).min(MAX_RETRY_STEP);
         }
+        let started = tokio::time::Instant::now();
+        assert_eq!(retries.after_failure(&cancel).await, Retry::GiveUp);
+        assert_eq!(started.elapsed(), Duration::ZERO, "giving up does not wait");
+        assert_eq!(retries.failures, MAX_ATTEMPTS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_queue_stops_waiting_at_once() {
+        let cancel = CancellationToken::new();
+        let mut retries = Retries::new();
+        let waiting = tokio::spawn({
+            let cancel = cancel.clone();
+            async move { retries.after_failure(&cancel).await }
+        });
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        cancel.cancel();
+        assert_eq!(waiting.await.expect("joined"), Retry::Cancelled);
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

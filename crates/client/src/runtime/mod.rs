@@ -12,40 +12,37 @@
 //!    within one deadline.
 //!
 //! The service's own router serves every path but `/heartbeat` and `/services`, which belong
-//! to the runtime.
+//! to the runtime (`routes`). This file is the builder and the started handle; `supervisor`
+//! owns the life after registration, `watchdog` the clock that tells the registry forgot us.
 
-use std::collections::VecDeque;
+mod routes;
+mod supervisor;
+mod watchdog;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
-use rollcall_wire::answer::ErrorAnswer;
-use rollcall_wire::{Patch, Registration};
+use rollcall_wire::Registration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::supervisor::Supervisor;
+use self::watchdog::ProbeClock;
 use crate::args::{ServiceArgs, advertised_url, registry_base_url};
-use crate::error::{RegistryError, StartError};
+use crate::error::StartError;
 use crate::logs::LogShipping;
 use crate::providers::{Policy, Providers};
 use crate::registry_api::RegistryApi;
+use crate::signals::cancel_on_signals;
 
 /// How long a registry call may take.
 const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to anything may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How many recent gaps between probes the watchdog remembers.
-const REMEMBERED_GAPS: usize = 8;
-/// The longest the watchdog waits for a first probe before registering again.
-const MAX_SILENCE: Duration = Duration::from_secs(60);
 
 /// Namespace for [`Service::builder`].
 #[derive(Debug)]
@@ -235,14 +232,7 @@ impl ServiceBuilder {
             .map_err(StartError::HttpClient)?;
 
         let probes = Arc::new(ProbeClock::new(self.expected_health_interval));
-        let app = Router::new()
-            .route("/heartbeat", any(heartbeat))
-            .route("/services", post(receive_patch))
-            .with_state(RuntimeState {
-                providers: self.providers.clone(),
-                probes: Arc::clone(&probes),
-            })
-            .fallback_service(self.router);
+        let app = routes::router(self.providers.clone(), Arc::clone(&probes), self.router);
         let stop_serving = CancellationToken::new();
         let server = tokio::spawn(
             axum::serve(listener, app)
@@ -250,7 +240,7 @@ impl ServiceBuilder {
                 .into_future(),
         );
         if self.handle_signals {
-            cancel_on_signal(shutdown.clone());
+            cancel_on_signals(&shutdown);
         }
         let shipper = self
             .logs
@@ -336,223 +326,4 @@ impl RunningService {
         self.shutdown();
         self.wait().await;
     }
-}
-
-/// The runtime's background work: keeping the service registered, then stopping it.
-struct Supervisor {
-    registry: RegistryApi,
-    registration: Registration,
-    providers: Providers,
-    probes: Arc<ProbeClock>,
-    shutdown: CancellationToken,
-    deadline: Duration,
-}
-
-impl Supervisor {
-    /// Registers (again), taking the registry's patch as the full list of providers.
-    async fn register(&self, fail_fast: bool) -> Result<(), RegistryError> {
-        self.providers.expect_full_list(&self.registration.required_services);
-        let registered = self
-            .registry
-            .register_until_done(&self.registration, fail_fast, &self.shutdown)
-            .await;
-        // A registration that failed after its patch arrived leaves the patch applied: it was
-        // the registry's view either way.
-        self.providers.cancel_full_list();
-        if registered.is_ok() {
-            self.probes.registered();
-        }
-        registered
-    }
-
-    async fn run(
-        self,
-        server: JoinHandle<std::io::Result<()>>,
-        stop_serving: CancellationToken,
-        shipper: Option<crate::logs::Shipper>,
-    ) {
-        self.keep_registered().await;
-        let deadline = Instant::now() + self.deadline;
-
-        // Exactly one deregistration, before the server stops: dependents stop calling first.
-        let url = &self.registration.service_url;
-        match tokio::time::timeout_at(deadline, self.registry.deregister(url)).await {
-            Ok(Ok(())) => tracing::info!(%url, "deregistered"),
-            Ok(Err(error)) => tracing::warn!(%url, %error, "deregistration failed"),
-            Err(_) => tracing::warn!(%url, "deregistration timed out"),
-        }
-
-        stop_serving.cancel();
-        let abort = server.abort_handle();
-        match tokio::time::timeout_at(deadline, server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(%error, "server failed"),
-            Ok(Err(error)) => tracing::error!(%error, "server task failed"),
-            Err(_) => {
-                tracing::warn!("requests still in flight at the shutdown deadline were cut off");
-                abort.abort();
-            }
-        }
-        if let Some(shipper) = shipper {
-            shipper.finish(deadline).await;
-        }
-    }
-
-    /// Until shutdown: registers again whenever the registry's probes fall silent.
-    async fn keep_registered(&self) {
-        loop {
-            let wait = self.probes.time_until_silent();
-            if wait.is_zero() {
-                tracing::warn!(
-                    url = %self.registration.service_url,
-                    "no health probe from the registry for too long: registering again"
-                );
-                self.probes.silence_confirmed();
-                if self.register(false).await.is_err() {
-                    return; // only a shutdown ends the retries
-                }
-                continue;
-            }
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-}
-
-/// When the registry last probed this service, and how far apart its probes come.
-#[derive(Debug)]
-struct ProbeClock {
-    expected_interval: Duration,
-    state: Mutex<ProbeState>,
-}
-
-#[derive(Debug)]
-struct ProbeState {
-    /// The last probe, or the last registration if no probe came since.
-    last: Instant,
-    /// Whether `last` is a probe (a gap to the next probe is then a real probe interval).
-    last_is_probe: bool,
-    gaps: VecDeque<Duration>,
-    /// How many times in a row the silence limit passed without any probe seen: each doubles
-    /// the wait, so a registry that probes rarely is not flooded with registrations.
-    silent_rounds: u32,
-}
-
-impl ProbeClock {
-    fn new(expected_interval: Duration) -> Self {
-        Self {
-            expected_interval,
-            state: Mutex::new(ProbeState {
-                last: Instant::now(),
-                last_is_probe: false,
-                gaps: VecDeque::with_capacity(REMEMBERED_GAPS),
-                silent_rounds: 0,
-            }),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, ProbeState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn probed(&self) {
-        let now = Instant::now();
-        let mut state = self.state();
-        if state.last_is_probe {
-            let gap = now - state.last;
-            if state.gaps.len() == REMEMBERED_GAPS {
-                state.gaps.pop_front();
-            }
-            state.gaps.push_back(gap);
-        }
-        state.last = now;
-        state.last_is_probe = true;
-        state.silent_rounds = 0;
-    }
-
-    /// A registration just succeeded: the silence is measured from now, and the gap to the
-    /// next probe is not a probe interval (the first probe comes at a random point).
-    fn registered(&self) {
-        let mut state = self.state();
-        state.last = Instant::now();
-        state.last_is_probe = false;
-    }
-
-    fn silence_confirmed(&self) {
-        let mut state = self.state();
-        if state.gaps.is_empty() {
-            state.silent_rounds = (state.silent_rounds + 1).min(8);
-        }
-    }
-
-    /// How much longer the registry may stay silent before this service registers again.
-    fn time_until_silent(&self) -> Duration {
-        let state = self.state();
-        let interval = state.gaps.iter().max().copied().unwrap_or(self.expected_interval);
-        let limit = (interval.mul_f64(1.5) * 2u32.pow(state.silent_rounds)).min(MAX_SILENCE.max(interval * 2));
-        limit.saturating_sub(state.last.elapsed())
-    }
-}
-
-#[derive(Clone)]
-struct RuntimeState {
-    providers: Providers,
-    probes: Arc<ProbeClock>,
-}
-
-/// The seed heartbeat: any method, 200 with an empty body.
-async fn heartbeat(State(state): State<RuntimeState>) -> StatusCode {
-    state.probes.probed();
-    StatusCode::OK
-}
-
-/// The seed patch endpoint: `POST /services` with a Patch.
-async fn receive_patch(State(state): State<RuntimeState>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Patch>(&body) {
-        Ok(patch) => {
-            state.providers.apply(&patch);
-            StatusCode::OK.into_response()
-        }
-        Err(error) => ErrorAnswer::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the body is not a valid Patch: {error}"),
-        )
-        .into_response(),
-    }
-}
-
-/// Cancels `shutdown` on SIGINT or SIGTERM. The handlers are installed before this returns, so
-/// a signal that arrives once `start` has returned is never the default "terminate at once".
-fn cancel_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (interrupt, terminate) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::warn!(%error, "cannot listen for SIGINT and SIGTERM: only the shutdown token stops the service");
-                return;
-            }
-        };
-        tokio::spawn(async move {
-            let (mut interrupt, mut terminate) = (interrupt, terminate);
-            tokio::select! {
-                _ = interrupt.recv() => tracing::info!("SIGINT received: stopping"),
-                _ = terminate.recv() => tracing::info!("SIGTERM received: stopping"),
-                () = shutdown.cancelled() => return,
-            }
-            shutdown.cancel();
-        });
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received: stopping"),
-            () = shutdown.cancelled() => return,
-        }
-        shutdown.cancel();
-    });
 }
