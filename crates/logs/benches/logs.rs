@@ -86,7 +86,7 @@ async fn start_logs() -> Running {
     config.service.registry.clone_from(&registry.url);
     config.retention_size = ByteSize::gib(64);
     let shutdown = CancellationToken::new();
-    let service = rollcall_logs::start(config, shutdown.clone())
+    let service = rollcall_logs::start(config, shutdown.clone(), None)
         .await
         .expect("log service");
     Running {

@@ -5,6 +5,16 @@
 //! append-only segment (group-committed: one fsync per batch window; error records never wait),
 //! and serves them back by query (filters, newest first, paging) and by tail (server-sent
 //! events). It runs as a rollcall service named `LogService` through rollcall-client.
+//!
+//! Inside, a record travels down the list:
+//! - `http`: the routes; ingest handlers answer only after the store acknowledged;
+//! - `ingest`: the four formats into validated records, each refusal with its reason (pure);
+//! - `record`: a validated record, its stored line encoded once;
+//! - `store`: durable segments of checksummed blocks, group-committed by one writer thread;
+//! - `query`: filters and pages over the blocks, skipping what their headers rule out;
+//! - `error`: the one error type and how each error is answered; `metrics`, `config`.
+//!
+//! [`start`] opens the store and returns a running [`LogService`]; [`run`] also waits for it.
 
 mod config;
 mod error;
@@ -18,7 +28,7 @@ mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rollcall_client::{RunningService, Service, StartError};
+use rollcall_client::{LogShipping, RunningService, Service, StartError};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{DEFAULT_LISTEN, LogsConfig};
@@ -82,8 +92,13 @@ impl LogService {
     }
 }
 
-/// Opens the store (recovering it), starts serving, and registers as `LogService`.
-pub async fn start(config: LogsConfig, shutdown: CancellationToken) -> Result<LogService, Error> {
+/// Opens the store (recovering it), starts serving, and registers as `LogService`; its own
+/// records ship through `logs` when given (to a log service, possibly itself).
+pub async fn start(
+    config: LogsConfig,
+    shutdown: CancellationToken,
+    logs: Option<LogShipping>,
+) -> Result<LogService, Error> {
     let metrics = Arc::new(Metrics::default());
     let store_config = config.store();
     let opened = tokio::task::spawn_blocking(move || Store::open(store_config, metrics))
@@ -107,12 +122,14 @@ pub async fn start(config: LogsConfig, shutdown: CancellationToken) -> Result<Lo
         max_body: usize::try_from(config.max_body.as_u64()).unwrap_or(usize::MAX),
         shutdown: Arc::new(shutdown.clone()),
     };
-    let started = Service::builder(SERVICE_NAME)
+    let mut service = Service::builder(SERVICE_NAME)
         .args(&config.service, DEFAULT_LISTEN)
         .router(http::router(state))
-        .handle_signals(false)
-        .start(shutdown)
-        .await;
+        .handle_signals(false);
+    if let Some(logs) = logs {
+        service = service.ship_logs(logs);
+    }
+    let started = service.start(shutdown).await;
     match started {
         Ok(running) => Ok(LogService {
             running,
@@ -126,7 +143,7 @@ pub async fn start(config: LogsConfig, shutdown: CancellationToken) -> Result<Lo
 }
 
 /// [`start`], then [`LogService::wait`].
-pub async fn run(config: LogsConfig, shutdown: CancellationToken) -> Result<(), Error> {
-    start(config, shutdown).await?.wait().await;
+pub async fn run(config: LogsConfig, shutdown: CancellationToken, logs: Option<LogShipping>) -> Result<(), Error> {
+    start(config, shutdown, logs).await?.wait().await;
     Ok(())
 }

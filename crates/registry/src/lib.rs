@@ -1,6 +1,6 @@
 //! The rollcall service registry, as a library.
 //!
-//! [`run`] serves the seed protocol's `/services` endpoint (so unchanged Go services register
+//! [`start`] (or [`run`] on a listener of the caller's) serves the seed protocol's `/services` endpoint (so unchanged Go services register
 //! here) and the `/v1` API (instances, listings with blocking queries, the event stream,
 //! metrics) on a listener it is given, keeps the catalog durably in its data directory, probes
 //! every registered instance's heartbeat, and pushes provider changes to dependents through
@@ -56,6 +56,14 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Why the registry could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address asked for.
+        address: std::net::SocketAddr,
+        /// The operating system's reason.
+        source: io::Error,
+    },
     /// The data directory could not be created.
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
@@ -75,20 +83,79 @@ pub enum RunError {
     Serve(#[source] io::Error),
 }
 
-/// Runs the registry on `listener` until `shutdown` is cancelled.
+/// A started registry: serving, its catalog restored.
+#[derive(Debug)]
+pub struct RunningRegistry {
+    local_addr: std::net::SocketAddr,
+    url: String,
+    task: tokio::task::JoinHandle<Result<(), RunError>>,
+}
+
+impl RunningRegistry {
+    /// Its base URL, `http://` and the bound address.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until it has stopped (after the shutdown token fired): requests finished, tasks
+    /// stopped, the catalog closed.
+    pub async fn wait(self) -> Result<(), RunError> {
+        self.task
+            .await
+            .unwrap_or_else(|join_error| Err(RunError::Serve(io::Error::other(join_error))))
+    }
+}
+
+/// Binds `config.listen`, opens and restores the catalog in `config.data_dir`, and serves until
+/// `shutdown` is cancelled; returns once it serves.
+pub async fn start(config: RegistryConfig, shutdown: CancellationToken) -> Result<RunningRegistry, RunError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            address: config.listen,
+            source,
+        })?;
+    start_on(listener, config, shutdown).await
+}
+
+/// Runs the registry on `listener` until `shutdown` is cancelled: [`start`] on a listener the
+/// caller bound, then [`RunningRegistry::wait`].
 ///
 /// It first opens the catalog in `config.data_dir` (refusing to start if another registry holds
 /// it) and restores what it holds. On shutdown new connections are refused, in-flight requests
 /// get up to [`SHUTDOWN_GRACE`] to finish, every background task (probers, delivery queues) is
 /// stopped, and the catalog is closed.
 pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    start_on(listener, config, shutdown).await?.wait().await
+}
+
+async fn start_on(
+    listener: TcpListener,
+    config: RegistryConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningRegistry, RunError> {
+    let local_addr = listener.local_addr().map_err(RunError::Serve)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
     let metrics = metrics::Metrics::default();
-    let (store, stored) = store::RedbStore::open(&config.data_dir, metrics.commit_seconds.clone())?;
-    serve(listener, config, Box::new(store), stored, metrics, shutdown).await
+    let data_dir = config.data_dir.clone();
+    let commit_seconds = metrics.commit_seconds.clone();
+    let (store, stored) = tokio::task::spawn_blocking(move || store::RedbStore::open(&data_dir, commit_seconds))
+        .await
+        .map_err(|join_error| RunError::Serve(io::Error::other(join_error)))??;
+    let task = tokio::spawn(serve(listener, config, Box::new(store), stored, metrics, shutdown));
+    Ok(RunningRegistry {
+        local_addr,
+        url: format!("http://{local_addr}"),
+        task,
+    })
 }
 
 /// Serves the registry on `listener` over `store`, whose contents were read back as `stored`,

@@ -14,6 +14,8 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use rollcall_wire::{LogRecord, RecordPage, RecordTime, ServiceView};
 
+use crate::cli;
+
 /// The reading subcommands of `rollcall logs`.
 #[derive(Debug, Subcommand)]
 pub enum LogsAction {
@@ -101,12 +103,12 @@ impl Filters {
 
 /// Runs one reading subcommand.
 pub async fn run(action: LogsAction) -> anyhow::Result<()> {
-    let http = crate::cli_http_client()?;
+    let http = cli::http_client()?;
     let result = match action {
         LogsAction::Query(args) => query(&http, args).await,
         LogsAction::Tail(args) => tail(&http, args).await,
     };
-    crate::closed_pipe_is_success(result)
+    cli::closed_pipe_is_success(result)
 }
 
 /// The log service's base URL: `--logs`, or the first passing `LogService` in the registry.
@@ -125,12 +127,7 @@ async fn locate(http: &reqwest::Client, locate: &Locate) -> anyhow::Result<Strin
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         bail!("the registry at {registry} knows no LogService (is `rollcall logs` running?)");
     }
-    if !response.status().is_success() {
-        bail!(
-            "the registry at {registry} answered {} to GET /v1/services/LogService",
-            response.status()
-        );
-    }
+    let response = cli::succeeded(response, &format!("the registry at {registry}")).await?;
     let service: ServiceView = response.json().await.context("the registry's answer is unreadable")?;
     service
         .instances
@@ -150,18 +147,11 @@ async fn query(http: &reqwest::Client, args: QueryArgs) -> anyhow::Result<()> {
         let mut page_params = params.clone();
         page_params.push(("limit", remaining.min(10_000).to_string()));
         page_params.extend(cursor.take().map(|c| ("cursor", c)));
-        let response = http
+        let request = http
             .get(format!("{base}/v1/records"))
             .query(&page_params)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the log service at {base}"))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            bail!("the log service answered {status}: {body}");
-        }
+            .timeout(Duration::from_secs(30));
+        let response = cli::send(request, &format!("the log service at {base}")).await?;
         let page: RecordPage = response
             .json()
             .await
@@ -183,7 +173,7 @@ async fn tail(http: &reqwest::Client, args: TailArgs) -> anyhow::Result<()> {
     let mut params = args.filters.query_string();
     params.push(("last", args.last.to_string()));
     let mut last_id: Option<String> = None;
-    let mut retry = Duration::from_millis(200);
+    let mut retries = cli::retry_delays();
     loop {
         let mut request = http
             .get(format!("{base}/v1/records/tail"))
@@ -194,7 +184,7 @@ async fn tail(http: &reqwest::Client, args: TailArgs) -> anyhow::Result<()> {
         }
         match request.send().await {
             Ok(response) if response.status().is_success() => {
-                retry = Duration::from_millis(200);
+                retries = cli::retry_delays();
                 let mut events = response.bytes_stream().eventsource();
                 while let Some(Ok(event)) = events.next().await {
                     let mut out = io::stdout().lock();
@@ -212,14 +202,11 @@ async fn tail(http: &reqwest::Client, args: TailArgs) -> anyhow::Result<()> {
                 eprintln!("-- the log service closed the tail; reconnecting");
             }
             Ok(response) => {
-                let status = response.status();
-                let body = response.text().await.unwrap_or_default();
-                bail!("the log service answered {status}: {body}");
+                cli::succeeded(response, &format!("the log service at {base}")).await?;
             }
             Err(error) => eprintln!("-- cannot reach the log service at {base}: {error}; retrying"),
         }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(retries.next().unwrap_or(Duration::from_secs(5))).await;
     }
 }
 

@@ -4,11 +4,13 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use rollcall_wire::{CatalogEvent, InstanceView, ServiceView, ServicesView};
+
+use crate::cli;
 
 /// How to reach the registry and what to print.
 #[derive(Debug, Args)]
@@ -27,29 +29,19 @@ pub struct ServicesArgs {
 /// Lists the catalog or follows it, as `args` say.
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
     let base = rollcall_client::registry_base_url(&args.registry);
-    let http = crate::cli_http_client()?;
+    let http = cli::http_client()?;
     let result = if args.watch {
         watch(&http, &base, args.json).await
     } else {
         list(&http, &base, args.json).await
     };
-    crate::closed_pipe_is_success(result)
+    cli::closed_pipe_is_success(result)
 }
 
 async fn list(http: &reqwest::Client, base: &str, json: bool) -> anyhow::Result<()> {
     let url = format!("{base}/v1/services");
-    let response = http
-        .get(&url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the registry at {base}"))?;
-    if !response.status().is_success() {
-        bail!(
-            "the registry at {base} answered {} to GET /v1/services",
-            response.status()
-        );
-    }
+    let request = http.get(&url).timeout(Duration::from_secs(10));
+    let response = cli::send(request, &format!("the registry at {base}")).await?;
     let view: ServicesView = response
         .json()
         .await
@@ -121,16 +113,7 @@ async fn watch(http: &reqwest::Client, base: &str, json: bool) -> anyhow::Result
         if let Some(id) = &last_id {
             request = request.header("last-event-id", id);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the registry at {base}"))?;
-        if !response.status().is_success() {
-            bail!(
-                "the registry at {base} answered {} to GET /v1/events",
-                response.status()
-            );
-        }
+        let response = cli::send(request, &format!("the registry at {base}")).await?;
         let mut events = response.bytes_stream().eventsource();
         while let Some(event) = events.next().await {
             let Ok(event) = event else {

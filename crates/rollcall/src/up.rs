@@ -15,8 +15,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use rustix::process::{Pid, Signal, kill_process};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::serve::announce;
 
 /// How long each child may take to stop after SIGTERM before it is killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
@@ -56,7 +59,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let outcome = start_all(&args, &mut started).await;
     let outcome = match outcome {
         Ok(()) => {
-            crate::announce(&format!(
+            announce(&format!(
                 "rollcall is up: open {} (Ctrl-C stops everything)",
                 started.last().map_or("", |s| s.url.as_str())
             ));
@@ -131,7 +134,7 @@ async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
         bail!("the {name} failed to start ({status:?}); its error is above");
     };
     let url = url.to_owned();
-    crate::announce(&format!("{name:<9}{url}"));
+    announce(&format!("{name:<9}{url}"));
     // Keep reading the child's stdout so that it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Started { name, child, url })
@@ -139,7 +142,7 @@ async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
 
 /// Waits for SIGINT or SIGTERM, or for a child to die.
 async fn wait_for_stop(started: &mut [Started]) -> anyhow::Result<()> {
-    let shutdown = crate::signal_token();
+    let shutdown = rollcall_client::shutdown_on_signals();
     let exits = started
         .iter_mut()
         .map(|service| Box::pin(async move { (service.name, service.child.wait().await) }));
@@ -155,10 +158,14 @@ async fn wait_for_stop(started: &mut [Started]) -> anyhow::Result<()> {
 /// Stops the children in reverse order of starting.
 async fn stop_all(started: &mut Vec<Started>) {
     while let Some(mut service) = started.pop() {
-        if let Some(pid) = service.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+        let pid = service
+            .child
+            .id()
+            .and_then(|pid| Pid::from_raw(i32::try_from(pid).ok()?));
+        if let Some(pid) = pid
+            && let Err(error) = kill_process(pid, Signal::TERM)
+        {
+            tracing::warn!(%error, "cannot send SIGTERM to the {}", service.name);
         }
         match tokio::time::timeout(STOP_DEADLINE, service.child.wait()).await {
             Ok(Ok(status)) if status.success() => tracing::info!("{} stopped", service.name),

@@ -39,7 +39,7 @@ impl TestLogs {
 
     async fn start(registry: TestRegistry, data_dir: tempfile::TempDir, config: LogsConfig) -> Self {
         let shutdown = CancellationToken::new();
-        let service = rollcall_logs::start(config, shutdown.clone())
+        let service = rollcall_logs::start(config, shutdown.clone(), None)
             .await
             .expect("log service starts");
         Self {
