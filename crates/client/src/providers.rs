@@ -428,6 +428,59 @@ mod tests {
         assert_eq!(providers.urls("Grades"), ["http://g2"]);
     }
 
+    #[test]
+    fn the_registration_patch_holds_each_url_once_and_applies_its_removals() {
+        let providers = Providers::default();
+        providers.apply(&added(&[("Logs", "http://old")]));
+        providers.expect_full_list(&["Logs".into()]);
+        providers.apply(&Patch {
+            added: vec![
+                entry("Logs", "http://a"),
+                entry("Logs", "http://b"),
+                entry("Logs", "http://a"),
+                entry("Logs", "http://c"),
+            ],
+            removed: vec![entry("Logs", "http://b"), entry("Logs", "http://old")],
+        });
+        assert_eq!(providers.urls("Logs"), ["http://a", "http://c"]);
+    }
+
+    #[test]
+    fn a_registration_that_failed_leaves_the_next_patch_adding() {
+        let providers = Providers::default();
+        providers.apply(&added(&[("Logs", "http://a")]));
+        providers.expect_full_list(&["Logs".into()]);
+        providers.cancel_full_list();
+        providers.apply(&added(&[("Logs", "http://b")]));
+        assert_eq!(
+            providers.urls("Logs"),
+            ["http://a", "http://b"],
+            "added to, not replaced"
+        );
+    }
+
+    #[test]
+    fn the_policy_read_is_the_policy_set() {
+        let providers = Providers::default();
+        assert_eq!(providers.policy(), Policy::RoundRobin);
+        for policy in [Policy::Random, Policy::PowerOfTwoChoices, Policy::RoundRobin] {
+            providers.set_policy(policy);
+            assert_eq!(providers.clone().policy(), policy, "every clone picks by it");
+        }
+    }
+
+    #[test]
+    fn random_picks_follow_no_cycle() {
+        // Round robin over two instances alternates; random repeats an instance about every
+        // other pick (missing every repeat in 200 picks has a chance of 2^-199).
+        let providers = set_of(2, Policy::Random);
+        let sequence: Vec<String> = (0..200)
+            .map(|_| providers.get("S").expect("known").url().to_owned())
+            .collect();
+        let repeats = sequence.windows(2).filter(|pair| pair[0] == pair[1]).count();
+        assert!(repeats > 0, "random picks alternated like round robin: {sequence:?}");
+    }
+
     #[tokio::test]
     async fn a_watch_sees_each_change_of_its_service_only() {
         let providers = Providers::default();
@@ -494,6 +547,31 @@ mod tests {
             for count in counts.values() {
                 prop_assert!(count.abs_diff(per_instance) < per_instance / 5, "{:?}", counts);
             }
+        }
+
+        #[test]
+        fn a_registration_patch_holds_what_it_adds_and_not_what_it_removes(
+            old in proptest::collection::vec(0u8..6, 0..6),
+            added in proptest::collection::vec(0u8..6, 0..12),
+            removed in proptest::collection::vec(0u8..6, 0..4),
+        ) {
+            let url = |n: &u8| format!("http://10.0.0.{n}");
+            let providers = Providers::default();
+            providers.apply(&Patch { added: old.iter().map(|n| entry("S", &url(n))).collect(), removed: vec![] });
+            providers.expect_full_list(&["S".into()]);
+            providers.apply(&Patch {
+                added: added.iter().map(|n| entry("S", &url(n))).collect(),
+                removed: removed.iter().map(|n| entry("S", &url(n))).collect(),
+            });
+            // The added URLs in order of first appearance, without the removed ones: nothing of
+            // the old set survives, nothing appears twice.
+            let mut expected: Vec<String> = Vec::new();
+            for n in &added {
+                if !removed.contains(n) && !expected.contains(&url(n)) {
+                    expected.push(url(n));
+                }
+            }
+            prop_assert_eq!(providers.urls("S"), expected);
         }
 
         #[test]

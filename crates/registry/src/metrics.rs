@@ -29,6 +29,8 @@ pub struct Metrics {
     queues_behind: Gauge,
     /// Prober tasks running (one per registered instance).
     pub probers: Gauge,
+    /// Blocking queries being held.
+    pub blocking_queries: Gauge,
     /// Registrations acknowledged through the seed protocol.
     pub seed_registrations: Counter,
     /// Registrations acknowledged through `/v1/instances`.
@@ -77,6 +79,12 @@ impl Default for Metrics {
             "probers",
             "Prober tasks running (one per registered instance)",
             probers.clone(),
+        );
+        let blocking_queries = Gauge::default();
+        registry.register(
+            "blocking_queries",
+            "Blocking queries held until their index moves",
+            blocking_queries.clone(),
         );
 
         let registrations = Family::<Label, Counter>::default();
@@ -135,6 +143,7 @@ impl Default for Metrics {
             queues,
             queues_behind,
             probers,
+            blocking_queries,
             seed_registrations,
             v1_registrations,
             refused_registrations,

@@ -2,13 +2,19 @@
 //! ChromeDriver (`chromium` and `chromium-driver`, which `.ci/run` installs), on a loopback port.
 //!
 //! Screenshots go to `target/screenshots/`, where a person can look at what the test saw.
+//!
+//! ChromeDriver runs in a process group of its own, which the Chromium processes it starts
+//! join; however a test ends (a failed assertion unwinds through [`Browser`]'s `Drop`), the
+//! whole group is killed, so no headless browser outlives its test.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder};
+use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::json;
 
 use crate::{DEADLINE, eventually};
@@ -43,6 +49,7 @@ impl Browser {
             listener.local_addr().expect("address").port()
         };
         let driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdin(Stdio::null())
@@ -87,16 +94,23 @@ impl Browser {
         path
     }
 
-    /// Ends the session and ChromeDriver.
-    pub async fn close(mut self) {
+    /// Ends the session, then ChromeDriver and every browser process.
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
+    }
+
+    /// Kills ChromeDriver's process group: the driver and every Chromium process it started.
+    fn kill_all(&mut self) {
+        let group = i32::try_from(self.driver.id()).ok().and_then(Pid::from_raw);
+        if let Some(group) = group {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
         let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        self.kill_all();
     }
 }

@@ -163,6 +163,12 @@ impl TestRegistry {
         self.http.get(format!("{}{path}", self.url)).send().await.expect("GET")
     }
 
+    /// The value of one sample of `GET /metrics`, such as `rollcall_probers`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics");
+        crate::metric(&text, name).unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+
     /// `GET /v1/services`.
     pub async fn services(&self) -> ServicesView {
         self.get("/v1/services").await.json().await.expect("services JSON")

@@ -102,10 +102,28 @@ async fn wait_for_change(
     if current() != known {
         return;
     }
+    let _held = Held::count(&core.metrics.blocking_queries);
     tokio::select! {
         _ = changes.wait_for(|_| current() != known) => {}
         () = tokio::time::sleep(wait) => {}
         () = core.shutdown.cancelled() => {}
+    }
+}
+
+/// Counts a held query in `rollcall_blocking_queries` for as long as it is held, however it
+/// ends (a client that goes away drops the handler mid-wait).
+struct Held<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Held<'a> {
+    fn count(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

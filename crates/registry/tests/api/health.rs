@@ -145,8 +145,7 @@ async fn an_instance_critical_for_too_long_is_deregistered() {
 
 /// The `rollcall_probers` gauge: prober tasks alive in the registry.
 async fn probers(registry: &TestRegistry) -> f64 {
-    let text = registry.get("/metrics").await.text().await.expect("metrics");
-    rollcall_testkit::metric(&text, "rollcall_probers").expect("the probers gauge")
+    registry.metric("rollcall_probers").await
 }
 
 #[tokio::test]

@@ -101,3 +101,34 @@ async fn failed_deliveries_are_retried_until_they_succeed() {
         "the patch was delivered once, after the retries"
     );
 }
+
+#[tokio::test]
+async fn a_patch_never_repeats_what_the_subscriber_holds() {
+    let registry = TestRegistry::spawn().await;
+    let (portal, grades) = super::portal_holding_grades(&registry).await;
+    assert_eq!(registry.deregister(&grades.url).await.status(), 200);
+    portal.wait_for_providers(&BTreeSet::new()).await;
+    let second = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &second).await;
+    portal.wait_for_providers(&BTreeSet::from([second.entry()])).await;
+    let third = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &third).await;
+    let all = BTreeSet::from([second.entry(), third.entry()]);
+    portal.wait_for_providers(&all).await;
+
+    // Replay every patch the portal received: each Added is new to it, each Removed held.
+    let mut held = BTreeSet::new();
+    for patch in portal.patches() {
+        for entry in &patch.added {
+            assert!(
+                held.insert(entry.clone()),
+                "{entry:?} added again: {:?}",
+                portal.patches()
+            );
+        }
+        for entry in &patch.removed {
+            assert!(held.remove(entry), "{entry:?} removed again: {:?}", portal.patches());
+        }
+    }
+    assert_eq!(held, all);
+}

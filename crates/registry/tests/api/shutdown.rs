@@ -34,6 +34,10 @@ async fn stopping_is_prompt_with_hung_callbacks_and_probes_blocking_queries_and_
         let url = format!("{}/v1/services/Nobody?index=0&wait=10m", registry.url);
         tokio::spawn(async move { reqwest::get(url).await })
     };
+    eventually("the blocking query to be held", DEADLINE, || async {
+        (registry.metric("rollcall_blocking_queries").await >= 1.0).then_some(())
+    })
+    .await;
 
     let mut events = SseClient::connect(&format!("{}/v1/events", registry.url), None).await;
     assert!(events.next().await.is_some(), "the stream opens with a reset");
@@ -41,14 +45,22 @@ async fn stopping_is_prompt_with_hung_callbacks_and_probes_blocking_queries_and_
     let took = registry.stop().await;
     assert!(took < SHUTDOWN_GRACE, "stopping took {took:?}");
     assert!(events.next().await.is_none(), "the event stream ends with the registry");
-    let query = tokio::time::timeout(DEADLINE, blocking_query).await;
-    assert!(query.is_ok(), "the blocking query outlived the registry");
-    let answer = pending.await.expect("join");
-    if let Ok(response) = answer {
-        assert_eq!(
-            response.status(),
-            503,
-            "an interrupted registration is not acknowledged"
-        );
-    }
+    let query = tokio::time::timeout(DEADLINE, blocking_query)
+        .await
+        .expect("the blocking query outlived the registry")
+        .expect("joined")
+        .expect("the held query is answered, not cut off");
+    assert_eq!(query.status(), 200);
+    assert_eq!(
+        query.headers()["x-rollcall-index"],
+        "0",
+        "nothing changed while it was held"
+    );
+    let listing: rollcall_wire::ServiceView = query.json().await.expect("a listing");
+    assert!(listing.instances.is_empty());
+    let answer = pending
+        .await
+        .expect("join")
+        .expect("the interrupted registration is answered, not cut off");
+    assert_eq!(answer.status(), 503, "an interrupted registration is not acknowledged");
 }

@@ -38,8 +38,9 @@ async fn a_stale_index_answers_at_once() {
     let path = format!("/v1/services/GradingService?index={}&wait=30s", index - 1);
     let (view, again) = get_with_index::<ServiceView>(&registry, &path).await;
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "it waited although the index differed"
+        started.elapsed() < Duration::from_secs(1),
+        "it waited {:?} although the index differed",
+        started.elapsed()
     );
     assert_eq!(again, index);
     assert_eq!(view.instances.len(), 1);

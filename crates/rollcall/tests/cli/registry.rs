@@ -2,8 +2,9 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use rollcall_testkit::ServerProcess;
+use rollcall_testkit::{FakeService, ServerProcess, eventually};
 
 fn rollcall() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
@@ -32,6 +33,22 @@ async fn is_configured_by_environment_and_stops_on_sigint() {
             .env("ROLLCALL_HEALTH_INTERVAL", "250ms");
     });
     assert_eq!(services_answer(&registry.url).await, 200);
+    // Probed every 250 ms: four probes come within a second or so, where the default 3 s
+    // interval would take at least nine.
+    let service = FakeService::spawn("A", &[]).await;
+    let registered = reqwest::Client::new()
+        .post(format!("{}/services", registry.url))
+        .json(&service.registration())
+        .send()
+        .await
+        .expect("POST /services");
+    assert_eq!(registered.status(), 200);
+    eventually(
+        "four probes at the configured interval",
+        Duration::from_secs(5),
+        || async { (service.probes() >= 4).then_some(()) },
+    )
+    .await;
     registry.signal("INT");
     assert!(registry.wait_for_exit().success());
 }
