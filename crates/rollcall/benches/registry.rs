@@ -4,11 +4,14 @@
 //! `rollcall registry` binary as a child process; fake services live in this process, all on
 //! 127.0.0.1. Every figure is printed beside a baseline measured in the same run:
 //! - failure detection (interval 250ms, timeout 100ms, 3 tries, retry delay 100ms): the time from
-//!   a heartbeat starting to fail until a dependent holds the Removed patch, against the
-//!   configured schedule's worst case;
+//!   a heartbeat starting to fail until a dependent holds the Removed patch, beside the bound the
+//!   configured schedule sets (a bound, computed from the flags, not a measured baseline);
 //! - fan-out: one change until all 1,000 dependents hold it, against this process sending the
-//!   same patch to the same 1,000 receivers directly;
-//! - CPU and RSS of the registry idle, and with 1,000 instances probed at the default interval;
+//!   same patch to the same 1,000 receivers directly, and against the Go original's registry
+//!   (`benches/go_original/registry.go`, rebuilt from the protocol, built with Debian's Go) with
+//!   the same receivers registered to both;
+//! - CPU and RSS of the registry idle (beside the Go original's, measured the same way), and with
+//!   1,000 and 10,000 instances probed;
 //! - durable registrations and lookups per second (`-- throughput`), driven by wrk, beside a
 //!   minimal axum handler in this same binary (run as a child process) answering bodies of the
 //!   same size, the same handler holding each registration as long as the registry's mean
@@ -18,6 +21,10 @@
 //!   host.
 //!
 //! `scripts/bench` installs wrk and etcd (Debian packages) and runs the benchmark.
+//!
+//! Baselines and references run interleaved with the registry (trial by trial, or wrk run by wrk
+//! run), so that the host's load drifting over a section favours none of them, and every target
+//! is printed with its verdict, computed from the run's own figure (`testkit::bench::verdict`).
 //!
 //! `ROLLCALL_BENCH_TRIALS` sets the number of trials (default 60 detections, 100 fan-outs);
 //! `ROLLCALL_BENCH_VERBOSE=1` prints every fan-out sample.
@@ -36,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use rollcall_testkit::bench::{build_go, verdict};
 use rollcall_testkit::wrk::{self, Load};
 use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, eventually, median_p99};
 use rollcall_wire::{Patch, PatchEntry, Registration};
@@ -99,17 +107,53 @@ impl Client {
     }
 }
 
+/// The probe schedule of the detection figures; the registry gets it as flags, and its worst
+/// case is the figure's bound.
+struct Schedule {
+    interval: Duration,
+    timeout: Duration,
+    tries: u32,
+    retry_delay: Duration,
+}
+
+const DETECTION: Schedule = Schedule {
+    interval: Duration::from_millis(250),
+    timeout: Duration::from_millis(100),
+    tries: 3,
+    retry_delay: Duration::from_millis(100),
+};
+
+impl Schedule {
+    fn flags(&self) -> Vec<String> {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        vec![
+            "--health-interval".into(),
+            ms(self.interval),
+            "--health-timeout".into(),
+            ms(self.timeout),
+            "--health-tries".into(),
+            self.tries.to_string(),
+            "--health-retry-delay".into(),
+            ms(self.retry_delay),
+        ]
+    }
+
+    /// The latest a failure can be noticed: a full jittered interval (+10 %), then `tries`
+    /// failed attempts with the retry delay between them, each taking the timeout when the
+    /// heartbeat hangs. Delivering the `Removed` patch comes on top.
+    fn bound(&self, heartbeat: HeartbeatMode) -> Duration {
+        let per_attempt = if heartbeat == HeartbeatMode::Hang {
+            self.timeout
+        } else {
+            Duration::ZERO
+        };
+        self.interval.mul_f64(1.1) + (self.tries - 1) * self.retry_delay + self.tries * per_attempt
+    }
+}
+
 async fn failure_detection(mode: &str, heartbeat: HeartbeatMode) {
     let registry = ServerProcess::start(rollcall(), "registry", |c| {
-        c.args([
-            "--health-interval",
-            "250ms",
-            "--health-timeout",
-            "100ms",
-            "--health-tries",
-            "3",
-        ]);
-        c.args(["--health-retry-delay", "100ms"]);
+        c.args(DETECTION.flags());
     });
     let client = Client::new(&registry);
     let dependent = FakeService::spawn("Dependent", &["Target"]).await;
@@ -147,38 +191,49 @@ async fn failure_detection(mode: &str, heartbeat: HeartbeatMode) {
         }
     }
     let (median, p99) = median_p99(&mut samples);
-    let per_failure = if heartbeat == HeartbeatMode::Hang {
-        Duration::from_millis(100)
-    } else {
-        Duration::ZERO
-    };
-    // Worst case of the schedule: a full jittered interval, then `tries` failures with the retry
-    // delay between them.
-    let bound = Duration::from_millis(275) + 2 * Duration::from_millis(100) + 3 * per_failure;
+    let bound = DETECTION.bound(heartbeat);
+    let target = Duration::from_secs(1);
     println!(
-        "failure detection ({mode}, {count} trials): median {} p99 {} | schedule worst case {} | p99/worst {:.2} | target p99 < 1000 ms",
+        "failure detection ({mode}, {count} trials): median {} p99 {} | the schedule's bound {} (p99/bound {:.2}) | target p99 < {}: {}",
         ms(median),
         ms(p99),
         ms(bound),
-        p99.as_secs_f64() / bound.as_secs_f64()
+        p99.as_secs_f64() / bound.as_secs_f64(),
+        ms(target),
+        verdict(p99 < target)
     );
+}
+
+/// The Go original's registry (`benches/go_original/registry.go`), built with Debian's Go, as a
+/// child process; `None` without Go.
+fn go_original() -> Option<ServerProcess> {
+    let binary = build_go(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/go_original/registry.go")),
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "go-original-registry",
+    )?;
+    Some(ServerProcess::start_command(&mut std::process::Command::new(binary)))
 }
 
 async fn fan_out() {
     let registry = ServerProcess::start(rollcall(), "registry", |_| {});
-    let client = Client::new(&registry);
+    let go = go_original();
+    let clients: Vec<Arc<Client>> = std::iter::once(&registry).chain(&go).map(Client::new).collect();
     let subscribers = 1_000;
     let mut dependents = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
         dependents.push(Arc::new(FakeService::spawn("Dependent", &["Fan"]).await));
     }
+    // Every dependent registers with both registries, so that both fan out to the same receivers.
     let mut registrations = JoinSet::new();
     for chunk in dependents.chunks(subscribers / 20) {
         let chunk: Vec<_> = chunk.iter().map(|d| d.registration()).collect();
-        let client = Arc::clone(&client);
+        let clients = clients.clone();
         registrations.spawn(async move {
             for registration in chunk {
-                client.register(&registration).await;
+                for client in &clients {
+                    client.register(&registration).await;
+                }
             }
         });
     }
@@ -186,12 +241,16 @@ async fn fan_out() {
 
     // The first change after the subscribers registered also opens a connection to each of
     // them; it is reported on its own, and the trials measure the steady state.
-    let warm_up = fan_out_once(&client, &dependents, "Fan").await;
+    let warm_up = fan_out_once(&clients[0], &dependents, "Fan").await;
+    if let Some(go) = clients.get(1) {
+        fan_out_once(go, &dependents, "Fan").await;
+    }
 
     let count = trials(100);
     let (registry_cpu_before, _) = cpu_and_rss(registry.pid());
     let (own_cpu_before, _) = cpu_and_rss(std::process::id());
     let mut samples = Vec::with_capacity(count);
+    let mut go_samples = Vec::with_capacity(count);
     let mut baseline = Vec::with_capacity(count);
     let direct = reqwest::Client::builder()
         .no_proxy()
@@ -199,12 +258,18 @@ async fn fan_out() {
         .build()
         .expect("client");
     send_directly(&direct, &dependents, usize::MAX).await; // open the baseline's connections
+    // Interleaved, trial by trial: rollcall, the Go original, this process sending directly.
+    let mut registry_cpu = 0.0;
     for trial in 0..count {
-        samples.push(fan_out_once(&client, &dependents, "Fan").await);
-
+        let before = cpu_and_rss(registry.pid()).0;
+        samples.push(fan_out_once(&clients[0], &dependents, "Fan").await);
+        registry_cpu += cpu_and_rss(registry.pid()).0 - before;
+        if let Some(go) = clients.get(1) {
+            go_samples.push(fan_out_once(go, &dependents, "Fan").await);
+        }
         baseline.push(send_directly(&direct, &dependents, trial).await);
     }
-    let registry_cpu = cpu_and_rss(registry.pid()).0 - registry_cpu_before;
+    let registry_cpu_all = cpu_and_rss(registry.pid()).0 - registry_cpu_before;
     let own_cpu = cpu_and_rss(std::process::id()).0 - own_cpu_before;
     let (median, p99) = median_p99(&mut samples);
     let (base_median, base_p99) = median_p99(&mut baseline);
@@ -214,17 +279,30 @@ async fn fan_out() {
             samples.iter().map(Duration::as_millis).collect::<Vec<_>>()
         );
     }
+    let target = Duration::from_millis(50);
     println!(
-        "fan-out to {subscribers} subscribers ({count} trials): median {} p99 {} | direct POSTs median {} p99 {} | median ratio {:.2} | target p99 < 50 ms",
+        "fan-out to {subscribers} subscribers ({count} trials): median {} p99 {} | direct POSTs median {} p99 {} | median ratio {:.2} | target p99 < {}: {}",
         ms(median),
         ms(p99),
         ms(base_median),
         ms(base_p99),
-        median.as_secs_f64() / base_median.as_secs_f64()
+        median.as_secs_f64() / base_median.as_secs_f64(),
+        ms(target),
+        verdict(p99 < target)
     );
+    if !go_samples.is_empty() {
+        let (go_median, go_p99) = median_p99(&mut go_samples);
+        println!(
+            "  the Go original, same receivers, interleaved: median {} p99 {} | rollcall / Go original: median {:.2}, p99 {:.2}",
+            ms(go_median),
+            ms(go_p99),
+            median.as_secs_f64() / go_median.as_secs_f64(),
+            p99.as_secs_f64() / go_p99.as_secs_f64()
+        );
+    }
     println!("  first change, opening {subscribers} connections: {}", ms(warm_up));
     println!(
-        "  CPU during the trials: registry {registry_cpu:.1} s ({:.0} us a delivery), this process (receivers, baseline) {own_cpu:.1} s",
+        "  CPU: registry {registry_cpu:.1} s in its own trials ({:.0} us a delivery), {registry_cpu_all:.1} s over all trials; this process (receivers, baseline) {own_cpu:.1} s",
         registry_cpu * 1e6 / (2.0 * (count * subscribers) as f64)
     );
 }
@@ -294,11 +372,21 @@ async fn resources() {
     let (idle_cpu, idle_rss) = measure(registry.pid(), window).await;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "registry idle: CPU {:.2}% of a core, RSS {:.1} MiB | Go original: about 6 MB",
+        "registry idle: CPU {:.2}% of a core, RSS {:.1} MiB",
         idle_cpu * 100.0,
         mib(idle_rss)
     );
     drop(registry);
+    if let Some(go) = go_original() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (go_cpu, go_rss) = measure(go.pid(), window).await;
+        println!(
+            "  the Go original idle, measured the same way: CPU {:.2}% of a core, RSS {:.1} MiB | rollcall / Go original RSS {:.2}",
+            go_cpu * 100.0,
+            mib(go_rss),
+            mib(idle_rss) / mib(go_rss)
+        );
+    }
 
     for (instances, interval) in [(1_000, "3s"), (10_000, "1s")] {
         let registry = ServerProcess::start(rollcall(), "registry", |c| {
@@ -322,8 +410,17 @@ async fn resources() {
         // Two full intervals of probes before measuring.
         tokio::time::sleep(2 * rollcall_registry::parse_duration(interval).expect("interval")).await;
         let (cpu, rss) = measure(registry.pid(), window).await;
+        let targets = if instances == 10_000 {
+            format!(
+                " | target CPU < 50% of a core: {}, RSS < 100 MiB: {}",
+                verdict(cpu < 0.5),
+                verdict(mib(rss) < 100.0)
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{instances} instances probed every {interval}: registry CPU {:.1}% of a core, RSS {:.1} MiB ({:.2} x idle)",
+            "{instances} instances probed every {interval}: registry CPU {:.1}% of a core, RSS {:.1} MiB ({:.2} x idle){targets}",
             cpu * 100.0,
             mib(rss),
             mib(rss) / mib(idle_rss)
@@ -454,50 +551,60 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// etcd 3.4 (Debian's `etcd-server`, installed by `scripts/bench`) as a reference: durable puts
-/// per second under the same load generator, or `None` when etcd is not installed.
-async fn etcd_puts_per_second() -> Option<f64> {
-    let data = tempfile::tempdir().expect("etcd data dir");
-    let (client, peer) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = std::process::Command::new("etcd")
-        .arg("--data-dir")
-        .arg(data.path())
-        .args([
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("default={peer_url}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else {
-        println!("etcd reference: etcd is not installed (scripts/bench installs Debian's etcd-server)");
-        return None;
-    };
-    let health = format!("{client_url}/health");
-    let http = reqwest::Client::new();
-    eventually("etcd to answer /health", LONG, || async {
-        let response = http.get(&health).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await;
-    let load = Load::new(CONNECTIONS, WINDOW).script(ETCD_PUT_SCRIPT);
-    let rate = tokio::task::spawn_blocking(move || load.run_median(&client_url, RUNS).requests_per_second)
-        .await
-        .expect("load");
-    let _ = child.kill();
-    let _ = child.wait();
-    Some(rate)
+/// etcd 3.4 (Debian's `etcd-server`, installed by `scripts/bench`) from a temporary data
+/// directory on loopback ports: the reference for durable writes.
+struct Etcd {
+    url: String,
+    child: std::process::Child,
+    _data: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers; `None` when etcd is not installed.
+    async fn start() -> Option<Self> {
+        let data = tempfile::tempdir().expect("etcd data dir");
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = std::process::Command::new("etcd")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let health = format!("{url}/health");
+        let http = reqwest::Client::new();
+        eventually("etcd to answer /health", LONG, || async {
+            let response = http.get(&health).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+        Some(Self {
+            url,
+            child,
+            _data: data,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Durable registrations and lookups per second, each beside the baseline server under the same
@@ -513,7 +620,99 @@ async fn throughput() {
     });
     let fleet = FakeFleet::spawn().await;
     let registrations = Load::new(CONNECTIONS, WINDOW).script(&registration_script(&fleet.url));
-    // Sizes of the registry's answers, for the baseline.
+    let (post_bytes, get_bytes) = answer_sizes(&registry, &fleet).await;
+    let lookups = Load::new(CONNECTIONS, WINDOW);
+    let get_path = LOOKUP_PATH;
+
+    // What a group commit costs by itself: the baseline answering only after the registry's
+    // mean commit time, taken from a first run of the registration load.
+    let (registry_url, registry_pid) = (registry.url.clone(), registry.pid());
+    let warm_up = registrations.clone();
+    tokio::task::spawn_blocking(move || warm_up.run(&registry_url))
+        .await
+        .expect("warm-up load");
+    let commit = mean_commit(&registry.url).await;
+    let baseline = start_baseline(post_bytes, get_bytes, Duration::ZERO);
+    let held = start_baseline(post_bytes, get_bytes, commit);
+    let etcd = Etcd::start().await;
+    let etcd_puts = Load::new(CONNECTIONS, WINDOW).script(ETCD_PUT_SCRIPT);
+    let (registry_url, baseline_url, held_url) = (registry.url.clone(), baseline.url.clone(), held.url.clone());
+    let (baseline_pid, held_pid) = (baseline.pid(), held.pid());
+    let etcd_target = etcd.as_ref().map(|etcd| (etcd.url.clone(), etcd.pid()));
+    // Interleaved run by run: the registry, the baseline, the held baseline and etcd take turns.
+    let figures = tokio::task::spawn_blocking(move || {
+        let mut targets = vec![
+            (&registrations, registry_url.as_str(), registry_pid),
+            (&registrations, baseline_url.as_str(), baseline_pid),
+            (&registrations, held_url.as_str(), held_pid),
+        ];
+        if let Some((url, pid)) = &etcd_target {
+            targets.push((&etcd_puts, url.as_str(), *pid));
+        }
+        let writes = wrk::interleave(&targets, RUNS);
+        let (registry_get, baseline_get) = (format!("{registry_url}{get_path}"), format!("{baseline_url}{get_path}"));
+        let reads = wrk::interleave(
+            &[
+                (&lookups, &registry_get, registry_pid),
+                (&lookups, &baseline_get, baseline_pid),
+            ],
+            RUNS,
+        );
+        (writes, reads)
+    })
+    .await
+    .expect("load");
+    drop((baseline, held, etcd));
+    let (writes, reads) = figures;
+    let (registered, base_registered, held_registered) = (writes[0], writes[1], writes[2]);
+    let (looked_up, base_looked_up) = (reads[0], reads[1]);
+    let rate = |measured: &wrk::Measured| measured.median.requests_per_second;
+    let micros = |measured: &wrk::Measured| measured.cpu_per_request * 1e6;
+    let versus_etcd = writes.get(3).map_or_else(
+        || " | etcd: not installed (scripts/bench installs Debian's etcd-server)".to_owned(),
+        |etcd| {
+            format!(
+                " | etcd 3.4 durable puts {:.0}/s ({:.0} µs), rollcall / etcd {:.2}",
+                rate(etcd),
+                micros(etcd),
+                rate(&registered) / rate(etcd)
+            )
+        },
+    );
+    let target = 28_000.0;
+    println!(
+        "durable registrations (wrk, {CONNECTIONS} connections, median of {RUNS} x {WINDOW:?}, interleaved, {post_bytes}-byte answers): {:.0}/s ({:.0} µs of registry CPU each) | baseline {:.0}/s ({:.0} µs), ratio {:.2}{versus_etcd} | target {target:.0}/s: {}",
+        rate(&registered),
+        micros(&registered),
+        rate(&base_registered),
+        micros(&base_registered),
+        rate(&registered) / rate(&base_registered),
+        verdict(rate(&registered) >= target)
+    );
+    println!(
+        "  held baseline (answering after the registry's mean commit, {:.2} ms): {:.0}/s ({:.0} µs) | registry / held baseline {:.2}",
+        commit.as_secs_f64() * 1e3,
+        rate(&held_registered),
+        micros(&held_registered),
+        rate(&registered) / rate(&held_registered)
+    );
+    let ratio = rate(&looked_up) / rate(&base_looked_up);
+    println!(
+        "lookups of a service ({get_bytes}-byte answers, interleaved): {:.0}/s ({:.0} µs) | baseline {:.0}/s ({:.0} µs) | ratio {ratio:.2} | target ratio >= 0.70: {}",
+        rate(&looked_up),
+        micros(&looked_up),
+        rate(&base_looked_up),
+        micros(&base_looked_up),
+        verdict(ratio >= 0.70)
+    );
+}
+
+/// The lookup the throughput section measures: a typical service of ten instances.
+const LOOKUP_PATH: &str = "/v1/services/Lookup";
+
+/// Registers the ten instances of [`LOOKUP_PATH`]'s service; the sizes of the registry's answer
+/// to a registration and to that lookup, for the baseline to answer as many bytes.
+async fn answer_sizes(registry: &ServerProcess, fleet: &FakeFleet) -> (usize, usize) {
     let http = reqwest::Client::new();
     let mut sample = serde_json::to_value(fleet.registration(0, "Load0")).expect("encode");
     sample["Metadata"] = serde_json::json!({ "zone": "a" });
@@ -524,7 +723,6 @@ async fn throughput() {
         .await
         .expect("POST");
     let post_bytes = created.bytes().await.expect("body").len();
-    // A lookup of a typical service: ten instances.
     for n in 0..10 {
         let response = http
             .post(format!("{}/v1/instances", registry.url))
@@ -534,9 +732,8 @@ async fn throughput() {
             .expect("POST");
         assert_eq!(response.status(), 201);
     }
-    let get_path = "/v1/services/Lookup";
     let get_bytes = http
-        .get(format!("{}{get_path}", registry.url))
+        .get(format!("{}{LOOKUP_PATH}", registry.url))
         .send()
         .await
         .expect("GET")
@@ -544,62 +741,7 @@ async fn throughput() {
         .await
         .expect("body")
         .len();
-    let lookups = Load::new(CONNECTIONS, WINDOW);
-
-    let baseline = start_baseline(post_bytes, get_bytes, Duration::ZERO);
-    let (registry_url, baseline_url) = (registry.url.clone(), baseline.url.clone());
-    let (registry_pid, baseline_pid) = (registry.pid(), baseline.pid());
-    let figures = tokio::task::spawn_blocking(move || {
-        let registered = registrations.measure(&registry_url, RUNS, registry_pid);
-        let base_registered = registrations.measure(&baseline_url, RUNS, baseline_pid);
-        let looked_up = lookups.measure(&format!("{registry_url}{get_path}"), RUNS, registry_pid);
-        let base_looked_up = lookups.measure(&format!("{baseline_url}{get_path}"), RUNS, baseline_pid);
-        (registrations, [registered, base_registered, looked_up, base_looked_up])
-    })
-    .await
-    .expect("load");
-    let (registrations, [registered, base_registered, looked_up, base_looked_up]) = figures;
-    drop(baseline);
-    // The same baseline holding each POST as long as the registry's commits took on average:
-    // what any server that answers only once a group commit is on disk starts from.
-    let commit = mean_commit(&registry.url).await;
-    let held = start_baseline(post_bytes, get_bytes, commit);
-    let (held_url, held_pid) = (held.url.clone(), held.pid());
-    let held_registered = tokio::task::spawn_blocking(move || registrations.measure(&held_url, RUNS, held_pid))
-        .await
-        .expect("load");
-    let rate = |measured: &wrk::Measured| measured.median.requests_per_second;
-    let micros = |measured: &wrk::Measured| measured.cpu_per_request * 1e6;
-    let etcd = etcd_puts_per_second().await;
-    let versus_etcd = etcd.map_or_else(String::new, |etcd| {
-        format!(
-            " | etcd 3.4 durable puts {etcd:.0}/s, ratio {:.2}",
-            rate(&registered) / etcd
-        )
-    });
-    println!(
-        "durable registrations (wrk, {CONNECTIONS} connections, median of {RUNS} x {WINDOW:?}, {post_bytes}-byte answers): {:.0}/s ({:.0} µs of registry CPU each) | baseline {:.0}/s ({:.0} µs) | ratio {:.2}{versus_etcd} | target 28,000/s",
-        rate(&registered),
-        micros(&registered),
-        rate(&base_registered),
-        micros(&base_registered),
-        rate(&registered) / rate(&base_registered)
-    );
-    println!(
-        "held baseline (answering after the registry's mean commit, {:.2} ms): {:.0}/s ({:.0} µs) | registry / held baseline {:.2}",
-        commit.as_secs_f64() * 1e3,
-        rate(&held_registered),
-        micros(&held_registered),
-        rate(&registered) / rate(&held_registered)
-    );
-    println!(
-        "lookups of a service ({get_bytes}-byte answers): {:.0}/s ({:.0} µs) | baseline {:.0}/s ({:.0} µs) | ratio {:.2} | target ratio >= 0.70",
-        rate(&looked_up),
-        micros(&looked_up),
-        rate(&base_looked_up),
-        micros(&base_looked_up),
-        rate(&looked_up) / rate(&base_looked_up)
-    );
+    (post_bytes, get_bytes)
 }
 
 /// The baseline server as a child process (see [`serve_baseline`]).

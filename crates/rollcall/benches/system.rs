@@ -7,10 +7,14 @@
 //! picked by the OS, with its data in a temporary directory:
 //! - startup: 10 runs of `rollcall up` until the registry lists LogService, GradingService and
 //!   Portal as passing, beside `rollcall registry` alone until it announces its address;
-//! - memory: the four services' RSS after 3 s idle, summed, beside the registry's alone;
+//! - memory: the four services' RSS after 3 s idle, summed, beside `rollcall registry` started
+//!   alone and idle as long;
 //! - pages: `GET /students` on the grading service and `GET /students/1` on the portal, with 32
-//!   concurrent clients for 5 s, and then at a fixed 200 requests/s for 5 s (p50/p99), beside an
-//!   axum handler in this process answering the same bytes.
+//!   concurrent clients in five 1 s windows alternating with the baseline, and then at a fixed
+//!   200 requests/s for 5 s (p50/p99) side by side with it: an axum handler in this process
+//!   answering the same bytes.
+//!
+//! Each target's verdict is printed from the run's own figure.
 
 // A benchmark is a report: it prints, and turns counts into f64 for rates.
 #![allow(clippy::print_stdout, clippy::cast_precision_loss)]
@@ -22,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rollcall_testkit::bench::verdict;
 use rollcall_testkit::median_p99;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -85,8 +90,13 @@ async fn start_up() -> (Up, Instant) {
 }
 
 async fn stop_up(mut up: Up) {
-    let pid = up.child.id().expect("pid").to_string();
-    let _ = std::process::Command::new("kill").args(["-INT", &pid]).status();
+    let pid = up
+        .child
+        .id()
+        .and_then(|pid| rustix::process::Pid::from_raw(i32::try_from(pid).ok()?));
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+    }
     let _ = tokio::time::timeout(Duration::from_secs(20), up.child.wait()).await;
 }
 
@@ -140,11 +150,12 @@ async fn startup_section() {
     let (up_median, up_p99) = median_p99(&mut ups);
     let (registry_median, _) = median_p99(&mut registries);
     println!(
-        "rollcall up: median {}  worst {}   baseline (the registry alone, to its address line): median {}   ratio {:.1}",
+        "rollcall up: median {}  worst {}   baseline (the registry alone, to its address line): median {}   ratio {:.1} | target < 1 s: {}",
         ms(up_median),
         ms(up_p99),
         ms(registry_median),
-        up_median.as_secs_f64() / registry_median.as_secs_f64()
+        up_median.as_secs_f64() / registry_median.as_secs_f64(),
+        verdict(up_p99 < Duration::from_secs(1))
     );
 }
 
@@ -169,25 +180,32 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 async fn memory_section() {
-    println!("== memory of the whole system, idle");
+    println!("== memory of the whole system, idle (3 s after start)");
     let http = http();
     let (up, _) = start_up().await;
     all_passing(&http, &up.urls["registry"]).await;
+    // The baseline: the registry alone, started the same way, idle as long.
+    let data = tempfile::tempdir().expect("data dir");
+    let alone = rollcall_testkit::ServerProcess::start_command(
+        std::process::Command::new(rollcall())
+            .args(["registry", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path()),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let up_pid = up.child.id().expect("pid");
     let services = children(up_pid);
+    assert_eq!(services.len(), 4, "rollcall up runs four services: {services:?}");
     let each: Vec<u64> = services.iter().map(|pid| rss_kib(*pid)).collect();
-    let total: u64 = each.iter().sum();
-    let registry = each.first().copied().unwrap_or(0);
+    let total = each.iter().sum::<u64>() as f64 / 1024.0;
     println!(
-        "four services: {:.1} MiB in all ({}), plus `up` itself {:.1} MiB   baseline (the registry alone): {:.1} MiB",
-        total as f64 / 1024.0,
+        "four services: {total:.1} MiB in all ({}), plus `up` itself {:.1} MiB   baseline (the registry alone): {:.1} MiB | target < 60 MiB: {}",
         each.iter()
             .map(|k| format!("{:.1}", *k as f64 / 1024.0))
             .collect::<Vec<_>>()
             .join(" + "),
         rss_kib(up_pid) as f64 / 1024.0,
-        registry as f64 / 1024.0
+        rss_kib(alone.pid()) as f64 / 1024.0,
+        verdict(total < 60.0)
     );
     stop_up(up).await;
 }
@@ -202,8 +220,24 @@ async fn baseline_server(body: Vec<u8>, content_type: &'static str) -> String {
     rollcall_testkit::serve(app, tokio_util::sync::CancellationToken::new()).await
 }
 
-/// Requests per second with 32 clients for 5 s.
-async fn throughput(url: &str) -> f64 {
+/// Requests per second of `url` and of `baseline`, each with 32 clients, in five alternating
+/// windows of 1 s each (so that the host's drift favours neither).
+async fn throughput_pair(url: &str, baseline: &str) -> (f64, f64) {
+    let mut counts = [0u64; 2];
+    let mut elapsed = [Duration::ZERO; 2];
+    for _ in 0..5 {
+        for (i, target) in [url, baseline].into_iter().enumerate() {
+            let (count, took) = window(target, Duration::from_secs(1)).await;
+            counts[i] += count;
+            elapsed[i] += took;
+        }
+    }
+    let rate = |i: usize| counts[i] as f64 / elapsed[i].as_secs_f64();
+    (rate(0), rate(1))
+}
+
+/// Requests answered with 32 clients for `length`, and how long it took.
+async fn window(url: &str, length: Duration) -> (u64, Duration) {
     let http = http();
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -211,39 +245,53 @@ async fn throughput(url: &str) -> f64 {
     for _ in 0..32 {
         let (http, url, count) = (http.clone(), url.to_owned(), Arc::clone(&count));
         tasks.spawn(async move {
-            while started.elapsed() < Duration::from_secs(5) {
+            while started.elapsed() < length {
                 let response = http.get(&url).send().await.expect("GET");
-                assert!(response.status().is_success());
+                assert!(response.status().is_success(), "{url} answered {}", response.status());
                 response.bytes().await.expect("body");
                 count.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
     tasks.join_all().await;
-    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    (count.load(Ordering::Relaxed), started.elapsed())
 }
 
-/// Latencies of 1,000 requests sent at a fixed 200 per second, whatever the answers' pace.
-async fn fixed_rate(url: &str) -> (Duration, Duration) {
+/// Latencies (p50, p99) of 1,000 requests to `url` and 1,000 to `baseline`, sent at a fixed
+/// 200 per second each, side by side, whatever the answers' pace.
+async fn fixed_rate_pair(url: &str, baseline: &str) -> [(Duration, Duration); 2] {
     let http = http();
     let mut ticks = tokio::time::interval(Duration::from_millis(5));
     let mut tasks = JoinSet::new();
     for _ in 0..1000 {
         ticks.tick().await;
-        let (http, url) = (http.clone(), url.to_owned());
-        tasks.spawn(async move {
-            let started = Instant::now();
-            let response = http.get(&url).send().await.expect("GET");
-            response.bytes().await.expect("body");
-            started.elapsed()
-        });
+        for (i, target) in [url, baseline].into_iter().enumerate() {
+            let (http, target) = (http.clone(), target.to_owned());
+            tasks.spawn(async move {
+                let started = Instant::now();
+                let response = http.get(&target).send().await.expect("GET");
+                assert!(
+                    response.status().is_success(),
+                    "{target} answered {}",
+                    response.status()
+                );
+                response.bytes().await.expect("body");
+                (i, started.elapsed())
+            });
+        }
     }
-    let mut latencies = tasks.join_all().await;
-    median_p99(&mut latencies)
+    let mut latencies = [Vec::new(), Vec::new()];
+    for (i, latency) in tasks.join_all().await {
+        latencies[i].push(latency);
+    }
+    let [mut ours, mut theirs] = latencies;
+    [median_p99(&mut ours), median_p99(&mut theirs)]
 }
 
 async fn pages_section() {
-    println!("== pages: 32 clients for 5 s, then 200 requests/s for 5 s");
+    println!(
+        "== pages: 32 clients for 5 s (alternating 1 s windows with the baseline), then 200 requests/s each for 5 s"
+    );
     let http = http();
     let (up, _) = start_up().await;
     all_passing(&http, &up.urls["registry"]).await;
@@ -269,10 +317,8 @@ async fn pages_section() {
             .expect("body")
             .to_vec();
         let baseline = baseline_server(body.clone(), content_type).await;
-        let ours = throughput(&url).await;
-        let theirs = throughput(&baseline).await;
-        let (p50, p99) = fixed_rate(&url).await;
-        let (base_p50, base_p99) = fixed_rate(&baseline).await;
+        let (ours, theirs) = throughput_pair(&url, &baseline).await;
+        let [(p50, p99), (base_p50, base_p99)] = fixed_rate_pair(&url, &baseline).await;
         println!(
             "{name} ({} bytes): {ours:.0} requests/s (baseline {theirs:.0}/s, ratio {:.2}); at 200/s p50 {} p99 {} (baseline p50 {} p99 {})",
             body.len(),

@@ -6,6 +6,7 @@
 //! Helpers are named after the domain (`registry.register(..)`, `service.providers()`) so that
 //! tests read like the behaviour they check.
 
+pub mod bench;
 mod browser;
 mod fake_service;
 mod fleet;

@@ -112,17 +112,42 @@ impl Load {
     /// Like [`Load::runs`], also reading the CPU time of the server process `server_pid` around
     /// the runs: CPU per request moves less with the host's load than the rate does.
     pub fn measure(&self, url: &str, runs: usize, server_pid: u32) -> Measured {
-        let (cpu_before, _) = crate::cpu_and_rss(server_pid);
-        let reports = self.runs(url, runs);
-        let cpu = crate::cpu_and_rss(server_pid).0 - cpu_before;
-        let requests: u64 = reports.iter().map(|r| r.requests).sum();
-        #[allow(clippy::cast_precision_loss)] // request counts stay far below 2^52
-        let cpu_per_request = cpu / requests.max(1) as f64;
-        Measured {
-            median: median(&reports),
-            cpu_per_request,
+        interleave(&[(self, url, server_pid)], runs)[0]
+    }
+}
+
+/// [`Load::measure`] of several loads against several servers (`(load, url, server pid)`),
+/// interleaved: run after run, each in turn, so that the host's load drifting over the minutes
+/// a figure takes favours none of them. One [`Measured`] per target, in their order.
+pub fn interleave(targets: &[(&Load, &str, u32)], runs: usize) -> Vec<Measured> {
+    let mut reports = vec![Vec::new(); targets.len()];
+    let mut cpu = vec![0.0; targets.len()];
+    for run in 0..runs.max(1) {
+        for (i, (load, url, pid)) in targets.iter().enumerate() {
+            let (cpu_before, _) = crate::cpu_and_rss(*pid);
+            let report = load.run(url);
+            cpu[i] += crate::cpu_and_rss(*pid).0 - cpu_before;
+            assert_eq!(
+                report.errors, 0,
+                "run {run} against {url}: {} requests failed",
+                report.errors
+            );
+            reports[i].push(report);
         }
     }
+    reports
+        .iter()
+        .zip(cpu)
+        .map(|(reports, cpu)| {
+            let requests: u64 = reports.iter().map(|r| r.requests).sum();
+            #[allow(clippy::cast_precision_loss)] // request counts stay far below 2^52
+            let cpu_per_request = cpu / requests.max(1) as f64;
+            Measured {
+                median: median(reports),
+                cpu_per_request,
+            }
+        })
+        .collect()
 }
 
 /// What [`Load::measure`] found: the median run, and the server's CPU per request.

@@ -1,0 +1,36 @@
+//! What the benchmarks share besides load generation (`wrk`): the verdict a figure earns against
+//! its target, computed from the run's own measurement, and the Go original's programs, rebuilt
+//! from the protocol and built with Debian's Go, measured in the same run as rollcall.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What a benchmark prints after a target: `met` or `NOT met`, from the figure it just measured,
+/// so that no verdict is written by hand.
+pub fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+/// Builds the Go program at `source` into `build_dir/name` with Debian's Go (which
+/// `scripts/bench` installs); `None` (after saying why) when Go is missing or the build fails.
+pub fn build_go(source: &Path, build_dir: &Path, name: &str) -> Option<PathBuf> {
+    let binary = build_dir.join(name);
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(source)
+        .env("GOCACHE", build_dir.join("go-cache"))
+        .env("GOPATH", build_dir.join("go-path"))
+        .status();
+    if matches!(built, Ok(status) if status.success()) {
+        Some(binary)
+    } else {
+        #[allow(clippy::print_stdout)] // a benchmark's report
+        {
+            println!(
+                "the Go original ({name}): Go is not installed or the build failed (scripts/bench installs Debian's golang-go)"
+            );
+        }
+        None
+    }
+}
