@@ -12,6 +12,9 @@
 //!   requests; writers (patches) are serialised by a mutex that lookups never touch;
 //! - an instance URL keeps its in-flight counter across patches, so "power of two choices"
 //!   keeps seeing the load it placed before a patch.
+//!
+//! About half of this file is its tests (unit tests and proptests of every invariant above and
+//! of each policy's spread); the code itself is one concept and stays one room.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -20,7 +20,10 @@
 //!   the server's CPU per request (from `/proc`, over all runs), steadier than rates on a noisy
 //!   host.
 //!
-//! `scripts/bench` installs wrk and etcd (Debian packages) and runs the benchmark.
+//! `scripts/bench` installs wrk, etcd and Go (Debian packages) and runs the benchmark.
+//!
+//! One file for the four sections (cargo runs one binary per bench target, and the sections
+//! share the registry process helpers, the baselines and the reference servers).
 //!
 //! Baselines and references run interleaved with the registry (trial by trial, or wrk run by wrk
 //! run), so that the host's load drifting over a section favours none of them, and every target
