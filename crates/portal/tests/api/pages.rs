@@ -2,6 +2,10 @@
 
 use std::sync::atomic::Ordering;
 
+use axum::Router;
+use axum::routing::get;
+use rollcall_testkit::FakeService;
+
 use crate::{System, counting_grading_service, start_grades, wait_for_status};
 
 #[tokio::test]
@@ -134,4 +138,23 @@ async fn requests_are_spread_over_several_grading_instances() {
     let (a, b) = (first_hits.load(Ordering::SeqCst), second_hits.load(Ordering::SeqCst));
     assert_eq!(a + b, 10);
     assert_eq!((a, b), (5, 5), "round robin");
+}
+
+#[tokio::test]
+async fn a_grading_service_answering_nonsense_gets_a_502_page_without_the_cause() {
+    let mut system = System::spawn().await;
+    system.grades.take().expect("grades").stop().await;
+    let routes = Router::new().route(
+        "/students/{id}",
+        get(|| async { ([("content-type", "application/json")], "{\"ID\": \"not a number\"") }),
+    );
+    let nonsense = FakeService::spawn_with_routes("GradingService", &["LogService"], routes).await;
+    assert_eq!(system.registry.register(&nonsense.registration()).await.status(), 200);
+
+    let page = wait_for_status(&system, "/students/1", 502).await;
+    assert!(page.contains("The grading service failed"), "{page}");
+    // The decoding error is logged, not shown.
+    for cause in ["invalid type", "EOF", "expected", "line 1"] {
+        assert!(!page.contains(cause), "the page shows the cause ({cause}): {page}");
+    }
 }
