@@ -18,7 +18,8 @@
 //!   with no filter, and a substring scan of every segment beside a bare loop reading the same
 //!   files in 1 MiB preads into one buffer and searching them with the same `memmem`.
 //!
-//! Every target is printed with its verdict, computed from the run's own figure.
+//! Every target is printed with its verdict, computed from the run's own figure. One file for the
+//! three sections: cargo runs one binary per bench target, and they share the service harness.
 
 // A benchmark is a report: it prints, and turns counts into f64 for rates.
 #![allow(

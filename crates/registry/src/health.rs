@@ -34,10 +34,13 @@ use crate::state::{Command, Instance, InstanceId};
 /// The longest wait between two probes of a critical instance (unless the interval is longer).
 pub const MAX_CRITICAL_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The running probers, by registration.
+/// The abort handle of each running prober, by registration.
+type Handles = Arc<Mutex<HashMap<InstanceId, AbortHandle>>>;
+
+/// The running probers.
 #[derive(Debug, Default)]
 pub(crate) struct Probers {
-    handles: Arc<Mutex<HashMap<InstanceId, AbortHandle>>>,
+    handles: Handles,
 }
 
 impl Probers {
@@ -69,12 +72,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// itself, stopped or on shutdown), takes it out of the running probers.
 struct Running {
     gauge: prometheus_client::metrics::gauge::Gauge,
-    handles: Arc<Mutex<HashMap<InstanceId, AbortHandle>>>,
+    handles: Handles,
     id: InstanceId,
 }
 
 impl Running {
-    fn start(metrics: &Metrics, handles: Arc<Mutex<HashMap<InstanceId, AbortHandle>>>, id: InstanceId) -> Self {
+    fn start(metrics: &Metrics, handles: Handles, id: InstanceId) -> Self {
         metrics.probers.inc();
         Self {
             gauge: metrics.probers.clone(),
@@ -91,8 +94,7 @@ impl Drop for Running {
     }
 }
 
-async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, running: Running) {
-    let _running = running;
+async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Running) {
     // Parsed when the first probe is due, then kept: an instance replaced or removed before then
     // costs no parse (nor a catalog read while registrations pour in), and probing parses nothing
     // per probe.
