@@ -116,6 +116,13 @@ pub async fn start(
             "cut off a torn tail at start-up"
         );
     }
+    if recovery.damaged_ranges > 0 {
+        tracing::error!(
+            ranges = recovery.damaged_ranges,
+            bytes = recovery.damaged_bytes,
+            "skipped damaged ranges at start-up; the blocks after them are kept"
+        );
+    }
     let state = http::AppState {
         store: store.clone(),
         tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),

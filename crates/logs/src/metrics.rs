@@ -57,6 +57,8 @@ pub struct Metrics {
     pub segments_deleted: Counter,
     /// Torn blocks cut off at start-up.
     pub torn_blocks: Counter,
+    /// Damaged ranges skipped at start-up, and blocks that failed their checksum when read.
+    pub damaged_blocks: Counter,
     /// Open tails.
     pub tails: Gauge,
     /// Records a tail skipped because its client was too slow.
@@ -105,6 +107,12 @@ impl Default for Metrics {
         );
         let torn_blocks = Counter::default();
         registry.register("torn_blocks", "Torn blocks cut off at start-up", torn_blocks.clone());
+        let damaged_blocks = Counter::default();
+        registry.register(
+            "damaged_blocks",
+            "Damaged ranges skipped at start-up and blocks that failed their checksum when read (their records are never served)",
+            damaged_blocks.clone(),
+        );
         let tails = Gauge::default();
         registry.register("tails", "Open tails", tails.clone());
         let tail_dropped = Counter::default();
@@ -137,6 +145,7 @@ impl Default for Metrics {
             disk_bytes,
             segments_deleted,
             torn_blocks,
+            damaged_blocks,
             tails,
             tail_dropped,
             busy,

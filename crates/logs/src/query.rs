@@ -12,7 +12,7 @@ use rollcall_wire::Level;
 use serde::Deserialize;
 
 use crate::record::Entry;
-use crate::store::{BlockHeader, Store, read, read_payload};
+use crate::store::{BlockHeader, Payload, Store, read, read_payload};
 
 /// What a record must be to match. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -214,7 +214,19 @@ pub(crate) fn run(
             if past_cursor || !filter.header_may_match(header) {
                 continue;
             }
-            let payload = read_payload(&segment.file, &block)?;
+            if block.is_damaged() {
+                continue; // found damaged by an earlier read, counted then
+            }
+            let Payload::Intact(payload) = read_payload(&segment.file, &block)? else {
+                store.metrics().damaged_blocks.inc();
+                tracing::error!(
+                    segment = %segment.path.display(),
+                    first = header.first,
+                    count = header.count,
+                    "a block failed its checksum: its records are skipped, never served"
+                );
+                continue;
+            };
             if finder.as_ref().is_some_and(|f| f.find(&payload).is_none()) {
                 continue;
             }

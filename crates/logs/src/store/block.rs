@@ -10,12 +10,18 @@
 //! and syncs it. Decoding tells apart the four things a reader can find at an offset: a whole
 //! block, a block cut short (a crash during its write), a block whose checksum fails (damaged
 //! after it was written), and zeros (the preallocated space ahead of the blocks, where no block
-//! ever began: every block starts with "RCB1").
+//! ever began: every block starts with "RCB1"). After damage, [`find_next`] looks for the next
+//! block whose checksum holds, so that damage costs the damaged block alone; and every read of a
+//! payload checks the checksum again ([`read_payload`]), so a block damaged on disk after it
+//! was opened is never served.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use memchr::memmem;
 
 use rollcall_wire::Level;
 use serde::{Deserialize, Serialize};
@@ -40,15 +46,24 @@ pub(crate) struct BlockHeader {
     pub services: Vec<(Arc<str>, Level)>,
 }
 
-/// A block's header and where its payload is.
+/// A block's header, where its payload is, and what its checksum must be.
 #[derive(Debug)]
 pub(crate) struct BlockMeta {
     pub header: BlockHeader,
     pub payload_offset: u64,
     pub payload_len: u32,
+    header_len: u32,
+    crc: u32,
+    /// Set once a read found the block damaged: later reads skip it without reading.
+    damaged: AtomicBool,
 }
 
 impl BlockMeta {
+    /// Whether a read already found the block damaged.
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed)
+    }
+
     /// The id after the block's last record.
     pub(crate) fn end(&self) -> u64 {
         self.header.first + u64::from(self.header.count)
@@ -65,8 +80,9 @@ impl BlockMeta {
 pub(crate) struct Encoded {
     pub header: BlockHeader,
     pub bytes: Vec<u8>,
-    header_len: usize,
+    header_len: u32,
     payload_len: u32,
+    crc: u32,
 }
 
 impl Encoded {
@@ -74,8 +90,11 @@ impl Encoded {
     pub(crate) fn meta_at(self, offset: u64) -> BlockMeta {
         BlockMeta {
             header: self.header,
-            payload_offset: offset + (PREFIX_LEN + self.header_len) as u64,
+            payload_offset: offset + PREFIX_LEN as u64 + u64::from(self.header_len),
             payload_len: self.payload_len,
+            header_len: self.header_len,
+            crc: self.crc,
+            damaged: AtomicBool::new(false),
         }
     }
 }
@@ -107,8 +126,9 @@ pub(crate) fn encode(first: u64, entries: &[Entry]) -> io::Result<Encoded> {
     bytes[12..16].copy_from_slice(&crc.to_le_bytes());
     Ok(Encoded {
         header,
-        header_len: header_bytes.len(),
+        header_len: u32_len(header_bytes.len())?,
         payload_len: u32_len(payload_len)?,
+        crc,
         bytes,
     })
 }
@@ -164,14 +184,67 @@ pub(crate) fn decode(file: &File, offset: u64, length: u64, verify: bool) -> io:
         header,
         payload_offset,
         payload_len,
+        header_len,
+        crc,
+        damaged: AtomicBool::new(false),
     }))
 }
 
-/// Reads a block's payload: its records' stored lines.
-pub(crate) fn read_payload(file: &File, block: &BlockMeta) -> io::Result<Vec<u8>> {
+/// How far [`find_next`] reads at a time.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// The first whole block with a valid checksum at or after `from` (and before `length`), and
+/// where it starts: where reading resumes after damage. `None` when there is none.
+pub(crate) fn find_next(file: &File, from: u64, length: u64) -> io::Result<Option<(u64, BlockMeta)>> {
+    let finder = memmem::Finder::new(MAGIC);
+    let mut chunk = vec![0u8; SCAN_CHUNK];
+    let mut start = from;
+    while start < length {
+        let len = usize::try_from(length - start).unwrap_or(SCAN_CHUNK).min(SCAN_CHUNK);
+        file.read_exact_at(&mut chunk[..len], start)?;
+        for at in finder.find_iter(&chunk[..len]) {
+            let offset = start + at as u64;
+            if let Decoded::Block(meta) = decode(file, offset, length, true)? {
+                return Ok(Some((offset, meta)));
+            }
+        }
+        if len < SCAN_CHUNK {
+            break;
+        }
+        // The next chunk overlaps by the magic's length less one, so no magic is split.
+        start += (SCAN_CHUNK - (MAGIC.len() - 1)) as u64;
+    }
+    Ok(None)
+}
+
+/// A block's payload as read back.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// The records' stored lines, checksum verified.
+    Intact(Vec<u8>),
+    /// The checksum failed: the block was damaged on disk. Never to be served.
+    Damaged,
+}
+
+/// Reads a block's payload and verifies the block's checksum (header and payload); a damaged
+/// block is marked, so that later reads skip it at once.
+pub(crate) fn read_payload(file: &File, block: &BlockMeta) -> io::Result<Payload> {
+    if block.is_damaged() {
+        return Ok(Payload::Damaged);
+    }
+    let mut header = vec![0; block.header_len as usize];
+    file.read_exact_at(&mut header, block.payload_offset - u64::from(block.header_len))?;
     let mut payload = vec![0; block.payload_len as usize];
     file.read_exact_at(&mut payload, block.payload_offset)?;
-    Ok(payload)
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header);
+    hasher.update(&payload);
+    if hasher.finalize() == block.crc {
+        Ok(Payload::Intact(payload))
+    } else {
+        block.damaged.store(true, Ordering::Relaxed);
+        Ok(Payload::Damaged)
+    }
 }
 
 fn distinct_services(entries: &[Entry]) -> Vec<(Arc<str>, Level)> {
@@ -245,7 +318,9 @@ pub(crate) mod tests {
             first.header.services,
             [(Arc::from("a"), Level::Info), (Arc::from("b"), Level::Error)]
         );
-        let payload = read_payload(&file, &first).expect("payload");
+        let Payload::Intact(payload) = read_payload(&file, &first).expect("payload") else {
+            panic!("an intact block read as damaged")
+        };
         let lines: Vec<&[u8]> = payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
         assert_eq!(lines, [batches[0][0].line.as_slice(), batches[0][1].line.as_slice()]);
         assert_eq!(first.next_offset(), offsets[1], "the next block starts right after");
@@ -300,7 +375,40 @@ pub(crate) mod tests {
         ));
         block(decode(&file, offsets[0], end, true).expect("the block before"));
         block(decode(&file, offsets[2], end, true).expect("the block after"));
-        // Without verification only the header is read: the damage goes unseen.
-        block(decode(&file, offsets[1], end, false).expect("read"));
+        // Without verification only the header is read: the damage goes unseen there, but a
+        // read of the payload checks the checksum, says so, and remembers it.
+        let unverified = block(decode(&file, offsets[1], end, false).expect("read"));
+        assert!(matches!(
+            read_payload(&file, &unverified).expect("read"),
+            Payload::Damaged
+        ));
+        assert!(unverified.is_damaged());
+    }
+
+    #[test]
+    fn after_damage_the_next_whole_block_is_found() {
+        let file = tempfile::tempfile().expect("file");
+        let (offsets, end) = write_blocks(&file, &three_batches());
+        // Damage the second block's prefix (its magic) and the first's payload.
+        file.write_all_at(b"XXXX", offsets[1]).expect("damage");
+        file.write_all_at(b"X", offsets[1] - 2).expect("damage");
+        let (at, next) = find_next(&file, offsets[0] + 1, end)
+            .expect("scan")
+            .expect("a block after");
+        assert_eq!(at, offsets[2]);
+        assert_eq!(next.header.first, 3);
+        assert!(
+            find_next(&file, offsets[2] + 1, end).expect("scan").is_none(),
+            "nothing after the last"
+        );
+    }
+
+    #[test]
+    fn a_magic_inside_a_record_is_no_block() {
+        let file = tempfile::tempfile().expect("file");
+        let tricky = vec![vec![entry("a", Level::Info, 1, "RCB1 is how blocks begin")]];
+        let (_, end) = write_blocks(&file, &tricky);
+        // From just past the real block's magic, the only other "RCB1" is inside the message.
+        assert!(find_next(&file, 1, end).expect("scan").is_none());
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use rollcall_wire::Level;
 use tokio::sync::{broadcast, oneshot};
 
-pub(crate) use self::block::{BlockHeader, read_payload};
+pub(crate) use self::block::{BlockHeader, Payload, read_payload};
 use self::segment::{Recovery, Segment};
 use self::writer::Writer;
 use crate::metrics::Metrics;
@@ -127,6 +127,7 @@ impl Store {
             segments.push(Arc::new(Segment::create(&config.dir, 0)?));
         }
         metrics.torn_blocks.inc_by(recovery.torn_blocks);
+        metrics.damaged_blocks.inc_by(recovery.damaged_ranges);
         let (sender, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
             segments: RwLock::new(segments),

@@ -2,10 +2,15 @@
 //!
 //! A segment `NNNNNNNNNNNNNNNNNNNN.seg` holds blocks back to back (see `block`), and while it is
 //! the newest, zeros after them (see the writer's zero-ahead). Recovery, on open:
-//! - the newest segment is checked block by block; a torn tail (a block cut short by a crash, or
-//!   whose checksum fails) is cut off and counted; a tail that begins with zeros is the unused
-//!   zeroed space (a crash came before it was cut back) and is cut off without being counted;
-//! - older segments were synced before the next one began, so only their headers are read.
+//! - the newest segment is checked block by block (checksums included); older segments were
+//!   synced before the next one began, so only their headers are read (their payloads' checksums
+//!   are checked on every read instead);
+//! - where a block cannot be read (cut short, damaged, or zeros), the rest of the file is searched
+//!   for the next whole block with a valid checksum. If there is one, what lies between is
+//!   *damage*: it is skipped (left on disk), counted and logged with its range, and every block
+//!   after it is kept. If there is none, it is the tail: zeros are the unused zeroed space (a
+//!   crash came before it was cut back) and are cut off silently; anything else is a torn tail
+//!   (a block a crash cut short, never acknowledged), cut off and counted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -30,8 +35,12 @@ pub(crate) struct Segment {
 /// What recovery found.
 #[derive(Debug, Default)]
 pub(crate) struct Recovery {
+    /// Torn tails cut off (one at most per segment).
     pub torn_blocks: u64,
     pub torn_bytes: u64,
+    /// Damaged ranges skipped, with blocks kept after them.
+    pub damaged_ranges: u64,
+    pub damaged_bytes: u64,
 }
 
 impl Segment {
@@ -73,24 +82,35 @@ impl Segment {
         let mut blocks = Vec::new();
         let mut offset = 0u64;
         while offset < length {
-            match block::decode(&file, offset, length, newest)? {
-                Decoded::Block(meta) => {
-                    offset = meta.next_offset();
-                    blocks.push(Arc::new(meta));
-                    continue;
-                }
-                // The zeroed space ahead of the blocks: nothing was ever written there.
-                Decoded::Zeros => {}
-                Decoded::Incomplete | Decoded::Corrupt => {
-                    recovery.torn_blocks += 1;
-                    recovery.torn_bytes += length - offset;
-                    tracing::warn!(
-                        path = %path.display(),
-                        offset,
-                        bytes = length - offset,
-                        "cut off a torn tail: records after this point were never acknowledged"
-                    );
-                }
+            let decoded = block::decode(&file, offset, length, newest)?;
+            if let Decoded::Block(meta) = decoded {
+                offset = meta.next_offset();
+                blocks.push(Arc::new(meta));
+                continue;
+            }
+            if let Some((next, meta)) = block::find_next(&file, offset + 1, length)? {
+                recovery.damaged_ranges += 1;
+                recovery.damaged_bytes += next - offset;
+                tracing::error!(
+                    path = %path.display(),
+                    from = offset,
+                    to = next,
+                    "skipped a damaged range: the records stored there are lost, the blocks after it are kept"
+                );
+                offset = meta.next_offset();
+                blocks.push(Arc::new(meta));
+                continue;
+            }
+            if !matches!(decoded, Decoded::Zeros) {
+                // The zeroed space ahead of the blocks is not counted: nothing was written there.
+                recovery.torn_blocks += 1;
+                recovery.torn_bytes += length - offset;
+                tracing::warn!(
+                    path = %path.display(),
+                    offset,
+                    bytes = length - offset,
+                    "cut off a torn tail: records after this point were never acknowledged"
+                );
             }
             file.set_len(offset)?;
             file.sync_all()?;
@@ -199,17 +219,35 @@ mod tests {
     }
 
     #[test]
-    fn a_checksum_mismatch_in_the_newest_segment_ends_it_there() {
+    fn a_checksum_mismatch_in_the_newest_segment_loses_that_block_alone() {
         let dir = tempfile::tempdir().expect("dir");
         let (offsets, end) = three_blocks(dir.path());
         let file = File::options().write(true).open(path(dir.path(), 0)).expect("open");
         file.write_all_at(b"X", offsets[2] - 2)
             .expect("damage the second block's payload");
         let (segment, recovery) = reopen(dir.path(), true);
-        // Today the damaged block and everything after it are cut off like a torn tail.
-        assert_eq!(read(&segment.blocks).len(), 1);
-        assert_eq!(recovery.torn_blocks, 1);
-        assert_eq!(recovery.torn_bytes, end - offsets[1]);
+        let kept: Vec<u64> = read(&segment.blocks).iter().map(|b| b.header.first).collect();
+        assert_eq!(kept, [0, 2], "the blocks before and after the damage are kept");
+        assert_eq!(
+            (recovery.damaged_ranges, recovery.damaged_bytes),
+            (1, offsets[2] - offsets[1])
+        );
+        assert_eq!(recovery.torn_blocks, 0, "damage is not a torn tail");
+        assert_eq!(segment.size.load(Ordering::Relaxed), end);
+        assert_eq!(segment.file.metadata().expect("meta").len(), end, "nothing is cut off");
+    }
+
+    #[test]
+    fn a_damaged_block_prefix_in_an_older_segment_loses_that_block_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (offsets, _) = three_blocks(dir.path());
+        let file = File::options().write(true).open(path(dir.path(), 0)).expect("open");
+        file.write_all_at(&[0xff; 8], offsets[1] + 4)
+            .expect("damage the second block's lengths");
+        let (segment, recovery) = reopen(dir.path(), false);
+        let kept: Vec<u64> = read(&segment.blocks).iter().map(|b| b.header.first).collect();
+        assert_eq!(kept, [0, 2]);
+        assert_eq!(recovery.damaged_ranges, 1);
     }
 
     #[test]

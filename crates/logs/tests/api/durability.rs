@@ -87,6 +87,77 @@ async fn segments_rotate_by_size_and_the_oldest_go_beyond_the_retention_size() {
     );
 }
 
+/// Posts `batches` batches of 100 records (one block each), `n` numbered from 0.
+async fn post_numbered_batches(logs: &TestLogs, batches: usize) {
+    for batch in 0..batches {
+        let records: Vec<_> = (0..100)
+            .map(|i| record("A", "info", &format!("record {}", batch * 100 + i)))
+            .collect();
+        let response = logs.post_records(&json!(records)).await;
+        assert_eq!(response.status(), 200);
+    }
+}
+
+/// Flips one bit of the segment at `path`, at the first occurrence of `needle` (inside a
+/// record's stored line, so inside a block's payload).
+fn flip_a_bit_in(path: &std::path::Path, needle: &str) {
+    let mut bytes = std::fs::read(path).expect("read the segment");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .expect("the needle is in the segment");
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).expect("write the segment back");
+}
+
+fn numbered(messages: &[String]) -> Vec<usize> {
+    messages
+        .iter()
+        .map(|m| m.trim_start_matches("record ").parse().expect("a numbered record"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bit_flipped_in_the_middle_of_a_segment_loses_only_the_damaged_block() {
+    let mut logs = TestLogs::spawn().await;
+    post_numbered_batches(&logs, 30).await;
+    logs.stop().await;
+    flip_a_bit_in(&newest_segment(&logs), "record 1500\"");
+    let logs = logs.restart(|_| {}).await;
+
+    let kept = numbered(&logs.messages("order=oldest&limit=10000").await);
+    let expected: Vec<usize> = (0..3000).filter(|n| !(1500..1600).contains(n)).collect();
+    assert_eq!(kept, expected, "every block but the damaged one is kept");
+    assert!((logs.metric("rollcall_logs_damaged_blocks_total").await - 1.0).abs() < f64::EPSILON);
+    assert!(
+        logs.metric("rollcall_logs_torn_blocks_total").await.abs() < f64::EPSILON,
+        "damage is not a torn tail"
+    );
+    logs.post_records(&json!([record("A", "info", "record 3000")])).await;
+    assert_eq!(
+        logs.messages("limit=1").await,
+        ["record 3000"],
+        "writing goes on after the kept blocks"
+    );
+}
+
+#[tokio::test]
+async fn a_block_damaged_under_a_running_service_is_never_served() {
+    let logs = TestLogs::spawn().await;
+    post_numbered_batches(&logs, 3).await;
+    flip_a_bit_in(&newest_segment(&logs), "record 150\"");
+    for _ in 0..2 {
+        let kept = numbered(&logs.messages("order=oldest&limit=10000").await);
+        let expected: Vec<usize> = (0..100).chain(200..300).collect();
+        assert_eq!(kept, expected);
+    }
+    let damaged = logs.metric("rollcall_logs_damaged_blocks_total").await;
+    assert!(
+        (damaged - 1.0).abs() < f64::EPSILON,
+        "counted once, not per read: {damaged}"
+    );
+}
+
 /// The path of the newest segment file of a stopped log service.
 fn newest_segment(logs: &TestLogs) -> std::path::PathBuf {
     std::fs::read_dir(logs.data_dir.path().join("logs"))
