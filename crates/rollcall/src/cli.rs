@@ -1,6 +1,9 @@
 //! What the reading commands (`services`, `logs query`, `logs tail`) share: one HTTP client,
-//! one way to read a JSON answer, and a closed pipe counted as success.
+//! one way to read a JSON answer, a closed pipe counted as success, and text made safe for a
+//! terminal.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -55,5 +58,49 @@ pub fn closed_pipe_is_success(result: anyhow::Result<()>) -> anyhow::Result<()> 
             Ok(())
         }
         other => other,
+    }
+}
+
+/// `text` as it may be printed to a terminal: control characters (escape sequences, carriage
+/// returns, newlines, bells, C1 controls) and the bidirectional overrides are written as Rust
+/// escapes (`\u{1b}`, `\r`, `\n`), so that what a service logged or registered can neither forge
+/// a line nor rewrite the screen. Everything else, other scripts included, is left as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            let _ = write!(safe, "{}", c.escape_default());
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("plain text, café, 学生"), "plain text, café, 学生");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            printable("ok\r\x1b[2Kforged\nline\x07"),
+            "ok\\r\\u{1b}[2Kforged\\nline\\u{7}"
+        );
+        assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m", "a C1 control sequence introducer");
+        assert_eq!(
+            printable("abc\u{202e}cba"),
+            "abc\\u{202e}cba",
+            "a right-to-left override"
+        );
     }
 }

@@ -195,7 +195,10 @@ async fn tail(http: &reqwest::Client, args: TailArgs) -> anyhow::Result<()> {
                             print_record(&mut out, &record, args.filters.json)?;
                             last_id = Some(event.id);
                         }
-                        "dropped" => eprintln!("-- this tail fell behind and skipped records: {}", event.data),
+                        "dropped" => eprintln!(
+                            "-- this tail fell behind and skipped records: {}",
+                            cli::printable(&event.data)
+                        ),
                         _ => {}
                     }
                 }
@@ -217,7 +220,7 @@ fn print_record(out: &mut impl Write, record: &LogRecord, json: bool) -> anyhow:
         return Ok(());
     }
     let time = match &record.time {
-        Some(RecordTime::Text(text)) => text.clone(),
+        Some(RecordTime::Text(text)) => cli::printable(text).into_owned(),
         Some(RecordTime::UnixNanos(nanos)) => nanos.to_string(),
         None => "-".to_owned(),
     };
@@ -225,12 +228,15 @@ fn print_record(out: &mut impl Write, record: &LogRecord, json: bool) -> anyhow:
         out,
         "{time} {:>5} {} {}",
         record.level.as_str().to_uppercase(),
-        record.service,
-        record.message
+        cli::printable(&record.service),
+        cli::printable(&record.message)
     )?;
     for (name, value) in &record.fields {
+        let name = cli::printable(name);
         match value {
+            // Debug quotes the string and escapes its control characters and bidi overrides.
             serde_json::Value::String(text) => write!(out, " {name}={text:?}")?,
+            // JSON escapes the control characters inside strings.
             other => write!(out, " {name}={other}")?,
         }
     }

@@ -66,11 +66,14 @@ fn write_table(out: &mut impl Write, services: &[ServiceView]) -> io::Result<()>
     for service in services {
         for instance in &service.instances {
             rows.push([
-                service.name.clone(),
+                cli::printable(&service.name).into_owned(),
                 instance.state.as_str().to_owned(),
-                instance.url.clone(),
+                cli::printable(&instance.url).into_owned(),
                 last_check(instance, now),
-                instance.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+                instance
+                    .last_error
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), |e| cli::printable(e).into_owned()),
             ]);
         }
     }
@@ -129,7 +132,12 @@ async fn watch(http: &reqwest::Client, base: &str, json: bool) -> anyhow::Result
             }
             match serde_json::from_str::<CatalogEvent>(&event.data) {
                 Ok(change) => write_change(&mut out, &change)?,
-                Err(_) => writeln!(out, "({}: {})", event.event, event.data)?,
+                Err(_) => writeln!(
+                    out,
+                    "({}: {})",
+                    cli::printable(&event.event),
+                    cli::printable(&event.data)
+                )?,
             }
         }
         eprintln!("(the event stream ended; reconnecting)");
@@ -144,8 +152,8 @@ fn write_change(out: &mut impl Write, change: &CatalogEvent) -> io::Result<()> {
             writeln!(
                 out,
                 "+ {} {} registered ({})",
-                instance.service,
-                instance.url,
+                cli::printable(&instance.service),
+                cli::printable(&instance.url),
                 instance.state.as_str()
             )
         }
@@ -155,19 +163,24 @@ fn write_change(out: &mut impl Write, change: &CatalogEvent) -> io::Result<()> {
             } else {
                 "deregistered"
             };
-            writeln!(out, "- {} {} {why}", instance.service, instance.url)
+            writeln!(
+                out,
+                "- {} {} {why}",
+                cli::printable(&instance.service),
+                cli::printable(&instance.url)
+            )
         }
         CatalogEvent::StateChanged { instance, from } => {
             let error = instance
                 .last_error
                 .as_deref()
-                .map(|e| format!(": {e}"))
+                .map(|e| format!(": {}", cli::printable(e)))
                 .unwrap_or_default();
             writeln!(
                 out,
                 "~ {} {} {} -> {}{error}",
-                instance.service,
-                instance.url,
+                cli::printable(&instance.service),
+                cli::printable(&instance.url),
                 from.as_str(),
                 instance.state.as_str()
             )

@@ -234,3 +234,44 @@ async fn the_cli_finds_the_log_service_through_the_registry_then_queries_and_tai
         .expect("POST");
     assert!(next_line().await.contains("another page"));
 }
+
+#[tokio::test]
+async fn a_message_cannot_forge_a_line_or_rewrite_the_terminal() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let logs = ServerProcess::start(rollcall(), "logs", |c| {
+        c.args(["--registry", &registry.url]);
+    });
+    let forged = "paid\r\u{1b}[2K2026-12-03T00:00:00Z  INFO Bank refund approved\n\u{7}";
+    let posted = reqwest::Client::new()
+        .post(format!("{}/v1/records", logs.url))
+        .json(&json!([{"service": "Shop\u{1b}]0;owned\u{7}", "message": forged, "fields": {"note": "a\rb"}}]))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(posted.status(), 200);
+
+    let output = tokio::process::Command::new(rollcall())
+        .args(["logs", "query", "--logs", &logs.url])
+        .output()
+        .await
+        .expect("rollcall logs query");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    assert_eq!(text.lines().count(), 1, "one record, one line: {text:?}");
+    assert!(
+        !text.trim_end_matches('\n').chars().any(char::is_control),
+        "raw control characters reach the terminal: {text:?}"
+    );
+    assert!(text.contains(r"paid\r\u{1b}[2K"), "{text}");
+    assert!(text.contains(r"Shop\u{1b}]0;owned\u{7}"), "{text}");
+    assert!(text.contains(r#"note="a\rb""#), "{text}");
+
+    let json = tokio::process::Command::new(rollcall())
+        .args(["logs", "query", "--logs", &logs.url, "--json"])
+        .output()
+        .await
+        .expect("rollcall logs query --json");
+    let record: rollcall_wire::LogRecord =
+        serde_json::from_slice(&json.stdout).expect("--json output is JSON, unchanged");
+    assert_eq!(record.message, forged);
+}

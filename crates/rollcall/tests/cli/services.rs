@@ -108,3 +108,17 @@ async fn an_unreachable_registry_is_an_error_that_names_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_service_name_cannot_rewrite_the_terminal() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let mut service = FakeService::spawn("Grades", &[]).await;
+    service.name = "Grades\u{1b}[2J\rOK".to_owned();
+    register(&registry, &service).await;
+    let table = services(&["--registry", &registry.url]).await;
+    assert!(
+        !table.trim_end().chars().any(|c| c.is_control() && c != '\n'),
+        "{table:?}"
+    );
+    assert!(table.contains(r"Grades\u{1b}[2J\rOK"), "{table}");
+}
