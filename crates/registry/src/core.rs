@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ use crate::config::RegistryConfig;
 use crate::events::EventLog;
 use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
-use crate::outbound::{ProbeClient, probe_client};
+use crate::outbound::{ProbeClient, http_client, probe_client};
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, StoredInstance};
 use crate::store::{CatalogStore, StoreError};
 
@@ -97,11 +97,7 @@ impl Core {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(config.health_timeout.min(config.notify_timeout))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()?;
+        let http = http_client(config.health_timeout.min(config.notify_timeout))?;
         let policy = HealthPolicy {
             tries: config.health_tries,
             deregister_critical_after: config.deregister_critical_after,

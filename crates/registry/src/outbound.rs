@@ -5,7 +5,13 @@
 //! [`PatchConnection`] keeps one keep-alive HTTP/1.1 connection to its subscriber, driven by
 //! hyper directly. Skipping the shared client's pool and request layers cut the registry's CPU
 //! per delivery by a third in the fan-out benchmark. `https` subscribers and one-off calls go
-//! through the shared reqwest client, which carries TLS.
+//! through the shared reqwest client ([`http_client`]), which carries TLS.
+//!
+//! What a service answers cannot make the registry misbehave: every call has a timeout; a
+//! redirect is not followed (a 3xx is a failed call, so a registration cannot bounce the
+//! registry's requests elsewhere); at most [`MAX_ANSWER_BYTES`] of an answer's body are read,
+//! and a connection whose answer was longer is dropped instead of reused, so an endless body
+//! costs a few KiB, not memory without end.
 
 use std::error::Error;
 use std::time::Duration;
@@ -31,6 +37,34 @@ pub(crate) enum CallError {
     /// The service answered with a status other than 2xx.
     #[error("answered HTTP {0}")]
     Status(u16),
+}
+
+/// The most of an answer's body the registry reads; a longer answer's connection is dropped.
+pub(crate) const MAX_ANSWER_BYTES: usize = 4 * 1024;
+
+/// The shared client for callbacks and `https` calls: no proxy, no redirects, connections made
+/// within `connect_timeout` (each call sets its own total timeout).
+pub(crate) fn http_client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+}
+
+/// Reads an answer's body up to [`MAX_ANSWER_BYTES`]; whether it ended within them (only then
+/// may its connection carry another request).
+async fn read_bounded<B>(body: B) -> Result<bool, CallError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn Error + Send + Sync>>,
+{
+    match http_body_util::Limited::new(body, MAX_ANSWER_BYTES).collect().await {
+        Ok(_) => Ok(true),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Ok(false),
+        Err(error) => Err(transport(&*error)),
+    }
 }
 
 /// A patch as the JSON body it is sent as.
@@ -145,8 +179,11 @@ impl PatchConnection {
             .map_err(|e| transport(&e))?;
         let response = sender.send_request(request).await.map_err(|e| transport(&e))?;
         let status = response.status();
-        // Read the answer to its end so that the connection can carry the next patch.
-        response.into_body().collect().await.map_err(|e| transport(&e))?;
+        // Read the answer to its end so that the connection can carry the next patch, unless it
+        // is longer than any patch answer should be: then the connection goes.
+        if !read_bounded(response.into_body()).await? {
+            self.sender = None;
+        }
         status_result(status)
     }
 }
@@ -189,7 +226,8 @@ pub(crate) async fn get(
     let call = async {
         let response = probes.request(request).await.map_err(|e| transport(&e))?;
         let status = response.status();
-        response.into_body().collect().await.map_err(|e| transport(&e))?;
+        // An answer longer than the cap is dropped unread: the pool then closes its connection.
+        read_bounded(response.into_body()).await?;
         status_result(status)
     };
     tokio::time::timeout(timeout, call)

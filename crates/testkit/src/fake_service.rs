@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
+use futures_util::StreamExt;
 use rollcall_wire::{Patch, PatchEntry, Registration};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,8 @@ pub enum HeartbeatMode {
     Failing(StatusCode),
     /// Never answers (until the fake stops).
     Hang,
+    /// 200 with a body that never ends (a hostile or broken service).
+    EndlessBody,
 }
 
 /// How the fake's `/services` answers a patch.
@@ -41,6 +45,8 @@ pub enum PatchMode {
     Hang,
     /// Waits until [`FakeService::release_patches`], then records and answers 200.
     Hold,
+    /// Records the patch and answers 200 with a body that never ends.
+    EndlessBody,
 }
 
 #[derive(Debug)]
@@ -60,6 +66,8 @@ struct Control {
     raw_patches: Mutex<Vec<(Option<String>, Bytes)>>,
     /// When each provider was first added (`false`) or removed (`true`), for O(1) look-ups.
     first_arrivals: Mutex<HashMap<(PatchEntry, bool), Instant>>,
+    /// Bytes of endless bodies sent so far (the caller took them before hanging up).
+    streamed: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -93,6 +101,7 @@ impl FakeService {
             patch_arrivals: AtomicU64::new(0),
             raw_patches: Mutex::new(Vec::new()),
             first_arrivals: Mutex::new(HashMap::new()),
+            streamed: Arc::new(AtomicU64::new(0)),
             stop: CancellationToken::new(),
         });
         let app = Router::new()
@@ -183,6 +192,11 @@ impl FakeService {
             .clone()
     }
 
+    /// Bytes of endless bodies this fake has sent, in all.
+    pub fn streamed_bytes(&self) -> u64 {
+        self.control.streamed.load(Ordering::Relaxed)
+    }
+
     /// Patches that reached `/services`, accepted or not.
     pub fn patch_arrivals(&self) -> u64 {
         self.control.patch_arrivals.load(Ordering::SeqCst)
@@ -233,41 +247,53 @@ impl Drop for FakeService {
     }
 }
 
-async fn heartbeat(State(control): State<Arc<Control>>) -> StatusCode {
+async fn heartbeat(State(control): State<Arc<Control>>) -> Response {
     control.probes.fetch_add(1, Ordering::SeqCst);
     let failing_once = control
         .fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
     if failing_once {
-        return StatusCode::SERVICE_UNAVAILABLE;
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let mode = *control.heartbeat.lock().unwrap_or_else(PoisonError::into_inner);
     match mode {
-        HeartbeatMode::Healthy => StatusCode::OK,
-        HeartbeatMode::Failing(status) => status,
-        HeartbeatMode::Hang => hang(&control).await,
+        HeartbeatMode::Healthy => StatusCode::OK.into_response(),
+        HeartbeatMode::Failing(status) => status.into_response(),
+        HeartbeatMode::Hang => hang(&control).await.into_response(),
+        HeartbeatMode::EndlessBody => endless(&control),
     }
 }
 
-async fn patch(State(control): State<Arc<Control>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// 200 with a body of zeros that goes on for as long as the caller reads it.
+fn endless(control: &Control) -> Response {
+    let streamed = Arc::clone(&control.streamed);
+    let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+    let chunks = futures_util::stream::repeat(chunk).map(move |chunk| {
+        streamed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>(chunk)
+    });
+    Body::from_stream(chunks).into_response()
+}
+
+async fn patch(State(control): State<Arc<Control>>, headers: HeaderMap, body: Bytes) -> Response {
     control.patch_arrivals.fetch_add(1, Ordering::SeqCst);
     let arrived = Instant::now();
     let mode = *control.patch_mode.lock().unwrap_or_else(PoisonError::into_inner);
     match mode {
-        PatchMode::Accept => {}
-        PatchMode::Refuse(status) => return status,
-        PatchMode::Hang => return hang(&control).await,
+        PatchMode::Accept | PatchMode::EndlessBody => {}
+        PatchMode::Refuse(status) => return status.into_response(),
+        PatchMode::Hang => return hang(&control).await.into_response(),
         PatchMode::Hold => {
             let mut released = control.released.subscribe();
             tokio::select! {
-                () = control.stop.cancelled() => return StatusCode::SERVICE_UNAVAILABLE,
+                () = control.stop.cancelled() => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
                 _ = released.wait_for(|r| *r) => {}
             }
         }
     }
     let Ok(patch) = serde_json::from_slice::<Patch>(&body) else {
-        return StatusCode::BAD_REQUEST;
+        return StatusCode::BAD_REQUEST.into_response();
     };
     let content_type = headers
         .get(CONTENT_TYPE)
@@ -286,7 +312,10 @@ async fn patch(State(control): State<Arc<Control>>, headers: HeaderMap, body: By
         }
     }
     control.patches.send_modify(|patches| patches.push((arrived, patch)));
-    StatusCode::OK
+    if mode == PatchMode::EndlessBody {
+        return endless(&control);
+    }
+    StatusCode::OK.into_response()
 }
 
 /// Waits until the fake stops, then answers 503 (the connection is usually gone by then).

@@ -21,7 +21,7 @@ use rollcall_wire::{Patch, Registration};
 use super::validate::{self, Dialect};
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::outbound::{patch_body, post_json};
+use crate::outbound::{CallError, patch_body, post_json};
 use crate::state::{Command, new_instance_id};
 
 pub(super) fn router() -> Router<Arc<Core>> {
@@ -46,10 +46,19 @@ async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesReject
         () = core.shutdown.cancelled() => return Err(ApiError::ShuttingDown),
         delivered = callback => delivered,
     };
-    delivered.map_err(|e| {
-        let message = format!("the required-services patch could not be delivered to {update_url}: {e}");
+    delivered.map_err(|error| {
         core.metrics.refused_registrations.inc();
-        ApiError::bad_request("callback_failed", message)
+        tracing::info!(%update_url, %error, "registration refused: its callback failed");
+        // One text for a refused, filtered or silent target, so that registering cannot be used
+        // to learn which internal addresses answer; an HTTP status is the service's own answer.
+        let why = match error {
+            CallError::Status(status) => format!("it answered HTTP {status}"),
+            CallError::Timeout(_) | CallError::Transport(_) => "no answer".to_owned(),
+        };
+        ApiError::bad_request(
+            "callback_failed",
+            format!("the required-services patch could not be delivered to {update_url}: {why}"),
+        )
     })?;
 
     let command = Command::Register {

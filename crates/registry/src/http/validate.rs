@@ -66,6 +66,12 @@ fn check_url(field: &str, value: &str) -> Result<(), ApiError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid(format!("{field} {value:?} has no host")));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Said without the URL: it holds a secret.
+        return Err(invalid(format!(
+            "{field} must not carry a user name or password: registered URLs are shown to every reader"
+        )));
+    }
     Ok(())
 }
 

@@ -170,3 +170,29 @@ async fn a_replaced_or_deregistered_instance_leaves_no_prober_behind() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_endless_heartbeat_answer_is_cut_short_and_the_instance_stays_passing() {
+    let registry = TestRegistry::spawn().await;
+    let (portal, grades) = super::portal_holding_grades(&registry).await;
+    grades.set_heartbeat(HeartbeatMode::EndlessBody);
+    let before = grades.probes();
+    eventually("ten probes answered with endless bodies", DEADLINE, || async {
+        (grades.probes() >= before + 10).then_some(())
+    })
+    .await;
+    let instance = registry
+        .instance("GradingService", &grades.url)
+        .await
+        .expect("still listed");
+    assert_eq!(instance.state, InstanceState::Passing, "{instance:?}");
+    assert_eq!(instance.consecutive_failures, 0, "{instance:?}");
+    assert!(
+        portal.patches().iter().all(|p| p.removed.is_empty()),
+        "the dependent lost it"
+    );
+    // Each probe read a few KiB and hung up: what was sent is at most what the sockets buffer,
+    // not a stream read for the whole timeout.
+    let per_probe = grades.streamed_bytes() / (grades.probes() - before);
+    assert!(per_probe < 16 << 20, "{per_probe} bytes streamed per probe");
+}

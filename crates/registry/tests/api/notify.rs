@@ -132,3 +132,36 @@ async fn a_patch_never_repeats_what_the_subscriber_holds() {
     }
     assert_eq!(held, all);
 }
+
+#[tokio::test]
+async fn an_endless_answer_to_a_patch_is_cut_short_and_counts_as_delivered() {
+    let registry = TestRegistry::spawn().await;
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(&registry, &portal).await;
+    portal.set_patch_mode(PatchMode::EndlessBody);
+    let mut expected = BTreeSet::new();
+    let mut providers = Vec::new();
+    for _ in 0..5 {
+        let grades = FakeService::spawn("GradingService", &[]).await;
+        register(&registry, &grades).await;
+        expected.insert(grades.entry());
+        portal.wait_for_providers(&expected).await;
+        providers.push(grades);
+    }
+    let text = registry.get("/metrics").await.text().await.expect("metrics");
+    let count = |outcome: &str| {
+        rollcall_testkit::metric(&text, &format!(r#"rollcall_deliveries_total{{outcome="{outcome}"}}"#))
+            .expect("the deliveries counter")
+    };
+    assert!(count("delivered") >= 5.0, "{text}");
+    assert!(
+        count("failed").abs() < f64::EPSILON,
+        "{} deliveries failed",
+        count("failed")
+    );
+    assert!(
+        portal.streamed_bytes() / 5 < 16 << 20,
+        "{} bytes streamed",
+        portal.streamed_bytes()
+    );
+}

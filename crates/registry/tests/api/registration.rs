@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use axum::http::StatusCode;
+
 use rollcall_testkit::{DEADLINE, FakeService, PatchMode, TestRegistry, eventually, refused_url};
 use rollcall_wire::{ErrorBody, Patch, Registration};
 
@@ -45,7 +47,7 @@ async fn a_refused_callback_answers_400_and_leaves_no_trace() {
     register(&registry, &portal).await;
 
     let refusing = FakeService::spawn("GradingService", &[]).await;
-    refusing.set_patch_mode(PatchMode::Refuse(axum::http::StatusCode::INTERNAL_SERVER_ERROR));
+    refusing.set_patch_mode(PatchMode::Refuse(StatusCode::INTERNAL_SERVER_ERROR));
     let response = registry.register(&refusing.registration()).await;
     assert_eq!(response.status(), 400);
     let error: ErrorBody = response.json().await.expect("JSON error");
@@ -62,7 +64,7 @@ async fn a_refused_callback_answers_400_and_leaves_no_trace() {
 }
 
 #[tokio::test]
-async fn an_unreachable_or_hung_callback_answers_400() {
+async fn an_unreachable_or_hung_callback_answers_400_with_one_reason_for_both() {
     let registry = TestRegistry::spawn_with(|c| c.notify_timeout = Duration::from_millis(300)).await;
     let dead = refused_url().await;
     let registration = Registration {
@@ -74,13 +76,19 @@ async fn an_unreachable_or_hung_callback_answers_400() {
     };
     let response = registry.register(&registration).await;
     assert_eq!(response.status(), 400);
+    let refused: ErrorBody = response.json().await.expect("JSON error");
 
     let hung = FakeService::spawn("Hung", &[]).await;
     hung.set_patch_mode(PatchMode::Hang);
     let response = registry.register(&hung.registration()).await;
     assert_eq!(response.status(), 400);
-    let error: ErrorBody = response.json().await.expect("JSON error");
-    assert!(error.message.contains("no answer within"), "{}", error.message);
+    let silent: ErrorBody = response.json().await.expect("JSON error");
+    // A closed port and a silent one read the same to the caller: registering cannot be used to
+    // map which internal addresses answer.
+    for error in [&refused, &silent] {
+        assert_eq!(error.error, "callback_failed");
+        assert!(error.message.ends_with(": no answer"), "{}", error.message);
+    }
     assert!(registry.services().await.services.is_empty());
 }
 
@@ -160,4 +168,68 @@ async fn listed_urls(registry: &TestRegistry) -> Vec<(String, String)> {
         .into_iter()
         .flat_map(|s| s.instances.into_iter().map(move |i| (s.name.clone(), i.url)))
         .collect()
+}
+
+#[tokio::test]
+async fn a_callback_that_redirects_is_refused_and_the_redirect_is_not_followed() {
+    let registry = TestRegistry::spawn().await;
+    let victim = FakeService::spawn("Victim", &[]).await;
+    for status in [StatusCode::TEMPORARY_REDIRECT, StatusCode::FOUND] {
+        let location = format!("{}/services", victim.url);
+        let app = axum::Router::new().route(
+            "/services",
+            axum::routing::post(move || {
+                let location = location.clone();
+                async move { (status, [("location", location)]) }
+            }),
+        );
+        let redirecting = rollcall_testkit::serve(app, tokio_util::sync::CancellationToken::new()).await;
+        let registration = Registration {
+            service_name: "Bouncer".into(),
+            service_url: redirecting.clone(),
+            required_services: vec!["Victim".into()],
+            service_update_url: format!("{redirecting}/services"),
+            heartbeat_url: format!("{redirecting}/heartbeat"),
+        };
+        let response = registry.register(&registration).await;
+        assert_eq!(response.status(), 400, "a {status} is a failed callback");
+        let error: ErrorBody = response.json().await.expect("JSON error");
+        assert!(
+            error
+                .message
+                .ends_with(&format!("it answered HTTP {}", status.as_u16())),
+            "{}",
+            error.message
+        );
+    }
+    assert_eq!(
+        victim.patch_arrivals(),
+        0,
+        "the registry's POST was bounced to another host"
+    );
+}
+
+#[tokio::test]
+async fn urls_with_credentials_are_refused_without_being_repeated() {
+    let registry = TestRegistry::spawn().await;
+    let service = FakeService::spawn("Secretive", &[]).await;
+    let mut registration = service.registration();
+    registration.heartbeat_url = registration.heartbeat_url.replace("http://", "http://admin:hunter2@");
+    let response = registry.register(&registration).await;
+    assert_eq!(response.status(), 400);
+    let error: ErrorBody = response.json().await.expect("JSON error");
+    assert_eq!(error.error, "invalid_registration");
+    assert!(
+        error
+            .message
+            .contains("HeartbeatURL must not carry a user name or password"),
+        "{}",
+        error.message
+    );
+    assert!(
+        !error.message.contains("hunter2"),
+        "the answer repeats the secret: {}",
+        error.message
+    );
+    assert!(registry.services().await.services.is_empty());
 }
