@@ -7,7 +7,7 @@
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rollcall_wire::answer::ErrorAnswer;
+use rollcall_http::answer::ErrorAnswer;
 
 /// Why a request to the grading service failed.
 #[derive(Debug, thiserror::Error)]

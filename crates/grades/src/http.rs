@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rollcall_wire::answer::json_fallbacks;
+use rollcall_http::answer::json_fallbacks;
 use rollcall_wire::{GRADE_TYPES, Grade, NewStudent};
 
 use crate::db::Db;

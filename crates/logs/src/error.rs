@@ -7,7 +7,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rollcall_wire::answer::ErrorAnswer;
+use rollcall_http::answer::ErrorAnswer;
 
 use crate::store::StoreError;
 

@@ -9,7 +9,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rollcall_wire::answer::ErrorAnswer;
+use rollcall_http::answer::ErrorAnswer;
 
 use crate::core::ApplyError;
 use crate::state::CommandError;

@@ -41,6 +41,7 @@ mod ui;
 use std::io;
 use std::time::Duration;
 
+use rollcall_http::ServerLimits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -114,12 +115,10 @@ impl RunningRegistry {
 /// Binds `config.listen`, opens and restores the catalog in `config.data_dir`, and serves until
 /// `shutdown` is cancelled; returns once it serves.
 pub async fn start(config: RegistryConfig, shutdown: CancellationToken) -> Result<RunningRegistry, RunError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Bind {
-            address: config.listen,
-            source,
-        })?;
+    let listener = rollcall_http::bind(config.listen).map_err(|source| RunError::Bind {
+        address: config.listen,
+        source,
+    })?;
     start_on(listener, config, shutdown).await
 }
 
@@ -172,8 +171,8 @@ async fn serve(
     let core = core::Core::new(config, store, reactor, metrics, shutdown.child_token())?;
     core.restore(stored);
     let app = http::router(core.clone());
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut http_task = tokio::spawn(serve.into_future());
+    let serve = rollcall_http::serve(listener, app, ServerLimits::for_this_process(), shutdown.clone());
+    let mut http_task = tokio::spawn(serve);
 
     let ended_early = tokio::select! {
         result = &mut http_task => Some(result),

@@ -53,6 +53,9 @@ where
     E: Into<anyhow::Error>,
     F: Future<Output = Result<S, E>>,
 {
+    // Sockets the service accepts, calls it makes and files it keeps all take file handles.
+    let open_files = rollcall_http::raise_open_files_limit();
+    tracing::debug!(open_files, "open-files limit");
     let started = match start(rollcall_client::shutdown_on_signals()).await {
         Ok(started) => started,
         Err(error) => return stopped_while_registering(error.into()),

@@ -26,6 +26,8 @@ use crate::{DEADLINE, eventually};
 pub enum HeartbeatMode {
     /// 200, empty body.
     Healthy,
+    /// 200, empty body, and the connection closed after it: every probe needs a new one.
+    HealthyClosing,
     /// The given status.
     Failing(StatusCode),
     /// Never answers (until the fake stops).
@@ -259,6 +261,7 @@ async fn heartbeat(State(control): State<Arc<Control>>) -> Response {
     let mode = *control.heartbeat.lock().unwrap_or_else(PoisonError::into_inner);
     match mode {
         HeartbeatMode::Healthy => StatusCode::OK.into_response(),
+        HeartbeatMode::HealthyClosing => (StatusCode::OK, [(axum::http::header::CONNECTION, "close")]).into_response(),
         HeartbeatMode::Failing(status) => status.into_response(),
         HeartbeatMode::Hang => hang(&control).await.into_response(),
         HeartbeatMode::EndlessBody => endless(&control),

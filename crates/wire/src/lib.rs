@@ -10,11 +10,7 @@
 //! - the grading service's [`Student`] and [`Grade`], with Go's field names.
 //!
 //! This crate is serde (and `serde_json` for free-form fields) only: no runtime, no HTTP stack,
-//! so any client can depend on it. The `axum` feature adds `answer`: how the rollcall services
-//! render an [`ErrorBody`] over HTTP, and their shared 404 and 405 fallbacks.
-
-#[cfg(feature = "axum")]
-pub mod answer;
+//! so any client can depend on it. How the servers answer an [`ErrorBody`] is `rollcall-http`'s.
 mod grades;
 mod logs;
 mod registration;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use rollcall_http::ServerLimits;
 use rollcall_wire::Registration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -208,12 +209,10 @@ impl ServiceBuilder {
     pub async fn start(self, shutdown: CancellationToken) -> Result<RunningService, StartError> {
         let listener = match self.listener {
             Some(listener) => listener,
-            None => TcpListener::bind(self.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    address: self.listen,
-                    source,
-                })?,
+            None => rollcall_http::bind(self.listen).map_err(|source| StartError::Bind {
+                address: self.listen,
+                source,
+            })?,
         };
         let local_addr = listener.local_addr().map_err(StartError::LocalAddress)?;
         let url = self.advertise.unwrap_or_else(|| advertised_url(local_addr));
@@ -234,11 +233,12 @@ impl ServiceBuilder {
         let probes = Arc::new(ProbeClock::new(self.expected_health_interval));
         let app = routes::router(self.providers.clone(), Arc::clone(&probes), self.router);
         let stop_serving = CancellationToken::new();
-        let server = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
-                .into_future(),
-        );
+        let server = tokio::spawn(rollcall_http::serve(
+            listener,
+            app,
+            ServerLimits::for_this_process(),
+            stop_serving.clone(),
+        ));
         if self.handle_signals {
             cancel_on_signals(&shutdown);
         }

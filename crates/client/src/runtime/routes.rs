@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
+use rollcall_http::answer::ErrorAnswer;
 use rollcall_wire::Patch;
-use rollcall_wire::answer::ErrorAnswer;
 
 use super::watchdog::ProbeClock;
 use crate::providers::Providers;

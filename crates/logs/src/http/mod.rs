@@ -14,7 +14,7 @@ use axum::routing::get;
 use tokio::sync::Semaphore;
 
 use crate::store::Store;
-use rollcall_wire::answer::json_fallbacks;
+use rollcall_http::answer::json_fallbacks;
 
 /// What every handler shares.
 #[derive(Clone)]

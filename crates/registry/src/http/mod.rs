@@ -23,7 +23,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::core::Core;
-use rollcall_wire::answer::json_fallbacks;
+use rollcall_http::answer::json_fallbacks;
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

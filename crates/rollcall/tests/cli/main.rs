@@ -2,6 +2,7 @@
 //! `ROLLCALL_*` variables, and stopped with real signals.
 
 mod durability;
+mod hardening;
 mod logs;
 mod registry;
 mod services;

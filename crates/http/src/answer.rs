@@ -1,4 +1,4 @@
-//! Error answers over HTTP, for the services built on axum (feature `axum`).
+//! Error answers over HTTP.
 //!
 //! Every rollcall service answers an error with a status and an [`ErrorBody`]; each service's
 //! one error enum decides the status, code and message in one `match` and renders them through
@@ -10,7 +10,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::ErrorBody;
+use rollcall_wire::ErrorBody;
 
 /// An error answer: a status and `{"error": code, "message": ...}`. A 429 also says
 /// `Retry-After: 1`.
