@@ -28,6 +28,11 @@ pub struct ServiceArgs {
         value_parser = parse_registry_url
     )]
     pub registry: String,
+
+    /// Host names the service answers for, besides IP addresses, localhost and its advertised
+    /// host (a request for any other name is refused, against DNS rebinding). Comma-separated.
+    #[arg(long, env = "ROLLCALL_ALLOWED_HOSTS", value_name = "NAMES", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where a service looks for the registry unless told otherwise.
@@ -40,6 +45,7 @@ impl ServiceArgs {
             listen: Some(listen),
             advertise: None,
             registry: DEFAULT_REGISTRY.to_owned(),
+            allowed_hosts: Vec::new(),
         }
     }
 

@@ -23,6 +23,9 @@ pub(crate) enum ApiError {
     /// The body could not be read (over the limit, or cut off).
     #[error("{}", .0.body_text())]
     Body(BytesRejection),
+    /// A JSON write without `Content-Type: application/json`.
+    #[error("send the body as Content-Type: application/json")]
+    UnsupportedMediaType,
     /// No student has this id (as the client wrote it).
     #[error("no student has the id {0}")]
     StudentNotFound(String),
@@ -50,6 +53,7 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Body(rejection) => (rejection.status(), "invalid_body"),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::StudentNotFound(_) => (StatusCode::NOT_FOUND, "student_not_found"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

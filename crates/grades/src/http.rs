@@ -5,7 +5,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rollcall_http::answer::json_fallbacks;
@@ -34,7 +35,7 @@ pub(crate) fn router(db: Db) -> Router {
 fn go_json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let mut body = serde_json::to_vec(value).expect("students and grades always encode");
     body.push(b'\n');
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Runs a database call on the blocking pool.
@@ -47,6 +48,21 @@ async fn with_db<T: Send + 'static>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(ApiError::internal(&e)),
         Err(e) => Err(ApiError::internal(&e)),
+    }
+}
+
+/// A JSON write must say it is JSON: a page of another site can send `text/plain` or a form
+/// without the browser asking first, but not `application/json` (the Go portal sends it).
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 
@@ -103,9 +119,11 @@ fn invalid_grade(grade: &Grade) -> Option<String> {
 async fn add_grade(
     State(db): State<Db>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = student_id(&raw)?;
+    json_content_type(&headers)?;
     let body = body.map_err(ApiError::Body)?;
     let mut grade: Grade = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a Grade: {e}")))?;
@@ -122,7 +140,12 @@ async fn add_grade(
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn add_student(State(db): State<Db>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn add_student(
+    State(db): State<Db>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    json_content_type(&headers)?;
     let body = body.map_err(ApiError::Body)?;
     let new: NewStudent = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(

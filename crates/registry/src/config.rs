@@ -41,6 +41,11 @@ pub struct RegistryConfig {
     /// How long one patch delivery (and the registration callback) may take.
     #[arg(long, env = "ROLLCALL_NOTIFY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub notify_timeout: Duration,
+
+    /// Host names the registry answers for, besides IP addresses and localhost (a request for
+    /// any other name is refused, against DNS rebinding). Comma-separated.
+    #[arg(long, env = "ROLLCALL_ALLOWED_HOSTS", value_name = "NAMES", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl RegistryConfig {
@@ -55,6 +60,7 @@ impl RegistryConfig {
             health_retry_delay: Duration::from_secs(1),
             deregister_critical_after: Duration::from_secs(600),
             notify_timeout: Duration::from_secs(2),
+            allowed_hosts: Vec::new(),
         }
     }
 }

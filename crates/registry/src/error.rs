@@ -40,6 +40,9 @@ pub enum ApiError {
     /// A request body is over the limit.
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// A JSON write without `Content-Type: application/json`.
+    #[error("send the body as Content-Type: application/json")]
+    UnsupportedMediaType,
 }
 
 impl ApiError {
@@ -59,6 +62,7 @@ impl ApiError {
             Self::UnknownInstanceId(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
             Self::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         }
     }
 }

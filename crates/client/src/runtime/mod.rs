@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use rollcall_http::ServerLimits;
+use rollcall_http::{Guard, ServerLimits};
 use rollcall_wire::Registration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -65,6 +65,7 @@ pub struct ServiceBuilder {
     listen: SocketAddr,
     listener: Option<TcpListener>,
     advertise: Option<String>,
+    allowed_hosts: Vec<String>,
     registry: String,
     fail_fast: bool,
     handle_signals: bool,
@@ -85,6 +86,7 @@ impl ServiceBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             listener: None,
             advertise: None,
+            allowed_hosts: Vec::new(),
             registry: crate::args::DEFAULT_REGISTRY.to_owned(),
             fail_fast: false,
             handle_signals: true,
@@ -114,12 +116,13 @@ impl ServiceBuilder {
         self
     }
 
-    /// Takes `--listen` (or `default_listen`), `--advertise` and `--registry` from the shared
-    /// command-line flags.
+    /// Takes `--listen` (or `default_listen`), `--advertise`, `--registry` and
+    /// `--allowed-hosts` from the shared command-line flags.
     #[must_use]
     pub fn args(mut self, args: &ServiceArgs, default_listen: SocketAddr) -> Self {
         self.listen = args.listen_or(default_listen);
         self.advertise.clone_from(&args.advertise);
+        self.allowed_hosts.clone_from(&args.allowed_hosts);
         self.registry = registry_base_url(&args.registry);
         self
     }
@@ -142,6 +145,18 @@ impl ServiceBuilder {
     #[must_use]
     pub fn advertise(mut self, url: impl Into<String>) -> Self {
         self.advertise = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Host names the service answers for besides IP addresses, `localhost` and its advertised
+    /// host: requests for any other `Host` are refused (against DNS rebinding).
+    #[must_use]
+    pub fn allowed_hosts<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_hosts = names.into_iter().map(Into::into).collect();
         self
     }
 
@@ -231,7 +246,11 @@ impl ServiceBuilder {
             .map_err(StartError::HttpClient)?;
 
         let probes = Arc::new(ProbeClock::new(self.expected_health_interval));
-        let app = routes::router(self.providers.clone(), Arc::clone(&probes), self.router);
+        let advertised_host = reqwest::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        let guard = Guard::new(self.allowed_hosts.iter().cloned().chain(advertised_host));
+        let app = guard.protect(routes::router(self.providers.clone(), Arc::clone(&probes), self.router));
         let stop_serving = CancellationToken::new();
         let server = tokio::spawn(rollcall_http::serve(
             listener,

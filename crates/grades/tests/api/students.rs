@@ -162,3 +162,23 @@ async fn a_failing_grade_book_answers_a_generic_500_without_its_cause() {
     assert_eq!(error.error, "internal");
     assert_eq!(error.message, "the grade book failed; see the service's log");
 }
+
+#[tokio::test]
+async fn a_grade_must_be_sent_as_json() {
+    let grades = TestGrades::spawn().await;
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let response = grades
+            .http
+            .post(format!("{}/students/1/grades", grades.url))
+            .header("content-type", content_type)
+            .body(r#"{"Title":"Forged","Type":"Quiz","Score":0}"#)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 415, "{content_type}");
+        let error: ErrorBody = response.json().await.expect("a JSON error");
+        assert_eq!(error.error, "unsupported_media_type");
+    }
+    let student = grades.get("/students/1").await.text().await.expect("body");
+    assert!(!student.contains("Forged"));
+}

@@ -65,3 +65,41 @@ async fn a_teacher_adds_a_grade_in_a_real_browser_and_sees_the_new_average() {
     assert!(std::fs::metadata(&screenshot).expect("a screenshot").len() > 1000);
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_site_cannot_post_a_grade_through_the_visitors_browser() {
+    let system = System::spawn().await;
+    let (_, before) = system.page("/students/1").await;
+    // An attacker's page, on another origin, that posts the portal's form as soon as it loads.
+    let target = format!("{}/students/1/grades", system.portal.url());
+    let attack = format!(
+        r#"<!doctype html><form id="f" method="post" action="{target}">
+<input name="Title" value="Forged"><input name="Type" value="Exam"><input name="Score" value="0">
+</form><script>document.getElementById("f").submit()</script>"#
+    );
+    let page = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let attack = attack.clone();
+            async move { axum::response::Html(attack) }
+        }),
+    );
+    let attacker = rollcall_testkit::serve(page, tokio_util::sync::CancellationToken::new()).await;
+    // localhost is another site than the portal's 127.0.0.1.
+    let attacker = attacker.replace("127.0.0.1", "localhost");
+
+    let browser = rollcall_testkit::Browser::start(1024, 900).await;
+    browser.client.goto(&attacker).await.expect("open the attacker's page");
+    let refused = browser
+        .client
+        .wait()
+        .for_element(Locator::XPath("//*[contains(text(), 'cross_site_request')]"))
+        .await
+        .expect("the portal's refusal");
+    drop(refused);
+    browser.screenshot("portal-cross-site-refused").await;
+    let (_, after) = system.page("/students/1").await;
+    assert!(!after.contains("Forged"), "the forged grade was stored");
+    assert_eq!(before, after, "the student's page changed");
+    browser.close().await;
+}

@@ -23,6 +23,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::core::Core;
+use rollcall_http::Guard;
 use rollcall_http::answer::json_fallbacks;
 
 /// The largest request body accepted, in bytes.
@@ -47,7 +48,9 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(metrics::router())
         .merge(openapi::router())
         .merge(crate::ui::router());
-    json_fallbacks(routes)
+    let guard = Guard::new(&core.config.allowed_hosts);
+    guard
+        .protect(json_fallbacks(routes))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A 500 here is the seed's answer to an unknown deregistration, not a fault: log at debug.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))

@@ -14,7 +14,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use rollcall_wire::{Patch, Registration};
 
@@ -29,7 +29,12 @@ pub(super) fn router() -> Router<Arc<Core>> {
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
-async fn register(State(core): State<Arc<Core>>, body: Result<Bytes, BytesRejection>) -> Result<StatusCode, ApiError> {
+async fn register(
+    State(core): State<Arc<Core>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    validate::json_content_type(&headers, Dialect::Seed)?;
     let body = body.map_err(|r| validate::body_error(&r, Dialect::Seed))?;
     let registration: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid Registration: {e}")))?;

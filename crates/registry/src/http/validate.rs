@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use rollcall_wire::Registration;
 
 use super::MAX_BODY_BYTES;
@@ -83,6 +84,25 @@ pub(super) enum Dialect {
     Seed,
     /// rollcall's own API.
     V1,
+}
+
+/// Checks that a JSON write says it is JSON: a page of another site can send `text/plain` or a
+/// form without asking first, but not `application/json` (the browser asks the server first,
+/// and rollcall answers no such question). 400 on the seed endpoints, 415 on the `/v1` ones.
+pub(super) fn json_content_type(headers: &HeaderMap, dialect: Dialect) -> Result<(), ApiError> {
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"));
+    match (json, dialect) {
+        (true, _) => Ok(()),
+        (false, Dialect::Seed) => Err(ApiError::bad_request(
+            "unsupported_media_type",
+            "the Registration must be sent as Content-Type: application/json",
+        )),
+        (false, Dialect::V1) => Err(ApiError::UnsupportedMediaType),
+    }
 }
 
 /// Maps a body that could not be buffered to an answer in `dialect`.

@@ -134,3 +134,22 @@ async fn a_browser_sees_services_appear_fail_and_the_stream_reconnect_without_a_
     .await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_service_page_link_works_for_any_service_name() {
+    let registry = TestRegistry::spawn().await;
+    let mut service = FakeService::spawn("Grades", &[]).await;
+    service.name = "Grades/Eu #1?x=<b>".to_owned();
+    register(&registry, &service).await;
+    let overview = registry.get("/ui").await.text().await.expect("page");
+    let href = "/ui/services/Grades%2FEu%20%231%3Fx%3D%3Cb%3E";
+    assert!(overview.contains(&format!(r#"href="{href}""#)), "{overview}");
+    let page = registry.get(href).await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.expect("page");
+    assert!(page.contains(&service.url), "the link leads to the service's page");
+    assert!(
+        page.contains("Grades/Eu #1?x=&#60;b&#62;"),
+        "the name is shown escaped: {page}"
+    );
+}

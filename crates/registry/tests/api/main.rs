@@ -3,6 +3,7 @@
 
 mod dashboard;
 mod events;
+mod guard;
 mod health;
 mod instances;
 mod listing;
