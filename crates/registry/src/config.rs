@@ -42,6 +42,16 @@ pub struct RegistryConfig {
     #[arg(long, env = "ROLLCALL_NOTIFY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub notify_timeout: Duration,
 
+    /// Instances the registry admits in all; a registration of a new ServiceURL past it is
+    /// refused (429 on /v1, 400 on the seed endpoint).
+    #[arg(long, env = "ROLLCALL_MAX_INSTANCES", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instances: u32,
+
+    /// Instances one service may have; a registration past it is refused like one past
+    /// `--max-instances`.
+    #[arg(long, env = "ROLLCALL_MAX_INSTANCES_PER_SERVICE", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instances_per_service: u32,
+
     /// Host names the registry answers for, besides IP addresses and localhost (a request for
     /// any other name is refused, against DNS rebinding). Comma-separated.
     #[arg(long, env = "ROLLCALL_ALLOWED_HOSTS", value_name = "NAMES", value_delimiter = ',')]
@@ -60,6 +70,8 @@ impl RegistryConfig {
             health_retry_delay: Duration::from_secs(1),
             deregister_critical_after: Duration::from_secs(600),
             notify_timeout: Duration::from_secs(2),
+            max_instances: 20_000,
+            max_instances_per_service: 5_000,
             allowed_hosts: Vec::new(),
         }
     }

@@ -23,7 +23,7 @@ use crate::events::EventLog;
 use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
 use crate::outbound::{ProbeClient, http_client, probe_client};
-use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, StoredInstance};
+use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, StoredInstance};
 use crate::store::{CatalogStore, StoreError};
 
 /// Why a change was not applied or not made durable.
@@ -98,12 +98,16 @@ impl Core {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let http = http_client(config.health_timeout.min(config.notify_timeout))?;
+        let limits = Limits {
+            instances: config.max_instances as usize,
+            per_service: config.max_instances_per_service as usize,
+        };
         let policy = HealthPolicy {
             tries: config.health_tries,
             deregister_critical_after: config.deregister_critical_after,
         };
         Ok(Arc::new(Self {
-            catalog: RwLock::new(Catalog::new(policy, first_index())),
+            catalog: RwLock::new(Catalog::new(policy, limits, first_index())),
             store,
             reactions,
             metrics,

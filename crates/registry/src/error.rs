@@ -40,6 +40,9 @@ pub enum ApiError {
     /// A request body is over the limit.
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The catalog admits no more instances (of this service, or in all).
+    #[error("{0}")]
+    TooManyInstances(String),
     /// A JSON write without `Content-Type: application/json`.
     #[error("send the body as Content-Type: application/json")]
     UnsupportedMediaType,
@@ -62,6 +65,7 @@ impl ApiError {
             Self::UnknownInstanceId(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
             Self::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::TooManyInstances(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_instances"),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         }
     }
@@ -78,6 +82,9 @@ impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         match error {
             CommandError::UnknownInstance(url) => ApiError::UnknownInstance(url),
+            full @ (CommandError::TooManyInstances(_) | CommandError::TooManyOfService { .. }) => {
+                ApiError::TooManyInstances(full.to_string())
+            }
         }
     }
 }

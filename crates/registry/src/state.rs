@@ -65,6 +65,17 @@ pub struct HealthPolicy {
     pub deregister_critical_after: Duration,
 }
 
+/// How many instances the catalog admits: a registration of a new ServiceURL past either limit
+/// is refused (re-registering a URL already held never is), so that anonymous registrations
+/// cannot grow the catalog, and the probing it implies, without end.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Instances in all.
+    pub instances: usize,
+    /// Instances of one service.
+    pub per_service: usize,
+}
+
 /// One registered instance and what the registry knows of its health.
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -223,12 +234,24 @@ pub enum CommandError {
     /// No instance has that ServiceURL.
     #[error("no instance is registered with ServiceURL {0:?}")]
     UnknownInstance(String),
+    /// The catalog holds as many instances as it admits.
+    #[error("the registry holds {0} instances, as many as it admits (--max-instances)")]
+    TooManyInstances(usize),
+    /// The service has as many instances as one service may.
+    #[error("{service} has {limit} instances, as many as one service may have (--max-instances-per-service)")]
+    TooManyOfService {
+        /// The service.
+        service: String,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Every registered instance, indexed for the questions the registry asks.
 #[derive(Debug)]
 pub struct Catalog {
     policy: HealthPolicy,
+    limits: Limits,
     instances: HashMap<String, Instance>,
     /// Public instance id → ServiceURL.
     by_instance_id: HashMap<String, String>,
@@ -255,9 +278,10 @@ pub struct Catalog {
 impl Catalog {
     /// An empty catalog applying `policy`, whose change counter starts after `first_index` (the
     /// registry passes the time in microseconds, so that indexes keep growing across restarts).
-    pub fn new(policy: HealthPolicy, first_index: u64) -> Self {
+    pub fn new(policy: HealthPolicy, limits: Limits, first_index: u64) -> Self {
         Self {
             policy,
+            limits,
             instances: HashMap::new(),
             by_instance_id: HashMap::new(),
             by_service: BTreeMap::new(),
@@ -280,7 +304,9 @@ impl Catalog {
                 new_instance_id,
                 delivered,
                 at,
-            } => Ok(self.register(registration, metadata, new_instance_id, delivered, at)),
+            } => self
+                .admits(&registration)
+                .map(|()| self.register(registration, metadata, new_instance_id, delivered, at)),
             Command::Deregister { url } => self.remove(&url, false).ok_or(CommandError::UnknownInstance(url)),
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
         };
@@ -292,6 +318,25 @@ impl Catalog {
             }));
             events
         })
+    }
+
+    /// Whether `registration` may be applied under the catalog's [`Limits`]: always for a
+    /// ServiceURL already held, else while the catalog and the service are below their limits.
+    pub fn admits(&self, registration: &Registration) -> Result<(), CommandError> {
+        if self.instances.contains_key(&registration.service_url) {
+            return Ok(());
+        }
+        if self.instances.len() >= self.limits.instances {
+            return Err(CommandError::TooManyInstances(self.limits.instances));
+        }
+        let of_service = self.by_service.get(&registration.service_name).map_or(0, BTreeSet::len);
+        if of_service >= self.limits.per_service {
+            return Err(CommandError::TooManyOfService {
+                service: registration.service_name.clone(),
+                limit: self.limits.per_service,
+            });
+        }
+        Ok(())
     }
 
     /// The index of `service`: it changes whenever its listing does (0 if it never had an
@@ -623,13 +668,53 @@ mod tests {
     const REAP_AFTER: Duration = Duration::from_secs(60);
 
     fn catalog() -> Catalog {
+        catalog_with(Limits {
+            instances: 1_000,
+            per_service: 1_000,
+        })
+    }
+
+    fn catalog_with(limits: Limits) -> Catalog {
         Catalog::new(
             HealthPolicy {
                 tries: TRIES,
                 deregister_critical_after: REAP_AFTER,
             },
+            limits,
             1_000,
         )
+    }
+
+    #[test]
+    fn registrations_past_the_limits_are_refused_but_re_registrations_never_are() {
+        let mut c = catalog_with(Limits {
+            instances: 3,
+            per_service: 2,
+        });
+        register(&mut c, "A", "http://a1");
+        register(&mut c, "A", "http://a2");
+        let third_a = c.apply(register_command(registration("A", "http://a3", &[])));
+        assert_eq!(
+            third_a,
+            Err(CommandError::TooManyOfService {
+                service: "A".to_owned(),
+                limit: 2
+            })
+        );
+        register(&mut c, "B", "http://b1");
+        let fourth = c.apply(register_command(registration("C", "http://c1", &[])));
+        assert_eq!(fourth, Err(CommandError::TooManyInstances(3)));
+        assert_eq!(c.len(), 3, "nothing was added");
+        // A URL already held may always register again (a restart of that instance).
+        assert!(c.apply(register_command(registration("A", "http://a1", &[]))).is_ok());
+        c.apply(Command::Deregister {
+            url: "http://b1".to_owned(),
+        })
+        .expect("deregister");
+        assert!(
+            c.apply(register_command(registration("C", "http://c1", &[]))).is_ok(),
+            "room again"
+        );
     }
 
     fn registration(name: &str, url: &str, required: &[&str]) -> Registration {

@@ -618,8 +618,15 @@ async fn throughput() {
         "the throughput section drives load with wrk: run it through scripts/bench"
     );
     // Probing is measured on its own (`resources`); a long interval keeps it out of this figure.
+    // Every request registers a new instance: hundreds of thousands over the section.
     let registry = ServerProcess::start(rollcall(), "registry", |c| {
         c.args(["--health-interval", "10m"]);
+        c.args([
+            "--max-instances",
+            "100000000",
+            "--max-instances-per-service",
+            "100000000",
+        ]);
     });
     let fleet = FakeFleet::spawn().await;
     let registrations = Load::new(CONNECTIONS, WINDOW).script(&registration_script(&fleet.url));

@@ -19,10 +19,10 @@ use axum::routing::post;
 use rollcall_wire::{Patch, Registration};
 
 use super::validate::{self, Dialect};
-use crate::core::Core;
+use crate::core::{ApplyError, Core};
 use crate::error::ApiError;
 use crate::outbound::{CallError, patch_body, post_json};
-use crate::state::{Command, new_instance_id};
+use crate::state::{Command, CommandError, new_instance_id};
 
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new().route("/services", post(register).delete(deregister))
@@ -39,6 +39,10 @@ async fn register(
     let registration: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid Registration: {e}")))?;
     let registration = validate::registration(registration)?;
+    // Refused before the callback, so that a full registry calls nobody back; the seed answers
+    // every refused registration with 400.
+    let seed_refusal = |error: CommandError| ApiError::bad_request("too_many_instances", error.to_string());
+    core.catalog().admits(&registration).map_err(seed_refusal)?;
 
     let held = core.catalog().providers_of(&registration.required_services);
     let patch = Patch {
@@ -73,7 +77,11 @@ async fn register(
         delivered: held,
         at: SystemTime::now(),
     };
-    core.apply(command).await?;
+    match core.apply(command).await {
+        Ok(_) => {}
+        Err(ApplyError::Command(full)) => return Err(seed_refusal(full)),
+        Err(error) => return Err(error.into()),
+    }
     core.metrics.seed_registrations.inc();
     Ok(StatusCode::OK)
 }

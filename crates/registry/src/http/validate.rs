@@ -13,12 +13,21 @@ use crate::error::ApiError;
 
 /// Most metadata labels one instance may carry.
 pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Most services one registration may require.
+pub const MAX_REQUIRED_SERVICES: usize = 64;
+/// The longest service name, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+/// The longest URL, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
 
 /// Checks what Go's decoder lets through: names present, URLs absolute http(s) with a host.
 /// Duplicate required services are dropped (first occurrence kept).
 pub(super) fn registration(mut registration: Registration) -> Result<Registration, ApiError> {
     if registration.service_name.trim().is_empty() {
         return Err(invalid("ServiceName is missing or empty"));
+    }
+    if registration.service_name.len() > MAX_NAME_BYTES {
+        return Err(invalid(format!("ServiceName is longer than {MAX_NAME_BYTES} bytes")));
     }
     for (field, value) in [
         ("ServiceURL", &registration.service_url),
@@ -31,6 +40,21 @@ pub(super) fn registration(mut registration: Registration) -> Result<Registratio
     registration.required_services.retain(|name| seen.insert(name.clone()));
     if registration.required_services.iter().any(|name| name.trim().is_empty()) {
         return Err(invalid("RequiredServices holds an empty name"));
+    }
+    if registration.required_services.len() > MAX_REQUIRED_SERVICES {
+        return Err(invalid(format!(
+            "RequiredServices names {} services; at most {MAX_REQUIRED_SERVICES} are allowed",
+            registration.required_services.len()
+        )));
+    }
+    if registration
+        .required_services
+        .iter()
+        .any(|name| name.len() > MAX_NAME_BYTES)
+    {
+        return Err(invalid(format!(
+            "RequiredServices holds a name longer than {MAX_NAME_BYTES} bytes"
+        )));
     }
     Ok(registration)
 }
@@ -56,6 +80,9 @@ fn invalid(message: impl Into<String>) -> ApiError {
 fn check_url(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() {
         return Err(invalid(format!("{field} is missing or empty")));
+    }
+    if value.len() > MAX_URL_BYTES {
+        return Err(invalid(format!("{field} is longer than {MAX_URL_BYTES} bytes")));
     }
     let url = url::Url::parse(value).map_err(|e| invalid(format!("{field} {value:?} is not an absolute URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {

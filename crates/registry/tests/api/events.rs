@@ -91,7 +91,11 @@ async fn last_event_id_resumes_with_no_gap_and_an_unknown_one_gets_a_reset() {
 
 #[tokio::test]
 async fn a_client_too_slow_for_the_live_feed_is_told_and_can_resume() {
-    let registry = TestRegistry::spawn_with(|c| c.health_interval = Duration::from_secs(3600)).await;
+    let registry = TestRegistry::spawn_with(|c| {
+        c.health_interval = Duration::from_secs(3600);
+        c.max_instances_per_service = 10_000;
+    })
+    .await;
     let url = format!("{}/v1/events", registry.url);
     let mut slow = SseClient::connect(&url, None).await;
     let (mut last_id, _) = next_event(&mut slow).await;

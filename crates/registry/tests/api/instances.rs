@@ -97,6 +97,25 @@ async fn bad_instance_registrations_get_json_errors() {
         (body_of(&grades, json!("labels")), 400, "Metadata"),
         (json!({"ServiceName": "GradingService"}), 400, "ServiceURL"),
         (json!([1, 2]), 400, "instance registration"),
+        (
+            with(&grades, |body| body["ServiceName"] = json!("x".repeat(201))),
+            400,
+            "longer than 200 bytes",
+        ),
+        (
+            with(&grades, |body| {
+                body["RequiredServices"] = json!((0..65).map(|n| format!("S{n}")).collect::<Vec<_>>());
+            }),
+            400,
+            "at most 64",
+        ),
+        (
+            with(&grades, |body| {
+                body["HeartbeatURL"] = json!(format!("http://a/{}", "x".repeat(2048)));
+            }),
+            400,
+            "longer than 2048 bytes",
+        ),
     ];
     for (body, status, mentions) in cases {
         let response = registry.register_instance(&body).await;
@@ -144,4 +163,64 @@ async fn concurrent_registrations_of_one_url_are_each_answered_with_what_they_re
         ids.insert(view.id);
     }
     assert_eq!(ids.len(), 1, "one URL keeps one id");
+}
+
+/// `grades`' registration as a `/v1` body, changed by `change`.
+fn with(grades: &FakeService, change: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+    let mut body = body_of(grades, json!({}));
+    change(&mut body);
+    body
+}
+
+#[tokio::test]
+async fn registrations_past_the_instance_limits_are_refused_and_call_nobody_back() {
+    let registry = TestRegistry::spawn_with(|c| {
+        c.max_instances = 3;
+        c.max_instances_per_service = 2;
+    })
+    .await;
+    let mut held = Vec::new();
+    let mut register = async |name: &str| {
+        let service = FakeService::spawn(name, &[]).await;
+        let status = registry.register_instance(&body_of(&service, json!({}))).await.status();
+        held.push(service);
+        status
+    };
+    assert_eq!(register("A").await, 201);
+    assert_eq!(register("A").await, 201);
+    assert_eq!(register("A").await, 429, "one service past its limit");
+    assert_eq!(register("B").await, 201);
+    let third_a = FakeService::spawn("A", &[]).await;
+    let response = registry.register_instance(&body_of(&third_a, json!({}))).await;
+    let error: ErrorBody = response.json().await.expect("JSON error");
+    assert_eq!(error.error, "too_many_instances");
+    assert!(error.message.contains("--max-instances"), "{}", error.message);
+
+    // The seed endpoint answers 400, and before any callback.
+    let another = FakeService::spawn("C", &["A"]).await;
+    let response = registry.register(&another.registration()).await;
+    assert_eq!(response.status(), 400, "the registry past its limit");
+    let error: ErrorBody = response.json().await.expect("JSON error");
+    assert_eq!(error.error, "too_many_instances");
+    assert_eq!(
+        another.patch_arrivals(),
+        0,
+        "a full registry called the registrant back"
+    );
+
+    // An instance already held re-registers as ever.
+    assert_eq!(
+        registry.register_instance(&body_of(&held[0], json!({}))).await.status(),
+        200
+    );
+    assert_eq!(
+        registry
+            .services()
+            .await
+            .services
+            .iter()
+            .map(|s| s.instances.len())
+            .sum::<usize>(),
+        3
+    );
 }
