@@ -18,6 +18,8 @@
 
 mod config;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod http;
 mod ingest;
 mod metrics;

@@ -20,3 +20,27 @@ pub use grades::{GRADE_TYPES, Grade, NewStudent, Student};
 pub use logs::{BatchResult, Level, LogRecord, RecordPage, RecordTime, Rejection, UnknownLevel};
 pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};
 pub use views::{CatalogEvent, ErrorBody, InstanceState, InstanceView, ServiceView, ServicesView};
+
+#[cfg(test)]
+mod fuzz {
+    //! The decoders of what any client sends, fed arbitrary bytes (bolero: a quick random run
+    //! under `cargo test`, a real fuzzer under `cargo bolero test`; the committed corpus and
+    //! every crash found are replayed each time).
+
+    use super::{InstanceRegistration, Patch, Registration};
+
+    #[test]
+    fn decoding_a_registration_never_panics() {
+        bolero::check!().for_each(|bytes: &[u8]| {
+            let _ = serde_json::from_slice::<Registration>(bytes);
+            let _ = serde_json::from_slice::<InstanceRegistration>(bytes);
+        });
+    }
+
+    #[test]
+    fn decoding_a_patch_never_panics() {
+        bolero::check!().for_each(|bytes: &[u8]| {
+            let _ = serde_json::from_slice::<Patch>(bytes);
+        });
+    }
+}

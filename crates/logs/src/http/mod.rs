@@ -4,6 +4,9 @@
 mod ingest;
 mod records;
 
+#[cfg(test)]
+pub(crate) use records::check_query as records_params;
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -40,7 +40,7 @@ pub(super) fn router() -> Router<AppState> {
 
 /// The query string of both endpoints.
 #[derive(Debug, Deserialize)]
-struct Params {
+pub(crate) struct Params {
     /// One service, or several separated by commas.
     service: Option<String>,
     /// The minimum level.
@@ -97,6 +97,12 @@ fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
             )
         })?;
     unix_nanos(time).map_err(|e| ApiError::bad_request("invalid_time", format!("{name}: {e}")))
+}
+
+/// Checks a query string as both endpoints do (for the fuzz targets): whether it is accepted.
+#[cfg(test)]
+pub(crate) fn check_query(query: Result<Query<Params>, QueryRejection>) -> bool {
+    params(query).and_then(|params| params.filter()).is_ok()
 }
 
 fn params(query: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiError> {

@@ -29,6 +29,26 @@ use rollcall_wire::Level;
 use tokio::sync::{broadcast, oneshot};
 
 pub(crate) use self::block::{BlockHeader, Payload, read_payload};
+
+/// Walks `file` (holding `length` bytes) as recovery and reads do, for the fuzz targets: every
+/// block decoded, verified or not, read, and resynchronised past what cannot be.
+#[cfg(test)]
+pub(crate) fn fuzz_decode(file: &fs::File, length: u64) {
+    let mut offset = 0;
+    while offset < length {
+        let _ = block::decode(file, offset, length, false);
+        match block::decode(file, offset, length, true) {
+            Ok(block::Decoded::Block(meta)) => {
+                let _ = read_payload(file, &meta);
+                offset = meta.next_offset();
+            }
+            _ => match block::find_next(file, offset + 1, length) {
+                Ok(Some((_, meta))) => offset = meta.next_offset(),
+                _ => break,
+            },
+        }
+    }
+}
 use self::segment::{Recovery, Segment};
 use self::writer::Writer;
 use crate::metrics::Metrics;

@@ -5,6 +5,8 @@
 //! always finishes; unknown paths and wrong methods answer JSON errors.
 
 mod events;
+#[cfg(test)]
+mod fuzz;
 mod instances;
 mod metrics;
 mod openapi;

@@ -46,7 +46,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
 
 /// The query string both listing endpoints take, as sent.
 #[derive(Debug, Deserialize)]
-struct RawQuery {
+pub(super) struct RawQuery {
     passing: Option<String>,
     index: Option<String>,
     wait: Option<String>,
@@ -58,6 +58,12 @@ struct ListQuery {
     passing_only: bool,
     /// The index the client holds, with how long to wait for a change.
     block: Option<(u64, Duration)>,
+}
+
+/// Checks a listing's query string (for the fuzz targets): whether it is accepted.
+#[cfg(test)]
+pub(super) fn check_query(query: Result<Query<RawQuery>, QueryRejection>) -> bool {
+    ListQuery::parse(query).is_ok()
 }
 
 impl ListQuery {
