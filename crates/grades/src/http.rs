@@ -51,15 +51,9 @@ async fn with_db<T: Send + 'static>(
     }
 }
 
-/// A JSON write must say it is JSON: a page of another site can send `text/plain` or a form
-/// without the browser asking first, but not `application/json` (the Go portal sends it).
+/// A JSON write must say it is JSON (see [`rollcall_http::says_json`]; the Go portal does).
 fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"));
-    if json {
+    if rollcall_http::says_json(headers) {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)

@@ -79,6 +79,17 @@ fn host_of(value: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Whether a request says its body is JSON (`Content-Type: application/json`, parameters
+/// allowed). A JSON write must: a page of another site can send `text/plain` or a form without
+/// the browser asking the server first, but not `application/json`.
+pub fn says_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// Whether a write comes from another site, by what the browser says.
 fn cross_site(request: &Request) -> bool {
     let headers = request.headers();

@@ -13,5 +13,5 @@ pub mod answer;
 mod guard;
 mod server;
 
-pub use guard::Guard;
+pub use guard::{Guard, says_json};
 pub use server::{ServerLimits, bind, raise_open_files_limit, serve};

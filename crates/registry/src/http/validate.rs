@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use rollcall_wire::Registration;
 
@@ -117,12 +116,7 @@ pub(super) enum Dialect {
 /// form without asking first, but not `application/json` (the browser asks the server first,
 /// and rollcall answers no such question). 400 on the seed endpoints, 415 on the `/v1` ones.
 pub(super) fn json_content_type(headers: &HeaderMap, dialect: Dialect) -> Result<(), ApiError> {
-    let json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"));
-    match (json, dialect) {
+    match (rollcall_http::says_json(headers), dialect) {
         (true, _) => Ok(()),
         (false, Dialect::Seed) => Err(ApiError::bad_request(
             "unsupported_media_type",

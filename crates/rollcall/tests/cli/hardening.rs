@@ -11,18 +11,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::register;
+
 fn rollcall() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
-}
-
-async fn register(registry: &ServerProcess, service: &FakeService) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/services", registry.url))
-        .json(&service.registration())
-        .send()
-        .await
-        .expect("POST /services");
-    assert_eq!(response.status(), 200);
 }
 
 /// Opens up to `count` connections to `address`, 50 at a time (until the server's backlog is

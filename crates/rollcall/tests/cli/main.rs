@@ -7,3 +7,14 @@ mod logs;
 mod registry;
 mod services;
 mod system;
+
+/// Registers `service` with the registry process through the seed endpoint.
+async fn register(registry: &rollcall_testkit::ServerProcess, service: &rollcall_testkit::FakeService) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/services", registry.url))
+        .json(&service.registration())
+        .send()
+        .await
+        .expect("POST /services");
+    assert_eq!(response.status(), 200);
+}

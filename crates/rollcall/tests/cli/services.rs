@@ -7,18 +7,10 @@ use std::process::{Command, Stdio};
 use rollcall_testkit::{FakeService, ServerProcess};
 use rollcall_wire::{CatalogEvent, ServicesView};
 
+use crate::register;
+
 fn rollcall() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
-}
-
-async fn register(registry: &ServerProcess, service: &FakeService) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/services", registry.url))
-        .json(&service.registration())
-        .send()
-        .await
-        .expect("POST /services");
-    assert_eq!(response.status(), 200);
 }
 
 /// Runs `rollcall services ARGS` to completion and returns its stdout.
