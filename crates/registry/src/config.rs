@@ -42,6 +42,11 @@ pub struct RegistryConfig {
     #[arg(long, env = "ROLLCALL_NOTIFY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub notify_timeout: Duration,
 
+    /// Probes per second one host may receive (many instances registered at one host share
+    /// it); a probe over it waits its turn.
+    #[arg(long, env = "ROLLCALL_MAX_PROBES_PER_HOST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_probes_per_host: u32,
+
     /// Instances the registry admits in all; a registration of a new ServiceURL past it is
     /// refused (429 on /v1, 400 on the seed endpoint).
     #[arg(long, env = "ROLLCALL_MAX_INSTANCES", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -70,6 +75,7 @@ impl RegistryConfig {
             health_retry_delay: Duration::from_secs(1),
             deregister_critical_after: Duration::from_secs(600),
             notify_timeout: Duration::from_secs(2),
+            max_probes_per_host: 100,
             max_instances: 20_000,
             max_instances_per_service: 5_000,
             allowed_hosts: Vec::new(),

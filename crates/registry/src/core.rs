@@ -22,7 +22,7 @@ use crate::config::RegistryConfig;
 use crate::events::EventLog;
 use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
-use crate::outbound::{ProbeClient, http_client, probe_client};
+use crate::outbound::{HostBudget, ProbeClient, http_client, probe_client};
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, StoredInstance};
 use crate::store::{CatalogStore, StoreError};
 
@@ -72,6 +72,8 @@ pub(crate) struct Core {
     pub http: reqwest::Client,
     /// The pooled client probes go through.
     pub probes: ProbeClient,
+    /// How often each host may be probed.
+    pub probe_budget: HostBudget,
     /// The configuration the registry was started with.
     pub config: RegistryConfig,
     /// Cancelled when the registry stops; every background task watches it.
@@ -113,6 +115,9 @@ impl Core {
             metrics,
             http,
             probes: probe_client(config.health_timeout),
+            probe_budget: HostBudget::new(
+                std::num::NonZeroU32::new(config.max_probes_per_host).unwrap_or(std::num::NonZeroU32::MIN),
+            ),
             config,
             shutdown,
             tasks: TaskTracker::new(),

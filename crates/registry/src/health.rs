@@ -120,11 +120,13 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Runn
                 },
             }
         };
+        let probe = async {
+            core.probe_budget.wait(heartbeat.host_str().unwrap_or_default()).await;
+            get(&core.http, &core.probes, heartbeat, core.config.health_timeout).await
+        };
         let outcome = tokio::select! {
             () = core.shutdown.cancelled() => return,
-            outcome = get(&core.http, &core.probes, heartbeat, core.config.health_timeout) => {
-                outcome.map_err(|e| e.to_string())
-            }
+            outcome = probe => outcome.map_err(|e| e.to_string()),
         };
         let at = SystemTime::now();
         if outcome.is_ok() {

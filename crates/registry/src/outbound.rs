@@ -39,6 +39,33 @@ pub(crate) enum CallError {
     Status(u16),
 }
 
+/// How many probes per second one host may receive, so that instances registered in numbers at
+/// one host cannot turn the registry's probing into a flood of that host. A probe over budget
+/// waits for its turn (its schedule slips; it does not fail).
+#[derive(Debug)]
+pub(crate) struct HostBudget {
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl HostBudget {
+    /// `per_second` probes per host, in bursts of as many.
+    pub fn new(per_second: std::num::NonZeroU32) -> Self {
+        Self {
+            limiter: governor::RateLimiter::keyed(governor::Quota::per_second(per_second)),
+        }
+    }
+
+    /// Waits until `host` may be probed again. (The keyed store holds one entry per host probed,
+    /// so it is bounded by the instance limits.)
+    pub async fn wait(&self, host: &str) {
+        use governor::clock::Clock;
+        let host = host.to_owned();
+        while let Err(not_until) = self.limiter.check_key(&host) {
+            tokio::time::sleep(not_until.wait_time_from(self.limiter.clock().now())).await;
+        }
+    }
+}
+
 /// The most of an answer's body the registry reads; a longer answer's connection is dropped.
 pub(crate) const MAX_ANSWER_BYTES: usize = 4 * 1024;
 

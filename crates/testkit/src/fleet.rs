@@ -1,7 +1,11 @@
 //! Many cheap fake instances behind one listener, for load tests and benchmarks: instance `n`
 //! lives at `{url}/i/{n}`, and its `/heartbeat` and `/services` both answer 200.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::Router;
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::any;
 use rollcall_wire::Registration;
@@ -12,16 +16,32 @@ use tokio_util::sync::CancellationToken;
 pub struct FakeFleet {
     /// The server's base URL.
     pub url: String,
+    heartbeats: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
 impl FakeFleet {
     /// Starts the server on `127.0.0.1:0`.
     pub async fn spawn() -> Self {
-        let app = Router::new().route("/i/{n}/{endpoint}", any(|| async { StatusCode::OK }));
+        let heartbeats = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&heartbeats);
+        let app = Router::new().route(
+            "/i/{n}/{endpoint}",
+            any(move |Path((_, endpoint)): Path<(String, String)>| {
+                if endpoint == "heartbeat" {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                async { StatusCode::OK }
+            }),
+        );
         let stop = CancellationToken::new();
         let url = crate::serve(app, stop.clone()).await;
-        Self { url, stop }
+        Self { url, heartbeats, stop }
+    }
+
+    /// Heartbeat probes the fleet has answered, in all.
+    pub fn heartbeats(&self) -> u64 {
+        self.heartbeats.load(Ordering::Relaxed)
     }
 
     /// The registration of instance `n`, providing `service`.

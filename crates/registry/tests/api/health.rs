@@ -196,3 +196,32 @@ async fn an_endless_heartbeat_answer_is_cut_short_and_the_instance_stays_passing
     let per_probe = grades.streamed_bytes() / (grades.probes() - before);
     assert!(per_probe < 16 << 20, "{per_probe} bytes streamed per probe");
 }
+
+#[tokio::test]
+async fn many_instances_at_one_host_are_probed_within_the_hosts_budget() {
+    let registry = TestRegistry::spawn_with(|c| {
+        c.health_interval = Duration::from_millis(100);
+        c.max_probes_per_host = 20;
+    })
+    .await;
+    let fleet = rollcall_testkit::FakeFleet::spawn().await;
+    for n in 0..50 {
+        let response = registry.register(&fleet.registration(n, "Crowd")).await;
+        assert_eq!(response.status(), 200);
+    }
+    // Unlimited, 50 instances every 100 ms would be 500 probes a second at this one host.
+    let before = fleet.heartbeats();
+    let started = Instant::now();
+    // A measurement window (a rate is counted over time), not a wait for something to happen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probes = u32::try_from(fleet.heartbeats() - before).expect("a few thousand at most");
+    let rate = f64::from(probes) / started.elapsed().as_secs_f64();
+    assert!(
+        rate <= 35.0,
+        "{rate:.0} probes a second at one host, over its budget of 20"
+    );
+    assert!(rate >= 10.0, "{rate:.0} probes a second: probing stalled");
+    // Late probes are not failures: every instance stays passing.
+    let listed = registry.service("Crowd").await;
+    assert!(listed.instances.iter().all(|i| i.state == InstanceState::Passing));
+}
