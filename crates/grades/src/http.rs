@@ -5,10 +5,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rollcall_http::SaysJson;
 use rollcall_http::answer::json_fallbacks;
 use rollcall_wire::{GRADE_TYPES, Grade, NewStudent};
 
@@ -52,8 +53,8 @@ async fn with_db<T: Send + 'static>(
 }
 
 /// A JSON write must say it is JSON (see [`rollcall_http::says_json`]; the Go portal does).
-fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    if rollcall_http::says_json(headers) {
+fn json_content_type(SaysJson(json): SaysJson) -> Result<(), ApiError> {
+    if json {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
@@ -113,11 +114,11 @@ fn invalid_grade(grade: &Grade) -> Option<String> {
 async fn add_grade(
     State(db): State<Db>,
     Path(raw): Path<String>,
-    headers: HeaderMap,
+    json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = student_id(&raw)?;
-    json_content_type(&headers)?;
+    json_content_type(json)?;
     let body = body.map_err(ApiError::Body)?;
     let mut grade: Grade = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a Grade: {e}")))?;
@@ -136,10 +137,10 @@ async fn add_grade(
 #[tracing::instrument(level = "debug", skip_all)]
 async fn add_student(
     State(db): State<Db>,
-    headers: HeaderMap,
+    json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    json_content_type(&headers)?;
+    json_content_type(json)?;
     let body = body.map_err(ApiError::Body)?;
     let new: NewStudent = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(

@@ -3,15 +3,17 @@
 //!
 //! - [`answer`]: an error as every rollcall service answers it (`{"error", "message"}` JSON,
 //!   statuses decided by each service's one error type), and the 404/405 fallbacks;
-//! - [`Guard`]: the browser-facing defences (a `Host` allow-list against DNS rebinding, no
-//!   cross-site writes, security headers on every answer);
+//! - [`Defences`]: the layer in front of every router: a [`Guard`] (a `Host` allow-list against
+//!   DNS rebinding, no cross-site writes, security headers on every answer) and
+//!   [`WriteLimits`] (writes in flight bounded, shed past the bound with 503, each bounded in
+//!   time with 408);
 //! - [`serve`]: the accept loop every server runs instead of `axum::serve`: a cap on open
 //!   connections sized from the process's open-files limit, a header-read timeout that is also
 //!   the idle keep-alive timeout, the peer's address for handlers, and a graceful stop.
 
 pub mod answer;
-mod guard;
+mod defences;
 mod server;
 
-pub use guard::{Guard, says_json};
+pub use defences::{Defences, Defended, Guard, SaysJson, WriteLimits, says_json};
 pub use server::{ServerLimits, bind, raise_open_files_limit, serve};

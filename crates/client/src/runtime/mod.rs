@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use rollcall_http::{Guard, ServerLimits};
+use rollcall_http::{Defences, Guard, ServerLimits, WriteLimits};
 use rollcall_wire::Registration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -250,7 +250,8 @@ impl ServiceBuilder {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned));
         let guard = Guard::new(self.allowed_hosts.iter().cloned().chain(advertised_host));
-        let app = guard.protect(routes::router(self.providers.clone(), Arc::clone(&probes), self.router));
+        let app = routes::router(self.providers.clone(), Arc::clone(&probes), self.router)
+            .layer(Defences::new(guard, WriteLimits::default()));
         let stop_serving = CancellationToken::new();
         let server = tokio::spawn(rollcall_http::serve(
             listener,

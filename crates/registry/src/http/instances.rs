@@ -12,9 +12,10 @@ use std::time::SystemTime;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rollcall_http::SaysJson;
 use rollcall_wire::{InstanceRegistration, InstanceView};
 
 use super::validate::{self, Dialect};
@@ -33,10 +34,10 @@ pub(super) fn router() -> Router<Arc<Core>> {
 #[tracing::instrument(level = "debug", skip_all)]
 async fn register(
     State(core): State<Arc<Core>>,
-    headers: HeaderMap,
+    json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
-    validate::json_content_type(&headers, Dialect::V1)?;
+    validate::json_content_type(json, Dialect::V1)?;
     let body = body.map_err(|r| validate::body_error(&r, Dialect::V1))?;
     let request: InstanceRegistration = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(

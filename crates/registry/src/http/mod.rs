@@ -25,8 +25,8 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
 use crate::core::Core;
-use rollcall_http::Guard;
 use rollcall_http::answer::json_fallbacks;
+use rollcall_http::{Defences, Guard, WriteLimits};
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -50,9 +50,16 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(metrics::router())
         .merge(openapi::router())
         .merge(crate::ui::router());
-    let guard = Guard::new(&core.config.allowed_hosts);
-    guard
-        .protect(json_fallbacks(routes))
+    // Registrations wait for a commit (and the seed's for a callback): 1,024 at once is far
+    // past what the disk turns around, and bounds what waits in memory. (The layer above answers
+    // a slow write first, with the 503 the API documents.)
+    let writes_in_flight = WriteLimits {
+        concurrent: 1024,
+        timeout: request_timeout + Duration::from_secs(1),
+    };
+    let defences = Defences::new(Guard::new(&core.config.allowed_hosts), writes_in_flight);
+    json_fallbacks(routes)
+        .layer(defences)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A 500 here is the seed's answer to an unknown deregistration, not a fault: log at debug.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::DEBUG)))

@@ -14,8 +14,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::post;
+use rollcall_http::SaysJson;
 use rollcall_wire::{Patch, Registration};
 
 use super::validate::{self, Dialect};
@@ -31,10 +32,10 @@ pub(super) fn router() -> Router<Arc<Core>> {
 #[tracing::instrument(level = "debug", skip_all)]
 async fn register(
     State(core): State<Arc<Core>>,
-    headers: HeaderMap,
+    json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    validate::json_content_type(&headers, Dialect::Seed)?;
+    validate::json_content_type(json, Dialect::Seed)?;
     let body = body.map_err(|r| validate::body_error(&r, Dialect::Seed))?;
     let registration: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid Registration: {e}")))?;

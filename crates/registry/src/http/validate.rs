@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use rollcall_http::SaysJson;
 use rollcall_wire::Registration;
 
 use super::MAX_BODY_BYTES;
@@ -115,8 +116,8 @@ pub(super) enum Dialect {
 /// Checks that a JSON write says it is JSON: a page of another site can send `text/plain` or a
 /// form without asking first, but not `application/json` (the browser asks the server first,
 /// and rollcall answers no such question). 400 on the seed endpoints, 415 on the `/v1` ones.
-pub(super) fn json_content_type(headers: &HeaderMap, dialect: Dialect) -> Result<(), ApiError> {
-    match (rollcall_http::says_json(headers), dialect) {
+pub(super) fn json_content_type(SaysJson(json): SaysJson, dialect: Dialect) -> Result<(), ApiError> {
+    match (json, dialect) {
         (true, _) => Ok(()),
         (false, Dialect::Seed) => Err(ApiError::bad_request(
             "unsupported_media_type",
