@@ -61,6 +61,13 @@ pub struct RegistryConfig {
     /// any other name is refused, against DNS rebinding). Comma-separated.
     #[arg(long, env = "ROLLCALL_ALLOWED_HOSTS", value_name = "NAMES", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+
+    /// Networks every registration's callback, heartbeat and update URLs may point into, besides
+    /// the address the registration came from (or loopback, for registrations from loopback).
+    /// Link-local, metadata and unspecified addresses and the registry's own sockets stay
+    /// refused. Comma-separated CIDRs or addresses: `10.0.0.0/8,192.0.2.7`.
+    #[arg(long, env = "ROLLCALL_CALLBACK_ALLOW", value_name = "CIDRS", value_delimiter = ',', value_parser = parse_network)]
+    pub callback_allow: Vec<ipnet::IpNet>,
 }
 
 impl RegistryConfig {
@@ -79,6 +86,7 @@ impl RegistryConfig {
             max_instances: 20_000,
             max_instances_per_service: 5_000,
             allowed_hosts: Vec::new(),
+            callback_allow: Vec::new(),
         }
     }
 }
@@ -91,6 +99,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".to_owned());
     }
     Ok(duration)
+}
+
+/// Parses `10.0.0.0/8` or a single address (`192.0.2.7`, a network of one).
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither a network (10.0.0.0/8, fd00::/8) nor an address"))
 }
 
 #[cfg(test)]
@@ -123,5 +139,23 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3").is_err());
+    }
+
+    #[test]
+    fn callback_networks_are_cidrs_or_single_addresses() {
+        assert_eq!(
+            parse_network("10.0.0.0/8").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".to_owned())
+        );
+        assert_eq!(
+            parse_network(" 192.0.2.7").map(|n| n.to_string()),
+            Ok("192.0.2.7/32".to_owned())
+        );
+        assert_eq!(
+            parse_network("fd00::/8").map(|n| n.to_string()),
+            Ok("fd00::/8".to_owned())
+        );
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("intranet").is_err());
     }
 }

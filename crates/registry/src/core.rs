@@ -22,7 +22,7 @@ use crate::config::RegistryConfig;
 use crate::events::EventLog;
 use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
-use crate::outbound::{HostBudget, ProbeClient, http_client, probe_client};
+use crate::outbound::{HostBudget, Outbound};
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, StoredInstance};
 use crate::store::{CatalogStore, StoreError};
 
@@ -68,10 +68,8 @@ pub(crate) struct Core {
     reactions: Box<dyn React>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Metrics,
-    /// The process's HTTP client for one-off calls (and TLS); every call sets its own timeout.
-    pub http: reqwest::Client,
-    /// The pooled client probes go through.
-    pub probes: ProbeClient,
+    /// Every call to a service goes through it.
+    pub outbound: Outbound,
     /// How often each host may be probed.
     pub probe_budget: HostBudget,
     /// The configuration the registry was started with.
@@ -91,15 +89,16 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// A core with an empty catalog, writing to `store` and reacting through `reactions`.
+    /// A core with an empty catalog, writing to `store`, reacting through `reactions`, calling
+    /// services through `outbound`.
     pub fn new(
         config: RegistryConfig,
         store: Box<dyn CatalogStore>,
         reactions: Box<dyn React>,
+        outbound: Outbound,
         metrics: Metrics,
         shutdown: CancellationToken,
-    ) -> Result<Arc<Self>, reqwest::Error> {
-        let http = http_client(config.health_timeout.min(config.notify_timeout))?;
+    ) -> Arc<Self> {
         let limits = Limits {
             instances: config.max_instances as usize,
             per_service: config.max_instances_per_service as usize,
@@ -108,13 +107,12 @@ impl Core {
             tries: config.health_tries,
             deregister_critical_after: config.deregister_critical_after,
         };
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             catalog: RwLock::new(Catalog::new(policy, limits, first_index())),
             store,
             reactions,
             metrics,
-            http,
-            probes: probe_client(config.health_timeout),
+            outbound,
             probe_budget: HostBudget::new(
                 std::num::NonZeroU32::new(config.max_probes_per_host).unwrap_or(std::num::NonZeroU32::MIN),
             ),
@@ -125,7 +123,7 @@ impl Core {
             lookups: LookupCache::default(),
             service_watches: Mutex::new(HashMap::new()),
             catalog_watch: watch::Sender::new(0),
-        }))
+        })
     }
 
     /// Reads the catalog. The guard must be dropped before any `.await`.

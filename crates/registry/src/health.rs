@@ -28,7 +28,6 @@ use tokio::task::AbortHandle;
 use crate::config::RegistryConfig;
 use crate::core::Core;
 use crate::metrics::Metrics;
-use crate::outbound::get;
 use crate::state::{Command, Instance, InstanceId};
 
 /// The longest wait between two probes of a critical instance (unless the interval is longer).
@@ -95,34 +94,38 @@ impl Drop for Running {
 }
 
 async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Running) {
-    // Parsed when the first probe is due, then kept: an instance replaced or removed before then
-    // costs no parse (nor a catalog read while registrations pour in), and probing parses nothing
-    // per probe.
-    let mut heartbeat_url = None;
+    // Parsed (and its client picked) when the first probe is due, then kept: an instance replaced
+    // or removed before then costs no parse (nor a catalog read while registrations pour in), and
+    // probing parses nothing per probe.
+    let mut prepared = None;
     let mut delay = first_probe_delay(&core.config);
     loop {
         tokio::select! {
             () = core.shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        let heartbeat = {
+        let (heartbeat, client) = {
             let catalog = core.catalog();
             // A deregistered instance is not probed again: its service may be gone, or may take
             // a probe as a sign that it is still registered.
             let Some(instance) = catalog.current(&url, id) else {
                 return;
             };
-            match heartbeat_url {
-                Some(ref parsed) => parsed,
-                None => match reqwest::Url::parse(&instance.registration.heartbeat_url) {
-                    Ok(parsed) => heartbeat_url.insert(parsed),
+            match prepared {
+                Some((ref parsed, ref client)) => (parsed, client),
+                None => match url::Url::parse(&instance.registration.heartbeat_url) {
+                    Ok(parsed) => {
+                        let client = core.outbound.client(instance.registrant.peer);
+                        let (parsed, client) = prepared.insert((parsed, client));
+                        (&*parsed, &*client)
+                    }
                     Err(_) => return, // validation rules this out
                 },
             }
         };
         let probe = async {
             core.probe_budget.wait(heartbeat.host_str().unwrap_or_default()).await;
-            get(&core.http, &core.probes, heartbeat, core.config.health_timeout).await
+            client.get(heartbeat, core.config.health_timeout).await
         };
         let outcome = tokio::select! {
             () = core.shutdown.cancelled() => return,
@@ -208,6 +211,7 @@ mod tests {
             instance_id: "i".to_owned(),
             registration: Registration::default(),
             metadata: BTreeMap::new(),
+            registrant: crate::state::Registrant::default(),
             state,
             registered_at: SystemTime::UNIX_EPOCH,
             last_check_at: None,

@@ -39,6 +39,7 @@ mod tests;
 mod ui;
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rollcall_http::ServerLimits;
@@ -76,9 +77,9 @@ pub enum RunError {
     /// The catalog in the data directory could not be opened or read.
     #[error("cannot open the catalog: {0}")]
     Store(#[from] store::StoreError),
-    /// The HTTP client could not be built (no TLS backend, for instance).
-    #[error("cannot build the HTTP client: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    /// TLS for outbound calls could not be set up (no usable certificate roots, for instance).
+    #[error("cannot set up TLS for calls to services: {0}")]
+    Tls(#[from] rustls::Error),
     /// Serving failed.
     #[error("serving HTTP failed: {0}")]
     Serve(#[source] io::Error),
@@ -149,7 +150,16 @@ async fn start_on(
     let (store, stored) = tokio::task::spawn_blocking(move || store::RedbStore::open(&data_dir, commit_seconds))
         .await
         .map_err(|join_error| RunError::Serve(io::Error::other(join_error)))??;
-    let task = tokio::spawn(serve(listener, config, Box::new(store), stored, metrics, shutdown));
+    let resolver = Arc::new(outbound::SystemResolver);
+    let task = tokio::spawn(serve(
+        listener,
+        config,
+        Box::new(store),
+        stored,
+        metrics,
+        resolver,
+        shutdown,
+    ));
     Ok(RunningRegistry {
         local_addr,
         url: format!("http://{local_addr}"),
@@ -158,17 +168,22 @@ async fn start_on(
 }
 
 /// Serves the registry on `listener` over `store`, whose contents were read back as `stored`,
-/// until `shutdown` is cancelled (see [`run`]).
+/// resolving services' names through `resolver`, until `shutdown` is cancelled (see [`run`]).
 async fn serve(
     listener: TcpListener,
     config: RegistryConfig,
     store: Box<dyn store::CatalogStore>,
     stored: Vec<store::StoredInstance>,
     metrics: metrics::Metrics,
+    resolver: Arc<dyn outbound::Resolve>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let own = vec![listener.local_addr().map_err(RunError::Serve)?];
+    let policy = outbound::AddressPolicy::new(config.callback_allow.clone(), own);
+    let connect_timeout = config.health_timeout.min(config.notify_timeout);
+    let outbound = outbound::Outbound::new(policy, resolver, connect_timeout)?;
     let reactor = Box::new(reactions::Reactor::default());
-    let core = core::Core::new(config, store, reactor, metrics, shutdown.child_token())?;
+    let core = core::Core::new(config, store, reactor, outbound, metrics, shutdown.child_token());
     core.restore(stored);
     let app = http::router(core.clone());
     let serve = rollcall_http::serve(listener, app, ServerLimits::for_this_process(), shutdown.clone());

@@ -35,7 +35,8 @@ pub struct Metrics {
     pub seed_registrations: Counter,
     /// Registrations acknowledged through `/v1/instances`.
     pub v1_registrations: Counter,
-    /// Seed registrations refused because the callback failed.
+    /// Registrations refused because their callback failed or their URLs' addresses were
+    /// refused.
     pub refused_registrations: Counter,
     /// Deregistrations asked for.
     pub deregistrations: Counter,
@@ -96,7 +97,7 @@ impl Default for Metrics {
         let refused_registrations = Counter::default();
         registry.register(
             "registrations_refused",
-            "Seed registrations refused because their callback failed",
+            "Registrations refused because their callback failed or the address policy refused their URLs",
             refused_registrations.clone(),
         );
         let deregistrations = Family::<Label, Counter>::default();

@@ -14,6 +14,7 @@
 //! subscriber to pass a health check again) and then sends everything it missed in one patch.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,9 @@ struct Subscriber {
     id: InstanceId,
     url: String,
     /// Parsed once: parsing on every delivery showed up in the fan-out profile.
-    update_url: reqwest::Url,
+    update_url: url::Url,
+    /// Where its registration came from: deliveries are held to it.
+    registrant: Option<IpAddr>,
     required: Vec<String>,
     /// The providers the subscriber acknowledged holding.
     held: Mutex<BTreeSet<PatchEntry>>,
@@ -59,10 +62,17 @@ struct Subscriber {
 }
 
 impl Notifier {
-    /// Starts the queue of registration `id`, whose subscriber already holds `held` (the patch
-    /// its registration callback delivered). Replaces the queue of any older registration of the
-    /// same URL; a registration that requires nothing gets no queue.
-    pub fn subscribe(&self, core: &Arc<Core>, registration: &Registration, id: InstanceId, held: BTreeSet<PatchEntry>) {
+    /// Starts the queue of registration `id` (sent from `registrant`), whose subscriber already
+    /// holds `held` (the patch its registration callback delivered). Replaces the queue of any
+    /// older registration of the same URL; a registration that requires nothing gets no queue.
+    pub fn subscribe(
+        &self,
+        core: &Arc<Core>,
+        registration: &Registration,
+        registrant: Option<IpAddr>,
+        id: InstanceId,
+        held: BTreeSet<PatchEntry>,
+    ) {
         let url = &registration.service_url;
         let mut subscribers = lock(&self.subscribers);
         if subscribers.get(url).is_some_and(|s| s.id > id) {
@@ -74,7 +84,7 @@ impl Notifier {
         if registration.required_services.is_empty() {
             return;
         }
-        let Ok(update_url) = reqwest::Url::parse(&registration.service_update_url) else {
+        let Ok(update_url) = url::Url::parse(&registration.service_update_url) else {
             tracing::warn!(%url, "unparsable ServiceUpdateURL; no notifications"); // validated on registration
             return;
         };
@@ -82,6 +92,7 @@ impl Notifier {
             id,
             url: url.clone(),
             update_url,
+            registrant,
             required: registration.required_services.clone(),
             held: Mutex::new(held),
             behind_since: Mutex::new(Some(Instant::now())),
@@ -165,7 +176,7 @@ impl Subscriber {
 /// The queue's task: sleep until woken, then deliver until the subscriber holds what it should.
 /// It ends when cancelled or once its registration is no longer current.
 async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>, _leave: Leave) {
-    let mut connection = PatchConnection::new(subscriber.update_url.clone());
+    let mut connection = PatchConnection::new(subscriber.update_url.clone(), subscriber.registrant);
     loop {
         tokio::select! {
             () = subscriber.cancel.cancelled() => return,
@@ -187,7 +198,7 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection:
             *subscriber.behind() = None;
             return;
         }
-        let delivery = connection.post_json(&core.http, patch_body(&patch), core.config.notify_timeout);
+        let delivery = connection.post_json(&core.outbound, patch_body(&patch), core.config.notify_timeout);
         let result = tokio::select! {
             () = subscriber.cancel.cancelled() => return,
             result = delivery => result,

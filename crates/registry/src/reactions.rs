@@ -39,10 +39,14 @@ impl React for Reactor {
                     }
                     // Read back: a newer registration of the URL, or its removal, may already
                     // have been applied, and then reacted to first.
-                    let registration = core.catalog().current(url, *id).map(|i| i.registration.clone());
-                    if let Some(registration) = registration {
+                    let instance = core
+                        .catalog()
+                        .current(url, *id)
+                        .map(|i| (i.registration.clone(), i.registrant.peer));
+                    if let Some((registration, registrant)) = instance {
                         self.probers.start(core, url.clone(), *id);
-                        self.notifier.subscribe(core, &registration, *id, holds.clone());
+                        self.notifier
+                            .subscribe(core, &registration, registrant, *id, holds.clone());
                     }
                 }
                 Event::Deregistered { id, url, reaped, .. } => {

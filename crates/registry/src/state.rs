@@ -21,6 +21,7 @@
 //!   a restart announces nothing by itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use rollcall_wire::{InstanceState, InstanceView, PatchEntry, Registration, ServiceView};
@@ -34,6 +35,15 @@ pub fn new_instance_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// Who registered an instance. Every call the registry makes for the instance is held to it
+/// (the outbound address policy: a registration may only point at its own address).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registrant {
+    /// The address the registration came from; unknown for instances stored before it was
+    /// recorded.
+    pub peer: Option<IpAddr>,
+}
+
 /// What survives a restart of one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredInstance {
@@ -45,6 +55,9 @@ pub struct StoredInstance {
     pub metadata: BTreeMap<String, String>,
     /// When it (last) registered.
     pub registered_at: SystemTime,
+    /// Who registered it (absent in catalogs written before it was recorded).
+    #[serde(default)]
+    pub registrant: Registrant,
 }
 
 /// One change to the stored catalog.
@@ -87,6 +100,8 @@ pub struct Instance {
     pub registration: Registration,
     /// Labels given at registration.
     pub metadata: BTreeMap<String, String>,
+    /// Who registered it.
+    pub registrant: Registrant,
     /// Its health.
     pub state: InstanceState,
     /// When it registered.
@@ -134,6 +149,7 @@ impl Instance {
             registration: self.registration.clone(),
             metadata: self.metadata.clone(),
             registered_at: self.registered_at,
+            registrant: self.registrant.clone(),
         }
     }
 }
@@ -151,6 +167,8 @@ pub enum Command {
         registration: Registration,
         /// Labels (empty for seed registrations).
         metadata: BTreeMap<String, String>,
+        /// Who sent it.
+        registrant: Registrant,
         /// The public id to give the instance if its ServiceURL is new (a known URL keeps its id).
         new_instance_id: String,
         /// The providers its registration already delivered to it (the seed's callback); empty
@@ -301,12 +319,13 @@ impl Catalog {
             Command::Register {
                 registration,
                 metadata,
+                registrant,
                 new_instance_id,
                 delivered,
                 at,
             } => self
                 .admits(&registration)
-                .map(|()| self.register(registration, metadata, new_instance_id, delivered, at)),
+                .map(|()| self.register(registration, metadata, registrant, new_instance_id, delivered, at)),
             Command::Deregister { url } => self.remove(&url, false).ok_or(CommandError::UnknownInstance(url)),
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
         };
@@ -389,6 +408,7 @@ impl Catalog {
                 instance_id: instance.id,
                 registration: instance.registration,
                 metadata: instance.metadata,
+                registrant: instance.registrant,
                 state: InstanceState::Passing,
                 registered_at: instance.registered_at,
                 last_check_at: None,
@@ -507,6 +527,7 @@ impl Catalog {
         &mut self,
         registration: Registration,
         metadata: BTreeMap<String, String>,
+        registrant: Registrant,
         new_instance_id: String,
         delivered: BTreeSet<PatchEntry>,
         at: SystemTime,
@@ -523,6 +544,7 @@ impl Catalog {
             instance_id,
             registration,
             metadata,
+            registrant,
             state: InstanceState::Passing,
             registered_at: at,
             last_check_at: None,
@@ -732,6 +754,7 @@ mod tests {
             new_instance_id: format!("id-{}", registration.service_url),
             registration,
             metadata: BTreeMap::new(),
+            registrant: Registrant::default(),
             delivered: BTreeSet::new(),
             at: SystemTime::UNIX_EPOCH,
         }
@@ -924,12 +947,25 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_stored_before_registrants_were_recorded_reads_back_without_one() {
+        let mut c = catalog();
+        register(&mut c, "A", "http://a");
+        let stored = c.instances.get("http://a").expect("registered").stored();
+        let mut json = serde_json::to_value(&stored).expect("encodes");
+        json.as_object_mut().expect("an object").remove("registrant");
+        let read: StoredInstance = serde_json::from_value(json).expect("an older record still reads");
+        assert_eq!(read.registrant, Registrant::default());
+        assert_eq!(read.registration, stored.registration);
+    }
+
+    #[test]
     fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
         let stored = |name: &str, url: &str, required: &[&str]| StoredInstance {
             id: format!("id-{url}"),
             registration: registration(name, url, required),
             metadata: BTreeMap::new(),
             registered_at: SystemTime::UNIX_EPOCH,
+            registrant: Registrant::default(),
         };
         let mut c = catalog();
         // The dependent comes back before its providers: it still holds them all.

@@ -1,5 +1,5 @@
 //! In-crate tests of the whole registry over real HTTP, for what the API tests cannot set up:
-//! a catalog store whose commits are held, or fail.
+//! a catalog store whose commits are held, or fail; a name that resolves differently later.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RegistryConfig;
 use crate::metrics::Metrics;
+use crate::outbound::{Resolve, SystemResolver};
 use crate::store::{CatalogStore, Durable, RedbStore, StoreError, StoreFuture, StoreOp};
 
 /// A store that answers every write only once released, or fails every write.
@@ -53,26 +54,38 @@ struct Running {
     _data: tempfile::TempDir,
 }
 
+/// A registry whose commits wait for `gate` (or fail), probing once an hour.
 async fn serve(gate: Arc<Notify>, fail: bool) -> Running {
+    serve_with(Some((gate, fail)), Duration::from_secs(3600), Arc::new(SystemResolver)).await
+}
+
+/// A registry whose commits wait for the gate (or fail) when one is given, probing every
+/// `health_interval`, resolving names through `resolver`.
+async fn serve_with(
+    gate: Option<(Arc<Notify>, bool)>,
+    health_interval: Duration,
+    resolver: Arc<dyn Resolve>,
+) -> Running {
     let data = tempfile::tempdir().expect("dir");
     let metrics = Metrics::default();
     let (inner, _) = RedbStore::open(data.path(), metrics.commit_seconds.clone()).expect("open");
-    let store = Gated {
-        inner,
-        released: gate,
-        fail,
+    let store: Box<dyn CatalogStore> = match gate {
+        Some((released, fail)) => Box::new(Gated { inner, released, fail }),
+        None => Box::new(inner),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let mut config = RegistryConfig::new("127.0.0.1:0".parse().expect("address"), data.path().to_owned());
-    config.health_interval = Duration::from_secs(3600);
+    config.health_interval = health_interval;
+    config.health_retry_delay = health_interval;
     let shutdown = CancellationToken::new();
     let served = tokio::spawn(crate::serve(
         listener,
         config,
-        Box::new(store),
+        store,
         Vec::new(),
         metrics,
+        resolver,
         shutdown.clone(),
     ));
     Running {
@@ -127,6 +140,42 @@ async fn a_failed_commit_answers_503_without_its_cause() {
         error.message,
         "the registry could not write its catalog to disk; the change is not acknowledged"
     );
+    registry.shutdown.cancel();
+    registry.served.await.expect("joined").expect("stopped cleanly");
+}
+
+#[tokio::test]
+async fn a_name_rebound_after_registration_is_refused_at_every_probe_and_never_called() {
+    let target = rollcall_testkit::CountingListener::start().await;
+    // The registration's two URLs are checked with the first answers; then the name moves to
+    // an address Linux connects to loopback through.
+    let resolver = Arc::new(crate::outbound::tests::Rebinding::new(
+        "rebinding.test",
+        ["127.0.0.1", "127.0.0.1", "0.0.0.0"],
+    ));
+    let registry = serve_with(None, Duration::from_millis(50), resolver).await;
+    let base = format!("http://rebinding.test:{}", target.port());
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/instances", registry.url))
+        .json(&registration(&base))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 201);
+    let view: rollcall_wire::InstanceView = response.json().await.expect("the instance");
+    let listed = rollcall_testkit::eventually("the probe to be refused", rollcall_testkit::DEADLINE, || async {
+        let instance: rollcall_wire::InstanceView = reqwest::get(format!("{}/v1/instances/{}", registry.url, view.id))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (instance.consecutive_failures >= 2).then_some(instance)
+    })
+    .await;
+    let error = listed.last_error.unwrap_or_default();
+    assert!(error.contains("refused by the address policy"), "{error}");
+    assert_eq!(target.connections(), 0, "the rebound name was connected to");
     registry.shutdown.cancel();
     registry.served.await.expect("joined").expect("stopped cleanly");
 }

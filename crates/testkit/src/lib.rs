@@ -8,6 +8,7 @@
 
 pub mod bench;
 mod browser;
+mod counting;
 mod fake_service;
 mod fleet;
 mod log_sink;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use browser::Browser;
+pub use counting::CountingListener;
 pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
 pub use fleet::FakeFleet;
 pub use log_sink::LogSink;

@@ -6,12 +6,13 @@
 //! providers right after (retried like any patch).
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,7 +22,7 @@ use rollcall_wire::{InstanceRegistration, InstanceView};
 use super::validate::{self, Dialect};
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::state::{Command, Event, Instance, new_instance_id};
+use crate::state::{Command, Event, Instance, Registrant, new_instance_id};
 
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new()
@@ -34,6 +35,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
 #[tracing::instrument(level = "debug", skip_all)]
 async fn register(
     State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
@@ -47,11 +49,13 @@ async fn register(
     })?;
     let registration = validate::registration(request.registration)?;
     validate::metadata(&request.metadata)?;
+    validate::addresses(&core, peer.ip(), &registration).await?;
 
     // It holds nothing yet: its queue sends every provider it requires.
     let command = Command::Register {
         registration,
         metadata: request.metadata,
+        registrant: Registrant { peer: Some(peer.ip()) },
         new_instance_id: new_instance_id(),
         delivered: BTreeSet::new(),
         at: SystemTime::now(),

@@ -7,13 +7,14 @@
 //! Other methods answer 405.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use rollcall_http::SaysJson;
@@ -22,8 +23,8 @@ use rollcall_wire::{Patch, Registration};
 use super::validate::{self, Dialect};
 use crate::core::{ApplyError, Core};
 use crate::error::ApiError;
-use crate::outbound::{CallError, patch_body, post_json};
-use crate::state::{Command, CommandError, new_instance_id};
+use crate::outbound::{CallError, patch_body};
+use crate::state::{Command, CommandError, Registrant, new_instance_id};
 
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new().route("/services", post(register).delete(deregister))
@@ -32,6 +33,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
 #[tracing::instrument(level = "debug", skip_all)]
 async fn register(
     State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -44,6 +46,7 @@ async fn register(
     // every refused registration with 400.
     let seed_refusal = |error: CommandError| ApiError::bad_request("too_many_instances", error.to_string());
     core.catalog().admits(&registration).map_err(seed_refusal)?;
+    validate::addresses(&core, peer.ip(), &registration).await?;
 
     let held = core.catalog().providers_of(&registration.required_services);
     let patch = Patch {
@@ -51,7 +54,10 @@ async fn register(
         removed: Vec::new(),
     };
     let update_url = &registration.service_update_url;
-    let callback = post_json(&core.http, update_url, patch_body(&patch), core.config.notify_timeout);
+    let parsed = url::Url::parse(update_url)
+        .map_err(|e| ApiError::bad_request("invalid_registration", format!("ServiceUpdateURL: {e}")))?;
+    let client = core.outbound.client(Some(peer.ip()));
+    let callback = client.post_json(&parsed, patch_body(&patch), core.config.notify_timeout);
     let delivered = tokio::select! {
         () = core.shutdown.cancelled() => return Err(ApiError::ShuttingDown),
         delivered = callback => delivered,
@@ -63,7 +69,9 @@ async fn register(
         // to learn which internal addresses answer; an HTTP status is the service's own answer.
         let why = match error {
             CallError::Status(status) => format!("it answered HTTP {status}"),
-            CallError::Timeout(_) | CallError::Transport(_) => "no answer".to_owned(),
+            // Its address changed since it was checked, a moment ago.
+            CallError::Refused(why) => format!("refused: {why}"),
+            CallError::Timeout(_) | CallError::Transport(_) | CallError::Unresolved => "no answer".to_owned(),
         };
         ApiError::bad_request(
             "callback_failed",
@@ -74,6 +82,7 @@ async fn register(
     let command = Command::Register {
         registration,
         metadata: BTreeMap::new(),
+        registrant: Registrant { peer: Some(peer.ip()) },
         new_instance_id: new_instance_id(),
         delivered: held,
         at: SystemTime::now(),

@@ -2,6 +2,7 @@
 //! request, and how a body that could not be read is answered.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
@@ -9,7 +10,9 @@ use rollcall_http::SaysJson;
 use rollcall_wire::Registration;
 
 use super::MAX_BODY_BYTES;
+use crate::core::Core;
 use crate::error::ApiError;
+use crate::outbound::CallError;
 
 /// Most metadata labels one instance may carry.
 pub const MAX_METADATA_ENTRIES: usize = 64;
@@ -20,7 +23,8 @@ pub const MAX_NAME_BYTES: usize = 200;
 /// The longest URL, in bytes.
 pub const MAX_URL_BYTES: usize = 2048;
 
-/// Checks what Go's decoder lets through: names present, URLs absolute http(s) with a host.
+/// Checks what Go's decoder lets through: names present, URLs absolute http(s) with a host, the
+/// heartbeat and update URLs on the ServiceURL's host (a registration speaks for one instance).
 /// Duplicate required services are dropped (first occurrence kept).
 pub(super) fn registration(mut registration: Registration) -> Result<Registration, ApiError> {
     if registration.service_name.trim().is_empty() {
@@ -29,12 +33,19 @@ pub(super) fn registration(mut registration: Registration) -> Result<Registratio
     if registration.service_name.len() > MAX_NAME_BYTES {
         return Err(invalid(format!("ServiceName is longer than {MAX_NAME_BYTES} bytes")));
     }
+    let service = check_url("ServiceURL", &registration.service_url)?;
     for (field, value) in [
-        ("ServiceURL", &registration.service_url),
         ("ServiceUpdateURL", &registration.service_update_url),
         ("HeartbeatURL", &registration.heartbeat_url),
     ] {
-        check_url(field, value)?;
+        let url = check_url(field, value)?;
+        if url.host() != service.host() {
+            return Err(invalid(format!(
+                "{field} must be on the ServiceURL's host ({}), not {}: a registration speaks for one instance",
+                service.host_str().unwrap_or_default(),
+                url.host_str().unwrap_or_default(),
+            )));
+        }
     }
     let mut seen = HashSet::new();
     registration.required_services.retain(|name| seen.insert(name.clone()));
@@ -77,7 +88,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_registration", message)
 }
 
-fn check_url(field: &str, value: &str) -> Result<(), ApiError> {
+fn check_url(field: &str, value: &str) -> Result<url::Url, ApiError> {
     if value.is_empty() {
         return Err(invalid(format!("{field} is missing or empty")));
     }
@@ -99,6 +110,36 @@ fn check_url(field: &str, value: &str) -> Result<(), ApiError> {
         return Err(invalid(format!(
             "{field} must not carry a user name or password: registered URLs are shown to every reader"
         )));
+    }
+    Ok(url)
+}
+
+/// Checks, under the registry's address policy, that the registration's heartbeat and update
+/// URLs resolve to addresses the registry may call for a registration sent from `peer` (each
+/// call checks again when it connects). The one check here that does I/O: it resolves names.
+pub(super) async fn addresses(core: &Core, peer: IpAddr, registration: &Registration) -> Result<(), ApiError> {
+    for (field, value) in [
+        ("HeartbeatURL", &registration.heartbeat_url),
+        ("ServiceUpdateURL", &registration.service_update_url),
+    ] {
+        let url = url::Url::parse(value).map_err(|e| invalid(format!("{field} is not an absolute URL: {e}")))?;
+        match core.outbound.check(Some(peer), &url).await {
+            Ok(()) => {}
+            Err(CallError::Refused(why)) => {
+                core.metrics.refused_registrations.inc();
+                return Err(ApiError::bad_request(
+                    "address_refused",
+                    format!("{field} {value} is refused: {why}"),
+                ));
+            }
+            Err(_) => {
+                core.metrics.refused_registrations.inc();
+                return Err(ApiError::bad_request(
+                    "address_refused",
+                    format!("{field} {value} is refused: its host name does not resolve"),
+                ));
+            }
+        }
     }
     Ok(())
 }

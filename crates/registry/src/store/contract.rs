@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rollcall_wire::Registration;
 
 use super::{CatalogStore, StoreOp, StoredInstance};
+use crate::state::Registrant;
 
 /// One backend under test.
 pub(crate) trait Backend: Sync {
@@ -39,6 +40,9 @@ pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
         },
         metadata: BTreeMap::from([("version".to_owned(), version.to_string())]),
         registered_at: SystemTime::UNIX_EPOCH,
+        registrant: Registrant {
+            peer: Some(std::net::IpAddr::from([192, 0, 2, 7])),
+        },
     }
 }
 

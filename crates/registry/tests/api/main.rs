@@ -1,6 +1,7 @@
 //! Black-box tests of the registry over real HTTP: a registry and fake services, all on
 //! `127.0.0.1:0` in this process. One module per area of behaviour.
 
+mod addresses;
 mod dashboard;
 mod events;
 mod guard;
