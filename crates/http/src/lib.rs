@@ -7,13 +7,17 @@
 //!   DNS rebinding, no cross-site writes, security headers on every answer) and
 //!   [`WriteLimits`] (writes in flight bounded, shed past the bound with 503, each bounded in
 //!   time with 408);
+//! - [`presented_token`] and [`Anonymous`]: who a request speaks for (a token, or nobody where
+//!   that is allowed), read alike by every server;
 //! - [`serve`]: the accept loop every server runs instead of `axum::serve`: a cap on open
 //!   connections sized from the process's open-files limit, a header-read timeout that is also
 //!   the idle keep-alive timeout, the peer's address for handlers, and a graceful stop.
 
 pub mod answer;
+mod credentials;
 mod defences;
 mod server;
 
+pub use credentials::{Anonymous, MalformedCredentials, presented_token, unauthorized};
 pub use defences::{Defences, Defended, Guard, SaysJson, WriteLimits, says_json};
 pub use server::{ServerLimits, bind, raise_open_files_limit, serve};

@@ -68,6 +68,18 @@ pub struct RegistryConfig {
     /// refused. Comma-separated CIDRs or addresses: `10.0.0.0/8,192.0.2.7`.
     #[arg(long, env = "ROLLCALL_CALLBACK_ALLOW", value_name = "CIDRS", value_delimiter = ',', value_parser = parse_network)]
     pub callback_allow: Vec<ipnet::IpNet>,
+
+    /// Serve requests without a token from anywhere, as if every caller were local. Without it,
+    /// requests without a token are served only when the registry listens on loopback and they
+    /// come from loopback (the seed's Go services on one machine); elsewhere every request needs
+    /// a token. Dangerous on a shared network: said at every start.
+    #[arg(long, env = "ROLLCALL_ALLOW_ANONYMOUS", conflicts_with = "require_tokens")]
+    pub allow_anonymous: bool,
+
+    /// Serve no request without a token, from loopback neither: for a machine shared with
+    /// users who should not change what others registered.
+    #[arg(long, env = "ROLLCALL_REQUIRE_TOKENS")]
+    pub require_tokens: bool,
 }
 
 impl RegistryConfig {
@@ -87,7 +99,17 @@ impl RegistryConfig {
             max_instances_per_service: 5_000,
             allowed_hosts: Vec::new(),
             callback_allow: Vec::new(),
+            allow_anonymous: false,
+            require_tokens: false,
         }
+    }
+
+    /// When requests without a token are served.
+    pub fn anonymous(&self) -> rollcall_http::Anonymous {
+        if self.require_tokens {
+            return rollcall_http::Anonymous::never();
+        }
+        rollcall_http::Anonymous::new(self.listen, self.allow_anonymous)
     }
 }
 

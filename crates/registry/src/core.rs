@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Tokens;
 use crate::config::RegistryConfig;
 use crate::events::EventLog;
 use crate::lookups::LookupCache;
@@ -70,6 +71,8 @@ pub(crate) struct Core {
     pub metrics: Metrics,
     /// Every call to a service goes through it.
     pub outbound: Outbound,
+    /// The tokens the registry issued.
+    pub tokens: Tokens,
     /// How often each host may be probed.
     pub probe_budget: HostBudget,
     /// The configuration the registry was started with.
@@ -90,12 +93,13 @@ pub(crate) struct Core {
 
 impl Core {
     /// A core with an empty catalog, writing to `store`, reacting through `reactions`, calling
-    /// services through `outbound`.
+    /// services through `outbound`, verifying `tokens`.
     pub fn new(
         config: RegistryConfig,
         store: Box<dyn CatalogStore>,
         reactions: Box<dyn React>,
         outbound: Outbound,
+        tokens: Tokens,
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -113,6 +117,7 @@ impl Core {
             reactions,
             metrics,
             outbound,
+            tokens,
             probe_budget: HostBudget::new(
                 std::num::NonZeroU32::new(config.max_probes_per_host).unwrap_or(std::num::NonZeroU32::MIN),
             ),

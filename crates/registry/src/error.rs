@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rollcall_http::answer::ErrorAnswer;
 
+use crate::auth::Denied;
 use crate::core::ApplyError;
 use crate::state::CommandError;
 
@@ -43,6 +44,21 @@ pub enum ApiError {
     /// The catalog admits no more instances (of this service, or in all).
     #[error("{0}")]
     TooManyInstances(String),
+    /// The request presents a token this registry did not issue, or revoked.
+    #[error("the token presented is not valid here (unknown, revoked or malformed)")]
+    InvalidToken,
+    /// The caller may not do this (no token where one is needed, or a token without the scope).
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The instance belongs to another token or address.
+    #[error("{0}")]
+    NotOwner(String),
+    /// No token has this id.
+    #[error("no token has id {0:?}")]
+    UnknownToken(String),
+    /// The registry keeps no more tokens.
+    #[error("{0}")]
+    TooManyTokens(String),
     /// A JSON write without `Content-Type: application/json`.
     #[error("send the body as Content-Type: application/json")]
     UnsupportedMediaType,
@@ -66,6 +82,12 @@ impl ApiError {
             Self::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::TooManyInstances(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_instances"),
+            Self::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::Denied(Denied::TokenRequired(_)) => (StatusCode::UNAUTHORIZED, "token_required"),
+            Self::Denied(Denied::MissingScope { .. }) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotOwner(_) => (StatusCode::FORBIDDEN, "not_owner"),
+            Self::UnknownToken(_) => (StatusCode::NOT_FOUND, "unknown_token"),
+            Self::TooManyTokens(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_tokens"),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         }
     }
@@ -74,6 +96,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        if status == StatusCode::UNAUTHORIZED {
+            return rollcall_http::unauthorized(code, self.to_string());
+        }
         ErrorAnswer::new(status, code, self.to_string()).into_response()
     }
 }
@@ -82,6 +107,7 @@ impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         match error {
             CommandError::UnknownInstance(url) => ApiError::UnknownInstance(url),
+            not_owner @ CommandError::NotOwner(_) => ApiError::NotOwner(not_owner.to_string()),
             full @ (CommandError::TooManyInstances(_) | CommandError::TooManyOfService { .. }) => {
                 ApiError::TooManyInstances(full.to_string())
             }

@@ -8,6 +8,7 @@
 //! sockets of its own and never installs signal handlers: that is the binary's job.
 //!
 //! Inside, the catalog decides and the tasks act:
+//! - `auth`: the tokens the registry issues and verifies, and who a request speaks for;
 //! - [`state`]: the catalog as a pure state machine, and what of it survives a restart;
 //! - [`store`]: its durable copy behind the [`store::CatalogStore`] trait (embedded: redb);
 //! - `core`: applies commands under a lock, waits until they are durable, then hands the events
@@ -21,6 +22,7 @@
 //! `state` and `store` are public so that the catalog's rules and the persistence contract can
 //! be read, and a store backend written, against them alone.
 
+mod auth;
 mod config;
 mod core;
 mod error;
@@ -77,6 +79,9 @@ pub enum RunError {
     /// The catalog in the data directory could not be opened or read.
     #[error("cannot open the catalog: {0}")]
     Store(#[from] store::StoreError),
+    /// The token list could not be read or written.
+    #[error("cannot open the token list: {0}")]
+    Tokens(#[from] auth::TokenFileError),
     /// TLS for outbound calls could not be set up (no usable certificate roots, for instance).
     #[error("cannot set up TLS for calls to services: {0}")]
     Tls(#[from] rustls::Error),
@@ -136,14 +141,17 @@ pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: Cancel
 
 async fn start_on(
     listener: TcpListener,
-    config: RegistryConfig,
+    mut config: RegistryConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningRegistry, RunError> {
     let local_addr = listener.local_addr().map_err(RunError::Serve)?;
+    // Who is served without a token depends on where it really listens.
+    config.listen = local_addr;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
+    let tokens = open_tokens(&config)?;
     let metrics = metrics::Metrics::default();
     let data_dir = config.data_dir.clone();
     let commit_seconds = metrics.commit_seconds.clone();
@@ -156,6 +164,7 @@ async fn start_on(
         config,
         Box::new(store),
         stored,
+        tokens,
         metrics,
         resolver,
         shutdown,
@@ -167,13 +176,35 @@ async fn start_on(
     })
 }
 
+/// Opens the token list in the data directory, and says at every start who is served without
+/// a token.
+fn open_tokens(config: &RegistryConfig) -> Result<auth::Tokens, RunError> {
+    let (tokens, admin_file) = auth::Tokens::open(&config.data_dir)?;
+    if let Some(path) = admin_file {
+        tracing::info!(path = %path.display(), "first start: an admin token was written to this file (mode 0600)");
+    }
+    let anonymous = config.anonymous();
+    if config.allow_anonymous {
+        tracing::warn!(
+            listen = %config.listen,
+            "--allow-anonymous: requests without a token are served from anywhere; anyone who can reach this address can register and deregister"
+        );
+    } else if !anonymous.is_open() {
+        tracing::info!(listen = %config.listen, "listening beyond loopback: every request needs a token");
+    }
+    Ok(tokens)
+}
+
 /// Serves the registry on `listener` over `store`, whose contents were read back as `stored`,
-/// resolving services' names through `resolver`, until `shutdown` is cancelled (see [`run`]).
+/// verifying `tokens`, resolving services' names through `resolver`, until `shutdown` is
+/// cancelled (see [`run`]).
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     listener: TcpListener,
     config: RegistryConfig,
     store: Box<dyn store::CatalogStore>,
     stored: Vec<store::StoredInstance>,
+    tokens: auth::Tokens,
     metrics: metrics::Metrics,
     resolver: Arc<dyn outbound::Resolve>,
     shutdown: CancellationToken,
@@ -183,7 +214,15 @@ async fn serve(
     let connect_timeout = config.health_timeout.min(config.notify_timeout);
     let outbound = outbound::Outbound::new(policy, resolver, connect_timeout)?;
     let reactor = Box::new(reactions::Reactor::default());
-    let core = core::Core::new(config, store, reactor, outbound, metrics, shutdown.child_token());
+    let core = core::Core::new(
+        config,
+        store,
+        reactor,
+        outbound,
+        tokens,
+        metrics,
+        shutdown.child_token(),
+    );
     core.restore(stored);
     let app = http::router(core.clone());
     let serve = rollcall_http::serve(listener, app, ServerLimits::for_this_process(), shutdown.clone());

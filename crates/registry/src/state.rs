@@ -36,12 +36,46 @@ pub fn new_instance_id() -> String {
 }
 
 /// Who registered an instance. Every call the registry makes for the instance is held to it
-/// (the outbound address policy: a registration may only point at its own address).
+/// (the outbound address policy: a registration may only point at its own address), and only
+/// it may replace or remove the instance (see [`Registrant::yields_to`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registrant {
     /// The address the registration came from; unknown for instances stored before it was
     /// recorded.
     pub peer: Option<IpAddr>,
+    /// The id of the token it presented; none for an anonymous registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Registrant {
+    /// True when a change asked by `by` may replace or remove what `self` registered: a
+    /// registration made with a token yields only to the same token; an anonymous one to any
+    /// request from the same address (the seed's Go services, restarting; or the same service
+    /// now presenting a token); one whose registrant was never recorded to anyone.
+    /// Administrators override it (see [`Actor`]).
+    pub fn yields_to(&self, by: &Registrant) -> bool {
+        match (&self.token, self.peer) {
+            (Some(token), _) => by.token.as_ref() == Some(token),
+            (None, Some(peer)) => by.peer == Some(peer),
+            (None, None) => true,
+        }
+    }
+}
+
+/// Who asks for a registration or a deregistration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// What a registration by it records as its registrant.
+    pub registrant: Registrant,
+    /// An administrator: may replace or remove what anyone registered.
+    pub admin: bool,
+}
+
+impl Actor {
+    fn may_change(&self, owner: &Registrant) -> bool {
+        self.admin || owner.yields_to(&self.registrant)
+    }
 }
 
 /// What survives a restart of one instance.
@@ -62,6 +96,7 @@ pub struct StoredInstance {
 
 /// One change to the stored catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(clippy::large_enum_variant, reason = "short-lived, and most operations are puts")]
 pub enum StoreOp {
     /// Insert or replace the instance at its ServiceURL.
     Put(StoredInstance),
@@ -168,7 +203,7 @@ pub enum Command {
         /// Labels (empty for seed registrations).
         metadata: BTreeMap<String, String>,
         /// Who sent it.
-        registrant: Registrant,
+        by: Actor,
         /// The public id to give the instance if its ServiceURL is new (a known URL keeps its id).
         new_instance_id: String,
         /// The providers its registration already delivered to it (the seed's callback); empty
@@ -181,6 +216,8 @@ pub enum Command {
     Deregister {
         /// The ServiceURL.
         url: String,
+        /// Who asks.
+        by: Actor,
     },
     /// Record the outcome of one probe of registration `id`.
     RecordProbe {
@@ -255,6 +292,9 @@ pub enum CommandError {
     /// The catalog holds as many instances as it admits.
     #[error("the registry holds {0} instances, as many as it admits (--max-instances)")]
     TooManyInstances(usize),
+    /// The instance was registered by someone else (another token, or another address).
+    #[error("{0} was registered by another token or address; only it (or an admin token) may replace or remove it")]
+    NotOwner(String),
     /// The service has as many instances as one service may.
     #[error("{service} has {limit} instances, as many as one service may have (--max-instances-per-service)")]
     TooManyOfService {
@@ -319,14 +359,18 @@ impl Catalog {
             Command::Register {
                 registration,
                 metadata,
-                registrant,
+                by,
                 new_instance_id,
                 delivered,
                 at,
             } => self
-                .admits(&registration)
-                .map(|()| self.register(registration, metadata, registrant, new_instance_id, delivered, at)),
-            Command::Deregister { url } => self.remove(&url, false).ok_or(CommandError::UnknownInstance(url)),
+                .admits(&registration, &by)
+                .map(|()| self.register(registration, metadata, by.registrant, new_instance_id, delivered, at)),
+            Command::Deregister { url, by } => match self.instances.get(&url) {
+                None => Err(CommandError::UnknownInstance(url)),
+                Some(instance) if !by.may_change(&instance.registrant) => Err(CommandError::NotOwner(url)),
+                Some(_) => Ok(self.remove(&url, false).unwrap_or_default()),
+            },
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
         };
         let touched = std::mem::take(&mut self.touched);
@@ -339,11 +383,16 @@ impl Catalog {
         })
     }
 
-    /// Whether `registration` may be applied under the catalog's [`Limits`]: always for a
-    /// ServiceURL already held, else while the catalog and the service are below their limits.
-    pub fn admits(&self, registration: &Registration) -> Result<(), CommandError> {
-        if self.instances.contains_key(&registration.service_url) {
-            return Ok(());
+    /// Whether `registration` by `by` may be applied: a ServiceURL already held when `by` may
+    /// change what its registrant registered, a new one while the catalog and the service are
+    /// below their [`Limits`].
+    pub fn admits(&self, registration: &Registration, by: &Actor) -> Result<(), CommandError> {
+        if let Some(existing) = self.instances.get(&registration.service_url) {
+            return if by.may_change(&existing.registrant) {
+                Ok(())
+            } else {
+                Err(CommandError::NotOwner(registration.service_url.clone()))
+            };
         }
         if self.instances.len() >= self.limits.instances {
             return Err(CommandError::TooManyInstances(self.limits.instances));
@@ -731,6 +780,7 @@ mod tests {
         assert!(c.apply(register_command(registration("A", "http://a1", &[]))).is_ok());
         c.apply(Command::Deregister {
             url: "http://b1".to_owned(),
+            by: Actor::default(),
         })
         .expect("deregister");
         assert!(
@@ -754,7 +804,7 @@ mod tests {
             new_instance_id: format!("id-{}", registration.service_url),
             registration,
             metadata: BTreeMap::new(),
-            registrant: Registrant::default(),
+            by: Actor::default(),
             delivered: BTreeSet::new(),
             at: SystemTime::UNIX_EPOCH,
         }
@@ -876,12 +926,100 @@ mod tests {
         assert_eq!(c.instance("http://a").map(|i| i.state), Some(InstanceState::Passing));
     }
 
+    fn actor(peer: &str, token: Option<&str>, admin: bool) -> Actor {
+        Actor {
+            registrant: Registrant {
+                peer: Some(peer.parse().expect("ip")),
+                token: token.map(str::to_owned),
+            },
+            admin,
+        }
+    }
+
+    fn register_as(c: &mut Catalog, url: &str, by: Actor) -> Result<Vec<Event>, CommandError> {
+        let mut command = register_command(registration("A", url, &[]));
+        if let Command::Register { by: who, .. } = &mut command {
+            *who = by;
+        }
+        c.apply(command)
+    }
+
+    fn deregister_as(c: &mut Catalog, url: &str, by: Actor) -> Result<Vec<Event>, CommandError> {
+        c.apply(Command::Deregister {
+            url: url.to_owned(),
+            by,
+        })
+    }
+
+    #[test]
+    fn a_registration_made_with_a_token_is_changed_only_by_that_token_or_an_admin() {
+        let mut c = catalog();
+        register_as(&mut c, "http://a", actor("10.0.0.1", Some("t1"), false)).expect("register");
+        let not_owner = Err(CommandError::NotOwner("http://a".to_owned()));
+        assert_eq!(
+            register_as(&mut c, "http://a", actor("10.0.0.1", Some("t2"), false)),
+            not_owner
+        );
+        assert_eq!(
+            register_as(&mut c, "http://a", actor("10.0.0.1", None, false)),
+            not_owner,
+            "not even from its address"
+        );
+        assert_eq!(
+            deregister_as(&mut c, "http://a", actor("10.0.0.1", Some("t2"), false)),
+            not_owner
+        );
+        assert_eq!(c.len(), 1, "refusals change nothing");
+        assert!(
+            register_as(&mut c, "http://a", actor("10.0.0.9", Some("t1"), false)).is_ok(),
+            "its token, from anywhere"
+        );
+        assert!(deregister_as(&mut c, "http://a", actor("10.0.0.2", Some("admin"), true)).is_ok());
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn an_anonymous_registration_is_changed_only_from_its_address() {
+        let mut c = catalog();
+        register_as(&mut c, "http://a", actor("127.0.0.1", None, false)).expect("register");
+        let not_owner = Err(CommandError::NotOwner("http://a".to_owned()));
+        assert_eq!(
+            deregister_as(&mut c, "http://a", actor("127.0.0.2", None, false)),
+            not_owner
+        );
+        assert_eq!(
+            register_as(&mut c, "http://a", actor("127.0.0.2", None, false)),
+            not_owner
+        );
+        // The same service restarting, now with a token, takes its registration over.
+        register_as(&mut c, "http://a", actor("127.0.0.1", Some("t1"), false)).expect("taken over");
+        assert_eq!(
+            deregister_as(&mut c, "http://a", actor("127.0.0.1", None, false)),
+            not_owner
+        );
+        assert!(deregister_as(&mut c, "http://a", actor("127.0.0.1", Some("t1"), false)).is_ok());
+    }
+
+    #[test]
+    fn an_instance_whose_registrant_was_never_recorded_yields_to_anyone() {
+        let mut c = catalog();
+        c.restore(vec![StoredInstance {
+            id: "old".to_owned(),
+            registration: registration("A", "http://a", &[]),
+            metadata: BTreeMap::new(),
+            registered_at: SystemTime::UNIX_EPOCH,
+            registrant: Registrant::default(),
+        }]);
+        assert!(deregister_as(&mut c, "http://a", actor("10.0.0.1", None, false)).is_ok());
+    }
+
     #[test]
     fn unknown_deregistration_is_refused_and_changes_nothing() {
         let mut c = catalog();
         register(&mut c, "A", "http://a");
         let result = c.apply(Command::Deregister {
             url: "http://b".to_owned(),
+            by: Actor::default(),
         });
         assert_eq!(result, Err(CommandError::UnknownInstance("http://b".to_owned())));
         assert_eq!(c.len(), 1);
@@ -1018,6 +1156,7 @@ mod tests {
         assert_eq!(c.dependents_of("GradingService").collect::<Vec<_>>(), ["http://p"]);
         c.apply(Command::Deregister {
             url: "http://p".to_owned(),
+            by: Actor::default(),
         })
         .expect("deregister");
         assert_eq!(c.dependents_of("GradingService").count(), 0);
@@ -1031,7 +1170,11 @@ mod tests {
         for n in 0..100 {
             let url = format!("http://churn/{n}");
             register(&mut c, &format!("Churn{n}"), &url);
-            c.apply(Command::Deregister { url }).expect("deregister");
+            c.apply(Command::Deregister {
+                url,
+                by: Actor::default(),
+            })
+            .expect("deregister");
         }
         assert_eq!(
             c.versions.len(),
@@ -1040,6 +1183,7 @@ mod tests {
         );
         c.apply(Command::Deregister {
             url: "http://a".to_owned(),
+            by: Actor::default(),
         })
         .expect("deregister");
         assert_eq!(c.version_of("A"), None);

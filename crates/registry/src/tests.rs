@@ -79,11 +79,13 @@ async fn serve_with(
     config.health_interval = health_interval;
     config.health_retry_delay = health_interval;
     let shutdown = CancellationToken::new();
+    let (tokens, _) = crate::auth::Tokens::open(data.path()).expect("tokens");
     let served = tokio::spawn(crate::serve(
         listener,
         config,
         store,
         Vec::new(),
+        tokens,
         metrics,
         resolver,
         shutdown.clone(),

@@ -101,6 +101,32 @@ impl TestRegistry {
         }
     }
 
+    /// The admin token the registry wrote to its data directory on its first start (waiting
+    /// for the registry to have started).
+    pub async fn admin_token(&self) -> String {
+        let path = self.config.data_dir.join("admin.token");
+        eventually("the admin token to be written", DEADLINE, || async {
+            std::fs::read_to_string(&path).ok().map(|text| text.trim().to_owned())
+        })
+        .await
+    }
+
+    /// A new token named `name` with `scopes` (`"read"`, `"register:grades*"`, ...), issued
+    /// with the admin token.
+    pub async fn token(&self, name: &str, scopes: &[&str]) -> String {
+        let response = self
+            .http
+            .post(format!("{}/v1/tokens", self.url))
+            .bearer_auth(self.admin_token().await)
+            .json(&serde_json::json!({ "name": name, "scopes": scopes }))
+            .send()
+            .await
+            .expect("POST /v1/tokens");
+        assert_eq!(response.status(), 201, "token {name} {scopes:?}");
+        let created: rollcall_wire::CreatedToken = response.json().await.expect("token JSON");
+        created.token
+    }
+
     /// `POST /services` with `registration` as JSON, as a Go client sends it.
     pub async fn register(&self, registration: &Registration) -> reqwest::Response {
         let body = serde_json::to_vec(registration).expect("encode");

@@ -1,24 +1,30 @@
 //! The JSON types every rollcall process shares.
 //!
-//! Four families live here:
+//! Five families live here:
 //! - the seed protocol (`docs/api.md`, "The seed protocol"): [`Registration`] and [`Patch`], with Go's
 //!   field names (`ServiceURL`, not `ServiceUrl`) and Go's decoding rules (keys matched
 //!   case-insensitively, `null` lists read as empty);
 //! - rollcall's own `/v1` views ([`ServiceView`], [`InstanceView`]) and the error body
 //!   ([`ErrorBody`]) every rollcall endpoint answers with;
 //! - the log service's records ([`LogRecord`]) and its answers ([`BatchResult`], [`RecordPage`]);
-//! - the grading service's [`Student`] and [`Grade`], with Go's field names.
+//! - the grading service's [`Student`] and [`Grade`], with Go's field names;
+//! - access tokens: their [`Scope`]s and the registry's answers about them ([`TokenView`]).
 //!
 //! This crate is serde (and `serde_json` for free-form fields) only: no runtime, no HTTP stack,
 //! so any client can depend on it. How the servers answer an [`ErrorBody`] is `rollcall-http`'s.
 mod grades;
 mod logs;
 mod registration;
+mod tokens;
 mod views;
 
 pub use grades::{GRADE_TYPES, Grade, NewStudent, Student};
 pub use logs::{BatchResult, Level, LogRecord, RecordPage, RecordTime, Rejection, UnknownLevel};
 pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};
+pub use tokens::{
+    CreatedToken, MAX_PATTERN_LEN, MAX_SCOPES, MAX_TOKEN_NAME_LEN, NewToken, Scope, TOKEN_PREFIX, TokenText, TokenView,
+    UnknownScope, matches_pattern,
+};
 pub use views::{CatalogEvent, ErrorBody, InstanceState, InstanceView, ServiceView, ServicesView};
 
 #[cfg(test)]

@@ -14,20 +14,27 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use rollcall_http::SaysJson;
-use rollcall_wire::{InstanceRegistration, InstanceView};
+use rollcall_wire::{InstanceRegistration, InstanceView, Scope};
 
 use super::validate::{self, Dialect};
+use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::state::{Command, Event, Instance, Registrant, new_instance_id};
+use crate::state::{Command, Event, Instance, new_instance_id};
 
+/// The writes: registering and deregistering.
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new()
         .route("/v1/instances", post(register))
-        .route("/v1/instances/{id}", get(get_instance).delete(deregister))
+        .route("/v1/instances/{id}", delete(deregister))
+}
+
+/// The read: one instance by id.
+pub(super) fn reads() -> Router<Arc<Core>> {
+    Router::new().route("/v1/instances/{id}", get(get_instance))
 }
 
 /// `201 Created` for a new ServiceURL, `200 OK` when it replaced an existing registration; the
@@ -36,6 +43,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
 async fn register(
     State(core): State<Arc<Core>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
@@ -48,6 +56,7 @@ async fn register(
         )
     })?;
     let registration = validate::registration(request.registration)?;
+    caller.may(&Scope::Register(registration.service_name.clone()))?;
     validate::metadata(&request.metadata)?;
     validate::addresses(&core, peer.ip(), &registration).await?;
 
@@ -55,7 +64,7 @@ async fn register(
     let command = Command::Register {
         registration,
         metadata: request.metadata,
-        registrant: Registrant { peer: Some(peer.ip()) },
+        by: caller.actor(peer.ip()),
         new_instance_id: new_instance_id(),
         delivered: BTreeSet::new(),
         at: SystemTime::now(),
@@ -87,16 +96,25 @@ async fn get_instance(State(core): State<Arc<Core>>, Path(id): Path<String>) -> 
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
-async fn deregister(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let url = core
+async fn deregister(
+    State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let registered = core
         .catalog()
         .instance_by_id(&id)
-        .map(|i| i.registration.service_url.clone());
-    let url = url.ok_or_else(|| ApiError::UnknownInstanceId(id.clone()))?;
-    match core.apply(Command::Deregister { url }).await {
+        .map(|i| (i.registration.service_url.clone(), i.registration.service_name.clone()));
+    let (url, service) = registered.ok_or_else(|| ApiError::UnknownInstanceId(id.clone()))?;
+    caller.may(&Scope::Register(service))?;
+    let by = caller.actor(peer.ip());
+    match core.apply(Command::Deregister { url, by }).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         // Deregistered by someone else in between.
-        Err(crate::core::ApplyError::Command(_)) => Err(ApiError::UnknownInstanceId(id)),
+        Err(crate::core::ApplyError::Command(crate::state::CommandError::UnknownInstance(_))) => {
+            Err(ApiError::UnknownInstanceId(id))
+        }
         Err(error) => Err(error.into()),
     }
 }

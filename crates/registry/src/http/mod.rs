@@ -1,9 +1,14 @@
 //! The registry's HTTP surface: the seed endpoints and the `/v1` API, merged and layered once.
 //!
+//! Who may do what is decided here too: every write checks its [`Caller`](crate::auth::Caller)
+//! (the scope it needs depends on the service it changes), every read needs the `read` scope
+//! (anonymous callers have it where they are served at all; see `crate::auth`).
+//!
 //! Every request body is limited to [`MAX_BODY_BYTES`]; every request is bounded in time (writes
 //! by a timeout, blocking queries by their `wait` and by shutdown) so that a graceful shutdown
 //! always finishes; unknown paths and wrong methods answer JSON errors.
 
+mod caller;
 mod events;
 #[cfg(test)]
 mod fuzz;
@@ -12,6 +17,7 @@ mod metrics;
 mod openapi;
 mod seed;
 mod services;
+mod tokens;
 mod validate;
 
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
@@ -43,13 +50,20 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ));
-    let routes = Router::new()
-        .merge(writes)
+    // Writes check their caller themselves (what they need depends on what they change);
+    // everything that shows the catalog needs the read scope.
+    let reads = Router::new()
         .merge(services::router())
+        .merge(instances::reads())
         .merge(events::router())
         .merge(metrics::router())
-        .merge(openapi::router())
-        .merge(crate::ui::router());
+        .merge(crate::ui::router())
+        .route_layer(middleware::from_fn_with_state(core.clone(), caller::require_read));
+    let routes = Router::new()
+        .merge(writes)
+        .merge(reads)
+        .merge(tokens::router())
+        .merge(openapi::router());
     // Registrations wait for a commit (and the seed's for a callback): 1,024 at once is far
     // past what the disk turns around, and bounds what waits in memory. (The layer above answers
     // a slow write first, with the 503 the API documents.)

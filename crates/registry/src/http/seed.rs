@@ -18,13 +18,14 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use rollcall_http::SaysJson;
-use rollcall_wire::{Patch, Registration};
+use rollcall_wire::{Patch, Registration, Scope};
 
 use super::validate::{self, Dialect};
+use crate::auth::Caller;
 use crate::core::{ApplyError, Core};
 use crate::error::ApiError;
 use crate::outbound::{CallError, patch_body};
-use crate::state::{Command, CommandError, Registrant, new_instance_id};
+use crate::state::{Command, CommandError, new_instance_id};
 
 pub(super) fn router() -> Router<Arc<Core>> {
     Router::new().route("/services", post(register).delete(deregister))
@@ -34,6 +35,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
 async fn register(
     State(core): State<Arc<Core>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -42,10 +44,13 @@ async fn register(
     let registration: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid Registration: {e}")))?;
     let registration = validate::registration(registration)?;
-    // Refused before the callback, so that a full registry calls nobody back; the seed answers
-    // every refused registration with 400.
-    let seed_refusal = |error: CommandError| ApiError::bad_request("too_many_instances", error.to_string());
-    core.catalog().admits(&registration).map_err(seed_refusal)?;
+    caller.may(&Scope::Register(registration.service_name.clone()))?;
+    // Refused before the callback, so that a full registry, or another's URL, calls nobody
+    // back; the seed answers every refused registration with 400.
+    let by = caller.actor(peer.ip());
+    core.catalog()
+        .admits(&registration, &by)
+        .map_err(|e| seed_refusal(&e))?;
     validate::addresses(&core, peer.ip(), &registration).await?;
 
     let held = core.catalog().providers_of(&registration.required_services);
@@ -82,14 +87,14 @@ async fn register(
     let command = Command::Register {
         registration,
         metadata: BTreeMap::new(),
-        registrant: Registrant { peer: Some(peer.ip()) },
+        by,
         new_instance_id: new_instance_id(),
         delivered: held,
         at: SystemTime::now(),
     };
     match core.apply(command).await {
         Ok(_) => {}
-        Err(ApplyError::Command(full)) => return Err(seed_refusal(full)),
+        Err(ApplyError::Command(refused)) => return Err(seed_refusal(&refused)),
         Err(error) => return Err(error.into()),
     }
     core.metrics.seed_registrations.inc();
@@ -99,12 +104,34 @@ async fn register(
 #[tracing::instrument(level = "debug", skip_all)]
 async fn deregister(
     State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let body = body.map_err(|r| validate::body_error(&r, Dialect::Seed))?;
     let url = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_body", "the body must be the ServiceURL as UTF-8 text"))?
         .trim();
-    core.apply(Command::Deregister { url: url.to_owned() }).await?;
+    let service = core
+        .catalog()
+        .instance(url)
+        .map(|i| i.registration.service_name.clone());
+    let service = service.ok_or_else(|| ApiError::UnknownInstance(url.to_owned()))?;
+    caller.may(&Scope::Register(service))?;
+    let by = caller.actor(peer.ip());
+    core.apply(Command::Deregister {
+        url: url.to_owned(),
+        by,
+    })
+    .await?;
     Ok(StatusCode::OK)
+}
+
+/// How the seed answers a registration the catalog refuses: 400, whatever the reason.
+fn seed_refusal(error: &CommandError) -> ApiError {
+    let code = match error {
+        CommandError::NotOwner(_) => "not_owner",
+        _ => "too_many_instances",
+    };
+    ApiError::bad_request(code, error.to_string())
 }

@@ -42,6 +42,7 @@ pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
         registered_at: SystemTime::UNIX_EPOCH,
         registrant: Registrant {
             peer: Some(std::net::IpAddr::from([192, 0, 2, 7])),
+            token: Some("0123456789abcdef".to_owned()),
         },
     }
 }

@@ -126,6 +126,10 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         ("/v1/events", "get"),
         ("/metrics", "get"),
         ("/v1/openapi.json", "get"),
+        ("/v1/tokens", "get"),
+        ("/v1/tokens", "post"),
+        ("/v1/tokens/self", "get"),
+        ("/v1/tokens/{id}", "delete"),
     ];
     for (path, method) in served {
         assert!(
@@ -150,5 +154,5 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         }
     }
     let paths = document["paths"].as_object().expect("paths").len();
-    assert_eq!(paths, 8, "a path is described that the list above does not check");
+    assert_eq!(paths, 11, "a path is described that the list above does not check");
 }

@@ -1,0 +1,49 @@
+//! Who a request speaks for, as handlers take it: the [`Caller`] extractor (a verified token,
+//! or nobody), and [`require_read`], the layer in front of every reading route.
+//!
+//! A request that presents a token the registry does not know (revoked, mistyped, another
+//! registry's) is refused with 401 `invalid_token` even where anonymous requests are served:
+//! a client that means to speak for a token must learn that it does not.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rollcall_wire::Scope;
+
+use crate::auth::Caller;
+use crate::core::Core;
+use crate::error::ApiError;
+
+impl FromRequestParts<Arc<Core>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, Self::Rejection> {
+        let token = rollcall_http::presented_token(&parts.headers).map_err(|_| ApiError::InvalidToken)?;
+        let grant = match token {
+            None => None,
+            Some(text) => Some(core.tokens.verify(&text).ok_or(ApiError::InvalidToken)?),
+        };
+        // Every listener the registry serves records the peer; without one, nobody is local.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(peer)| peer.ip());
+        Ok(Caller::new(grant, core.config.anonymous(), peer))
+    }
+}
+
+/// Lets a request through when its caller may read the registry (the `read` scope).
+pub(super) async fn require_read(State(core): State<Arc<Core>>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let allowed = Caller::from_request_parts(&mut parts, &core)
+        .await
+        .and_then(|caller| caller.may(&Scope::Read).map_err(ApiError::from));
+    match allowed {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Err(refused) => refused.into_response(),
+    }
+}
