@@ -6,6 +6,8 @@
 
 use std::net::SocketAddr;
 
+use crate::token::TokenArgs;
+
 /// Where the service listens, how others reach it, and where its registry is.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ServiceArgs {
@@ -33,6 +35,15 @@ pub struct ServiceArgs {
     /// host (a request for any other name is refused, against DNS rebinding). Comma-separated.
     #[arg(long, env = "ROLLCALL_ALLOWED_HOSTS", value_name = "NAMES", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+
+    /// The token presented to the registry and the log service.
+    #[command(flatten)]
+    pub token: TokenArgs,
+
+    /// Start without a token although listening beyond loopback (where the registry serves
+    /// requests without one only if it was told to). Said at every start.
+    #[arg(long, env = "ROLLCALL_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
 }
 
 /// Where a service looks for the registry unless told otherwise.
@@ -46,6 +57,8 @@ impl ServiceArgs {
             advertise: None,
             registry: DEFAULT_REGISTRY.to_owned(),
             allowed_hosts: Vec::new(),
+            token: TokenArgs::default(),
+            allow_anonymous: false,
         }
     }
 

@@ -38,6 +38,14 @@ pub enum StartError {
     /// The HTTP client could not be built (no TLS roots, for example).
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// The token file could not be read.
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
+    /// Listening beyond loopback without a token and without `--allow-anonymous`.
+    #[error(
+        "listening on {0}, beyond loopback, needs a token for the registry (--token-file or ROLLCALL_TOKEN); pass --allow-anonymous to start without one"
+    )]
+    TokenRequired(SocketAddr),
     /// Registration failed and the service was asked to fail fast, or it was asked to stop
     /// before it could register.
     #[error("cannot register: {0}")]

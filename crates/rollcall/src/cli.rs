@@ -1,4 +1,5 @@
-//! What the reading commands (`services`, `logs query`, `logs tail`) share: one HTTP client,
+//! What the client commands (`services`, `logs query`, `logs tail`, `token`) share: one HTTP
+//! client presenting the user's token,
 //! one way to read a JSON answer, a closed pipe counted as success, and text made safe for a
 //! terminal.
 
@@ -8,9 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// The HTTP client of the reading commands.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
+/// The HTTP client of the commands, presenting the token `token` says, if any.
+pub fn http_client(token: &rollcall_client::TokenArgs) -> anyhow::Result<reqwest::Client> {
+    let token = token.read()?;
     reqwest::Client::builder()
+        .default_headers(rollcall_client::authorization(token.as_deref()))
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
         .build()

@@ -34,6 +34,9 @@ pub struct Locate {
     /// The log service's URL, instead of asking the registry.
     #[arg(long, env = "ROLLCALL_LOGS")]
     logs: Option<String>,
+    /// The token presented to both (`read` for the registry, `logs:read` for the log service).
+    #[command(flatten)]
+    token: rollcall_client::TokenArgs,
 }
 
 /// The API's filters.
@@ -103,7 +106,11 @@ impl Filters {
 
 /// Runs one reading subcommand.
 pub async fn run(action: LogsAction) -> anyhow::Result<()> {
-    let http = cli::http_client()?;
+    let locate = match &action {
+        LogsAction::Query(args) => &args.locate,
+        LogsAction::Tail(args) => &args.locate,
+    };
+    let http = cli::http_client(&locate.token)?;
     let result = match action {
         LogsAction::Query(args) => query(&http, args).await,
         LogsAction::Tail(args) => tail(&http, args).await,

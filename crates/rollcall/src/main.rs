@@ -1,7 +1,7 @@
 //! The `rollcall` binary: one executable, one subcommand per process of the system.
 //!
 //! `main` only parses the command line, sets up `logging` and hands over: the four services
-//! start the same way (`serve`), the reading commands share `cli`, `up` runs the whole system.
+//! start the same way (`serve`), the client commands (`services`, `logs query|tail`, `token`) share `cli`, `up` runs the whole system.
 //! Stdout carries only the lines scripts read (such as the address a server listens on).
 
 mod cli;
@@ -9,6 +9,7 @@ mod logging;
 mod logs_cli;
 mod serve;
 mod services;
+mod token_cli;
 mod up;
 
 use anyhow::Context;
@@ -40,6 +41,8 @@ enum Command {
     Grades(rollcall_grades::GradesConfig),
     /// Run the teacher portal (registers as Portal).
     Portal(rollcall_portal::PortalConfig),
+    /// Issue, list and revoke the registry's tokens (with an admin token).
+    Token(token_cli::TokenCommand),
     /// Run the whole system: registry, log service, grading service and portal.
     Up(up::UpArgs),
 }
@@ -74,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             Command::Grades(config) => serve("grades", |stop| rollcall_grades::start(config, stop, shipping)).await,
             Command::Portal(config) => serve("portal", |stop| rollcall_portal::start(config, stop, shipping)).await,
             Command::Services(args) => services::run(args).await,
+            Command::Token(command) => token_cli::run(command).await,
             Command::Up(args) => up::run(args).await,
         }
     })

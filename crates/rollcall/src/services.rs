@@ -24,12 +24,14 @@ pub struct ServicesArgs {
     /// Print JSON: the catalog, or with --watch one event per line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    token: rollcall_client::TokenArgs,
 }
 
 /// Lists the catalog or follows it, as `args` say.
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
     let base = rollcall_client::registry_base_url(&args.registry);
-    let http = cli::http_client()?;
+    let http = cli::http_client(&args.token)?;
     let result = if args.watch {
         watch(&http, &base, args.json).await
     } else {

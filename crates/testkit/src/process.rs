@@ -99,6 +99,11 @@ impl ServerProcess {
         }
     }
 
+    /// Its data directory (`--data-dir`), where the registry writes `admin.token`.
+    pub fn data_path(&self) -> std::path::PathBuf {
+        self.data_dir.path().join(&self.subcommand)
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -89,13 +89,21 @@ impl TestRegistry {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(rollcall_registry::run(listener, config.clone(), shutdown.clone()));
         let url = format!("http://{address}");
+        let http = crate::http_client();
+        // Serving once its catalog and tokens are open: what it logs while starting is over.
+        let description = format!("{url}/v1/openapi.json");
+        eventually("the registry to serve", DEADLINE, || async {
+            let answer = http.get(&description).send().await.ok()?;
+            answer.status().is_success().then_some(())
+        })
+        .await;
         Self {
             services_url: format!("{url}/services"),
             url,
             address,
             shutdown,
             task: Some(task),
-            http: crate::http_client(),
+            http,
             config,
             data_dir,
         }

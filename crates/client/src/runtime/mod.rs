@@ -39,11 +39,25 @@ use crate::logs::LogShipping;
 use crate::providers::{Policy, Providers};
 use crate::registry_api::RegistryApi;
 use crate::signals::cancel_on_signals;
+use crate::token::{TokenArgs, authorization};
 
 /// How long a registry call may take.
 const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to anything may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Refuses to start a service without a token beyond loopback unless `allow_anonymous`, and
+/// says at every start that it runs without one there.
+fn anonymous_allowed(token: Option<&str>, listening: SocketAddr, allow_anonymous: bool) -> Result<(), StartError> {
+    if token.is_some() || listening.ip().is_loopback() {
+        return Ok(());
+    }
+    if !allow_anonymous {
+        return Err(StartError::TokenRequired(listening));
+    }
+    tracing::warn!(%listening, "--allow-anonymous: listening beyond loopback without a token");
+    Ok(())
+}
 
 /// Namespace for [`Service::builder`].
 #[derive(Debug)]
@@ -73,6 +87,8 @@ pub struct ServiceBuilder {
     expected_health_interval: Duration,
     providers: Providers,
     logs: Option<LogShipping>,
+    token: TokenArgs,
+    allow_anonymous: bool,
 }
 
 impl ServiceBuilder {
@@ -94,6 +110,8 @@ impl ServiceBuilder {
             expected_health_interval: Duration::from_secs(3),
             providers: Providers::default(),
             logs: None,
+            token: TokenArgs::default(),
+            allow_anonymous: false,
         }
     }
 
@@ -116,14 +134,39 @@ impl ServiceBuilder {
         self
     }
 
-    /// Takes `--listen` (or `default_listen`), `--advertise`, `--registry` and
-    /// `--allowed-hosts` from the shared command-line flags.
+    /// Takes `--listen` (or `default_listen`), `--advertise`, `--registry`,
+    /// `--allowed-hosts`, the token and `--allow-anonymous` from the shared command-line flags.
     #[must_use]
     pub fn args(mut self, args: &ServiceArgs, default_listen: SocketAddr) -> Self {
         self.listen = args.listen_or(default_listen);
         self.advertise.clone_from(&args.advertise);
         self.allowed_hosts.clone_from(&args.allowed_hosts);
         self.registry = registry_base_url(&args.registry);
+        self.token.clone_from(&args.token);
+        self.allow_anonymous = args.allow_anonymous;
+        self
+    }
+
+    /// Presents the token in the file at `path` to the registry and the log service (read when
+    /// the service starts).
+    #[must_use]
+    pub fn token_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.token.token_file = Some(path.into());
+        self
+    }
+
+    /// Presents `token` to the registry and the log service.
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token.token = Some(token.into());
+        self
+    }
+
+    /// Starts without a token even when listening beyond loopback (by default such a service
+    /// refuses to start: a registry reachable from there asks for one).
+    #[must_use]
+    pub fn allow_anonymous(mut self, allow: bool) -> Self {
+        self.allow_anonymous = allow;
         self
     }
 
@@ -222,6 +265,13 @@ impl ServiceBuilder {
     /// Listens, serves, and registers; returns once registered, with the running service.
     /// Cancelling `shutdown` (or a signal) stops it; [`RunningService::wait`] waits for that.
     pub async fn start(self, shutdown: CancellationToken) -> Result<RunningService, StartError> {
+        // Checked before binding: a service that may not start beyond loopback never listens there.
+        let token = self.token.read()?;
+        let listening = match &self.listener {
+            Some(listener) => listener.local_addr().map_err(StartError::LocalAddress)?,
+            None => self.listen,
+        };
+        anonymous_allowed(token.as_deref(), listening, self.allow_anonymous)?;
         let listener = match self.listener {
             Some(listener) => listener,
             None => rollcall_http::bind(self.listen).map_err(|source| StartError::Bind {
@@ -238,7 +288,9 @@ impl ServiceBuilder {
             service_update_url: format!("{url}/services"),
             heartbeat_url: format!("{url}/heartbeat"),
         };
+        // The registry and the log service are its only destinations: both get the token.
         let http = reqwest::Client::builder()
+            .default_headers(authorization(token.as_deref()))
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REGISTRY_CALL_TIMEOUT)
@@ -345,5 +397,23 @@ impl RunningService {
     pub async fn stop(self) {
         self.shutdown();
         self.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beyond_loopback_a_service_needs_a_token_or_allow_anonymous() {
+        let public = SocketAddr::from(([0, 0, 0, 0], 4000));
+        let local = SocketAddr::from(([127, 0, 0, 1], 4000));
+        assert!(matches!(
+            anonymous_allowed(None, public, false),
+            Err(StartError::TokenRequired(_))
+        ));
+        assert!(anonymous_allowed(None, public, true).is_ok());
+        assert!(anonymous_allowed(Some("rc_x"), public, false).is_ok());
+        assert!(anonymous_allowed(None, local, false).is_ok());
     }
 }

@@ -242,3 +242,61 @@ async fn sigterm_stops_the_service_which_deregisters_once() {
     let deletes = registry.requests().iter().filter(|r| r.method == "DELETE").count();
     assert_eq!(deletes, 1);
 }
+
+#[tokio::test]
+async fn a_service_with_a_token_registers_where_tokens_are_required_and_deregisters_itself() {
+    let registry = TestRegistry::spawn_with(|config| config.require_tokens = true).await;
+    let without = service(&registry.url, "HelloService", &[])
+        .fail_fast(true)
+        .start(CancellationToken::new())
+        .await
+        .expect_err("no token");
+    let StartError::Register(RegistryError::Refused { status, .. }) = &without else {
+        panic!("expected a refusal, got {without}");
+    };
+    assert_eq!(*status, 401);
+
+    let token = registry.token("hello", &["register:HelloService"]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("hello.token");
+    std::fs::write(&path, format!("{token}\n")).expect("write");
+    let running = service(&registry.url, "HelloService", &[])
+        .token_file(&path)
+        .fail_fast(true)
+        .start(CancellationToken::new())
+        .await
+        .expect("starts with its token");
+    let url = running.url().to_owned();
+    let admin = registry.admin_token().await;
+    let listed = || async {
+        let answer = reqwest::Client::new()
+            .get(format!("{}/v1/services/HelloService", registry.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("GET");
+        answer
+            .json::<rollcall_wire::ServiceView>()
+            .await
+            .expect("JSON")
+            .instances
+    };
+    assert_eq!(
+        listed().await.iter().map(|i| i.url.as_str()).collect::<Vec<_>>(),
+        [url.as_str()]
+    );
+    running.stop().await;
+    assert!(listed().await.is_empty(), "its own token deregistered it");
+}
+
+#[tokio::test]
+async fn a_missing_token_file_stops_the_start_and_names_the_file() {
+    let registry = TestRegistry::spawn().await;
+    let error = service(&registry.url, "HelloService", &[])
+        .token_file("/nonexistent/hello.token")
+        .start(CancellationToken::new())
+        .await
+        .expect_err("no file");
+    assert!(matches!(error, StartError::Token(_)), "{error}");
+    assert!(error.to_string().contains("/nonexistent/hello.token"), "{error}");
+}

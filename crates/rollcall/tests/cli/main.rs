@@ -7,6 +7,7 @@ mod logs;
 mod registry;
 mod services;
 mod system;
+mod tokens;
 
 /// Registers `service` with the registry process through the seed endpoint.
 async fn register(registry: &rollcall_testkit::ServerProcess, service: &rollcall_testkit::FakeService) {
