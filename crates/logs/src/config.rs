@@ -57,6 +57,12 @@ pub struct LogsConfig {
     /// Tails open at once; more are answered 429.
     #[arg(long, env = "ROLLCALL_LOGS_MAX_TAILS", default_value_t = 64)]
     pub max_tails: usize,
+
+    /// Serve no request without a token, from loopback neither (a machine shared with other
+    /// users). Without it, requests without a token are served when the service listens on
+    /// loopback and they come from loopback, or from anywhere with --allow-anonymous.
+    #[arg(long, env = "ROLLCALL_REQUIRE_TOKENS", conflicts_with = "allow_anonymous")]
+    pub require_tokens: bool,
 }
 
 impl LogsConfig {
@@ -73,7 +79,16 @@ impl LogsConfig {
             max_body: ByteSize::mib(16),
             max_queued: ByteSize::mib(256),
             max_tails: 64,
+            require_tokens: false,
         }
+    }
+
+    /// When requests without a token are served.
+    pub(crate) fn anonymous(&self) -> rollcall_http::Anonymous {
+        if self.require_tokens {
+            return rollcall_http::Anonymous::never();
+        }
+        rollcall_http::Anonymous::new(self.service.listen_or(DEFAULT_LISTEN), self.service.allow_anonymous)
     }
 
     pub(crate) fn store(&self) -> StoreConfig {

@@ -40,6 +40,23 @@ pub(crate) enum ApiError {
     /// Reading the store failed (the cause is logged).
     #[error("the log store could not be read; the cause is in the log service's log")]
     ReadFailed,
+    /// No token, where one is needed.
+    #[error("this request needs a token with the {0} scope (Authorization: Bearer <token>)")]
+    TokenRequired(rollcall_wire::Scope),
+    /// A token the registry does not know (revoked, mistyped), or a malformed header.
+    #[error("the token presented is not valid here (unknown, revoked or malformed)")]
+    InvalidToken,
+    /// A token without the scope.
+    #[error("the token {name:?} does not carry the {wanted} scope")]
+    Forbidden {
+        /// The token's name.
+        name: String,
+        /// The scope it lacks.
+        wanted: rollcall_wire::Scope,
+    },
+    /// The registry could not be asked about a token (the cause is logged).
+    #[error("the token cannot be verified now (the registry does not answer); try again")]
+    AuthUnavailable,
     /// Anything else that should not happen (the cause is logged).
     #[error("the log service failed; the cause is in its log")]
     Internal,
@@ -78,6 +95,10 @@ impl ApiError {
             Self::TooManyTails => (StatusCode::TOO_MANY_REQUESTS, "too_many_tails"),
             Self::ReadFailed => (StatusCode::INTERNAL_SERVER_ERROR, "read_failed"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::TokenRequired(_) => (StatusCode::UNAUTHORIZED, "token_required"),
+            Self::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::AuthUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
         }
     }
 }
@@ -85,6 +106,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        if status == StatusCode::UNAUTHORIZED {
+            return rollcall_http::unauthorized(code, self.to_string());
+        }
         ErrorAnswer::new(status, code, self.to_string()).into_response()
     }
 }

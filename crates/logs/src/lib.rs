@@ -8,6 +8,8 @@
 //!
 //! Inside, a record travels down the list:
 //! - `http`: the routes; ingest handlers answer only after the store acknowledged;
+//! - `access`: who may write and read: tokens, verified by the registry, or nobody where
+//!   anonymous requests are served;
 //! - `ingest`: the four formats into validated records, each refusal with its reason (pure);
 //! - `record`: a validated record, its stored line encoded once;
 //! - `store`: durable segments of checksummed blocks, group-committed by one writer thread;
@@ -16,6 +18,7 @@
 //!
 //! [`start`] opens the store and returns a running [`LogService`]; [`run`] also waits for it.
 
+mod access;
 mod config;
 mod error;
 #[cfg(test)]
@@ -130,6 +133,10 @@ pub async fn start(
         tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
         max_body: usize::try_from(config.max_body.as_u64()).unwrap_or(usize::MAX),
         shutdown: Arc::new(shutdown.clone()),
+        access: Arc::new(access::Access::new(
+            config.anonymous(),
+            &rollcall_client::registry_base_url(&config.service.registry),
+        )),
     };
     let mut service = Service::builder(SERVICE_NAME)
         .args(&config.service, DEFAULT_LISTEN)

@@ -94,6 +94,26 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// What [`Entry::stamp`] appends for a record sent with the token named `name`: the
+    /// `"sender"` member, encoded once per request.
+    pub(crate) fn sender_stamp(name: &str) -> Vec<u8> {
+        let mut stamp = b",\"sender\":".to_vec();
+        serde_json::to_writer(&mut stamp, name).unwrap_or_default();
+        stamp.push(b'}');
+        stamp
+    }
+
+    /// Records who sent it: the stored line (a JSON object) gains `stamp` as its last member,
+    /// after everything the client wrote, so that a client cannot claim a sender of its own.
+    pub(crate) fn stamp(&mut self, stamp: &[u8]) {
+        if self.line.last() == Some(&b'}') {
+            self.line.pop();
+            self.line.extend_from_slice(stamp);
+        }
+    }
+}
+
 /// `time` as Unix nanoseconds, if it fits.
 pub(crate) fn unix_nanos(time: SystemTime) -> Result<i64, String> {
     let since = time
@@ -133,6 +153,22 @@ mod tests {
             r#"{"time":"2026-11-25T12:00:00.000000000Z","service":"A","level":"warn","message":"m","fields":{"n":1}}"#
         );
         assert_eq!(entry.time, 1_795_608_000_000_000_000);
+    }
+
+    #[test]
+    fn a_stamped_record_names_its_sender_and_a_client_cannot_name_one() {
+        let mut entry = Entry::new(
+            &record(r#"{"service":"A","message":"m","time":1,"sender":"forged","fields":{"sender":"x"}}"#),
+            SystemTime::now(),
+        )
+        .expect("valid");
+        entry.stamp(&Entry::sender_stamp("grades \"prod\""));
+        let stored: serde_json::Value = serde_json::from_slice(&entry.line).expect("still JSON");
+        assert_eq!(stored["sender"], "grades \"prod\"");
+        assert_eq!(
+            stored["fields"]["sender"], "x",
+            "a field of that name is the client's own"
+        );
     }
 
     #[test]

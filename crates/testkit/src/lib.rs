@@ -77,6 +77,14 @@ where
     }
 }
 
+/// `token` with its last digit changed: the right id and shape, a wrong secret.
+pub fn forged_token(token: &str) -> String {
+    let mut forged = token.to_owned();
+    let last = forged.pop().unwrap_or('0');
+    forged.push(if last == '0' { '1' } else { '0' });
+    forged
+}
+
 /// The value of the sample `name` (with its labels, e.g. `x_total{format="seed"}`) in a
 /// Prometheus or OpenMetrics text exposition, if it is there.
 pub fn metric(exposition: &str, name: &str) -> Option<f64> {

@@ -112,6 +112,10 @@ pub struct LogRecord {
     /// Structured details.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, serde_json::Value>,
+    /// Set by the log service: the name of the token the record was sent with (a client's
+    /// value is ignored); absent for records sent without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 /// A record's time as written: RFC 3339 text, or Unix nanoseconds.

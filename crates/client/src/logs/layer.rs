@@ -155,6 +155,7 @@ impl Record {
             level,
             message: self.message.clone(),
             fields,
+            sender: None,
         }
     }
 

@@ -9,12 +9,14 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use rollcall_wire::BatchResult;
+use rollcall_wire::{BatchResult, Scope};
 
 use super::AppState;
+use crate::access::Sender;
 use crate::error::ApiError;
 use crate::ingest::{self, Parsed};
 use crate::metrics::Format;
+use crate::record::Entry;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -24,9 +26,11 @@ pub(super) fn router() -> Router<AppState> {
         .route("/loki/api/v1/push", post(loki))
 }
 
-/// An ingest request's headers and body, the body gunzipped when `Content-Encoding: gzip` and at
-/// most `max_body` bytes either way. The headers are moved out of the request, not copied.
+/// An ingest request's sender, headers and body, the body gunzipped when `Content-Encoding:
+/// gzip` and at most `max_body` bytes either way. The sender is checked (`logs:write`) before
+/// the body is read; the headers are moved out of the request, not copied.
 struct IngestBody {
+    sender: Sender,
     headers: HeaderMap,
     body: Bytes,
 }
@@ -34,9 +38,12 @@ struct IngestBody {
 impl FromRequest<AppState> for IngestBody {
     type Rejection = ApiError;
 
-    async fn from_request(mut request: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let max = state.max_body;
-        let headers = std::mem::take(request.headers_mut());
+        let (mut parts, body) = request.into_parts();
+        let sender = super::sender(&parts, state, &Scope::LogsWrite).await?;
+        let headers = std::mem::take(&mut parts.headers);
+        let request = Request::from_parts(parts, body);
         let raw = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::TooLarge(max)
@@ -66,12 +73,19 @@ impl FromRequest<AppState> for IngestBody {
                 return Err(ApiError::UnsupportedEncoding(other.to_owned()));
             }
         };
-        Ok(Self { headers, body })
+        Ok(Self { sender, headers, body })
     }
 }
 
-/// Stores what parsed, counts both outcomes, and returns the result to answer with.
-async fn store(state: &AppState, format: Format, parsed: Parsed) -> Result<BatchResult, ApiError> {
+/// Stores what parsed, stamped with the name of the token that sent it, counts both outcomes,
+/// and returns the result to answer with.
+async fn store(state: &AppState, sender: &Sender, format: Format, mut parsed: Parsed) -> Result<BatchResult, ApiError> {
+    if let Some(name) = sender.name() {
+        let stamp = Entry::sender_stamp(name);
+        for entry in &mut parsed.entries {
+            entry.stamp(&stamp);
+        }
+    }
     let accepted = parsed.entries.len();
     let rejected = parsed.rejected.len();
     if let Err(error) = state.store.append(parsed.entries).await {
@@ -89,12 +103,16 @@ async fn store(state: &AppState, format: Format, parsed: Parsed) -> Result<Batch
 
 /// The seed's `POST /log`: one text line; 200 with an empty body, 400 when empty.
 #[tracing::instrument(level = "debug", skip_all)]
-async fn seed_line(State(state): State<AppState>, IngestBody { body, .. }: IngestBody) -> Result<StatusCode, ApiError> {
+async fn seed_line(
+    State(state): State<AppState>,
+    IngestBody { sender, body, .. }: IngestBody,
+) -> Result<StatusCode, ApiError> {
     let text = String::from_utf8_lossy(&body);
     let entry =
         ingest::seed_line(&text, SystemTime::now()).map_err(|reason| ApiError::bad_request("invalid_line", reason))?;
     store(
         &state,
+        &sender,
         Format::Seed,
         Parsed {
             entries: vec![entry],
@@ -110,7 +128,7 @@ async fn seed_line(State(state): State<AppState>, IngestBody { body, .. }: Inges
 #[tracing::instrument(level = "debug", skip_all)]
 async fn native_batch(
     State(state): State<AppState>,
-    IngestBody { headers, body }: IngestBody,
+    IngestBody { sender, headers, body }: IngestBody,
 ) -> Result<Response, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -121,13 +139,16 @@ async fn native_batch(
         .any(|t| content_type.contains(t));
     let parsed = ingest::native(&body, ndjson, SystemTime::now())
         .map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
-    let result = store(&state, Format::Native, parsed).await?;
+    let result = store(&state, &sender, Format::Native, parsed).await?;
     Ok(axum::Json(result).into_response())
 }
 
 /// OTLP/HTTP JSON logs: `{}` when all were stored, else `partialSuccess` with the count and why.
 #[tracing::instrument(level = "debug", skip_all)]
-async fn otlp(State(state): State<AppState>, IngestBody { headers, body }: IngestBody) -> Result<Response, ApiError> {
+async fn otlp(
+    State(state): State<AppState>,
+    IngestBody { sender, headers, body }: IngestBody,
+) -> Result<Response, ApiError> {
     let is_protobuf = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -137,7 +158,7 @@ async fn otlp(State(state): State<AppState>, IngestBody { headers, body }: Inges
     }
     let parsed =
         ingest::otlp(&body, SystemTime::now()).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
-    let result = store(&state, Format::Otlp, parsed).await?;
+    let result = store(&state, &sender, Format::Otlp, parsed).await?;
     let answer = match result.rejected.first() {
         None => serde_json::json!({}),
         Some(first) => serde_json::json!({"partialSuccess": {
@@ -151,9 +172,12 @@ async fn otlp(State(state): State<AppState>, IngestBody { headers, body }: Inges
 /// Loki's push API (JSON): 204 when every entry was stored; 400 naming the refused entries
 /// otherwise (the valid ones are stored: a Loki client does not retry a 400).
 #[tracing::instrument(level = "debug", skip_all)]
-async fn loki(State(state): State<AppState>, IngestBody { body, .. }: IngestBody) -> Result<StatusCode, ApiError> {
+async fn loki(
+    State(state): State<AppState>,
+    IngestBody { sender, body, .. }: IngestBody,
+) -> Result<StatusCode, ApiError> {
     let parsed = ingest::loki(&body).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
-    let result = store(&state, Format::Loki, parsed).await?;
+    let result = store(&state, &sender, Format::Loki, parsed).await?;
     match result.rejected.first() {
         None => Ok(StatusCode::NO_CONTENT),
         Some(first) => Err(ApiError::bad_request(

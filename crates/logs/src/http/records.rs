@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, broadcast};
 
-use super::AppState;
+use super::{AppState, Reader};
 use crate::error::ApiError;
 use crate::query::{self, Filter, Order, Page, render};
 use crate::record::unix_nanos;
@@ -129,6 +129,7 @@ async fn run_query(
 #[tracing::instrument(level = "debug", skip_all)]
 async fn records(
     State(state): State<AppState>,
+    _reader: Reader,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = params(query)?;
@@ -182,6 +183,7 @@ async fn records(
 #[tracing::instrument(level = "debug", skip_all)]
 async fn tail(
     State(state): State<AppState>,
+    _reader: Reader,
     headers: HeaderMap,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {

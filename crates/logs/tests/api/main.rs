@@ -1,6 +1,7 @@
 //! Black-box tests of the log service: in-process on `127.0.0.1:0`, registered with an
 //! in-process registry, over real HTTP; captured shipper requests replayed byte for byte.
 
+mod access;
 mod durability;
 mod ingest;
 mod query;

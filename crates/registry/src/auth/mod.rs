@@ -408,6 +408,7 @@ mod tests {
         let last = forged.pop().expect("char");
         forged.push(if last == '0' { '1' } else { '0' });
         assert_eq!(tokens.verify(&forged), None);
+        assert!(tokens.verify(&text).is_some());
         assert_eq!(tokens.verify("rc_nonsense"), None);
     }
 

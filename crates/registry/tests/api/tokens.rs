@@ -84,7 +84,7 @@ async fn a_token_may_do_what_its_scopes_allow_and_nothing_else() {
         error_code(register_v1(&registry, &grades, Some(&other)).await).await,
         (403, "forbidden".to_owned())
     );
-    let forged = format!("{}0", &grading[..grading.len() - 1]);
+    let forged = rollcall_testkit::forged_token(&grading);
     assert_eq!(
         error_code(register_v1(&registry, &grades, Some(&forged)).await).await,
         (401, "invalid_token".to_owned())
