@@ -80,6 +80,11 @@ pub struct RegistryConfig {
     /// users who should not change what others registered.
     #[arg(long, env = "ROLLCALL_REQUIRE_TOKENS")]
     pub require_tokens: bool,
+
+    /// Ship the audit trail (every write asked for) to a LogService of the catalog; with
+    /// `false` it is only logged on stderr.
+    #[arg(long, env = "ROLLCALL_AUDIT_SHIPPING", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub audit_shipping: bool,
 }
 
 impl RegistryConfig {
@@ -101,6 +106,7 @@ impl RegistryConfig {
             callback_allow: Vec::new(),
             allow_anonymous: false,
             require_tokens: false,
+            audit_shipping: true,
         }
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::Audit;
 use crate::auth::Tokens;
 use crate::config::RegistryConfig;
 use crate::events::EventLog;
@@ -73,6 +74,8 @@ pub(crate) struct Core {
     pub outbound: Outbound,
     /// The tokens the registry issued.
     pub tokens: Tokens,
+    /// Every write asked for, on its way to the log service.
+    pub audit: Audit,
     /// How often each host may be probed.
     pub probe_budget: HostBudget,
     /// The configuration the registry was started with.
@@ -118,6 +121,7 @@ impl Core {
             metrics,
             outbound,
             tokens,
+            audit: Audit::default(),
             probe_budget: HostBudget::new(
                 std::num::NonZeroU32::new(config.max_probes_per_host).unwrap_or(std::num::NonZeroU32::MIN),
             ),

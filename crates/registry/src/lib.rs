@@ -9,6 +9,7 @@
 //!
 //! Inside, the catalog decides and the tasks act:
 //! - `auth`: the tokens the registry issues and verifies, and who a request speaks for;
+//! - `audit`: every write asked for, shipped to the log service;
 //! - [`state`]: the catalog as a pure state machine, and what of it survives a restart;
 //! - [`store`]: its durable copy behind the [`store::CatalogStore`] trait (embedded: redb);
 //! - `core`: applies commands under a lock, waits until they are durable, then hands the events
@@ -22,6 +23,7 @@
 //! `state` and `store` are public so that the catalog's rules and the persistence contract can
 //! be read, and a store backend written, against them alone.
 
+mod audit;
 mod auth;
 mod config;
 mod core;
@@ -224,6 +226,16 @@ async fn serve(
         shutdown.child_token(),
     );
     core.restore(stored);
+    if core.config.audit_shipping {
+        let shipping = core.tokens.ephemeral(&rollcall_wire::NewToken {
+            name: audit::AUDIT_SERVICE.to_owned(),
+            scopes: vec![rollcall_wire::Scope::LogsWrite],
+        });
+        match shipping {
+            Ok(token) => core.audit.start_shipping(&core, &token),
+            Err(error) => tracing::error!(%error, "no token to ship the audit trail with: it stays in this log"),
+        }
+    }
     let app = http::router(core.clone());
     let serve = rollcall_http::serve(listener, app, ServerLimits::for_this_process(), shutdown.clone());
     let mut http_task = tokio::spawn(serve);

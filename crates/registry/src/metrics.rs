@@ -56,6 +56,8 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// Seconds one group commit of the catalog took (write and fsync).
     pub commit_seconds: Histogram,
+    /// Audit records dropped because too many waited for the log service.
+    pub audit_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -126,6 +128,13 @@ impl Default for Metrics {
             commit_seconds.clone(),
         );
 
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Audit records dropped because too many waited for the log service",
+            audit_dropped.clone(),
+        );
+
         // One statement each: `get_or_create` holds a read lock on its family until the end of
         // the statement, and a second call on the same family in one statement would deadlock.
         let counter = |family: &Family<Label, Counter>, name, value| family.get_or_create(&label(name, value)).clone();
@@ -157,6 +166,7 @@ impl Default for Metrics {
             deliveries_given_up,
             delivery_latency,
             commit_seconds,
+            audit_dropped,
         }
     }
 }

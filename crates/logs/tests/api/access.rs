@@ -10,9 +10,13 @@ use tokio_util::sync::CancellationToken;
 use crate::record;
 
 /// A registry and a log service that both serve nobody without a token, the log service
-/// registered with its own token.
-async fn locked() -> (TestRegistry, rollcall_logs::LogService, tempfile::TempDir) {
-    let registry = TestRegistry::spawn_with(|config| config.require_tokens = true).await;
+/// registered with its own token; the registry ships its audit trail when `audit`.
+async fn locked(audit: bool) -> (TestRegistry, rollcall_logs::LogService, tempfile::TempDir) {
+    let registry = TestRegistry::spawn_with(|config| {
+        config.require_tokens = true;
+        config.audit_shipping = audit;
+    })
+    .await;
     let own = registry.token("logs", &["register:LogService"]).await;
     let data_dir = tempfile::tempdir().expect("data dir");
     let mut config = LogsConfig::new("127.0.0.1:0".parse().expect("address"), data_dir.path().join("logs"));
@@ -52,7 +56,7 @@ async fn code(response: reqwest::Response) -> (u16, String) {
 
 #[tokio::test]
 async fn writing_and_reading_need_their_scopes_and_records_carry_their_sender() {
-    let (registry, logs, _data) = locked().await;
+    let (registry, logs, _data) = locked(false).await;
     let writer = registry.token("grades", &["logs:write"]).await;
     let reader = registry.token("oncall", &["logs:read"]).await;
     let registry_reader = registry.token("dashboard", &["read"]).await;
@@ -109,7 +113,7 @@ async fn writing_and_reading_need_their_scopes_and_records_carry_their_sender() 
 
 #[tokio::test]
 async fn a_token_cannot_be_verified_while_the_registry_is_away() {
-    let (registry, logs, _data) = locked().await;
+    let (registry, logs, _data) = locked(false).await;
     let writer = registry.token("grades", &["logs:write"]).await;
     registry.stop().await;
     let refused = post(logs.url(), Some(&writer), &json!([record("A", "info", "m")])).await;
@@ -125,4 +129,75 @@ async fn on_loopback_the_log_service_serves_anonymous_clients_as_before() {
     );
     let page = logs.query("order=oldest").await;
     assert_eq!(page.records[0].sender, None, "sent without a token");
+}
+
+#[tokio::test]
+async fn every_write_to_the_registry_reaches_the_log_store_as_an_audit_record() {
+    let (registry, logs, _data) = locked(true).await;
+    let reader = registry.token("oncall", &["logs:read"]).await;
+    let dashboard = registry.token("dashboard", &["read"]).await;
+    let refused = http_client()
+        .post(format!("{}/v1/instances", registry.url))
+        .bearer_auth(&dashboard)
+        .json(&json!({"ServiceName": "Intruder", "ServiceURL": "http://127.0.0.1:9/x",
+            "ServiceUpdateURL": "http://127.0.0.1:9/x/services", "HeartbeatURL": "http://127.0.0.1:9/x/heartbeat"}))
+        .send()
+        .await
+        .expect("POST /v1/instances");
+    assert_eq!(refused.status(), 403);
+
+    let audit = rollcall_testkit::eventually(
+        "the audit records in the log store",
+        rollcall_testkit::DEADLINE,
+        || async {
+            let text = http_client()
+                .get(format!("{}/v1/records?service=registry&order=oldest", logs.url()))
+                .bearer_auth(&reader)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let page: RecordPage = serde_json::from_str(&text).ok()?;
+            (page.records.len() >= 5).then_some((page, text))
+        },
+    )
+    .await;
+    let (page, text) = audit;
+    let seen: Vec<(String, String, String, u64)> = page
+        .records
+        .iter()
+        .map(|r| {
+            let field = |name: &str| r.fields[name].as_str().unwrap_or_default().to_owned();
+            (
+                field("action"),
+                field("by"),
+                field("subject"),
+                r.fields["status"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        seen.contains(&("register".to_owned(), "logs".to_owned(), logs.url().to_owned(), 200)),
+        "the log service's own registration: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(action, by, subject, status)| (action.as_str(), by.as_str(), *status)
+                == ("token.create", "admin", 201)
+                && subject.ends_with("(oncall: logs:read)")),
+        "a token's creation, by id, name and scopes: {seen:?}"
+    );
+    assert!(
+        seen.contains(&(
+            "register".to_owned(),
+            "dashboard".to_owned(),
+            "http://127.0.0.1:9/x".to_owned(),
+            403
+        )),
+        "a refused write too: {seen:?}"
+    );
+    assert!(page.records.iter().all(|r| r.sender.as_deref() == Some("registry")));
+    assert!(!text.contains("rc_"), "no token's text is ever recorded");
 }

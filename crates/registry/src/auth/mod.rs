@@ -46,6 +46,8 @@ struct StoredToken {
 struct Entry {
     stored: StoredToken,
     grant: Arc<Grant>,
+    /// Made by the registry for itself, for this run: never written to the file.
+    ephemeral: bool,
 }
 
 impl From<StoredToken> for Entry {
@@ -55,7 +57,11 @@ impl From<StoredToken> for Entry {
             name: stored.view.name.clone(),
             scopes: stored.view.scopes.clone(),
         });
-        Self { stored, grant }
+        Self {
+            stored,
+            grant,
+            ephemeral: false,
+        }
     }
 }
 
@@ -140,14 +146,6 @@ impl Caller {
         match self {
             Caller::Token(grant) => Some(&grant.id),
             Caller::Anonymous { .. } => None,
-        }
-    }
-
-    /// The token's name, or `anonymous`: who did something, for the audit trail.
-    pub fn name(&self) -> &str {
-        match self {
-            Caller::Token(grant) => &grant.name,
-            Caller::Anonymous { .. } => "anonymous",
         }
     }
 
@@ -268,6 +266,20 @@ impl Tokens {
         Ok((view, text))
     }
 
+    /// Issues a token the registry presents itself (to ship its audit trail), valid until it
+    /// stops: listed like the others, never written to the file.
+    pub fn ephemeral(&self, request: &NewToken) -> Result<String, TokenError> {
+        let (token, text) = new_token(request)?;
+        let mut entry = Entry::from(token);
+        entry.ephemeral = true;
+        let id = entry.stored.view.id.clone();
+        self.by_id
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, entry);
+        Ok(text)
+    }
+
     /// Revokes the token `id`; false when there is none. Requests presenting it are refused
     /// from the moment this returns.
     pub async fn revoke(&self, id: &str) -> Result<bool, TokenError> {
@@ -292,7 +304,11 @@ impl Tokens {
     async fn change(&self, change: impl FnOnce(&mut HashMap<String, Entry>)) -> Result<(), TokenFileError> {
         let mut next = self.by_id.read().unwrap_or_else(PoisonError::into_inner).clone();
         change(&mut next);
-        let stored: Vec<StoredToken> = next.values().map(|entry| entry.stored.clone()).collect();
+        let stored: Vec<StoredToken> = next
+            .values()
+            .filter(|entry| !entry.ephemeral)
+            .map(|entry| entry.stored.clone())
+            .collect();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || file::write(&path, &stored))
             .await

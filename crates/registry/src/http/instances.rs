@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use rollcall_http::SaysJson;
 use rollcall_wire::{InstanceRegistration, InstanceView, Scope};
 
+use super::audited::Subject;
 use super::validate::{self, Dialect};
 use crate::auth::Caller;
 use crate::core::Core;
@@ -43,7 +44,8 @@ pub(super) fn reads() -> Router<Arc<Core>> {
 async fn register(
     State(core): State<Arc<Core>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
+    subject: Subject,
     json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
@@ -55,6 +57,8 @@ async fn register(
             format!("the body is not a valid instance registration: {e}"),
         )
     })?;
+    subject.set(&request.registration.service_url);
+    let caller = caller?;
     let registration = validate::registration(request.registration)?;
     caller.may(&Scope::Register(registration.service_name.clone()))?;
     validate::metadata(&request.metadata)?;
@@ -99,14 +103,17 @@ async fn get_instance(State(core): State<Arc<Core>>, Path(id): Path<String>) -> 
 async fn deregister(
     State(core): State<Arc<Core>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
+    subject: Subject,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let caller = caller?;
     let registered = core
         .catalog()
         .instance_by_id(&id)
         .map(|i| (i.registration.service_url.clone(), i.registration.service_name.clone()));
     let (url, service) = registered.ok_or_else(|| ApiError::UnknownInstanceId(id.clone()))?;
+    subject.set(&url);
     caller.may(&Scope::Register(service))?;
     let by = caller.actor(peer.ip());
     match core.apply(Command::Deregister { url, by }).await {

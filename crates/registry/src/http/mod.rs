@@ -8,6 +8,7 @@
 //! by a timeout, blocking queries by their `wait` and by shutdown) so that a graceful shutdown
 //! always finishes; unknown paths and wrong methods answer JSON errors.
 
+mod audited;
 mod caller;
 mod events;
 #[cfg(test)]
@@ -46,6 +47,8 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
     let writes = Router::new()
         .merge(seed::router())
         .merge(instances::router())
+        .merge(tokens::router())
+        .route_layer(middleware::from_fn_with_state(core.clone(), audited::audited))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
@@ -59,11 +62,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(metrics::router())
         .merge(crate::ui::router())
         .route_layer(middleware::from_fn_with_state(core.clone(), caller::require_read));
-    let routes = Router::new()
-        .merge(writes)
-        .merge(reads)
-        .merge(tokens::router())
-        .merge(openapi::router());
+    let routes = Router::new().merge(writes).merge(reads).merge(openapi::router());
     // Registrations wait for a commit (and the seed's for a callback): 1,024 at once is far
     // past what the disk turns around, and bounds what waits in memory. (The layer above answers
     // a slow write first, with the 503 the API documents.)

@@ -20,6 +20,7 @@ use axum::routing::post;
 use rollcall_http::SaysJson;
 use rollcall_wire::{Patch, Registration, Scope};
 
+use super::audited::Subject;
 use super::validate::{self, Dialect};
 use crate::auth::Caller;
 use crate::core::{ApplyError, Core};
@@ -35,7 +36,8 @@ pub(super) fn router() -> Router<Arc<Core>> {
 async fn register(
     State(core): State<Arc<Core>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
+    subject: Subject,
     json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -43,6 +45,8 @@ async fn register(
     let body = body.map_err(|r| validate::body_error(&r, Dialect::Seed))?;
     let registration: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid Registration: {e}")))?;
+    subject.set(&registration.service_url);
+    let caller = caller?;
     let registration = validate::registration(registration)?;
     caller.may(&Scope::Register(registration.service_name.clone()))?;
     // Refused before the callback, so that a full registry, or another's URL, calls nobody
@@ -105,13 +109,16 @@ async fn register(
 async fn deregister(
     State(core): State<Arc<Core>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
+    subject: Subject,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let body = body.map_err(|r| validate::body_error(&r, Dialect::Seed))?;
     let url = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_body", "the body must be the ServiceURL as UTF-8 text"))?
         .trim();
+    subject.set(url);
+    let caller = caller?;
     let service = core
         .catalog()
         .instance(url)

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use rollcall_http::SaysJson;
 use rollcall_wire::{CreatedToken, NewToken, Scope, TokenView};
 
+use super::audited::Subject;
 use super::validate::{self, Dialect};
 use crate::auth::{Caller, TokenError};
 use crate::core::Core;
@@ -36,6 +37,7 @@ async fn list(State(core): State<Arc<Core>>, caller: Caller) -> Result<Json<Vec<
 async fn create(
     State(core): State<Arc<Core>>,
     caller: Caller,
+    subject: Subject,
     json: SaysJson,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
@@ -49,7 +51,7 @@ async fn create(
         )
     })?;
     let (view, token) = core.tokens.create(&request).await.map_err(token_error)?;
-    tracing::info!(target: "rollcall::audit", by = caller.name(), token = %view.id, name = %view.name, scopes = ?view.scopes, "token created");
+    subject.set(format!("{} ({}: {})", view.id, view.name, scopes_text(&view.scopes)));
     Ok((StatusCode::CREATED, Json(CreatedToken { view, token })))
 }
 
@@ -59,7 +61,6 @@ async fn revoke(State(core): State<Arc<Core>>, caller: Caller, Path(id): Path<St
     if !core.tokens.revoke(&id).await.map_err(token_error)? {
         return Err(ApiError::UnknownToken(id));
     }
-    tracing::info!(target: "rollcall::audit", by = caller.name(), token = %id, "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -69,6 +70,10 @@ async fn introspect(State(core): State<Arc<Core>>, caller: Caller) -> Result<Jso
         return Err(crate::auth::Denied::TokenRequired(Scope::Read).into());
     };
     core.tokens.view(&grant.id).map(Json).ok_or(ApiError::InvalidToken)
+}
+
+fn scopes_text(scopes: &[Scope]) -> String {
+    scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn token_error(error: TokenError) -> ApiError {

@@ -205,6 +205,23 @@ impl Client {
         self.send(request, timeout).await
     }
 
+    /// POSTs `body`, log records as NDJSON, to `url` with `authorization`, passing on a 2xx
+    /// answer within `timeout`.
+    pub async fn post_records(
+        &self,
+        url: &Url,
+        body: Bytes,
+        authorization: &hyper::header::HeaderValue,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let request = hyper::Request::post(url.as_str())
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .header(hyper::header::AUTHORIZATION, authorization.clone())
+            .body(Full::new(body))
+            .map_err(|e| CallError::transport(&e))?;
+        self.send(request, timeout).await
+    }
+
     async fn send(&self, request: hyper::Request<Full<Bytes>>, timeout: Duration) -> Result<(), CallError> {
         let call = async {
             let response = self.0.request(request).await.map_err(|e| CallError::from_client(&e))?;

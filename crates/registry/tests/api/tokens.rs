@@ -138,7 +138,8 @@ async fn only_admins_issue_list_and_revoke_tokens_and_a_revoked_token_stops_at_o
     let listed: Vec<TokenView> = serde_json::from_str(&listing).expect("JSON");
     assert_eq!(
         listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        ["admin", "ci"]
+        ["admin", "ci"],
+        "oldest first (this registry does not ship an audit trail, so it made no token of its own)"
     );
 
     let me: TokenView = get_with(&registry, "/v1/tokens/self", Some(&reader))

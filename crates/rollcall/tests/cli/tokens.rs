@@ -50,7 +50,8 @@ async fn an_operator_issues_lists_and_revokes_tokens_and_commands_present_them()
     let listed: Vec<TokenView> = serde_json::from_str(&stdout(&listed)).expect("JSON");
     assert_eq!(
         listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        ["admin", "ci"]
+        ["admin", "registry", "ci"],
+        "oldest first; `registry` is the registry's own, made at start to ship its audit trail"
     );
 
     let services = ["services", "--registry", registry.url.as_str()];
@@ -60,7 +61,7 @@ async fn an_operator_issues_lists_and_revokes_tokens_and_commands_present_them()
     assert!(said.contains("401") && said.contains("needs a token"), "{said}");
     assert!(stdout(&run(&services, &[("ROLLCALL_TOKEN", &reader)]).await).contains("no services registered"));
 
-    let ci = &listed[1].id;
+    let ci = &listed[2].id;
     stdout(&run(&[&["token", "revoke", ci.as_str()][..], &target].concat(), &[]).await);
     let revoked = run(&services, &[("ROLLCALL_TOKEN", &reader)]).await;
     assert!(

@@ -1,0 +1,205 @@
+//! The audit trail: every write the registry is asked for (registrations, deregistrations,
+//! token operations), who asked (the token's name, or `anonymous`), from where, and what came
+//! of it, shipped as records to the log service the catalog holds.
+//!
+//! A write's answer does not wait for its audit record: [`Audit::record`] logs it (tracing
+//! target `rollcall::audit`, on the registry's stderr) and queues it without blocking; one
+//! task ships the queue in batches to a `LogService` of the catalog (`POST /v1/records`,
+//! through the outbound policy like every call), presenting a `logs:write` token the registry
+//! made for itself at start (kept in memory only). While no log service takes them, records
+//! wait, at most [`MAX_WAITING`]; past that the oldest are dropped and counted
+//! (`rollcall_audit_dropped_total`). Tokens' texts are never part of a record.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use rollcall_wire::{Level, LogRecord, RecordTime};
+use tokio::sync::mpsc;
+
+use crate::core::Core;
+use crate::metrics::Metrics;
+
+/// The most audit records waiting to be shipped.
+pub const MAX_WAITING: usize = 10_000;
+/// The service name audit records carry.
+pub const AUDIT_SERVICE: &str = "registry";
+/// The most records in one shipment.
+const BATCH: usize = 500;
+/// How long one shipment may take.
+const SHIP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One audited request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// When it was answered.
+    pub at: SystemTime,
+    /// What was asked: `register`, `deregister`, `token.create`, `token.revoke`.
+    pub action: &'static str,
+    /// Who asked: a token's name or `anonymous`.
+    pub by: String,
+    /// From where.
+    pub peer: IpAddr,
+    /// What it was about: a ServiceURL, a token id.
+    pub subject: String,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+}
+
+impl AuditRecord {
+    fn to_wire(&self) -> LogRecord {
+        let fields = [
+            ("action", self.action.to_owned()),
+            ("by", self.by.clone()),
+            ("peer", self.peer.to_string()),
+            ("subject", self.subject.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+        .chain([("status".to_owned(), self.status.into())])
+        .collect();
+        let level = if self.status < 400 { Level::Info } else { Level::Warn };
+        LogRecord {
+            id: None,
+            time: Some(RecordTime::Text(humantime::format_rfc3339_nanos(self.at).to_string())),
+            service: AUDIT_SERVICE.to_owned(),
+            level,
+            message: format!("{} {} by {}: {}", self.action, self.subject, self.by, self.status),
+            fields,
+            sender: None,
+        }
+    }
+}
+
+/// The audit trail's entrance.
+#[derive(Debug)]
+pub(crate) struct Audit {
+    queue: mpsc::Sender<AuditRecord>,
+    /// Taken once, by the shipping task.
+    receiver: std::sync::Mutex<Option<mpsc::Receiver<AuditRecord>>>,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        let (queue, receiver) = mpsc::channel(MAX_WAITING);
+        Self {
+            queue,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+        }
+    }
+}
+
+impl Audit {
+    /// Logs `record` and queues it for the log service, never waiting.
+    pub fn record(&self, metrics: &Metrics, record: AuditRecord) {
+        tracing::info!(
+            target: "rollcall::audit",
+            action = record.action,
+            by = %record.by,
+            peer = %record.peer,
+            subject = %record.subject,
+            status = record.status,
+        );
+        if self.queue.try_send(record).is_err() {
+            metrics.audit_dropped.inc();
+        }
+    }
+
+    /// Ships queued records to the log service until the registry stops, presenting `token`.
+    pub fn start_shipping(&self, core: &Arc<Core>, token: &str) {
+        let Some(receiver) = self
+            .receiver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let Ok(mut authorization) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+            return;
+        };
+        authorization.set_sensitive(true);
+        core.tasks.spawn(ship(Arc::clone(core), receiver, authorization));
+    }
+}
+
+async fn ship(core: Arc<Core>, mut receiver: mpsc::Receiver<AuditRecord>, authorization: HeaderValue) {
+    let mut waiting: VecDeque<AuditRecord> = VecDeque::new();
+    let mut delays = retry_delays();
+    loop {
+        if waiting.is_empty() {
+            tokio::select! {
+                () = core.shutdown.cancelled() => return,
+                record = receiver.recv() => match record {
+                    Some(record) => waiting.push_back(record),
+                    None => return,
+                },
+            }
+        }
+        while let Ok(record) = receiver.try_recv() {
+            if waiting.len() >= MAX_WAITING {
+                waiting.pop_front();
+                core.metrics.audit_dropped.inc();
+            }
+            waiting.push_back(record);
+        }
+        let batch: Vec<AuditRecord> = waiting.iter().take(BATCH).cloned().collect();
+        if send(&core, &batch, &authorization).await {
+            waiting.drain(..batch.len());
+            delays = retry_delays();
+            continue;
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(30));
+        tokio::select! {
+            () = core.shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Waits between shipments that failed: 200-400 ms doubling to 5-10 s, for as long as it takes.
+fn retry_delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sends `batch` to a log service of the catalog; true once one took it.
+async fn send(core: &Core, batch: &[AuditRecord], authorization: &HeaderValue) -> bool {
+    let log_service = {
+        let catalog = core.catalog();
+        let entries = catalog.providers_of(&["LogService".to_owned()]);
+        entries.into_iter().next().and_then(|entry| {
+            let registrant = catalog.instance(&entry.url).and_then(|i| i.registrant.peer);
+            let records = format!("{}/v1/records", entry.url.trim_end_matches('/'));
+            Some((url::Url::parse(&records).ok()?, registrant))
+        })
+    };
+    let Some((url, registrant)) = log_service else {
+        return false;
+    };
+    let mut body = Vec::new();
+    for record in batch {
+        if serde_json::to_writer(&mut body, &record.to_wire()).is_ok() {
+            body.push(b'\n');
+        }
+    }
+    let client = core.outbound.client(registrant);
+    match client
+        .post_records(&url, Bytes::from(body), authorization, SHIP_TIMEOUT)
+        .await
+    {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%url, %error, "audit records not shipped yet");
+            false
+        }
+    }
+}
