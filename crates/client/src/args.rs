@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use crate::token::TokenArgs;
+use crate::client_args::ClientArgs;
 
 /// Where the service listens, how others reach it, and where its registry is.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -16,8 +16,8 @@ pub struct ServiceArgs {
     #[arg(long, env = "ROLLCALL_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// The URL other services reach this one at [default: http:// and the listen address, with
-    /// 127.0.0.1 when listening on every interface].
+    /// The URL other services reach this one at [default: http:// (https:// with --tls-cert)
+    /// and the listen address, with 127.0.0.1 when listening on every interface].
     #[arg(long, env = "ROLLCALL_ADVERTISE", value_name = "URL", value_parser = parse_http_url)]
     pub advertise: Option<String>,
 
@@ -36,9 +36,13 @@ pub struct ServiceArgs {
     #[arg(long, env = "ROLLCALL_ALLOWED_HOSTS", value_name = "NAMES", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
-    /// The token presented to the registry and the log service.
+    /// The token presented to the registry and the log service, and the authorities trusted.
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub client: ClientArgs,
+
+    /// HTTPS: the certificate and key this service serves with.
+    #[command(flatten)]
+    pub tls: rollcall_http::TlsArgs,
 
     /// Start without a token although listening beyond loopback (where the registry serves
     /// requests without one only if it was told to). Said at every start.
@@ -57,7 +61,8 @@ impl ServiceArgs {
             advertise: None,
             registry: DEFAULT_REGISTRY.to_owned(),
             allowed_hosts: Vec::new(),
-            token: TokenArgs::default(),
+            client: ClientArgs::default(),
+            tls: rollcall_http::TlsArgs::default(),
             allow_anonymous: false,
         }
     }
@@ -87,15 +92,16 @@ fn parse_http_url(value: &str) -> Result<String, String> {
     Ok(value.trim().trim_end_matches('/').to_owned())
 }
 
-/// The URL to advertise for a server bound to `bound`: an unspecified address (listening on
-/// every interface) is advertised as loopback, since there is no single right interface.
-pub(crate) fn advertised_url(bound: SocketAddr) -> String {
+/// The URL to advertise for a server bound to `bound` serving `scheme`: an unspecified address
+/// (listening on every interface) is advertised as loopback, since there is no single right
+/// interface.
+pub(crate) fn advertised_url(scheme: &str, bound: SocketAddr) -> String {
     let ip = match bound.ip() {
         ip if !ip.is_unspecified() => ip,
         std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
     };
-    format!("http://{}", SocketAddr::new(ip, bound.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
 }
 
 #[cfg(test)]
@@ -148,8 +154,12 @@ mod tests {
 
     #[test]
     fn the_advertised_url_follows_the_bound_address() {
-        let url = |s: &str| advertised_url(s.parse().expect("addr"));
+        let url = |s: &str| advertised_url("http", s.parse().expect("addr"));
         assert_eq!(url("127.0.0.1:6000"), "http://127.0.0.1:6000");
+        assert_eq!(
+            advertised_url("https", "127.0.0.1:6000".parse().expect("addr")),
+            "https://127.0.0.1:6000"
+        );
         assert_eq!(url("0.0.0.0:6000"), "http://127.0.0.1:6000");
         assert_eq!(url("[::]:6000"), "http://[::1]:6000");
         assert_eq!(url("192.0.2.7:80"), "http://192.0.2.7:80");

@@ -38,9 +38,12 @@ pub enum StartError {
     /// The HTTP client could not be built (no TLS roots, for example).
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
-    /// The token file could not be read.
+    /// The token file or the `--ca-file` could not be read.
     #[error(transparent)]
-    Token(#[from] crate::token::TokenError),
+    ClientArgs(#[from] crate::client_args::ClientArgsError),
+    /// The certificate to serve HTTPS with could not be loaded.
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(#[from] rollcall_http::TlsError),
     /// Listening beyond loopback without a token and without `--allow-anonymous`.
     #[error(
         "listening on {0}, beyond loopback, needs a token for the registry (--token-file or ROLLCALL_TOKEN); pass --allow-anonymous to start without one"

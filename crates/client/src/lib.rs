@@ -10,7 +10,7 @@
 //!   never blocking the application.
 //! - [`ServiceArgs`]: the `--listen`, `--advertise` and `--registry` flags every rollcall
 //!   service command shares.
-//! - [`TokenArgs`]: the token a process presents to the registry and the log service
+//! - [`ClientArgs`]: the token a process presents to the registry and the log service
 //!   (`--token-file`, `ROLLCALL_TOKEN`), sent as a sensitive `Authorization` header;
 //! - [`shutdown_on_signals`]: the one SIGINT/SIGTERM handler, for the runtime and for a binary
 //!   that stops other work on the same signals.
@@ -20,21 +20,21 @@
 
 mod args;
 mod backoff;
+mod client_args;
 mod error;
 mod logs;
 mod providers;
 mod registry_api;
 mod runtime;
 mod signals;
-mod token;
 
 pub use args::{DEFAULT_REGISTRY, ServiceArgs, registry_base_url};
+pub use client_args::{ClientArgs, ClientArgsError, authorization, read_token_file};
 pub use error::{RegistryError, StartError};
 pub use logs::{LogLayer, LogShipping, ShippingConfig};
 pub use providers::{NoProvider, Policy, Provider, Providers};
 pub use runtime::{RunningService, Service, ServiceBuilder};
 pub use signals::{cancel_on_signals, shutdown_on_signals};
-pub use token::{TokenArgs, TokenError, authorization, read_token_file};
 
 /// The README's example, compiled and checked as a doctest.
 #[cfg(doctest)]

@@ -342,7 +342,7 @@ mod tests {
             .route("/body", post(|body: String| async move { body }))
             .layer(Defences::new(Guard::default(), limits));
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, router, ServerLimits::default(), shutdown.clone()));
+        tokio::spawn(serve(listener, router, ServerLimits::default(), None, shutdown.clone()));
         (address, shutdown)
     }
 

@@ -11,13 +11,17 @@
 //!   that is allowed), read alike by every server;
 //! - [`serve`]: the accept loop every server runs instead of `axum::serve`: a cap on open
 //!   connections sized from the process's open-files limit, a header-read timeout that is also
-//!   the idle keep-alive timeout, the peer's address for handlers, and a graceful stop.
+//!   the idle keep-alive timeout, the peer's address for handlers, and a graceful stop;
+//! - [`Tls`]: HTTPS with rustls (`--tls-cert`, `--tls-key`: [`TlsArgs`]), the certificate
+//!   reloaded from its files without dropping open connections.
 
 pub mod answer;
 mod credentials;
 mod defences;
 mod server;
+mod tls;
 
 pub use credentials::{Anonymous, MalformedCredentials, presented_token, unauthorized};
 pub use defences::{Defences, Defended, Guard, SaysJson, WriteLimits, says_json};
 pub use server::{ServerLimits, bind, raise_open_files_limit, serve};
+pub use tls::{RELOAD_CHECK, Tls, TlsArgs, TlsError};

@@ -10,6 +10,8 @@
 //!   that sends nothing more: an idle or byte-trickling socket is closed, not kept.
 //! - Handlers find the peer's address as `axum::extract::ConnectInfo<SocketAddr>`.
 //! - [`bind`] asks for a deep accept queue, so a burst of connections is queued, not dropped.
+//! - Over TLS (see `crate::tls`) the handshake happens in the connection's own task, bounded
+//!   by the header-read timeout, so a slow handshake holds only its own connection.
 //! - When the shutdown token fires the loop stops accepting and every open connection is told to
 //!   finish the request it is serving and close; `serve` returns once all have.
 
@@ -30,6 +32,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use crate::tls::Tls;
 
 /// How long a failed `accept` (out of file handles, say) waits before the next.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -103,12 +107,14 @@ pub fn raise_open_files_limit() -> u64 {
     open_files_limit()
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` fires, then lets open
-/// connections finish their requests and returns once they have.
+/// Serves `router` on `listener` within `limits` (over TLS when `tls` is given) until
+/// `shutdown` fires, then lets open connections finish their requests and returns once they
+/// have.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    tls: Option<Tls>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -139,10 +145,27 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             request
         });
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let (http, watcher) = (http.clone(), graceful.watcher());
+        let Some(tls) = tls.clone() else {
+            let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::spawn(async move {
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // The handshake is bounded like a request's header.
+            let handshake = tokio::time::timeout(limits.header_read_timeout, tls.acceptor().accept(stream)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(permit);
@@ -171,7 +194,7 @@ mod tests {
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         );
         let shutdown = CancellationToken::new();
-        let served = tokio::spawn(serve(listener, router, limits, shutdown.clone()));
+        let served = tokio::spawn(serve(listener, router, limits, None, shutdown.clone()));
         (address, shutdown, served)
     }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use rollcall_client::{ClientArgs, ClientArgsError};
 use rollcall_http::Anonymous;
 use rollcall_wire::{Scope, TokenView};
 
@@ -67,20 +68,29 @@ pub(crate) struct Access {
 
 impl Access {
     /// Requests without a token served by `anonymous`; tokens verified by the registry at
-    /// `registry` (its base URL).
-    pub(crate) fn new(anonymous: Anonymous, registry: &str) -> Self {
-        let http = reqwest::Client::builder()
+    /// `registry` (its base URL), trusting the authorities `client` names for https.
+    pub(crate) fn new(anonymous: Anonymous, registry: &str, client: &ClientArgs) -> Result<Self, ClientArgsError> {
+        // Only the authorities: the token asked about is the one presented, not the service's.
+        let authorities = ClientArgs {
+            ca_file: client.ca_file.clone(),
+            ..ClientArgs::default()
+        };
+        let http = authorities
+            .http_client()?
             .no_proxy()
             .timeout(ASK_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|e| ClientArgsError::CaFile {
+                path: client.ca_file.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
             anonymous,
             introspect: format!("{registry}/v1/tokens/self"),
             http,
             cache: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Who sent a request from `peer` with `headers`, if it may do what `wanted` allows.

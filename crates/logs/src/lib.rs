@@ -104,6 +104,15 @@ pub async fn start(
     shutdown: CancellationToken,
     logs: Option<LogShipping>,
 ) -> Result<LogService, Error> {
+    // Before the store opens: a client setting that cannot be used stops nothing half-started.
+    let access = Arc::new(
+        access::Access::new(
+            config.anonymous(),
+            &rollcall_client::registry_base_url(&config.service.registry),
+            &config.service.client,
+        )
+        .map_err(|e| Error::Start(StartError::ClientArgs(e)))?,
+    );
     let metrics = Arc::new(Metrics::default());
     let store_config = config.store();
     let opened = tokio::task::spawn_blocking(move || Store::open(store_config, metrics))
@@ -133,10 +142,7 @@ pub async fn start(
         tails: Arc::new(tokio::sync::Semaphore::new(config.max_tails)),
         max_body: usize::try_from(config.max_body.as_u64()).unwrap_or(usize::MAX),
         shutdown: Arc::new(shutdown.clone()),
-        access: Arc::new(access::Access::new(
-            config.anonymous(),
-            &rollcall_client::registry_base_url(&config.service.registry),
-        )),
+        access,
     };
     let mut service = Service::builder(SERVICE_NAME)
         .args(&config.service, DEFAULT_LISTEN)

@@ -81,6 +81,15 @@ pub struct RegistryConfig {
     #[arg(long, env = "ROLLCALL_REQUIRE_TOKENS")]
     pub require_tokens: bool,
 
+    /// HTTPS: the certificate and key to serve with.
+    #[command(flatten)]
+    pub tls: rollcall_http::TlsArgs,
+
+    /// Trust only these certificate authorities (PEM) when calling services over https
+    /// (callbacks, probes, deliveries, the audit trail); the platform's roots otherwise.
+    #[arg(long, env = "ROLLCALL_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+
     /// Ship the audit trail (every write asked for) to a LogService of the catalog; with
     /// `false` it is only logged on stderr.
     #[arg(long, env = "ROLLCALL_AUDIT_SHIPPING", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -107,6 +116,8 @@ impl RegistryConfig {
             allow_anonymous: false,
             require_tokens: false,
             audit_shipping: true,
+            tls: rollcall_http::TlsArgs::default(),
+            ca_file: None,
         }
     }
 

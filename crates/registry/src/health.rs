@@ -129,16 +129,16 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Runn
         };
         let outcome = tokio::select! {
             () = core.shutdown.cancelled() => return,
-            outcome = probe => outcome.map_err(|e| e.to_string()),
+            outcome = probe => outcome.map_err(|error| {
+                tracing::debug!(%url, %error, "probe failed");
+                error.public()
+            }),
         };
         let at = SystemTime::now();
         if outcome.is_ok() {
             core.metrics.probes_passed.inc();
         } else {
             core.metrics.probes_failed.inc();
-        }
-        if let Err(error) = &outcome {
-            tracing::debug!(%url, %error, "probe failed");
         }
         // A stale id is simply ignored; only reaping writes to disk, and a failed write is
         // retried by the next probe.

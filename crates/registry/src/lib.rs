@@ -86,7 +86,10 @@ pub enum RunError {
     Tokens(#[from] auth::TokenFileError),
     /// TLS for outbound calls could not be set up (no usable certificate roots, for instance).
     #[error("cannot set up TLS for calls to services: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(#[from] outbound::OutboundTlsError),
+    /// The certificate to serve HTTPS with could not be loaded.
+    #[error("cannot serve HTTPS: {0}")]
+    ServerTls(#[from] rollcall_http::TlsError),
     /// Serving failed.
     #[error("serving HTTP failed: {0}")]
     Serve(#[source] io::Error),
@@ -101,7 +104,7 @@ pub struct RunningRegistry {
 }
 
 impl RunningRegistry {
-    /// Its base URL, `http://` and the bound address.
+    /// Its base URL, `http://` (or `https://`) and the bound address.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -154,6 +157,7 @@ async fn start_on(
         source,
     })?;
     let tokens = open_tokens(&config)?;
+    let scheme = config.tls.scheme();
     let metrics = metrics::Metrics::default();
     let data_dir = config.data_dir.clone();
     let commit_seconds = metrics.commit_seconds.clone();
@@ -173,7 +177,7 @@ async fn start_on(
     ));
     Ok(RunningRegistry {
         local_addr,
-        url: format!("http://{local_addr}"),
+        url: format!("{scheme}://{local_addr}"),
         task,
     })
 }
@@ -214,7 +218,11 @@ async fn serve(
     let own = vec![listener.local_addr().map_err(RunError::Serve)?];
     let policy = outbound::AddressPolicy::new(config.callback_allow.clone(), own);
     let connect_timeout = config.health_timeout.min(config.notify_timeout);
-    let outbound = outbound::Outbound::new(policy, resolver, connect_timeout)?;
+    let outbound = outbound::Outbound::new(policy, resolver, connect_timeout, config.ca_file.as_deref())?;
+    let tls = match config.tls.files() {
+        Some((cert, key)) => Some(rollcall_http::Tls::load(cert, key, shutdown.clone())?),
+        None => None,
+    };
     let reactor = Box::new(reactions::Reactor::default());
     let core = core::Core::new(
         config,
@@ -237,7 +245,7 @@ async fn serve(
         }
     }
     let app = http::router(core.clone());
-    let serve = rollcall_http::serve(listener, app, ServerLimits::for_this_process(), shutdown.clone());
+    let serve = rollcall_http::serve(listener, app, ServerLimits::for_this_process(), tls, shutdown.clone());
     let mut http_task = tokio::spawn(serve);
 
     let ended_early = tokio::select! {

@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use rollcall_testkit::bench::{build_go, verdict};
+use rollcall_testkit::bench::{build_go, registration_script, verdict};
 use rollcall_testkit::wrk::{self, Load};
 use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, eventually, median_p99};
 use rollcall_wire::{Patch, PatchEntry, Registration};
@@ -518,24 +518,6 @@ const CONNECTIONS: usize = 128;
 const WINDOW: Duration = Duration::from_secs(5);
 /// Runs of each throughput figure; the median is reported.
 const RUNS: usize = 3;
-
-/// wrk Lua: every request registers a new instance of the fleet at `fleet_url` (`/i/T-N`, with
-/// T the wrk thread and N its request count) through `POST /v1/instances`, with one metadata
-/// label, across 100 services: the same body as `Registration` encodes, about 330 bytes.
-fn registration_script(fleet_url: &str) -> String {
-    format!(
-        r#"wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local count = 0
-function request()
-  count = count + 1
-  local url = string.format("{fleet_url}/i/%d-%d", thread_id, count)
-  local body = string.format('{{"ServiceName":"Load%d","ServiceURL":"%s","RequiredServices":[],"ServiceUpdateURL":"%s/services","HeartbeatURL":"%s/heartbeat","Metadata":{{"zone":"a"}}}}', count % 100, url, url, url)
-  return wrk.format(nil, "/v1/instances", nil, body)
-end
-"#
-    )
-}
 
 /// wrk Lua: every request puts a new key with a 300-byte value into etcd through its JSON
 /// gateway (`POST /v3/kv/put`; keys and values in base64, so the body is about the size of a

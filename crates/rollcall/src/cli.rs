@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// The HTTP client of the commands, presenting the token `token` says, if any.
-pub fn http_client(token: &rollcall_client::TokenArgs) -> anyhow::Result<reqwest::Client> {
-    let token = token.read()?;
-    reqwest::Client::builder()
-        .default_headers(rollcall_client::authorization(token.as_deref()))
+/// The HTTP client of the commands, presenting the token and trusting the authorities `client`
+/// says.
+pub fn http_client(client: &rollcall_client::ClientArgs) -> anyhow::Result<reqwest::Client> {
+    client
+        .http_client()?
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
         .build()

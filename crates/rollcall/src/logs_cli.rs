@@ -34,9 +34,10 @@ pub struct Locate {
     /// The log service's URL, instead of asking the registry.
     #[arg(long, env = "ROLLCALL_LOGS")]
     logs: Option<String>,
-    /// The token presented to both (`read` for the registry, `logs:read` for the log service).
+    /// The token presented to both (`read` for the registry, `logs:read` for the log service),
+    /// and the authorities trusted.
     #[command(flatten)]
-    token: rollcall_client::TokenArgs,
+    client: rollcall_client::ClientArgs,
 }
 
 /// The API's filters.
@@ -110,7 +111,7 @@ pub async fn run(action: LogsAction) -> anyhow::Result<()> {
         LogsAction::Query(args) => &args.locate,
         LogsAction::Tail(args) => &args.locate,
     };
-    let http = cli::http_client(&locate.token)?;
+    let http = cli::http_client(&locate.client)?;
     let result = match action {
         LogsAction::Query(args) => query(&http, args).await,
         LogsAction::Tail(args) => tail(&http, args).await,

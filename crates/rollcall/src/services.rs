@@ -25,13 +25,13 @@ pub struct ServicesArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    token: rollcall_client::TokenArgs,
+    client: rollcall_client::ClientArgs,
 }
 
 /// Lists the catalog or follows it, as `args` say.
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
     let base = rollcall_client::registry_base_url(&args.registry);
-    let http = cli::http_client(&args.token)?;
+    let http = cli::http_client(&args.client)?;
     let result = if args.watch {
         watch(&http, &base, args.json).await
     } else {

@@ -32,7 +32,7 @@ struct Target {
     registry: String,
     /// An admin token [default: ./rollcall-data/registry/admin.token when it exists].
     #[command(flatten)]
-    token: rollcall_client::TokenArgs,
+    client: rollcall_client::ClientArgs,
 }
 
 /// What to do with tokens.
@@ -73,11 +73,11 @@ enum TokenAction {
 pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
     let (TokenAction::Create { target, .. } | TokenAction::List { target, .. } | TokenAction::Revoke { target, .. }) =
         &command.action;
-    let mut token = target.token.clone();
-    if token.token_file.is_none() && token.token.is_none() && Path::new(DEFAULT_ADMIN_TOKEN).exists() {
-        token.token_file = Some(DEFAULT_ADMIN_TOKEN.into());
+    let mut client = target.client.clone();
+    if client.token_file.is_none() && client.token.is_none() && Path::new(DEFAULT_ADMIN_TOKEN).exists() {
+        client.token_file = Some(DEFAULT_ADMIN_TOKEN.into());
     }
-    let http = cli::http_client(&token)?;
+    let http = cli::http_client(&client)?;
     let base = rollcall_client::registry_base_url(&target.registry);
     let who = format!("the registry at {base}");
     let url = format!("{base}/v1/tokens");

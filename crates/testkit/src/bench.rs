@@ -1,5 +1,6 @@
 //! What the benchmarks share besides load generation (`wrk`): the verdict a figure earns against
-//! its target, computed from the run's own measurement, and the Go original's programs, rebuilt
+//! its target, computed from the run's own measurement, the registration load's script, and the
+//! Go original's programs, rebuilt
 //! from the protocol and built with Debian's Go, measured in the same run as rollcall.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,24 @@ use std::process::Command;
 /// so that no verdict is written by hand.
 pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
+}
+
+/// wrk Lua: every request registers a new instance of the fleet at `fleet_url` (`/i/T-N`, with
+/// T the wrk thread and N its request count) through `POST /v1/instances`, with one metadata
+/// label, across 100 services: the same body as `Registration` encodes, about 330 bytes.
+pub fn registration_script(fleet_url: &str) -> String {
+    format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local count = 0
+function request()
+  count = count + 1
+  local url = string.format("{fleet_url}/i/%d-%d", thread_id, count)
+  local body = string.format('{{"ServiceName":"Load%d","ServiceURL":"%s","RequiredServices":[],"ServiceUpdateURL":"%s/services","HeartbeatURL":"%s/heartbeat","Metadata":{{"zone":"a"}}}}', count % 100, url, url, url)
+  return wrk.format(nil, "/v1/instances", nil, body)
+end
+"#
+    )
 }
 
 /// Builds the Go program at `source` into `build_dir/name` with Debian's Go (which

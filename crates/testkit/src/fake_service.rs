@@ -57,6 +57,8 @@ struct Control {
     /// Probes still to fail (with 503) before `heartbeat` applies again.
     fail_next: AtomicU32,
     probes: AtomicU64,
+    /// When each probe arrived.
+    probe_times: Mutex<Vec<Instant>>,
     patch_mode: Mutex<PatchMode>,
     /// False while patches are held.
     released: watch::Sender<bool>,
@@ -97,6 +99,7 @@ impl FakeService {
             heartbeat: Mutex::new(HeartbeatMode::Healthy),
             fail_next: AtomicU32::new(0),
             probes: AtomicU64::new(0),
+            probe_times: Mutex::new(Vec::new()),
             patch_mode: Mutex::new(PatchMode::Accept),
             released: watch::Sender::new(true),
             patches: watch::Sender::new(Vec::new()),
@@ -152,6 +155,15 @@ impl FakeService {
     /// Probes answered so far.
     pub fn probes(&self) -> u64 {
         self.control.probes.load(Ordering::SeqCst)
+    }
+
+    /// When each probe arrived, in order.
+    pub fn probe_times(&self) -> Vec<Instant> {
+        self.control
+            .probe_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets how `/services` answers from now on. `Hold` holds patches until released.
@@ -251,6 +263,11 @@ impl Drop for FakeService {
 
 async fn heartbeat(State(control): State<Arc<Control>>) -> Response {
     control.probes.fetch_add(1, Ordering::SeqCst);
+    control
+        .probe_times
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Instant::now());
     let failing_once = control
         .fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -8,6 +8,7 @@
 
 pub mod bench;
 mod browser;
+mod certs;
 mod counting;
 mod fake_service;
 mod fleet;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use browser::Browser;
+pub use certs::{ServerCert, TestCa};
 pub use counting::CountingListener;
 pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
 pub use fleet::FakeFleet;

@@ -145,7 +145,7 @@ fn read_announced_url(child: &mut Child) -> String {
     line.trim()
         .rsplit(' ')
         .next()
-        .filter(|url| url.starts_with("http://127.0.0.1:"))
+        .filter(|url| url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"))
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned()
 }

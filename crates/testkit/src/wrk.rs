@@ -117,16 +117,23 @@ impl Load {
 }
 
 /// [`Load::measure`] of several loads against several servers (`(load, url, server pid)`),
-/// interleaved: run after run, each in turn, so that the host's load drifting over the minutes
-/// a figure takes favours none of them. One [`Measured`] per target, in their order.
+/// interleaved: run after run, each in turn (in reverse every other round), so that the host's
+/// load drifting over the minutes a figure takes favours none of them. One [`Measured`] per target, in their order.
 pub fn interleave(targets: &[(&Load, &str, u32)], runs: usize) -> Vec<Measured> {
     let mut reports = vec![Vec::new(); targets.len()];
     let mut cpu = vec![0.0; targets.len()];
     for run in 0..runs.max(1) {
-        for (i, (load, url, pid)) in targets.iter().enumerate() {
-            let (cpu_before, _) = crate::cpu_and_rss(*pid);
+        // ABBA: every other round in reverse, so that no target always runs right after another
+        // (the sockets and caches a run leaves behind would favour or hinder the one after it).
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (load, url, pid) = targets[i];
+            let (cpu_before, _) = crate::cpu_and_rss(pid);
             let report = load.run(url);
-            cpu[i] += crate::cpu_and_rss(*pid).0 - cpu_before;
+            cpu[i] += crate::cpu_and_rss(pid).0 - cpu_before;
             assert_eq!(
                 report.errors, 0,
                 "run {run} against {url}: {} requests failed",

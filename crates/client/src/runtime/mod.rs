@@ -34,12 +34,12 @@ use tokio_util::sync::CancellationToken;
 use self::supervisor::Supervisor;
 use self::watchdog::ProbeClock;
 use crate::args::{ServiceArgs, advertised_url, registry_base_url};
+use crate::client_args::ClientArgs;
 use crate::error::StartError;
 use crate::logs::LogShipping;
 use crate::providers::{Policy, Providers};
 use crate::registry_api::RegistryApi;
 use crate::signals::cancel_on_signals;
-use crate::token::{TokenArgs, authorization};
 
 /// How long a registry call may take.
 const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,7 +87,8 @@ pub struct ServiceBuilder {
     expected_health_interval: Duration,
     providers: Providers,
     logs: Option<LogShipping>,
-    token: TokenArgs,
+    client: ClientArgs,
+    tls: rollcall_http::TlsArgs,
     allow_anonymous: bool,
 }
 
@@ -110,7 +111,8 @@ impl ServiceBuilder {
             expected_health_interval: Duration::from_secs(3),
             providers: Providers::default(),
             logs: None,
-            token: TokenArgs::default(),
+            client: ClientArgs::default(),
+            tls: rollcall_http::TlsArgs::default(),
             allow_anonymous: false,
         }
     }
@@ -142,7 +144,8 @@ impl ServiceBuilder {
         self.advertise.clone_from(&args.advertise);
         self.allowed_hosts.clone_from(&args.allowed_hosts);
         self.registry = registry_base_url(&args.registry);
-        self.token.clone_from(&args.token);
+        self.client.clone_from(&args.client);
+        self.tls.clone_from(&args.tls);
         self.allow_anonymous = args.allow_anonymous;
         self
     }
@@ -151,14 +154,33 @@ impl ServiceBuilder {
     /// the service starts).
     #[must_use]
     pub fn token_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.token.token_file = Some(path.into());
+        self.client.token_file = Some(path.into());
         self
     }
 
     /// Presents `token` to the registry and the log service.
     #[must_use]
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token.token = Some(token.into());
+        self.client.token = Some(token.into());
+        self
+    }
+
+    /// Trusts only the authorities in the PEM file at `path` for an `https://` registry and log
+    /// service.
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.client.ca_file = Some(path.into());
+        self
+    }
+
+    /// Serves HTTPS with the certificate chain and key in these PEM files (reloaded when they
+    /// change), and advertises an `https://` URL.
+    #[must_use]
+    pub fn tls(mut self, cert: impl Into<std::path::PathBuf>, key: impl Into<std::path::PathBuf>) -> Self {
+        self.tls = rollcall_http::TlsArgs {
+            tls_cert: Some(cert.into()),
+            tls_key: Some(key.into()),
+        };
         self
     }
 
@@ -266,7 +288,7 @@ impl ServiceBuilder {
     /// Cancelling `shutdown` (or a signal) stops it; [`RunningService::wait`] waits for that.
     pub async fn start(self, shutdown: CancellationToken) -> Result<RunningService, StartError> {
         // Checked before binding: a service that may not start beyond loopback never listens there.
-        let token = self.token.read()?;
+        let token = self.client.read()?;
         let listening = match &self.listener {
             Some(listener) => listener.local_addr().map_err(StartError::LocalAddress)?,
             None => self.listen,
@@ -280,7 +302,9 @@ impl ServiceBuilder {
             })?,
         };
         let local_addr = listener.local_addr().map_err(StartError::LocalAddress)?;
-        let url = self.advertise.unwrap_or_else(|| advertised_url(local_addr));
+        let url = self
+            .advertise
+            .unwrap_or_else(|| advertised_url(self.tls.scheme(), local_addr));
         let registration = Registration {
             service_name: self.name,
             service_url: url.clone(),
@@ -289,8 +313,9 @@ impl ServiceBuilder {
             heartbeat_url: format!("{url}/heartbeat"),
         };
         // The registry and the log service are its only destinations: both get the token.
-        let http = reqwest::Client::builder()
-            .default_headers(authorization(token.as_deref()))
+        let http = self
+            .client
+            .http_client()?
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REGISTRY_CALL_TIMEOUT)
@@ -305,10 +330,15 @@ impl ServiceBuilder {
         let app = routes::router(self.providers.clone(), Arc::clone(&probes), self.router)
             .layer(Defences::new(guard, WriteLimits::default()));
         let stop_serving = CancellationToken::new();
+        let tls = match self.tls.files() {
+            Some((cert, key)) => Some(rollcall_http::Tls::load(cert, key, stop_serving.clone())?),
+            None => None,
+        };
         let server = tokio::spawn(rollcall_http::serve(
             listener,
             app,
             ServerLimits::for_this_process(),
+            tls,
             stop_serving.clone(),
         ));
         if self.handle_signals {

@@ -297,6 +297,58 @@ async fn a_missing_token_file_stops_the_start_and_names_the_file() {
         .start(CancellationToken::new())
         .await
         .expect_err("no file");
-    assert!(matches!(error, StartError::Token(_)), "{error}");
+    assert!(matches!(error, StartError::ClientArgs(_)), "{error}");
     assert!(error.to_string().contains("/nonexistent/hello.token"), "{error}");
+}
+
+#[tokio::test]
+async fn over_https_a_service_registers_with_its_authority_and_the_registry_probes_it() {
+    let ca = rollcall_testkit::TestCa::new("rollcall-test");
+    let (registry_cert, service_cert) = (ca.issue("registry"), ca.issue("service"));
+    let data = tempfile::tempdir().expect("data dir");
+    let mut config = rollcall_testkit::fast_config();
+    config.data_dir = data.path().join("registry");
+    config.tls.tls_cert = Some(registry_cert.cert);
+    config.tls.tls_key = Some(registry_cert.key);
+    // The registry calls the service over https too: it trusts the same authority.
+    config.ca_file = Some(ca.ca_file.clone());
+    let stop_registry = CancellationToken::new();
+    let registry = rollcall_registry::start(config, stop_registry.clone())
+        .await
+        .expect("registry");
+
+    let stranger = rollcall_testkit::TestCa::new("someone-else");
+    let refused = service(registry.url(), "HelloService", &[])
+        .ca_file(&stranger.ca_file)
+        .fail_fast(true)
+        .start(CancellationToken::new())
+        .await
+        .expect_err("the registry's certificate is not from the authority it trusts");
+    assert!(
+        matches!(refused, StartError::Register(RegistryError::Unreachable(_))),
+        "{refused}"
+    );
+
+    let running = service(registry.url(), "HelloService", &[])
+        .ca_file(&ca.ca_file)
+        .tls(&service_cert.cert, &service_cert.key)
+        .fail_fast(true)
+        .start(CancellationToken::new())
+        .await
+        .expect("registers over https");
+    assert!(running.url().starts_with("https://127.0.0.1:"), "{}", running.url());
+    let http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca.ca_file).expect("CA")).expect("PEM"))
+        .build()
+        .expect("client");
+    let url = format!("{}/v1/services/HelloService", registry.url());
+    eventually("the service to be probed over https and passing", DEADLINE, || async {
+        let view: rollcall_wire::ServiceView = http.get(&url).send().await.ok()?.json().await.ok()?;
+        let instance = view.instances.into_iter().find(|i| i.url == running.url())?;
+        (instance.state == InstanceState::Passing && instance.last_check_at.is_some()).then_some(())
+    })
+    .await;
+    running.stop().await;
+    stop_registry.cancel();
+    registry.wait().await.expect("registry stops");
 }

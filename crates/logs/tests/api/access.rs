@@ -21,7 +21,7 @@ async fn locked(audit: bool) -> (TestRegistry, rollcall_logs::LogService, tempfi
     let data_dir = tempfile::tempdir().expect("data dir");
     let mut config = LogsConfig::new("127.0.0.1:0".parse().expect("address"), data_dir.path().join("logs"));
     config.service.registry.clone_from(&registry.url);
-    config.service.token.token = Some(own);
+    config.service.client.token = Some(own);
     config.require_tokens = true;
     let logs = rollcall_logs::start(config, CancellationToken::new(), None)
         .await

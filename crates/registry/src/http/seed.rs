@@ -25,7 +25,7 @@ use super::validate::{self, Dialect};
 use crate::auth::Caller;
 use crate::core::{ApplyError, Core};
 use crate::error::ApiError;
-use crate::outbound::{CallError, patch_body};
+use crate::outbound::patch_body;
 use crate::state::{Command, CommandError, new_instance_id};
 
 pub(super) fn router() -> Router<Arc<Core>> {
@@ -74,17 +74,12 @@ async fn register(
     delivered.map_err(|error| {
         core.metrics.refused_registrations.inc();
         tracing::info!(%update_url, %error, "registration refused: its callback failed");
-        // One text for a refused, filtered or silent target, so that registering cannot be used
-        // to learn which internal addresses answer; an HTTP status is the service's own answer.
-        let why = match error {
-            CallError::Status(status) => format!("it answered HTTP {status}"),
-            // Its address changed since it was checked, a moment ago.
-            CallError::Refused(why) => format!("refused: {why}"),
-            CallError::Timeout(_) | CallError::Transport(_) | CallError::Unresolved => "no answer".to_owned(),
-        };
         ApiError::bad_request(
             "callback_failed",
-            format!("the required-services patch could not be delivered to {update_url}: {why}"),
+            format!(
+                "the required-services patch could not be delivered to {update_url}: {}",
+                error.public()
+            ),
         )
     })?;
 

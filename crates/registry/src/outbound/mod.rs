@@ -63,6 +63,18 @@ pub(crate) enum CallError {
 }
 
 impl CallError {
+    /// What may be said about the failure to anyone: one text for a target that refused, was
+    /// filtered, timed out or does not resolve, so that registering and listing cannot be used
+    /// to map which addresses answer; a status is the service's own answer. The details go to
+    /// the registry's log.
+    pub fn public(&self) -> String {
+        match self {
+            CallError::Status(status) => format!("answered HTTP {status}"),
+            CallError::Refused(_) => "refused by the address policy".to_owned(),
+            CallError::Timeout(_) | CallError::Transport(_) | CallError::Unresolved => "no answer".to_owned(),
+        }
+    }
+
     /// An error and its causes, as one line.
     fn transport(error: &dyn Error) -> Self {
         let mut text = error.to_string();
@@ -131,18 +143,22 @@ pub(crate) struct Outbound {
 
 impl Outbound {
     /// Calls under `policy`, resolving names through `resolver`, connecting within
-    /// `connect_timeout`, verifying servers' certificates with the platform's roots.
+    /// `connect_timeout`, verifying servers' certificates with the authorities in `ca_file`
+    /// only, or with the platform's roots.
     pub fn new(
         policy: AddressPolicy,
         resolver: Arc<dyn Resolve>,
         connect_timeout: Duration,
-    ) -> Result<Self, rustls::Error> {
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, OutboundTlsError> {
         use rustls_platform_verifier::BuilderVerifierExt;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_platform_verifier()?
-            .with_no_client_auth();
+        let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+        let tls = match ca_file {
+            Some(path) => builder.with_root_certificates(roots(path)?),
+            None => builder.with_platform_verifier()?,
+        }
+        .with_no_client_auth();
         Ok(Self {
             dialer: Arc::new(Dialer::new(policy, resolver, connect_timeout)),
             tls,
@@ -180,6 +196,42 @@ impl Outbound {
         let port = url.port_or_known_default().unwrap_or(80);
         self.dialer.addresses(registrant, host, port).await.map(drop)
     }
+}
+
+/// Why TLS for calls to services could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundTlsError {
+    /// rustls refused the configuration (no usable platform roots, say).
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    /// The `--ca-file` could not be read or holds no certificate.
+    #[error("cannot read the authorities in {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The certificate authorities in the PEM file at `path`.
+fn roots(path: &std::path::Path) -> Result<rustls::RootCertStore, OutboundTlsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let failed = |reason: String| OutboundTlsError::CaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| failed(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| failed(e.to_string()))?)
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(failed("no certificate in it".to_owned()));
+    }
+    Ok(roots)
 }
 
 /// A pooled client whose connections are made for one registrant. Connections are shared per

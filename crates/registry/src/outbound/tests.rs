@@ -59,7 +59,7 @@ impl Resolve for Rebinding {
 }
 
 fn outbound(own: SocketAddr, resolver: Arc<dyn Resolve>) -> Outbound {
-    Outbound::new(AddressPolicy::new(Vec::new(), vec![own]), resolver, TIMEOUT).expect("outbound")
+    Outbound::new(AddressPolicy::new(Vec::new(), vec![own]), resolver, TIMEOUT, None).expect("outbound")
 }
 
 fn url(text: &str) -> Url {

@@ -117,7 +117,8 @@ async fn a_timed_out_probe_counts_as_a_failure() {
     let critical = registry
         .wait_for_state("Hung", &hung.url, InstanceState::Critical)
         .await;
-    assert_eq!(critical.last_error.as_deref(), Some("no answer within 100ms"));
+    // One text for a timeout, a refused and a filtered port: listings do not map who answers.
+    assert_eq!(critical.last_error.as_deref(), Some("no answer"));
 }
 
 #[tokio::test]

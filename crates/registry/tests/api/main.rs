@@ -14,6 +14,7 @@ mod registration;
 mod restart;
 mod seed_wire;
 mod shutdown;
+mod tls;
 mod tokens;
 mod watch;
 

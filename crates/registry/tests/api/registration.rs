@@ -195,9 +195,7 @@ async fn a_callback_that_redirects_is_refused_and_the_redirect_is_not_followed()
         assert_eq!(response.status(), 400, "a {status} is a failed callback");
         let error: ErrorBody = response.json().await.expect("JSON error");
         assert!(
-            error
-                .message
-                .ends_with(&format!("it answered HTTP {}", status.as_u16())),
+            error.message.ends_with(&format!("answered HTTP {}", status.as_u16())),
             "{}",
             error.message
         );

@@ -114,3 +114,30 @@ async fn a_service_name_cannot_rewrite_the_terminal() {
     );
     assert!(table.contains(r"Grades\u{1b}[2J\rOK"), "{table}");
 }
+
+#[tokio::test]
+async fn lists_a_registry_served_over_https_given_its_authority() {
+    let ca = rollcall_testkit::TestCa::new("rollcall-test");
+    let cert = ca.issue("registry");
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.arg("--tls-cert").arg(&cert.cert).arg("--tls-key").arg(&cert.key);
+    });
+    assert!(registry.url.starts_with("https://"), "{}", registry.url);
+    let ca_file = ca.ca_file.to_str().expect("UTF-8 path");
+    assert_eq!(
+        services(&["--registry", &registry.url, "--ca-file", ca_file])
+            .await
+            .trim(),
+        "no services registered"
+    );
+    let output = tokio::process::Command::new(rollcall())
+        .args(["services", "--registry", &registry.url])
+        .env_remove("ROLLCALL_CA_FILE")
+        .output()
+        .await
+        .expect("run rollcall services");
+    assert!(
+        !output.status.success(),
+        "the platform's roots do not know the test authority"
+    );
+}

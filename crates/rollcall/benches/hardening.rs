@@ -1,0 +1,376 @@
+//! What being safe to expose costs (issue 15), each figure beside a baseline measured in the
+//! same run, with the release `rollcall registry` as a child process and everything else in
+//! this process, on 127.0.0.1:
+//! - `tokens`: durable registrations and lookups per second (wrk) of a registry that serves
+//!   requests without a token (loopback) beside one that requires one on every request
+//!   (`--require-tokens`), the two interleaved run by run;
+//! - `tls`: the same two figures over HTTPS (`--tls-cert`, a certificate made at run time)
+//!   beside plain HTTP, interleaved; wrk keeps its connections, so the handshakes are paid once
+//!   and the figure is the cost of encrypting the traffic;
+//! - `endless`: the registry's RSS while 100 instances' heartbeats answer endless bodies, beside
+//!   its RSS while the same 100 answer normally (idle plus the connections' buffers);
+//! - `idle-sockets`: how late probes come (each gap between two probes of an instance, less the
+//!   interval) with 2,000 idle inbound sockets held open, beside none, alternating.
+//!
+//! Run with `scripts/bench -p rollcall --bench hardening` (or `-- tokens` for one section).
+
+// A benchmark is a report: it prints, and turns counts into f64 for ratios.
+#![allow(clippy::print_stdout, clippy::cast_precision_loss)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rollcall_testkit::bench::{registration_script, verdict};
+use rollcall_testkit::wrk::{self, Load};
+use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, median_p99};
+use tokio::net::TcpStream;
+
+fn rollcall() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Open connections of the load generator.
+const CONNECTIONS: usize = 128;
+/// How long each wrk run lasts.
+const WINDOW: Duration = Duration::from_secs(5);
+/// wrk runs of each figure, alternating; the median is reported.
+const RUNS: usize = 5;
+
+fn main() {
+    tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        let wanted = rollcall_testkit::wanted_sections();
+        if wanted("tokens") {
+            tokens().await;
+        }
+        if wanted("tls") {
+            tls().await;
+        }
+        if wanted("endless") {
+            endless().await;
+        }
+        if wanted("idle-sockets") {
+            idle_sockets().await;
+        }
+    });
+}
+
+/// A registry for the throughput figures: probing out of the way, no instance cap.
+fn throughput_registry(extra: &[&str]) -> ServerProcess {
+    ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--health-interval", "10m"]);
+        c.args([
+            "--max-instances",
+            "100000000",
+            "--max-instances-per-service",
+            "100000000",
+        ]);
+        c.args(extra);
+    })
+}
+
+/// Registers ten instances of `Lookup` at `registry`, presenting `token` if any.
+async fn lookup_service(registry: &ServerProcess, fleet: &FakeFleet, token: Option<&str>) {
+    let http = reqwest::Client::new();
+    for n in 0..10 {
+        let request = http
+            .post(format!("{}/v1/instances", registry.url))
+            .json(&fleet.registration(1_000_000 + n, "Lookup"));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        assert_eq!(request.send().await.expect("POST").status(), 201);
+    }
+}
+
+/// A token that may register anything and read, issued by the admin token `registry` wrote.
+async fn issue_token(registry: &ServerProcess) -> String {
+    let admin = std::fs::read_to_string(registry.data_path().join("admin.token")).expect("admin token");
+    let created: rollcall_wire::CreatedToken = reqwest::Client::new()
+        .post(format!("{}/v1/tokens", registry.url))
+        .bearer_auth(admin.trim())
+        .json(&serde_json::json!({"name": "bench", "scopes": ["register:*", "read"]}))
+        .send()
+        .await
+        .expect("POST /v1/tokens")
+        .json()
+        .await
+        .expect("token");
+    created.token
+}
+
+async fn tokens() {
+    assert!(
+        wrk::available(),
+        "this section drives load with wrk: run it through scripts/bench"
+    );
+    let open = throughput_registry(&[]);
+    let locked = throughput_registry(&["--require-tokens"]);
+    // A second registry without tokens, measured the same way: how far two identical registries
+    // fall apart on this host (the noise floor of the ratio).
+    let twin = throughput_registry(&[]);
+    let token = issue_token(&locked).await;
+    let fleet = FakeFleet::spawn().await;
+    lookup_service(&open, &fleet, None).await;
+    lookup_service(&locked, &fleet, Some(&token)).await;
+    lookup_service(&twin, &fleet, None).await;
+
+    // The same script and header bytes on both sides, so that wrk (on the same two cores) does the
+    // same work for both: only the header's name differs, and only one registry reads it.
+    let header = |name: &str| format!("wrk.headers[\"{name}\"] = \"Bearer {token}\"\n");
+    let (with_token, without) = (header("Authorization"), header("X-Not-Authorization"));
+    let script = registration_script(&fleet.url);
+    let register_open = Load::new(CONNECTIONS, WINDOW).script(&format!("{without}{script}"));
+    let register_locked = Load::new(CONNECTIONS, WINDOW).script(&format!("{with_token}{script}"));
+    let lookup_open = Load::new(CONNECTIONS, WINDOW).script(&without);
+    let lookup_locked = Load::new(CONNECTIONS, WINDOW).script(&with_token);
+    let (open_url, locked_url, twin_url) = (open.url.clone(), locked.url.clone(), twin.url.clone());
+    let (open_pid, locked_pid, twin_pid) = (open.pid(), locked.pid(), twin.pid());
+    let (writes, reads) = tokio::task::spawn_blocking(move || {
+        let writes = wrk::interleave(
+            &[
+                (&register_open, open_url.as_str(), open_pid),
+                (&register_locked, locked_url.as_str(), locked_pid),
+                (&register_open, twin_url.as_str(), twin_pid),
+            ],
+            RUNS,
+        );
+        let get = |url: &str| format!("{url}/v1/services/Lookup");
+        let (open_get, locked_get, twin_get) = (get(&open_url), get(&locked_url), get(&twin_url));
+        let reads = wrk::interleave(
+            &[
+                (&lookup_open, open_get.as_str(), open_pid),
+                (&lookup_locked, locked_get.as_str(), locked_pid),
+                (&lookup_open, twin_get.as_str(), twin_pid),
+            ],
+            RUNS,
+        );
+        (writes, reads)
+    })
+    .await
+    .expect("load");
+    let rate = |m: &wrk::Measured| m.median.requests_per_second;
+    let micros = |m: &wrk::Measured| m.cpu_per_request * 1e6;
+    for (what, figures) in [
+        ("durable registrations", &writes),
+        ("lookups of a 10-instance service", &reads),
+    ] {
+        let (off, on, twin) = (&figures[0], &figures[1], &figures[2]);
+        let ratio = rate(on) / rate(off);
+        println!(
+            "{what} (wrk, {CONNECTIONS} connections, median of {RUNS} x {WINDOW:?}, interleaved ABBA): tokens on {:.0}/s ({:.1} µs of registry CPU each) | tokens off {:.0}/s ({:.1} µs) | on / off {ratio:.3} | an identical second registry without tokens {:.0}/s ({:.1} µs), twin / off {:.3} | target at most 5 % slower: {}",
+            rate(on),
+            micros(on),
+            rate(off),
+            micros(off),
+            rate(twin),
+            micros(twin),
+            rate(twin) / rate(off),
+            verdict(ratio >= 0.95)
+        );
+    }
+}
+
+async fn tls() {
+    assert!(
+        wrk::available(),
+        "this section drives load with wrk: run it through scripts/bench"
+    );
+    let ca = rollcall_testkit::TestCa::new("bench");
+    let cert = ca.issue("registry");
+    let cert_args = [
+        "--tls-cert",
+        cert.cert.to_str().expect("UTF-8 path"),
+        "--tls-key",
+        cert.key.to_str().expect("UTF-8 path"),
+    ];
+    let plain = throughput_registry(&[]);
+    let encrypted = throughput_registry(&cert_args);
+    let fleet = FakeFleet::spawn().await;
+    lookup_service(&plain, &fleet, None).await;
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca.ca_file).expect("CA")).expect("PEM"))
+        .build()
+        .expect("client");
+    for n in 0..10 {
+        let answer = trusting
+            .post(format!("{}/v1/instances", encrypted.url))
+            .json(&fleet.registration(1_000_000 + n, "Lookup"))
+            .send()
+            .await
+            .expect("POST over https");
+        assert_eq!(answer.status(), 201);
+    }
+    let register = Load::new(CONNECTIONS, WINDOW).script(&registration_script(&fleet.url));
+    let lookup = Load::new(CONNECTIONS, WINDOW);
+    let (plain_url, tls_url) = (plain.url.clone(), encrypted.url.clone());
+    let (plain_pid, tls_pid) = (plain.pid(), encrypted.pid());
+    let (writes, reads) = tokio::task::spawn_blocking(move || {
+        let writes = wrk::interleave(
+            &[
+                (&register, plain_url.as_str(), plain_pid),
+                (&register, tls_url.as_str(), tls_pid),
+            ],
+            RUNS,
+        );
+        let (plain_get, tls_get) = (
+            format!("{plain_url}/v1/services/Lookup"),
+            format!("{tls_url}/v1/services/Lookup"),
+        );
+        let reads = wrk::interleave(
+            &[
+                (&lookup, plain_get.as_str(), plain_pid),
+                (&lookup, tls_get.as_str(), tls_pid),
+            ],
+            RUNS,
+        );
+        (writes, reads)
+    })
+    .await
+    .expect("load");
+    let rate = |m: &wrk::Measured| m.median.requests_per_second;
+    let micros = |m: &wrk::Measured| m.cpu_per_request * 1e6;
+    for (what, figures) in [
+        ("durable registrations", &writes),
+        ("lookups of a 10-instance service", &reads),
+    ] {
+        let (off, on) = (&figures[0], &figures[1]);
+        println!(
+            "{what} (wrk, {CONNECTIONS} kept-alive connections, median of {RUNS} x {WINDOW:?}, interleaved): HTTPS {:.0}/s ({:.1} µs of registry CPU each) | plain HTTP {:.0}/s ({:.1} µs) | HTTPS / plain {:.3} (reported, no target)",
+            rate(on),
+            micros(on),
+            rate(off),
+            micros(off),
+            rate(on) / rate(off)
+        );
+    }
+}
+
+/// The registry's RSS after `settle`.
+async fn rss_after(registry: &ServerProcess, settle: Duration) -> u64 {
+    tokio::time::sleep(settle).await;
+    cpu_and_rss(registry.pid()).1
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+async fn endless() {
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--health-interval", "100ms", "--health-timeout", "1s"]);
+        // Every fake is on 127.0.0.1: lift the per-host probe budget (100/s).
+        c.args(["--max-probes-per-host", "100000"]);
+    });
+    let idle = rss_after(&registry, Duration::from_secs(2)).await;
+    let mut services = Vec::new();
+    let http = reqwest::Client::new();
+    for n in 0..100 {
+        let service = FakeService::spawn(&format!("Endless{n}"), &[]).await;
+        let answer = http
+            .post(format!("{}/services", registry.url))
+            .json(&service.registration())
+            .send()
+            .await
+            .expect("POST /services");
+        assert_eq!(answer.status(), 200);
+        services.push(service);
+    }
+    let healthy = rss_after(&registry, Duration::from_secs(10)).await;
+    for service in &services {
+        service.set_heartbeat(HeartbeatMode::EndlessBody);
+    }
+    let endless = rss_after(&registry, Duration::from_secs(10)).await;
+    let ratio = endless as f64 / healthy as f64;
+    println!(
+        "registry RSS, 100 instances probed every 100 ms for 10 s: heartbeats answering endless bodies {} | the same heartbeats answering normally {} | idle {} | endless / normal {ratio:.2} | target within 10 %: {}",
+        mib(endless),
+        mib(healthy),
+        mib(idle),
+        verdict(ratio <= 1.10)
+    );
+}
+
+/// Each gap between two consecutive probes of one instance within `window`, less `interval`.
+fn lateness(services: &[FakeService], window: (Instant, Instant), interval: Duration) -> Vec<Duration> {
+    let mut late = Vec::new();
+    for service in services {
+        let times: Vec<Instant> = service
+            .probe_times()
+            .into_iter()
+            .filter(|t| *t >= window.0 && *t <= window.1)
+            .collect();
+        late.extend(
+            times
+                .windows(2)
+                .map(|pair| (pair[1] - pair[0]).saturating_sub(interval)),
+        );
+    }
+    late
+}
+
+/// Opens `count` connections to `address` that never send a byte; returns them.
+async fn idle_connections(address: &str, count: usize) -> Vec<TcpStream> {
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address)).await {
+            streams.push(stream);
+        }
+    }
+    streams
+}
+
+async fn idle_sockets() {
+    rollcall_http::raise_open_files_limit();
+    let interval = Duration::from_millis(100);
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--health-interval", "100ms", "--max-probes-per-host", "100000"]);
+    });
+    let http = reqwest::Client::new();
+    let mut services = Vec::new();
+    for n in 0..100 {
+        let service = FakeService::spawn(&format!("Probed{n}"), &[]).await;
+        let answer = http
+            .post(format!("{}/services", registry.url))
+            .json(&service.registration())
+            .send()
+            .await
+            .expect("POST /services");
+        assert_eq!(answer.status(), 200);
+        services.push(service);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let address = registry.url.trim_start_matches("http://").to_owned();
+    // Alternating, each phase shorter than the registry's 10 s header timeout, which would close
+    // the idle sockets.
+    let (mut without, mut with, mut held) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..3 {
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        without.extend(lateness(&services, (start, Instant::now()), interval));
+
+        let sockets = idle_connections(&address, 2_000).await;
+        held = held.max(sockets.len());
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        with.extend(lateness(&services, (start, Instant::now()), interval));
+        drop(sockets);
+    }
+    let (median_without, p99_without) = median_p99(&mut without);
+    let (median_with, p99_with) = median_p99(&mut with);
+    let unchanged = p99_with <= p99_without.mul_f64(1.2).max(p99_without + Duration::from_millis(5));
+    println!(
+        "probe lateness (gap between probes less the 100 ms interval; its ±10 % jitter included), 100 instances, 3 x 5 s per side, alternating: with {held} idle inbound sockets median {} p99 {} ({} gaps) | without median {} p99 {} ({} gaps) | target p99 unchanged within noise (within 20 % or 5 ms): {}",
+        ms(median_with),
+        ms(p99_with),
+        with.len(),
+        ms(median_without),
+        ms(p99_without),
+        without.len(),
+        verdict(unchanged)
+    );
+}
