@@ -12,6 +12,11 @@
 //! - `idle-sockets`: how late probes come (each gap between two probes of an instance, less the
 //!   interval) with 2,000 idle inbound sockets held open, beside none, alternating.
 //!
+//! - `restart`: a registry holding `--max-instances` (20,000) instances, probed: how long a
+//!   SIGTERM takes, how long a restart takes until it announces its address and answers a
+//!   lookup, and a SIGTERM right after that restart, while every instance's prober starts; beside
+//!   the same with an empty catalog.
+//!
 //! Run with `scripts/bench -p rollcall --bench hardening` (or `-- tokens` for one section).
 
 // A benchmark is a report: it prints, and turns counts into f64 for ratios.
@@ -48,6 +53,9 @@ fn main() {
         }
         if wanted("tls") {
             tls().await;
+        }
+        if wanted("restart") {
+            restart().await;
         }
         if wanted("endless") {
             endless().await;
@@ -248,6 +256,91 @@ async fn tls() {
             rate(on) / rate(off)
         );
     }
+}
+
+/// How long a restart of `registry` (on its data) takes: until it announces its address, until
+/// it answers a lookup of `Load0`, and then until a SIGTERM stops it; with the SIGTERM that
+/// stopped it first.
+async fn restart_times(registry: ServerProcess) -> [Duration; 4] {
+    let mut registry = registry;
+    let stopping = Instant::now();
+    registry.signal("TERM");
+    registry.wait_for_exit();
+    let stop = stopping.elapsed();
+    let started = Instant::now();
+    let mut registry = registry.restart(|c| {
+        c.args(["--health-interval", "3s"]);
+    });
+    let announced = started.elapsed();
+    let lookup = format!("{}/v1/services/Load0", registry.url);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    loop {
+        if http.get(&lookup).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+    }
+    let answered = started.elapsed();
+    let stopping = Instant::now();
+    registry.signal("TERM");
+    registry.wait_for_exit();
+    [stop, announced, answered, stopping.elapsed()]
+}
+
+async fn restart() {
+    let fleet = FakeFleet::spawn().await;
+    let start = || {
+        ServerProcess::start(rollcall(), "registry", |c| {
+            c.args(["--health-interval", "3s"]);
+        })
+    };
+    let full = start();
+    let http = reqwest::Client::new();
+    let mut registering = tokio::task::JoinSet::new();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let target = 20_000;
+    for _ in 0..64 {
+        let (http, next, url) = (http.clone(), next.clone(), full.url.clone());
+        let fleet_url = fleet.url.clone();
+        registering.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= target {
+                    return;
+                }
+                let url_of = format!("{fleet_url}/i/{n}");
+                let body = serde_json::json!({
+                    "ServiceName": format!("Load{}", n % 100), "ServiceURL": url_of,
+                    "ServiceUpdateURL": format!("{url_of}/services"), "HeartbeatURL": format!("{url_of}/heartbeat"),
+                });
+                let answer = http
+                    .post(format!("{url}/v1/instances"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("POST");
+                assert_eq!(answer.status(), 201, "registration {n}");
+            }
+        });
+    }
+    registering.join_all().await;
+    let [stop, announced, answered, stop_again] = restart_times(full).await;
+    let empty = start();
+    let [e_stop, e_announced, e_answered, e_stop_again] = restart_times(empty).await;
+    println!(
+        "a registry holding {target} instances (the default --max-instances), probed every 3 s: SIGTERM {} | restart to its address {} | to a lookup answered {} | SIGTERM right after the restart {} || empty catalog: {} | {} | {} | {} | target SIGTERM within the 5 s grace, every time: {}",
+        ms(stop),
+        ms(announced),
+        ms(answered),
+        ms(stop_again),
+        ms(e_stop),
+        ms(e_announced),
+        ms(e_answered),
+        ms(e_stop_again),
+        verdict(stop.max(stop_again) <= Duration::from_secs(5))
+    );
 }
 
 /// The registry's RSS after `settle`.
