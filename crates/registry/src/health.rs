@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 use crate::config::RegistryConfig;
 use crate::core::Core;
 use crate::metrics::Metrics;
-use crate::state::{Command, Instance, InstanceId};
+use crate::state::{Command, Instance, InstanceId, ProbeFailure};
 
 /// The longest wait between two probes of a critical instance (unless the interval is longer).
 pub const MAX_CRITICAL_BACKOFF: Duration = Duration::from_secs(30);
@@ -131,7 +131,7 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Runn
             () = core.shutdown.cancelled() => return,
             outcome = probe => outcome.map_err(|error| {
                 tracing::debug!(%url, %error, "probe failed");
-                error.public()
+                ProbeFailure { public: error.public(), detail: error.to_string() }
             }),
         };
         let at = SystemTime::now();

@@ -144,7 +144,7 @@ pub struct Instance {
     /// When its last probe finished.
     pub last_check_at: Option<SystemTime>,
     /// Why its last probe failed.
-    pub last_error: Option<String>,
+    pub last_error: Option<ProbeFailure>,
     /// Failed probes in a row.
     pub consecutive_failures: u32,
     /// When it became critical, while it is.
@@ -171,9 +171,18 @@ impl Instance {
             required_services: self.registration.required_services.clone(),
             registered_at: rfc3339(self.registered_at),
             last_check_at: self.last_check_at.map(rfc3339),
-            last_error: self.last_error.clone(),
+            last_error: self.last_error.as_ref().map(|e| e.public.clone()),
+            last_error_detail: None,
             consecutive_failures: self.consecutive_failures,
             metadata: self.metadata.clone(),
+        }
+    }
+
+    /// The instance as an administrator sees it: with the details of its last failed probe.
+    pub fn admin_view(&self) -> InstanceView {
+        InstanceView {
+            last_error_detail: self.last_error.as_ref().map(|e| e.detail.clone()),
+            ..self.view()
         }
     }
 
@@ -191,6 +200,15 @@ impl Instance {
 
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Why a probe failed: what anyone may read, and the details for administrators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeFailure {
+    /// One text for a refused, filtered and silent target (`no answer`), or the status.
+    pub public: String,
+    /// The error as it happened (`connection refused`, a timeout with its bound, ...).
+    pub detail: String,
 }
 
 /// A change requested of the catalog.
@@ -226,7 +244,7 @@ pub enum Command {
         /// The registration the probe was made for.
         id: InstanceId,
         /// `Err` holds why the probe failed.
-        outcome: Result<(), String>,
+        outcome: Result<(), ProbeFailure>,
         /// When the probe finished.
         at: SystemTime,
     },
@@ -626,7 +644,13 @@ impl Catalog {
         Some(events)
     }
 
-    fn record_probe(&mut self, url: &str, id: InstanceId, outcome: Result<(), String>, at: SystemTime) -> Vec<Event> {
+    fn record_probe(
+        &mut self,
+        url: &str,
+        id: InstanceId,
+        outcome: Result<(), ProbeFailure>,
+        at: SystemTime,
+    ) -> Vec<Event> {
         let policy = self.policy;
         let Some(instance) = self.instances.get_mut(url).filter(|i| i.id == id) else {
             return Vec::new();
@@ -821,7 +845,14 @@ mod tests {
     }
 
     fn probe(c: &mut Catalog, url: &str, id: InstanceId, ok: bool, secs: u64) -> Vec<Event> {
-        let outcome = if ok { Ok(()) } else { Err("HTTP 503".to_owned()) };
+        let outcome = if ok {
+            Ok(())
+        } else {
+            Err(ProbeFailure {
+                public: "answered HTTP 503".to_owned(),
+                detail: "answered HTTP 503".to_owned(),
+            })
+        };
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         c.apply(Command::RecordProbe {
             url: url.to_owned(),

@@ -60,6 +60,10 @@ pub struct InstanceView {
     pub last_check_at: Option<String>,
     /// Why its last probe failed; `None` when it passed or none ran yet.
     pub last_error: Option<String>,
+    /// The details of the last failed probe (the connection error, the timeout), shown to
+    /// admin tokens only (`GET /v1/instances/{id}`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_detail: Option<String>,
     /// Failed probes in a row (0 when passing).
     pub consecutive_failures: u32,
     /// Free-form labels given at registration through `/v1/instances` (empty for seed ones).

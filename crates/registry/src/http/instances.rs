@@ -94,8 +94,19 @@ async fn register(
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
-async fn get_instance(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<Json<InstanceView>, ApiError> {
-    let view = core.catalog().instance_by_id(&id).map(Instance::view);
+async fn get_instance(
+    State(core): State<Arc<Core>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceView>, ApiError> {
+    // Administrators see how the last probe failed; others one text for every way of not
+    // answering, so that the registry cannot be used to map which addresses answer.
+    let view = if caller.is_admin() {
+        Instance::admin_view
+    } else {
+        Instance::view
+    };
+    let view = core.catalog().instance_by_id(&id).map(view);
     view.map(Json).ok_or(ApiError::UnknownInstanceId(id))
 }
 

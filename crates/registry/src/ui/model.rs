@@ -276,6 +276,7 @@ mod tests {
             registered_at: "2026-11-25T12:00:00Z".into(),
             last_check_at: None,
             last_error: None,
+            last_error_detail: None,
             consecutive_failures: 0,
             metadata: BTreeMap::new(),
         }

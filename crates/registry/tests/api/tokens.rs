@@ -267,3 +267,31 @@ async fn on_loopback_a_seed_service_registers_anonymously_and_only_its_own_addre
         "its own address may"
     );
 }
+
+#[tokio::test]
+async fn only_an_admin_sees_how_a_probe_failed_and_everyone_else_one_text() {
+    let registry = TestRegistry::spawn().await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let created: rollcall_wire::InstanceView = register_v1(&registry, &grades, None).await.json().await.expect("JSON");
+    grades.stop();
+    let path = format!("/v1/instances/{}", created.id);
+    let failed = rollcall_testkit::eventually("a failed probe", rollcall_testkit::DEADLINE, || async {
+        let view: rollcall_wire::InstanceView = get_with(&registry, &path, None).await.json().await.ok()?;
+        view.last_error.is_some().then_some(view)
+    })
+    .await;
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("no answer"),
+        "a refused port looks like any silence"
+    );
+    assert_eq!(failed.last_error_detail, None, "details are for admins");
+    let admin = registry.admin_token().await;
+    let detailed: rollcall_wire::InstanceView = get_with(&registry, &path, Some(&admin))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let detail = detailed.last_error_detail.expect("an admin sees the details");
+    assert_ne!(detail, "no answer", "{detail}");
+}
