@@ -63,7 +63,7 @@ const DEMO: &[(&str, &str, &[DemoGrade])] = &[
     ),
 ];
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS students (
     id INTEGER PRIMARY KEY,
     first_name TEXT NOT NULL,

@@ -9,6 +9,7 @@
 mod db;
 mod error;
 mod http;
+pub mod repair;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -134,6 +134,17 @@ mod tests {
     }
 
     #[test]
+    fn reading_any_authorization_header_never_panics() {
+        bolero::check!().for_each(|bytes: &[u8]| {
+            if let Ok(value) = HeaderValue::from_bytes(bytes) {
+                let mut headers = HeaderMap::new();
+                headers.insert(header::AUTHORIZATION, value);
+                let _ = presented_token(&headers);
+            }
+        });
+    }
+
+    #[test]
     fn anonymous_requests_need_loopback_on_both_ends_unless_allowed() {
         let loopback: SocketAddr = "127.0.0.1:3000".parse().expect("addr");
         let everywhere: SocketAddr = "0.0.0.0:3000".parse().expect("addr");

@@ -7,6 +7,7 @@
 mod cli;
 mod logging;
 mod logs_cli;
+mod repair;
 mod serve;
 mod services;
 mod token_cli;
@@ -41,6 +42,8 @@ enum Command {
     Grades(rollcall_grades::GradesConfig),
     /// Run the teacher portal (registers as Portal).
     Portal(rollcall_portal::PortalConfig),
+    /// Repair a damaged catalog or grade book (the service stopped): what is readable is kept.
+    Repair(repair::RepairCommand),
     /// Issue, list and revoke the registry's tokens (with an admin token).
     Token(token_cli::TokenCommand),
     /// Run the whole system: registry, log service, grading service and portal.
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             Command::Portal(config) => serve("portal", |stop| rollcall_portal::start(config, stop, shipping)).await,
             Command::Services(args) => services::run(args).await,
             Command::Token(command) => token_cli::run(command).await,
+            Command::Repair(command) => repair::run(command).await,
             Command::Up(args) => up::run(args).await,
         }
     })

@@ -33,13 +33,32 @@ mod fuzz {
     //! under `cargo test`, a real fuzzer under `cargo bolero test`; the committed corpus and
     //! every crash found are replayed each time).
 
-    use super::{InstanceRegistration, Patch, Registration};
+    use super::{InstanceRegistration, NewToken, Patch, Registration, Scope, TokenText};
 
     #[test]
     fn decoding_a_registration_never_panics() {
         bolero::check!().for_each(|bytes: &[u8]| {
             let _ = serde_json::from_slice::<Registration>(bytes);
             let _ = serde_json::from_slice::<InstanceRegistration>(bytes);
+        });
+    }
+
+    #[test]
+    fn reading_a_token_or_its_scopes_never_panics() {
+        bolero::check!().for_each(|bytes: &[u8]| {
+            let text = String::from_utf8_lossy(bytes);
+            let _ = TokenText::parse(&text);
+            if let Ok(scope) = text.parse::<Scope>() {
+                // What parses prints back as itself.
+                assert_eq!(scope.to_string().parse::<Scope>().ok(), Some(scope));
+            }
+            let _ = serde_json::from_slice::<NewToken>(bytes);
+            let middle = text
+                .char_indices()
+                .nth(text.chars().count() / 2)
+                .map_or(text.len(), |(at, _)| at);
+            let (pattern, name) = text.split_at(middle);
+            let _ = super::matches_pattern(pattern, name);
         });
     }
 

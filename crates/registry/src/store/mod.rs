@@ -11,11 +11,13 @@
 //! - opening the store reads back every instance whose last acknowledged write was a put.
 //!
 //! [`RedbStore`] is the embedded backend: one redb file in the data directory, group-committed
-//! by a writer thread.
+//! by a writer thread. [`repair`] is what `rollcall repair catalog` runs on a catalog that no
+//! longer opens.
 
 #[cfg(test)]
 pub(crate) mod contract;
 mod redb;
+mod repair;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +26,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 pub use self::redb::{DATABASE_FILE, RedbStore};
+pub use self::repair::{Repair, repair, salvage};
 pub use crate::state::{StoreOp, StoredInstance};
 
 /// Why the catalog could not be read or written. The text is for the registry's log, never for

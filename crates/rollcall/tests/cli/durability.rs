@@ -93,3 +93,60 @@ async fn every_acknowledged_registration_survives_kill_9() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_truncated_catalog_stops_the_registry_until_repair_keeps_what_is_whole_in_it() {
+    let fleet = FakeFleet::spawn().await;
+    let mut registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let http = reqwest::Client::new();
+    for n in 0..300 {
+        let answer = http
+            .post(format!("{}/v1/instances", registry.url))
+            .json(&fleet.registration(n, "Load"))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(answer.status(), 201);
+    }
+    registry.signal("TERM");
+    registry.wait_for_exit();
+    let data = registry.data_path();
+    let catalog = data.join("catalog.redb");
+    let bytes = std::fs::read(&catalog).expect("read");
+    std::fs::write(&catalog, &bytes[..bytes.len() * 6 / 10]).expect("truncate");
+
+    let refused = std::process::Command::new(rollcall())
+        .args(["registry", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run the registry");
+    assert!(!refused.status.success(), "a truncated catalog stops the registry");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("cannot open the catalog"), "{said}");
+
+    let repaired = std::process::Command::new(rollcall())
+        .args(["repair", "catalog", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run rollcall repair");
+    assert!(
+        repaired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    let report = String::from_utf8_lossy(&repaired.stdout);
+    assert!(
+        report.contains("moved to") && report.contains("instances still whole"),
+        "{report}"
+    );
+
+    let registry = registry.restart(|_| {});
+    let listed: ServicesView = reqwest::get(format!("{}/v1/services", registry.url))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    let kept = listed.service("Load").map_or(0, |s| s.instances.len());
+    assert!(kept > 0 && kept <= 300, "{kept} of 300 instances kept");
+}
