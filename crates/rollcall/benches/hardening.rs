@@ -42,8 +42,14 @@ fn ms(d: Duration) -> String {
 const CONNECTIONS: usize = 128;
 /// How long each wrk run lasts.
 const WINDOW: Duration = Duration::from_secs(5);
-/// wrk runs of each figure, alternating; the median is reported.
-const RUNS: usize = 5;
+/// wrk runs of each figure, alternating, unless `ROLLCALL_BENCH_RUNS` says otherwise; the
+/// median is reported.
+fn runs() -> usize {
+    std::env::var("ROLLCALL_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
 
 fn main() {
     tokio::runtime::Runtime::new().expect("runtime").block_on(async {
@@ -145,7 +151,7 @@ async fn tokens() {
                 (&register_locked, locked_url.as_str(), locked_pid),
                 (&register_open, twin_url.as_str(), twin_pid),
             ],
-            RUNS,
+            runs(),
         );
         let get = |url: &str| format!("{url}/v1/services/Lookup");
         let (open_get, locked_get, twin_get) = (get(&open_url), get(&locked_url), get(&twin_url));
@@ -155,7 +161,7 @@ async fn tokens() {
                 (&lookup_locked, locked_get.as_str(), locked_pid),
                 (&lookup_open, twin_get.as_str(), twin_pid),
             ],
-            RUNS,
+            runs(),
         );
         (writes, reads)
     })
@@ -170,7 +176,8 @@ async fn tokens() {
         let (off, on, twin) = (&figures[0], &figures[1], &figures[2]);
         let ratio = rate(on) / rate(off);
         println!(
-            "{what} (wrk, {CONNECTIONS} connections, median of {RUNS} x {WINDOW:?}, interleaved ABBA): tokens on {:.0}/s ({:.1} µs of registry CPU each) | tokens off {:.0}/s ({:.1} µs) | on / off {ratio:.3} | an identical second registry without tokens {:.0}/s ({:.1} µs), twin / off {:.3} | target at most 5 % slower: {}",
+            "{what} (wrk, {CONNECTIONS} connections, median of {} x {WINDOW:?}, interleaved ABBA): tokens on {:.0}/s ({:.1} µs of registry CPU each) | tokens off {:.0}/s ({:.1} µs) | on / off {ratio:.3} | an identical second registry without tokens {:.0}/s ({:.1} µs), twin / off {:.3} | target at most 5 % slower: {}",
+            runs(),
             rate(on),
             micros(on),
             rate(off),
@@ -223,7 +230,7 @@ async fn tls() {
                 (&register, plain_url.as_str(), plain_pid),
                 (&register, tls_url.as_str(), tls_pid),
             ],
-            RUNS,
+            runs(),
         );
         let (plain_get, tls_get) = (
             format!("{plain_url}/v1/services/Lookup"),
@@ -234,7 +241,7 @@ async fn tls() {
                 (&lookup, plain_get.as_str(), plain_pid),
                 (&lookup, tls_get.as_str(), tls_pid),
             ],
-            RUNS,
+            runs(),
         );
         (writes, reads)
     })
@@ -248,7 +255,8 @@ async fn tls() {
     ] {
         let (off, on) = (&figures[0], &figures[1]);
         println!(
-            "{what} (wrk, {CONNECTIONS} kept-alive connections, median of {RUNS} x {WINDOW:?}, interleaved): HTTPS {:.0}/s ({:.1} µs of registry CPU each) | plain HTTP {:.0}/s ({:.1} µs) | HTTPS / plain {:.3} (reported, no target)",
+            "{what} (wrk, {CONNECTIONS} kept-alive connections, median of {} x {WINDOW:?}, interleaved ABBA): HTTPS {:.0}/s ({:.1} µs of registry CPU each) | plain HTTP {:.0}/s ({:.1} µs) | HTTPS / plain {:.3} (reported, no target)",
+            runs(),
             rate(on),
             micros(on),
             rate(off),

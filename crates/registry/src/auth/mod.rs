@@ -3,7 +3,7 @@
 //! that may or may not do what it asks ([`Caller::may`]).
 //!
 //! A token's text is `rc_<id>_<secret>` (see `rollcall_wire::TokenText`): 64 random bits of
-//! public id, 256 of secret. Only a SHA-256 digest of the text is kept (`tokens.json` in the
+//! public id, 256 of secret, from the operating system's generator. Only a SHA-256 digest of the text is kept (`tokens.json` in the
 //! data directory, mode 0600, rewritten whole and atomically on every change); a presented
 //! token is found by its id and its digest compared in constant time. On the first start (no
 //! `tokens.json`) an admin token is made and its text written to `admin.token` beside it, 0600;
@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
-use aws_lc_rs::{constant_time, digest, rand};
+use aws_lc_rs::{constant_time, digest};
+use rand::TryRngCore as _;
 use rollcall_http::Anonymous;
 use rollcall_wire::{NewToken, Scope, TOKEN_PREFIX, TokenText, TokenView};
 use serde::{Deserialize, Serialize};
@@ -344,8 +345,12 @@ fn validate(request: &NewToken) -> Result<(), TokenError> {
 fn new_token(request: &NewToken) -> Result<(StoredToken, String), TokenFileError> {
     let mut id = [0_u8; 8];
     let mut secret = [0_u8; 32];
-    rand::fill(&mut id).map_err(|_| TokenFileError::NoRandomness)?;
-    rand::fill(&mut secret).map_err(|_| TokenFileError::NoRandomness)?;
+    // The operating system's generator, read directly (aws-lc's own seeds itself with
+    // jitterentropy, a third of a second of CPU at the first token).
+    let mut os = rand::rngs::OsRng;
+    os.try_fill_bytes(&mut id).map_err(|_| TokenFileError::NoRandomness)?;
+    os.try_fill_bytes(&mut secret)
+        .map_err(|_| TokenFileError::NoRandomness)?;
     let id = hex(&id);
     let text = format!("{TOKEN_PREFIX}{id}_{}", hex(&secret));
     let token = StoredToken {

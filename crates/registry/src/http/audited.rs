@@ -16,6 +16,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::caller::Verified;
 use crate::audit::AuditRecord;
 use crate::core::Core;
 
@@ -55,14 +56,14 @@ pub(super) async fn audited(State(core): State<Arc<Core>>, mut request: Request,
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(peer)| peer.ip());
-    let by = match rollcall_http::presented_token(request.headers()) {
-        Ok(None) => "anonymous".to_owned(),
-        Ok(Some(text)) => core
-            .tokens
-            .verify(&text)
-            .map_or_else(|| "invalid token".to_owned(), |grant| grant.name.clone()),
-        Err(_) => "invalid token".to_owned(),
+    let verified = Verified::of(&core, request.headers());
+    let by = match &verified {
+        Verified::Anonymous => "anonymous".to_owned(),
+        Verified::Token(grant) => grant.name.clone(),
+        Verified::Invalid => "invalid token".to_owned(),
     };
+    // The handler's `Caller` takes it from here instead of verifying the token again.
+    request.extensions_mut().insert(verified);
     let path = request.uri().path().to_owned();
     let subject = Subject::default();
     request.extensions_mut().insert(subject.clone());

@@ -9,23 +9,51 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rollcall_wire::Scope;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Grant};
 use crate::core::Core;
 use crate::error::ApiError;
+
+/// What a request's credentials verified to: verified once per request, by the first layer that
+/// needs it (the audit layer, for writes), and kept in the request's extensions.
+#[derive(Debug, Clone)]
+pub(super) enum Verified {
+    /// No token.
+    Anonymous,
+    /// A token the registry issued.
+    Token(Arc<Grant>),
+    /// A token it did not issue (or revoked), or a malformed header.
+    Invalid,
+}
+
+impl Verified {
+    /// Verifies the credentials in `headers`.
+    pub(super) fn of(core: &Core, headers: &HeaderMap) -> Self {
+        match rollcall_http::presented_token(headers) {
+            Ok(None) => Verified::Anonymous,
+            Ok(Some(text)) => core.tokens.verify(&text).map_or(Verified::Invalid, Verified::Token),
+            Err(_) => Verified::Invalid,
+        }
+    }
+}
 
 impl FromRequestParts<Arc<Core>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, Self::Rejection> {
-        let token = rollcall_http::presented_token(&parts.headers).map_err(|_| ApiError::InvalidToken)?;
-        let grant = match token {
-            None => None,
-            Some(text) => Some(core.tokens.verify(&text).ok_or(ApiError::InvalidToken)?),
+        let verified = match parts.extensions.get::<Verified>() {
+            Some(verified) => verified.clone(),
+            None => Verified::of(core, &parts.headers),
+        };
+        let grant = match verified {
+            Verified::Anonymous => None,
+            Verified::Token(grant) => Some(grant),
+            Verified::Invalid => return Err(ApiError::InvalidToken),
         };
         // Every listener the registry serves records the peer; without one, nobody is local.
         let peer = parts
