@@ -20,8 +20,8 @@ use bytes::Bytes;
 use rollcall_wire::{Level, LogRecord, RecordTime};
 use tokio::sync::mpsc;
 
-use crate::core::Core;
 use crate::metrics::Metrics;
+use crate::outbound::Client;
 
 /// The most audit records waiting to be shipped.
 pub const MAX_WAITING: usize = 10_000;
@@ -74,6 +74,20 @@ impl AuditRecord {
     }
 }
 
+/// Where the trail goes: the registry's side of the shipping (the core implements it, so that
+/// this room does not import the core).
+pub(crate) trait Destination: Send + Sync + 'static {
+    /// The `/v1/records` URL of a log service the catalog holds, and the client to call it with
+    /// (under the outbound policy of its registrant), if the catalog holds one.
+    fn log_service(&self) -> Option<(url::Url, Client)>;
+
+    /// Fires when the registry stops.
+    fn stopping(&self) -> &tokio_util::sync::CancellationToken;
+
+    /// Counts dropped records.
+    fn metrics(&self) -> &Metrics;
+}
+
 /// The audit trail's entrance.
 #[derive(Debug)]
 pub(crate) struct Audit {
@@ -108,8 +122,14 @@ impl Audit {
         }
     }
 
-    /// Ships queued records to the log service until the registry stops, presenting `token`.
-    pub fn start_shipping(&self, core: &Arc<Core>, token: &str) {
+    /// Ships queued records to `destination` until it stops, presenting `token`, as a task of
+    /// `tasks`.
+    pub fn start_shipping(
+        &self,
+        destination: Arc<dyn Destination>,
+        tasks: &tokio_util::task::TaskTracker,
+        token: &str,
+    ) {
         let Some(receiver) = self
             .receiver
             .lock()
@@ -122,17 +142,17 @@ impl Audit {
             return;
         };
         authorization.set_sensitive(true);
-        core.tasks.spawn(ship(Arc::clone(core), receiver, authorization));
+        tasks.spawn(ship(destination, receiver, authorization));
     }
 }
 
-async fn ship(core: Arc<Core>, mut receiver: mpsc::Receiver<AuditRecord>, authorization: HeaderValue) {
+async fn ship(to: Arc<dyn Destination>, mut receiver: mpsc::Receiver<AuditRecord>, authorization: HeaderValue) {
     let mut waiting: VecDeque<AuditRecord> = VecDeque::new();
     let mut delays = retry_delays();
     loop {
         if waiting.is_empty() {
             tokio::select! {
-                () = core.shutdown.cancelled() => return,
+                () = to.stopping().cancelled() => return,
                 record = receiver.recv() => match record {
                     Some(record) => waiting.push_back(record),
                     None => return,
@@ -142,19 +162,19 @@ async fn ship(core: Arc<Core>, mut receiver: mpsc::Receiver<AuditRecord>, author
         while let Ok(record) = receiver.try_recv() {
             if waiting.len() >= MAX_WAITING {
                 waiting.pop_front();
-                core.metrics.audit_dropped.inc();
+                to.metrics().audit_dropped.inc();
             }
             waiting.push_back(record);
         }
         let batch: Vec<AuditRecord> = waiting.iter().take(BATCH).cloned().collect();
-        if send(&core, &batch, &authorization).await {
+        if send(&*to, &batch, &authorization).await {
             waiting.drain(..batch.len());
             delays = retry_delays();
             continue;
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
         tokio::select! {
-            () = core.shutdown.cancelled() => return,
+            () = to.stopping().cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
     }
@@ -172,17 +192,8 @@ fn retry_delays() -> backon::ExponentialBackoff {
 }
 
 /// Sends `batch` to a log service of the catalog; true once one took it.
-async fn send(core: &Core, batch: &[AuditRecord], authorization: &HeaderValue) -> bool {
-    let log_service = {
-        let catalog = core.catalog();
-        let entries = catalog.providers_of(&["LogService".to_owned()]);
-        entries.into_iter().next().and_then(|entry| {
-            let registrant = catalog.instance(&entry.url).and_then(|i| i.registrant.peer);
-            let records = format!("{}/v1/records", entry.url.trim_end_matches('/'));
-            Some((url::Url::parse(&records).ok()?, registrant))
-        })
-    };
-    let Some((url, registrant)) = log_service else {
+async fn send(to: &dyn Destination, batch: &[AuditRecord], authorization: &HeaderValue) -> bool {
+    let Some((url, client)) = to.log_service() else {
         return false;
     };
     let mut body = Vec::new();
@@ -191,7 +202,6 @@ async fn send(core: &Core, batch: &[AuditRecord], authorization: &HeaderValue) -
             body.push(b'\n');
         }
     }
-    let client = core.outbound.client(registrant);
     match client
         .post_records(&url, Bytes::from(body), authorization, SHIP_TIMEOUT)
         .await

@@ -240,3 +240,23 @@ impl Core {
         }
     }
 }
+
+impl crate::audit::Destination for Core {
+    fn log_service(&self) -> Option<(url::Url, crate::outbound::Client)> {
+        let (records, registrant) = {
+            let catalog = self.catalog();
+            let entry = catalog.providers_of(&["LogService".to_owned()]).into_iter().next()?;
+            let registrant = catalog.instance(&entry.url).and_then(|i| i.registrant.peer);
+            (format!("{}/v1/records", entry.url.trim_end_matches('/')), registrant)
+        };
+        Some((url::Url::parse(&records).ok()?, self.outbound.client(registrant)))
+    }
+
+    fn stopping(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

@@ -240,7 +240,7 @@ async fn serve(
             scopes: vec![rollcall_wire::Scope::LogsWrite],
         });
         match shipping {
-            Ok(token) => core.audit.start_shipping(&core, &token),
+            Ok(token) => core.audit.start_shipping(core.clone(), &core.tasks, &token),
             Err(error) => tracing::error!(%error, "no token to ship the audit trail with: it stays in this log"),
         }
     }

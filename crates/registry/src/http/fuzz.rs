@@ -27,7 +27,7 @@ fn registrations_are_decoded_and_validated_without_panicking() {
 fn listing_queries_and_durations_are_read_without_panicking() {
     bolero::check!().for_each(|bytes: &[u8]| {
         let text = String::from_utf8_lossy(bytes);
-        let _ = crate::parse_duration(&text);
+        let _ = crate::config::parse_duration(&text);
         if let Ok(uri) = format!("/v1/services?{text}").parse::<axum::http::Uri>() {
             let _ = check_query(Query::try_from_uri(&uri));
         }
