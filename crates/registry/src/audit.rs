@@ -2,8 +2,8 @@
 //! token operations), who asked (the token's name, or `anonymous`), from where, and what came
 //! of it, shipped as records to the log service the catalog holds.
 //!
-//! A write's answer does not wait for its audit record: [`Audit::record`] logs it (tracing
-//! target `rollcall::audit`, on the registry's stderr) and queues it without blocking; one
+//! A write's answer does not wait for its audit record: [`Audit::record`] queues it without
+//! blocking (and logs it at debug level, tracing target `rollcall::audit`); one
 //! task ships the queue in batches to a `LogService` of the catalog (`POST /v1/records`,
 //! through the outbound policy like every call), presenting a `logs:write` token the registry
 //! made for itself at start (kept in memory only). While no log service takes them, records
@@ -107,9 +107,11 @@ impl Default for Audit {
 }
 
 impl Audit {
-    /// Logs `record` and queues it for the log service, never waiting.
+    /// Queues `record` for the log service, never waiting; logs it at debug level
+    /// (`RUST_LOG=rollcall::audit=debug` puts the trail on stderr too). Past [`MAX_WAITING`]
+    /// records waiting it is dropped and counted, with a warning at every power of two.
     pub fn record(&self, metrics: &Metrics, record: AuditRecord) {
-        tracing::info!(
+        tracing::debug!(
             target: "rollcall::audit",
             action = record.action,
             by = %record.by,
@@ -118,7 +120,10 @@ impl Audit {
             status = record.status,
         );
         if self.queue.try_send(record).is_err() {
-            metrics.audit_dropped.inc();
+            let dropped = metrics.audit_dropped.inc() + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "audit records are being dropped: no log service takes them");
+            }
         }
     }
 
