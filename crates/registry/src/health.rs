@@ -98,7 +98,16 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Runn
     // or removed before then costs no parse (nor a catalog read while registrations pour in), and
     // probing parses nothing per probe.
     let mut prepared = None;
-    let mut delay = first_probe_delay(&core.config);
+    // A pending instance waits to be announced: its first probe comes at once.
+    let pending = core
+        .catalog()
+        .current(&url, id)
+        .is_some_and(|i| i.state == InstanceState::Pending);
+    let mut delay = if pending {
+        Duration::ZERO
+    } else {
+        first_probe_delay(&core.config)
+    };
     loop {
         tokio::select! {
             () = core.shutdown.cancelled() => return,
@@ -174,7 +183,8 @@ fn first_probe_delay(config: &RegistryConfig) -> Duration {
 fn next_probe_delay(config: &RegistryConfig, instance: &Instance, now: SystemTime) -> Duration {
     match instance.state {
         InstanceState::Passing => config.health_interval.mul_f64(rand::rng().random_range(0.9..=1.1)),
-        InstanceState::Suspect => config.health_retry_delay,
+        // Not yet proven alive, or failing: soon again.
+        InstanceState::Pending | InstanceState::Suspect => config.health_retry_delay,
         InstanceState::Critical => {
             let beyond_tries = instance
                 .consecutive_failures

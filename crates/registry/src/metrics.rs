@@ -174,8 +174,8 @@ impl Default for Metrics {
 /// What the catalog looks like at scrape time.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Instances in each state: passing, suspect, critical.
-    pub instances: [usize; 3],
+    /// Instances in each state: passing, suspect, critical, pending.
+    pub instances: [usize; 4],
     /// Delivery queues.
     pub queues: usize,
     /// Delivery queues with undelivered changes.
@@ -194,13 +194,19 @@ fn state_slot(state: InstanceState) -> usize {
         InstanceState::Passing => 0,
         InstanceState::Suspect => 1,
         InstanceState::Critical => 2,
+        InstanceState::Pending => 3,
     }
 }
 
 impl Metrics {
     /// The exposition, with the gauges set from `snapshot`.
     pub fn encode(&self, snapshot: &Snapshot) -> String {
-        for state in [InstanceState::Passing, InstanceState::Suspect, InstanceState::Critical] {
+        for state in [
+            InstanceState::Pending,
+            InstanceState::Passing,
+            InstanceState::Suspect,
+            InstanceState::Critical,
+        ] {
             let count = snapshot.instances[state_slot(state)];
             self.instances
                 .get_or_create(&label("state", state.as_str()))

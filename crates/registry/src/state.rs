@@ -14,8 +14,11 @@
 //! - an instance is identified by its ServiceURL; registering a URL again replaces its entry;
 //! - every (re)registration gets a fresh [`InstanceId`], so results of work started for an older
 //!   registration (a probe in flight) are recognised and ignored;
-//! - an instance is *discoverable* (held by dependents) unless it is critical, and a
+//! - an instance is *discoverable* (held by dependents) while it is passing or suspect, and a
 //!   [`Event::ProvidersChanged`] is emitted exactly when a service's discoverable set changes;
+//! - an instance is announced only once shown alive: a registration that proved it (the seed's
+//!   callback) starts passing, any other starts pending (unless its address is already held),
+//!   and a pending instance becomes passing by a passing probe, never suspect;
 //! - every [`Event::Registered`] says what the new subscriber already holds: what its
 //!   registration delivered, or after a restore what the restored catalog offers it, so that
 //!   a restart announces nothing by itself.
@@ -211,6 +214,16 @@ pub struct ProbeFailure {
     pub detail: String,
 }
 
+/// A registration's own parts, as [`Catalog::apply`] hands them on.
+struct NewInstance {
+    registration: Registration,
+    metadata: BTreeMap<String, String>,
+    registrant: Registrant,
+    /// The public id it gets if its ServiceURL is new.
+    public_id: String,
+    proven: bool,
+}
+
 /// A change requested of the catalog.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -227,6 +240,10 @@ pub enum Command {
         /// The providers its registration already delivered to it (the seed's callback); empty
         /// when nothing was delivered.
         delivered: BTreeSet<PatchEntry>,
+        /// True when the registration itself showed the instance alive (the seed's callback
+        /// was answered): it starts passing and is announced at once. Otherwise it starts
+        /// [`InstanceState::Pending`] and is announced after its first passing probe.
+        proven: bool,
         /// When the registration was accepted.
         at: SystemTime,
     },
@@ -380,10 +397,18 @@ impl Catalog {
                 by,
                 new_instance_id,
                 delivered,
+                proven,
                 at,
-            } => self
-                .admits(&registration, &by)
-                .map(|()| self.register(registration, metadata, by.registrant, new_instance_id, delivered, at)),
+            } => self.admits(&registration, &by).map(|()| {
+                let new = NewInstance {
+                    registration,
+                    metadata,
+                    registrant: by.registrant,
+                    public_id: new_instance_id,
+                    proven,
+                };
+                self.register(new, delivered, at)
+            }),
             Command::Deregister { url, by } => match self.instances.get(&url) {
                 None => Err(CommandError::UnknownInstance(url)),
                 Some(instance) if !by.may_change(&instance.registrant) => Err(CommandError::NotOwner(url)),
@@ -590,20 +615,26 @@ impl Catalog {
         id
     }
 
-    fn register(
-        &mut self,
-        registration: Registration,
-        metadata: BTreeMap<String, String>,
-        registrant: Registrant,
-        new_instance_id: String,
-        delivered: BTreeSet<PatchEntry>,
-        at: SystemTime,
-    ) -> Vec<Event> {
+    fn register(&mut self, new: NewInstance, delivered: BTreeSet<PatchEntry>, at: SystemTime) -> Vec<Event> {
+        let NewInstance {
+            registration,
+            metadata,
+            registrant,
+            public_id,
+            proven,
+        } = new;
         let url = registration.service_url.clone();
         let before = self.instances.get(&url).and_then(Instance::provides);
         let old = self.unindex(&url);
         let replaced = old.as_ref().map(|old| old.id);
-        let instance_id = old.map_or(new_instance_id, |old| old.instance_id);
+        let instance_id = old.map_or(public_id, |old| old.instance_id);
+        // Proven by its callback, or already held by dependents at this address (a re-registration
+        // changing its metadata, say): announced as it is. Otherwise it waits for a probe.
+        let state = if proven || before.is_some() {
+            InstanceState::Passing
+        } else {
+            InstanceState::Pending
+        };
 
         let id = self.next_id();
         let instance = Instance {
@@ -612,7 +643,7 @@ impl Catalog {
             registration,
             metadata,
             registrant,
-            state: InstanceState::Passing,
+            state,
             registered_at: at,
             last_check_at: None,
             last_error: None,
@@ -675,7 +706,8 @@ impl Catalog {
                     if critical_for >= policy.deregister_critical_after {
                         return self.remove(url, true).unwrap_or_default();
                     }
-                } else {
+                } else if instance.state != InstanceState::Pending {
+                    // A pending instance stays unannounced until a probe passes.
                     instance.state = InstanceState::Suspect;
                 }
             }
@@ -830,8 +862,76 @@ mod tests {
             metadata: BTreeMap::new(),
             by: Actor::default(),
             delivered: BTreeSet::new(),
+            proven: true,
             at: SystemTime::UNIX_EPOCH,
         }
+    }
+
+    /// A `/v1/instances` registration: not proven alive by a callback.
+    fn unproven(registration: Registration) -> Command {
+        let mut command = register_command(registration);
+        if let Command::Register { proven, .. } = &mut command {
+            *proven = false;
+        }
+        command
+    }
+
+    fn providers_changes(events: &[Event]) -> usize {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::ProvidersChanged { .. }))
+            .count()
+    }
+
+    #[test]
+    fn an_unproven_registration_is_pending_and_announced_by_its_first_passing_probe() {
+        let mut c = catalog();
+        let events = c.apply(unproven(registration("A", "http://a", &[]))).expect("register");
+        assert_eq!(providers_changes(&events), 0, "nothing announced yet");
+        let Some(Event::Registered { id, .. }) = events.first() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(c.instance("http://a").map(|i| i.state), Some(InstanceState::Pending));
+        assert!(
+            c.providers_of(&["A".to_owned()]).is_empty(),
+            "dependents do not hold it"
+        );
+        let events = probe(&mut c, "http://a", *id, true, 1);
+        assert_eq!(providers_changes(&events), 1, "announced now");
+        assert_eq!(c.providers_of(&["A".to_owned()]).len(), 1);
+    }
+
+    #[test]
+    fn a_pending_instance_that_never_answers_is_never_announced() {
+        let mut c = catalog();
+        let events = c
+            .apply(unproven(registration("A", "http://dead", &[])))
+            .expect("register");
+        let Some(Event::Registered { id, .. }) = events.first() else {
+            panic!("{events:?}")
+        };
+        for n in 0..5 {
+            let events = probe(&mut c, "http://dead", *id, false, n);
+            assert_eq!(providers_changes(&events), 0, "probe {n}: {events:?}");
+            let state = c.instance("http://dead").map(|i| i.state);
+            assert!(
+                matches!(state, Some(InstanceState::Pending | InstanceState::Critical)),
+                "never suspect (which dependents hold): {state:?}"
+            );
+        }
+        assert_eq!(
+            c.instance("http://dead").map(|i| i.state),
+            Some(InstanceState::Critical)
+        );
+    }
+
+    #[test]
+    fn re_registering_a_held_address_unproven_keeps_it_held() {
+        let mut c = catalog();
+        register(&mut c, "A", "http://a");
+        let events = c.apply(unproven(registration("A", "http://a", &[]))).expect("register");
+        assert_eq!(providers_changes(&events), 0, "no Removed, no Added: {events:?}");
+        assert_eq!(c.instance("http://a").map(|i| i.state), Some(InstanceState::Passing));
     }
 
     fn register(c: &mut Catalog, name: &str, url: &str) -> (InstanceId, Vec<Event>) {

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
+    /// Registered through `/v1/instances` and not yet proven alive: no probe has passed yet, so
+    /// dependents do not hold it. Its first probe comes at once.
+    Pending,
     /// Its last probe answered; dependents hold it.
     Passing,
     /// Its recent probes failed, but fewer than the configured tries; dependents still hold it.
@@ -22,12 +25,13 @@ pub enum InstanceState {
 impl InstanceState {
     /// True when dependents should hold the instance (passing or suspect).
     pub fn is_discoverable(self) -> bool {
-        !matches!(self, InstanceState::Critical)
+        matches!(self, InstanceState::Passing | InstanceState::Suspect)
     }
 
     /// The lower-case word used on the wire and in docs.
     pub fn as_str(self) -> &'static str {
         match self {
+            InstanceState::Pending => "pending",
             InstanceState::Passing => "passing",
             InstanceState::Suspect => "suspect",
             InstanceState::Critical => "critical",

@@ -71,6 +71,8 @@ async fn register(
         by: caller.actor(peer.ip()),
         new_instance_id: new_instance_id(),
         delivered: BTreeSet::new(),
+        // Announced once a probe has passed, which comes at once.
+        proven: false,
         at: SystemTime::now(),
     };
     // The answer is the instance as this registration left it: another registration or a

@@ -89,6 +89,8 @@ async fn register(
         by,
         new_instance_id: new_instance_id(),
         delivered: held,
+        // Its update URL just answered the callback.
+        proven: true,
         at: SystemTime::now(),
     };
     match core.apply(command).await {

@@ -109,7 +109,9 @@ pub(crate) fn summarize(views: &[ServiceView]) -> Vec<ServiceSummary> {
                 count(InstanceState::Suspect),
                 count(InstanceState::Critical),
             );
-            let health = match (passing, suspect + critical) {
+            // A pending instance is not held by dependents yet: it counts against the health.
+            let pending = count(InstanceState::Pending);
+            let health = match (passing, suspect + critical + pending) {
                 (0, 0) => Health::Missing,
                 (0, _) => Health::Down,
                 (_, 0) => Health::Passing,

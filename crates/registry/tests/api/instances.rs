@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use rollcall_testkit::{FakeService, TestRegistry};
-use rollcall_wire::{ErrorBody, InstanceView};
+use rollcall_wire::{ErrorBody, InstanceState, InstanceView};
 use serde_json::json;
 
 use super::register;
@@ -222,5 +222,56 @@ async fn registrations_past_the_instance_limits_are_refused_and_call_nobody_back
             .map(|s| s.instances.len())
             .sum::<usize>(),
         3
+    );
+}
+
+#[tokio::test]
+async fn a_v1_registration_is_announced_only_once_probed_and_its_first_probe_comes_at_once() {
+    // A long interval: an announcement within seconds can only come from the immediate probe.
+    let registry = TestRegistry::spawn_with(|config| config.health_interval = std::time::Duration::from_secs(30)).await;
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(&registry, &portal).await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let started = std::time::Instant::now();
+    let response = registry.register_instance(&body_of(&grades, json!(null))).await;
+    assert_eq!(response.status(), 201);
+    let created: InstanceView = response.json().await.expect("JSON");
+    assert!(
+        matches!(created.state, InstanceState::Pending | InstanceState::Passing),
+        "{:?}",
+        created.state
+    );
+    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(grades.probes() >= 1, "announced after a probe, not before");
+}
+
+#[tokio::test]
+async fn a_v1_registration_at_a_dead_url_is_never_announced() {
+    let registry = TestRegistry::spawn().await;
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(&registry, &portal).await;
+    let dead = rollcall_testkit::refused_url().await;
+    let body = json!({
+        "ServiceName": "GradingService", "ServiceURL": dead,
+        "ServiceUpdateURL": format!("{dead}/services"), "HeartbeatURL": format!("{dead}/heartbeat"),
+    });
+    assert_eq!(registry.register_instance(&body).await.status(), 201);
+    // Every try failed: it will not be announced any more.
+    registry
+        .wait_for_state("GradingService", &dead, InstanceState::Critical)
+        .await;
+    let announced: Vec<_> = portal
+        .patches()
+        .into_iter()
+        .filter(|p| p.added.iter().any(|e| e.url == dead))
+        .collect();
+    assert!(
+        announced.is_empty(),
+        "the dead instance was pushed to a dependent: {announced:?}"
     );
 }
