@@ -15,7 +15,7 @@ use rollcall_testkit::{CountingListener, DEADLINE, eventually};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::{AddressPolicy, CallError, Outbound, PatchConnection, Resolve, SystemResolver};
+use super::{AddressPolicy, CallError, HostBudget, Outbound, PatchConnection, Resolve, SystemResolver};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 const LOOPBACK: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -171,4 +171,31 @@ async fn a_redirect_is_a_failed_call_and_is_not_followed() {
     assert!(matches!(delivery, Err(CallError::Status(307))), "{delivery:?}");
     assert_eq!(target.connections(), 0, "the redirect was followed");
     stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_budget_hands_out_turns_a_burst_then_one_per_period_and_other_hosts_wait_for_nothing() {
+    let budget = Arc::new(HostBudget::new(std::num::NonZeroU32::new(10).expect("10")));
+    let start = tokio::time::Instant::now();
+    let mut waiting = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let budget = Arc::clone(&budget);
+        waiting.spawn(async move {
+            budget.wait("busy.example").await;
+            start.elapsed()
+        });
+    }
+    let mut turns: Vec<Duration> = waiting.join_all().await;
+    turns.sort();
+    assert!(
+        turns[..10].iter().all(Duration::is_zero),
+        "a burst of 10 at once: {turns:?}"
+    );
+    for (n, turn) in turns[10..].iter().enumerate() {
+        let expected = Duration::from_millis(100) * u32::try_from(n + 1).expect("small");
+        assert_eq!(*turn, expected, "then one every 100 ms");
+    }
+    let other = tokio::time::Instant::now();
+    budget.wait("quiet.example").await;
+    assert!(other.elapsed().is_zero(), "another host has its own budget");
 }
