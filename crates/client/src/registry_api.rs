@@ -16,7 +16,25 @@ use crate::error::RegistryError;
 pub(crate) struct RegistryApi {
     http: reqwest::Client,
     services_url: String,
+    base: String,
 }
+
+/// What the registry's listing of a service says about one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listed {
+    /// Listed, at this index of its service.
+    Present(u64),
+    /// Not listed: the registry forgot it (restarted empty, or reaped it).
+    Absent,
+    /// The registry has no `/v1` listing for this caller (the Go registry, or a token without
+    /// the read scope): only the probes' silence can tell.
+    Unsupported,
+    /// No answer.
+    Unreachable,
+}
+
+/// How long one blocking query of the listing waits for a change.
+const LISTING_WAIT: Duration = Duration::from_secs(25);
 
 impl RegistryApi {
     /// The registry whose base URL is `base` (see [`crate::registry_base_url`]).
@@ -24,6 +42,45 @@ impl RegistryApi {
         Self {
             http,
             services_url: format!("{base}/services"),
+            base: base.to_owned(),
+        }
+    }
+
+    /// Whether the instance at `url` of `service` is listed, once the listing's index moved
+    /// past `index` (at once without one; at most [`LISTING_WAIT`] later otherwise).
+    pub(crate) async fn listed(&self, service: &str, url: &str, index: Option<u64>) -> Listed {
+        let Ok(mut listing) = reqwest::Url::parse(&self.base) else {
+            return Listed::Unsupported;
+        };
+        if let Ok(mut path) = listing.path_segments_mut() {
+            path.extend(["v1", "services", service]);
+        }
+        let mut request = self.http.get(listing).timeout(LISTING_WAIT + Duration::from_secs(5));
+        if let Some(index) = index {
+            request = request.query(&[
+                ("index", index.to_string()),
+                ("wait", format!("{}s", LISTING_WAIT.as_secs())),
+            ]);
+        }
+        let Ok(response) = request.send().await else {
+            return Listed::Unreachable;
+        };
+        if !response.status().is_success() {
+            return if response.status().is_server_error() {
+                Listed::Unreachable
+            } else {
+                Listed::Unsupported
+            };
+        }
+        let index = response
+            .headers()
+            .get("x-rollcall-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match (response.json::<rollcall_wire::ServiceView>().await, index) {
+            (Ok(view), Some(index)) if view.instances.iter().any(|i| i.url == url) => Listed::Present(index),
+            (Ok(_), Some(_)) => Listed::Absent,
+            _ => Listed::Unsupported,
         }
     }
 

@@ -1,7 +1,12 @@
 //! The supervisor: the runtime's background work once a service is registered. It keeps the
-//! service registered (registering again when the registry's probes fall silent, see
-//! `watchdog`), then on shutdown deregisters exactly once, stops the server and flushes the
-//! logs, all within one deadline.
+//! service registered, then on shutdown deregisters exactly once, stops the server and flushes
+//! the logs, all within one deadline.
+//!
+//! Two things tell it that the registry forgot the service: a blocking query on its own
+//! service's listing (`/v1`), answered as soon as the listing changes, and retried every 100 to
+//! 800 ms while the registry is away, so that a registry back empty is noticed within a second
+//! of answering; and, where there is no listing to read (the Go registry, a token without the
+//! read scope), the silence of the registry's probes (`watchdog`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +19,20 @@ use tokio_util::sync::CancellationToken;
 use super::watchdog::ProbeClock;
 use crate::error::RegistryError;
 use crate::providers::Providers;
-use crate::registry_api::RegistryApi;
+use crate::registry_api::{Listed, RegistryApi};
+
+/// Waits between two attempts to read the listing while the registry does not answer: 100 to
+/// 200 ms doubling to 400 to 800 ms (backon, with jitter), so that a registry back is noticed
+/// within a second of answering.
+fn retry_while_away() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_millis(400))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 
 /// The runtime's background work: keeping the service registered, then stopping it.
 pub(super) struct Supervisor {
@@ -76,24 +94,55 @@ impl Supervisor {
         }
     }
 
-    /// Until shutdown: registers again whenever the registry's probes fall silent.
+    /// Until shutdown: registers again whenever the registry forgot the service.
     async fn keep_registered(&self) {
+        let (service, url) = (&self.registration.service_name, &self.registration.service_url);
+        let mut index = None;
+        let mut listing = true;
+        let mut away = retry_while_away();
         loop {
             let wait = self.probes.time_until_silent();
             if wait.is_zero() {
-                tracing::warn!(
-                    url = %self.registration.service_url,
-                    "no health probe from the registry for too long: registering again"
-                );
+                tracing::warn!(%url, "no health probe from the registry for too long: registering again");
                 self.probes.silence_confirmed();
                 if self.register(false).await.is_err() {
                     return; // only a shutdown ends the retries
                 }
                 continue;
             }
-            tokio::select! {
+            let watch = async {
+                if listing {
+                    self.registry.listed(service, url, index).await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let listed = tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(wait) => continue,
+                listed = watch => listed,
+            };
+            match listed {
+                Listed::Present(now) => {
+                    index = Some(now);
+                    away = retry_while_away();
+                }
+                Listed::Absent => {
+                    tracing::warn!(%url, "the registry no longer lists this service: registering again");
+                    index = None;
+                    if self.register(false).await.is_err() {
+                        return;
+                    }
+                }
+                Listed::Unsupported => listing = false,
+                Listed::Unreachable => {
+                    index = None;
+                    let pause = away.next().unwrap_or(Duration::from_millis(400));
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
             }
         }
     }

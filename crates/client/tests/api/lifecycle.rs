@@ -352,3 +352,28 @@ async fn over_https_a_service_registers_with_its_authority_and_the_registry_prob
     stop_registry.cancel();
     registry.wait().await.expect("registry stops");
 }
+
+#[tokio::test]
+async fn a_registry_back_empty_has_the_service_again_within_a_second() {
+    // Probes every 100 ms make the watchdog quick too; with probes every 30 s only the listing
+    // can bring the service back this fast.
+    let registry = TestRegistry::spawn_with(|config| config.health_interval = Duration::from_secs(30)).await;
+    let running = service(&registry.url, "HelloService", &[])
+        .expected_health_interval(Duration::from_secs(30))
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    let url = running.url().to_owned();
+    let registry = registry.restart_empty().await;
+    let answering = Instant::now();
+    eventually("the service to register again", DEADLINE, || async {
+        registry.instance("HelloService", &url).await
+    })
+    .await;
+    assert!(
+        answering.elapsed() < Duration::from_secs(1),
+        "back after {:?}",
+        answering.elapsed()
+    );
+    running.stop().await;
+}
