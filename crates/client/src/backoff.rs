@@ -1,4 +1,5 @@
-//! The retry schedule of every call the client repeats (registering, shipping logs): backon's
+//! The retry schedule of every call the client repeats (registering, shipping logs, watching its
+//! own listing while the registry is away): backon's
 //! exponential backoff with jitter, so that services failing together do not retry in lockstep.
 //!
 //! The delays run 50-100 ms, 100-200 ms, ... doubling up to 2.5-5 s, and stay there: each is the
@@ -15,9 +16,14 @@ const MAX_STEP: Duration = Duration::from_millis(2_500);
 
 /// An endless schedule of delays between attempts.
 pub(crate) fn retry_delays() -> ExponentialBackoff {
+    delays_between(FIRST_STEP, MAX_STEP)
+}
+
+/// An endless schedule from `first` to `max` steps, each delay its step plus up to as much again.
+pub(crate) fn delays_between(first: Duration, max: Duration) -> ExponentialBackoff {
     ExponentialBuilder::new()
-        .with_min_delay(FIRST_STEP)
-        .with_max_delay(MAX_STEP)
+        .with_min_delay(first)
+        .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build()

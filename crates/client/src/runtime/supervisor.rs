@@ -25,13 +25,7 @@ use crate::registry_api::{Listed, RegistryApi};
 /// 200 ms doubling to 400 to 800 ms (backon, with jitter), so that a registry back is noticed
 /// within a second of answering.
 fn retry_while_away() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_millis(400))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    crate::backoff::delays_between(Duration::from_millis(100), Duration::from_millis(400))
 }
 
 /// The runtime's background work: keeping the service registered, then stopping it.
