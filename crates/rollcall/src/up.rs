@@ -5,8 +5,12 @@
 //! Child processes keep each service what it is in production: its own process, its own log
 //! shipping under its own name, its own memory to measure. They start in dependency order, each
 //! once the one before announced its address; `up` prints every URL. Ctrl-C or SIGTERM stops them
-//! in reverse order (the portal first, the registry last), each with SIGTERM and a deadline; if
-//! one of them dies, `up` stops the others and fails.
+//! in reverse order (the portal first, the registry last), each with SIGTERM and a deadline.
+//!
+//! A child that exits on its own is started again (`--restart on-failure`, the default) after a
+//! wait of 1 s doubling to 30 s, back to 1 s once it has run for a minute, while the others keep
+//! running: the portal answers its 503 page while grading is down and recovers by itself. Each
+//! restart is printed with how the child ended. `--restart never` stops everything instead.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,13 +48,38 @@ pub struct UpArgs {
     /// The portal's address.
     #[arg(long, default_value = "127.0.0.1:5050")]
     portal_listen: SocketAddr,
+    /// What to do when a service exits on its own: start it again, or stop everything.
+    #[arg(long, value_enum, default_value = "on-failure")]
+    restart: Restart,
 }
+
+/// `--restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Restart {
+    /// Start it again, with backoff, while the others keep running.
+    OnFailure,
+    /// Stop every service and exit with an error.
+    Never,
+}
+
+/// The first wait before a restart; it doubles with each restart in a row.
+const FIRST_RESTART_WAIT: Duration = Duration::from_secs(1);
+/// The longest wait before a restart.
+const MAX_RESTART_WAIT: Duration = Duration::from_secs(30);
+/// A child that ran this long is healthy again: its next restart waits the first wait.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 /// One started child and the URL it announced.
 struct Started {
     name: &'static str,
     child: Child,
     url: String,
+    /// Its command line, to start it again.
+    argv: Vec<String>,
+    /// When it was started.
+    since: tokio::time::Instant,
+    /// Restarts in a row without a healthy minute between them.
+    restarts: u32,
 }
 
 /// Starts the four services, prints their URLs, and stops them all on a signal.
@@ -63,7 +92,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 "rollcall is up: open {} (Ctrl-C stops everything)",
                 started.last().map_or("", |s| s.url.as_str())
             ));
-            wait_for_stop(&mut started).await
+            supervise(&mut started, args.restart).await
         }
         Err(error) => Err(error),
     };
@@ -137,21 +166,77 @@ async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
     announce(&format!("{name:<9}{url}"));
     // Keep reading the child's stdout so that it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Started { name, child, url })
+    Ok(Started {
+        name,
+        child,
+        url,
+        argv: argv.to_vec(),
+        since: tokio::time::Instant::now(),
+        restarts: 0,
+    })
 }
 
-/// Waits for SIGINT or SIGTERM, or for a child to die.
-async fn wait_for_stop(started: &mut [Started]) -> anyhow::Result<()> {
+/// Until SIGINT or SIGTERM: a child that exits is started again (`restart`), or everything
+/// stops.
+async fn supervise(started: &mut [Started], restart: Restart) -> anyhow::Result<()> {
     let shutdown = rollcall_client::shutdown_on_signals();
-    let exits = started
-        .iter_mut()
-        .map(|service| Box::pin(async move { (service.name, service.child.wait().await) }));
-    tokio::select! {
-        () = shutdown.cancelled() => Ok(()),
-        ((name, status), _, _) = futures_util::future::select_all(exits) => {
-            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-            bail!("the {name} stopped unexpectedly ({status}); stopping the others")
+    loop {
+        let exits = started
+            .iter_mut()
+            .enumerate()
+            .map(|(at, service)| Box::pin(async move { (at, service.child.wait().await) }));
+        let (at, status) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            ((at, status), _, _) = futures_util::future::select_all(exits) => (at, status),
+        };
+        let service = &mut started[at];
+        let how = status.map_or_else(|e| e.to_string(), ended);
+        if restart == Restart::Never {
+            bail!("the {} stopped unexpectedly ({how}); stopping the others", service.name);
         }
+        if service.since.elapsed() >= HEALTHY_AFTER {
+            service.restarts = 0;
+        }
+        loop {
+            let wait = FIRST_RESTART_WAIT
+                .saturating_mul(1 << service.restarts.min(5))
+                .min(MAX_RESTART_WAIT);
+            service.restarts += 1;
+            announce(&format!(
+                "the {} stopped unexpectedly ({how}); restarting it in {}",
+                service.name,
+                humantime::format_duration(wait)
+            ));
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+            match start(service.name, &service.argv).await {
+                Ok(again) => {
+                    let restarts = service.restarts;
+                    *service = Started { restarts, ..again };
+                    break;
+                }
+                Err(error) => announce(&format!("the {} did not start again: {error:#}", service.name)),
+            }
+        }
+    }
+}
+
+/// How a child ended, in words.
+fn ended(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => {
+            // `Signal::KILL` as rustix debug-prints it, said as SIGKILL.
+            let name = Signal::from_named_raw(signal).map_or_else(
+                || format!("signal {signal}"),
+                |s| format!("{s:?}").trim_matches('"').replace("Signal::", "SIG"),
+            );
+            format!("killed by {name}")
+        }
+        (None, None) => status.to_string(),
     }
 }
 
@@ -176,5 +261,19 @@ async fn stop_all(started: &mut Vec<Started>) {
                 let _ = service.child.kill().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn how_a_child_ended_is_said_in_words() {
+        assert_eq!(ended(std::process::ExitStatus::from_raw(1 << 8)), "exit status 1");
+        assert_eq!(ended(std::process::ExitStatus::from_raw(9)), "killed by SIGKILL");
+        assert_eq!(ended(std::process::ExitStatus::from_raw(15)), "killed by SIGTERM");
     }
 }

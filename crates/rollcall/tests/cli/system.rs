@@ -180,3 +180,88 @@ async fn the_portal_says_503_when_grading_dies_and_recovers_with_every_acknowled
     .await;
     drop((grades, logs));
 }
+
+/// The pid of `up`'s child running `rollcall <subcommand>`.
+fn child_running(up: u32, subcommand: &str) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{up}/task/{up}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .find(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| line.split(|b| *b == 0).nth(1) == Some(subcommand.as_bytes()))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_restarts_a_killed_service_while_the_others_keep_running_and_the_portal_recovers() {
+    let data = tempfile::tempdir().expect("data dir");
+    let mut up = tokio::process::Command::new(rollcall())
+        .args(["up", "--data-dir"])
+        .arg(data.path())
+        .args(["--registry-listen", "127.0.0.1:0", "--logs-listen", "127.0.0.1:0"])
+        .args(["--grades-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rollcall up");
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line")
+    };
+    let mut portal = String::new();
+    for _ in 0..5 {
+        let line = next_line().await;
+        if let Some(url) = line.strip_prefix("portal").map(str::trim) {
+            portal = url.to_owned();
+        }
+    }
+    let up_pid = up.id().expect("pid");
+    let grades = child_running(up_pid, "grades").expect("the grading service runs under up");
+    let logs = child_running(up_pid, "logs").expect("the log service runs under up");
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &grades.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+
+    let said = next_line().await;
+    assert!(
+        said.contains("the grades stopped unexpectedly (killed by SIGKILL); restarting it in 1s"),
+        "{said}"
+    );
+    let again = next_line().await;
+    assert!(
+        again.starts_with("grades"),
+        "the grading service started again: {again}"
+    );
+    let restarted = child_running(up_pid, "grades").expect("a grading service again");
+    assert_ne!(restarted, grades);
+    assert_eq!(child_running(up_pid, "logs"), Some(logs), "the others kept running");
+
+    let http = rollcall_testkit::http_client_without_redirects();
+    let page = eventually("the portal to recover", DEADLINE, || async {
+        let (status, page) = get(&http, &format!("{portal}/students")).await?;
+        (status == 200).then_some(page)
+    })
+    .await;
+    assert!(page.contains("Carter, Nick"), "the grade book kept its data");
+
+    let stop = Command::new("kill")
+        .args(["-INT", &up_pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    let status = tokio::time::timeout(DEADLINE, up.wait())
+        .await
+        .expect("stops in time")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}
