@@ -12,6 +12,20 @@ fn rollcall() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
 }
 
+/// `rollcall up` with its data in `data`, every service on a port the OS picks.
+fn spawn_up(data: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(rollcall())
+        .args(["up", "--data-dir"])
+        .arg(data)
+        .args(["--registry-listen", "127.0.0.1:0", "--logs-listen", "127.0.0.1:0"])
+        .args(["--grades-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rollcall up")
+}
+
 /// The status and body of `GET url`, or `None` when nothing answers.
 async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, String)> {
     let response = http.get(url).send().await.ok()?;
@@ -21,16 +35,7 @@ async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_starts_the_four_services_prints_their_urls_and_stops_them_on_ctrl_c() {
     let data = tempfile::tempdir().expect("data dir");
-    let mut up = tokio::process::Command::new(rollcall())
-        .args(["up", "--data-dir"])
-        .arg(data.path())
-        .args(["--registry-listen", "127.0.0.1:0", "--logs-listen", "127.0.0.1:0"])
-        .args(["--grades-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("rollcall up");
+    let mut up = spawn_up(data.path());
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
     let mut urls = std::collections::BTreeMap::new();
     for _ in 0..4 {
@@ -196,16 +201,7 @@ fn child_running(up: u32, subcommand: &str) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_restarts_a_killed_service_while_the_others_keep_running_and_the_portal_recovers() {
     let data = tempfile::tempdir().expect("data dir");
-    let mut up = tokio::process::Command::new(rollcall())
-        .args(["up", "--data-dir"])
-        .arg(data.path())
-        .args(["--registry-listen", "127.0.0.1:0", "--logs-listen", "127.0.0.1:0"])
-        .args(["--grades-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("rollcall up");
+    let mut up = spawn_up(data.path());
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
     let mut next_line = async || {
         tokio::time::timeout(DEADLINE, lines.next_line())
