@@ -7,6 +7,8 @@
 //! once the one before announced its address; `up` prints every URL. Ctrl-C or SIGTERM stops them
 //! in reverse order (the portal first, the registry last), each with SIGTERM and a deadline.
 //!
+//! Each child's log goes to `up`'s stderr, every line prefixed with the child's name.
+//!
 //! A child that exits on its own is started again (`--restart on-failure`, the default) after a
 //! wait of 1 s doubling to 30 s, back to 1 s once it has run for a minute, while the others keep
 //! running: the portal answers its 503 page while grading is down and recovers by itself. Each
@@ -133,7 +135,8 @@ async fn start_all(args: &UpArgs, started: &mut Vec<Started>) -> anyhow::Result<
     Ok(())
 }
 
-/// Starts `rollcall <argv>` and waits for its address line.
+/// Starts `rollcall <argv>` and waits for its address line. The child's log (its stderr) is
+/// passed on to `up`'s stderr, each line prefixed with its name.
 async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
     let binary = std::env::current_exe().context("cannot find the rollcall binary")?;
     let mut child = Command::new(binary)
@@ -142,6 +145,7 @@ async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
         .env_remove("ROLLCALL_ADVERTISE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         // Its own process group: a terminal's Ctrl-C reaches `up` alone, which then stops the
         // services in order (dependents first, so that they can still deregister).
         .process_group(0)
@@ -149,6 +153,8 @@ async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
         .spawn()
         .with_context(|| format!("cannot start the {name}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let last_words = forward_log(name, stderr);
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(START_DEADLINE, lines.next_line())
         .await
@@ -159,8 +165,10 @@ async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
         .and_then(|l| l.split_whitespace().last())
         .filter(|u| u.starts_with("http"))
     else {
-        let status = child.wait().await.ok();
-        bail!("the {name} failed to start ({status:?}); its error is above");
+        let status = child.wait().await.map_or_else(|e| e.to_string(), ended);
+        // Its last words are what it said on the way out (its log is forwarded as it goes).
+        let said = last_words.await.unwrap_or_default();
+        bail!("the {name} failed to start ({status}): {said}");
     };
     let url = url.to_owned();
     announce(&format!("{name:<9}{url}"));
@@ -173,6 +181,27 @@ async fn start(name: &'static str, argv: &[String]) -> anyhow::Result<Started> {
         argv: argv.to_vec(),
         since: tokio::time::Instant::now(),
         restarts: 0,
+    })
+}
+
+/// Passes the child's log lines on to stderr as `[name] line`, until it closes; the task's
+/// answer is what a child that failed to start said: its `Error: ...` line (the binary's way of
+/// ending on an error), or else its last line.
+fn forward_log(name: &'static str, stderr: tokio::process::ChildStderr) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        use std::io::Write as _;
+        let mut lines = BufReader::new(stderr).lines();
+        let (mut error, mut last) = (None, String::new());
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = writeln!(std::io::stderr().lock(), "[{name}] {line}");
+            if error.is_none() && line.starts_with("Error: ") {
+                error = Some(line.clone());
+            }
+            if !line.trim().is_empty() {
+                last = line;
+            }
+        }
+        error.unwrap_or(last)
     })
 }
 

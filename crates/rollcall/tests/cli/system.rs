@@ -13,15 +13,22 @@ fn rollcall() -> &'static Path {
 }
 
 /// `rollcall up` with its data in `data`, every service on a port the OS picks.
-fn spawn_up(data: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(rollcall())
+fn up_command(data: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(rollcall());
+    command
         .args(["up", "--data-dir"])
         .arg(data)
         .args(["--registry-listen", "127.0.0.1:0", "--logs-listen", "127.0.0.1:0"])
         .args(["--grades-listen", "127.0.0.1:0", "--portal-listen", "127.0.0.1:0"])
+        .kill_on_drop(true);
+    command
+}
+
+/// `rollcall up` running, its stdout piped.
+fn spawn_up(data: &Path) -> tokio::process::Child {
+    up_command(data)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("rollcall up")
 }
@@ -260,4 +267,23 @@ async fn up_restarts_a_killed_service_while_the_others_keep_running_and_the_port
         .expect("stops in time")
         .expect("wait");
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn up_names_the_service_that_failed_to_start_with_its_own_error() {
+    let data = tempfile::tempdir().expect("data dir");
+    // The registry's data directory cannot be made: a file is in its place.
+    std::fs::write(data.path().join("registry"), b"not a directory").expect("write");
+    let output = up_command(data.path()).output().await.expect("rollcall up");
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("the registry failed to start (exit status 1): Error: cannot create the data directory"),
+        "{said}"
+    );
+    assert!(
+        said.contains("[registry] Error:"),
+        "its log is passed on, named: {said}"
+    );
+    assert!(!said.contains("the logs failed"), "{said}");
 }
