@@ -182,7 +182,9 @@ fn first_probe_delay(config: &RegistryConfig) -> Duration {
 /// How long to wait before probing `instance` again, given its state after a probe at `now`.
 fn next_probe_delay(config: &RegistryConfig, instance: &Instance, now: SystemTime) -> Duration {
     match instance.state {
-        InstanceState::Passing => config.health_interval.mul_f64(rand::rng().random_range(0.9..=1.1)),
+        InstanceState::Passing | InstanceState::Draining => {
+            config.health_interval.mul_f64(rand::rng().random_range(0.9..=1.1))
+        }
         // Not yet proven alive, or failing: soon again.
         InstanceState::Pending | InstanceState::Suspect => config.health_retry_delay,
         InstanceState::Critical => {

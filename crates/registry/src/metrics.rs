@@ -174,8 +174,8 @@ impl Default for Metrics {
 /// What the catalog looks like at scrape time.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Instances in each state: passing, suspect, critical, pending.
-    pub instances: [usize; 4],
+    /// Instances in each state: passing, suspect, critical, pending, draining.
+    pub instances: [usize; 5],
     /// Delivery queues.
     pub queues: usize,
     /// Delivery queues with undelivered changes.
@@ -195,6 +195,7 @@ fn state_slot(state: InstanceState) -> usize {
         InstanceState::Suspect => 1,
         InstanceState::Critical => 2,
         InstanceState::Pending => 3,
+        InstanceState::Draining => 4,
     }
 }
 
@@ -206,6 +207,7 @@ impl Metrics {
             InstanceState::Passing,
             InstanceState::Suspect,
             InstanceState::Critical,
+            InstanceState::Draining,
         ] {
             let count = snapshot.instances[state_slot(state)];
             self.instances

@@ -254,6 +254,15 @@ pub enum Command {
         /// Who asks.
         by: Actor,
     },
+    /// Take the instance with this ServiceURL out of rotation (`drain: true`), or put it back.
+    Drain {
+        /// The ServiceURL.
+        url: String,
+        /// Who asks (the owner or an admin may).
+        by: Actor,
+        /// True to drain, false to undrain.
+        drain: bool,
+    },
     /// Record the outcome of one probe of registration `id`.
     RecordProbe {
         /// The ServiceURL probed.
@@ -413,6 +422,11 @@ impl Catalog {
                 None => Err(CommandError::UnknownInstance(url)),
                 Some(instance) if !by.may_change(&instance.registrant) => Err(CommandError::NotOwner(url)),
                 Some(_) => Ok(self.remove(&url, false).unwrap_or_default()),
+            },
+            Command::Drain { url, by, drain } => match self.instances.get(&url) {
+                None => Err(CommandError::UnknownInstance(url)),
+                Some(instance) if !by.may_change(&instance.registrant) => Err(CommandError::NotOwner(url)),
+                Some(_) => Ok(self.drain(&url, drain)),
             },
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
         };
@@ -675,6 +689,39 @@ impl Catalog {
         Some(events)
     }
 
+    /// Drains (or undrains) the instance at `url`: a drained instance is out of rotation whatever
+    /// its probes say, until undrained; undraining makes it passing again (a failing instance
+    /// shows it at its next probe).
+    fn drain(&mut self, url: &str, drain: bool) -> Vec<Event> {
+        let Some(instance) = self.instances.get_mut(url) else {
+            return Vec::new();
+        };
+        let (from, before) = (instance.state, instance.provides());
+        let to = match (drain, from) {
+            (true, _) => InstanceState::Draining,
+            (false, InstanceState::Draining) => InstanceState::Passing,
+            (false, other) => other,
+        };
+        if to == from {
+            return Vec::new();
+        }
+        instance.state = to;
+        let (id, after, service) = (
+            instance.id,
+            instance.provides(),
+            instance.registration.service_name.clone(),
+        );
+        self.touch(&service);
+        let mut events = vec![Event::StateChanged {
+            id,
+            url: url.to_owned(),
+            from,
+            to,
+        }];
+        events.extend(providers_changed(before, after));
+        events
+    }
+
     fn record_probe(
         &mut self,
         url: &str,
@@ -690,6 +737,16 @@ impl Catalog {
         let from = instance.state;
         instance.last_check_at = Some(at);
         match outcome {
+            // A drained instance stays out of rotation until it is undrained, whatever its probes
+            // say (they are still listed).
+            Ok(()) if instance.state == InstanceState::Draining => {
+                instance.last_error = None;
+                instance.consecutive_failures = 0;
+            }
+            Err(error) if instance.state == InstanceState::Draining => {
+                instance.last_error = Some(error);
+                instance.consecutive_failures = instance.consecutive_failures.saturating_add(1);
+            }
             Ok(()) => {
                 instance.state = InstanceState::Passing;
                 instance.last_error = None;
@@ -922,6 +979,49 @@ mod tests {
         assert_eq!(
             c.instance("http://dead").map(|i| i.state),
             Some(InstanceState::Critical)
+        );
+    }
+
+    #[test]
+    fn a_drained_instance_is_out_of_rotation_whatever_its_probes_say_until_undrained() {
+        let mut c = catalog();
+        let (id, _) = register(&mut c, "A", "http://a");
+        let drain = |drain| Command::Drain {
+            url: "http://a".to_owned(),
+            by: Actor::default(),
+            drain,
+        };
+        let events = c.apply(drain(true)).expect("drain");
+        assert_eq!(providers_changes(&events), 1, "dependents are told at once");
+        assert!(c.providers_of(&["A".to_owned()]).is_empty());
+        assert!(
+            probe(&mut c, "http://a", id, true, 1)
+                .iter()
+                .all(|e| !matches!(e, Event::StateChanged { .. }))
+        );
+        for n in 2..8 {
+            probe(&mut c, "http://a", id, false, n);
+        }
+        assert_eq!(
+            c.instance("http://a").map(|i| i.state),
+            Some(InstanceState::Draining),
+            "failures neither"
+        );
+        assert!(
+            c.apply(drain(true)).expect("again").is_empty(),
+            "draining twice changes nothing"
+        );
+        let events = c.apply(drain(false)).expect("undrain");
+        assert_eq!(providers_changes(&events), 1, "back in rotation");
+        assert_eq!(c.instance("http://a").map(|i| i.state), Some(InstanceState::Passing));
+        let stranger = Command::Drain {
+            url: "http://nowhere".to_owned(),
+            by: Actor::default(),
+            drain: true,
+        };
+        assert_eq!(
+            c.apply(stranger),
+            Err(CommandError::UnknownInstance("http://nowhere".to_owned()))
         );
     }
 

@@ -5,6 +5,7 @@
 //! Stdout carries only the lines scripts read (such as the address a server listens on).
 
 mod cli;
+mod drain_cli;
 mod logging;
 mod logs_cli;
 mod repair;
@@ -42,6 +43,10 @@ enum Command {
     Grades(rollcall_grades::GradesConfig),
     /// Run the teacher portal (registers as Portal).
     Portal(rollcall_portal::PortalConfig),
+    /// Take an instance out of rotation (dependents are sent Removed at once; it keeps serving).
+    Drain(drain_cli::DrainArgs),
+    /// Put a drained instance back into rotation.
+    Undrain(drain_cli::DrainArgs),
     /// Repair a damaged catalog or grade book (the service stopped): what is readable is kept.
     Repair(repair::RepairCommand),
     /// Issue, list and revoke the registry's tokens (with an admin token).
@@ -82,6 +87,8 @@ fn main() -> anyhow::Result<()> {
             Command::Services(args) => services::run(args).await,
             Command::Token(command) => token_cli::run(command).await,
             Command::Repair(command) => repair::run(command).await,
+            Command::Drain(args) => drain_cli::run(args, true).await,
+            Command::Undrain(args) => drain_cli::run(args, false).await,
             Command::Up(args) => up::run(args).await,
         }
     })

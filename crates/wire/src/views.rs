@@ -20,6 +20,10 @@ pub enum InstanceState {
     Suspect,
     /// Enough consecutive probes failed: removed from discovery until it answers again.
     Critical,
+    /// Taken out of rotation by its owner or an operator (`POST /v1/instances/{id}/drain`):
+    /// dependents were sent `Removed`, while it keeps serving what it has in flight. Probes go
+    /// on; enough failures in a row make it critical.
+    Draining,
 }
 
 impl InstanceState {
@@ -35,6 +39,7 @@ impl InstanceState {
             InstanceState::Passing => "passing",
             InstanceState::Suspect => "suspect",
             InstanceState::Critical => "critical",
+            InstanceState::Draining => "draining",
         }
     }
 }

@@ -47,6 +47,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Subject {
 pub(super) async fn audited(State(core): State<Arc<Core>>, mut request: Request, next: Next) -> Response {
     let action = match (request.method(), request.uri().path()) {
         (&Method::POST, "/services" | "/v1/instances") => "register",
+        (&Method::POST, path) if path.starts_with("/v1/instances/") && path.ends_with("/drain") => "drain",
+        (&Method::POST, path) if path.starts_with("/v1/instances/") && path.ends_with("/undrain") => "undrain",
         (&Method::DELETE, path) if path == "/services" || path.starts_with("/v1/instances/") => "deregister",
         (&Method::POST, "/v1/tokens") => "token.create",
         (&Method::DELETE, path) if path.starts_with("/v1/tokens/") => "token.revoke",

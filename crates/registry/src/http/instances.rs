@@ -31,6 +31,8 @@ pub(super) fn router() -> Router<Arc<Core>> {
     Router::new()
         .route("/v1/instances", post(register))
         .route("/v1/instances/{id}", delete(deregister))
+        .route("/v1/instances/{id}/drain", post(drain))
+        .route("/v1/instances/{id}/undrain", post(undrain))
 }
 
 /// The read: one instance by id.
@@ -137,4 +139,61 @@ async fn deregister(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// Takes the instance out of rotation: its dependents are sent `Removed` at once, while it
+/// keeps being probed and listed as `draining`. The answer is the instance as listed.
+#[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
+async fn drain(
+    State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Result<Caller, ApiError>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceView>, ApiError> {
+    set_draining(&core, peer, caller?, &subject, id, true).await
+}
+
+/// Puts a drained instance back into rotation (as passing; a failing one shows it at its next
+/// probe).
+#[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
+async fn undrain(
+    State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Result<Caller, ApiError>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceView>, ApiError> {
+    set_draining(&core, peer, caller?, &subject, id, false).await
+}
+
+async fn set_draining(
+    core: &Arc<Core>,
+    peer: SocketAddr,
+    caller: Caller,
+    subject: &Subject,
+    id: String,
+    drain: bool,
+) -> Result<Json<InstanceView>, ApiError> {
+    let registered = core
+        .catalog()
+        .instance_by_id(&id)
+        .map(|i| (i.registration.service_url.clone(), i.registration.service_name.clone()));
+    let (url, service) = registered.ok_or_else(|| ApiError::UnknownInstanceId(id.clone()))?;
+    subject.set(&url);
+    caller.may(&Scope::Register(service))?;
+    let command = Command::Drain {
+        url: url.clone(),
+        by: caller.actor(peer.ip()),
+        drain,
+    };
+    let unknown = || ApiError::UnknownInstanceId(id.clone());
+    let (_, view) = core
+        .apply_and_read(command, |catalog, _| catalog.instance(&url).map(Instance::view))
+        .await
+        .map_err(|error| match error {
+            crate::core::ApplyError::Command(crate::state::CommandError::UnknownInstance(_)) => unknown(),
+            other => other.into(),
+        })?;
+    view.map(Json).ok_or_else(unknown)
 }

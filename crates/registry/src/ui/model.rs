@@ -109,9 +109,9 @@ pub(crate) fn summarize(views: &[ServiceView]) -> Vec<ServiceSummary> {
                 count(InstanceState::Suspect),
                 count(InstanceState::Critical),
             );
-            // A pending instance is not held by dependents yet: it counts against the health.
-            let pending = count(InstanceState::Pending);
-            let health = match (passing, suspect + critical + pending) {
+            // Pending and draining instances are not held by dependents: they count against it.
+            let out_of_rotation = count(InstanceState::Pending) + count(InstanceState::Draining);
+            let health = match (passing, suspect + critical + out_of_rotation) {
                 (0, 0) => Health::Missing,
                 (0, _) => Health::Down,
                 (_, 0) => Health::Passing,

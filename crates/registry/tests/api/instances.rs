@@ -275,3 +275,53 @@ async fn a_v1_registration_at_a_dead_url_is_never_announced() {
         "the dead instance was pushed to a dependent: {announced:?}"
     );
 }
+
+#[tokio::test]
+async fn a_drained_instance_leaves_its_dependents_at_once_and_an_undrained_one_comes_back() {
+    let registry = TestRegistry::spawn().await;
+    let portal = FakeService::spawn("Portal", &["GradingService"]).await;
+    register(&registry, &portal).await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &grades).await;
+    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+    let id = registry
+        .instance("GradingService", &grades.url)
+        .await
+        .expect("listed")
+        .id;
+
+    let drained = rollcall_testkit::http_client()
+        .post(format!("{}/v1/instances/{id}/drain", registry.url))
+        .send()
+        .await
+        .expect("POST drain");
+    assert_eq!(drained.status(), 200);
+    let view: InstanceView = drained.json().await.expect("JSON");
+    assert_eq!(view.state, InstanceState::Draining);
+    portal.wait_for_providers(&BTreeSet::new()).await;
+    let probes = grades.probes();
+    rollcall_testkit::eventually("probes to go on while drained", rollcall_testkit::DEADLINE, || async {
+        (grades.probes() > probes + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        registry.instance("GradingService", &grades.url).await.map(|i| i.state),
+        Some(InstanceState::Draining),
+        "passing probes do not put it back"
+    );
+
+    let undrained = rollcall_testkit::http_client()
+        .post(format!("{}/v1/instances/{id}/undrain", registry.url))
+        .send()
+        .await
+        .expect("POST undrain");
+    assert_eq!(undrained.status(), 200);
+    portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
+
+    let unknown = rollcall_testkit::http_client()
+        .post(format!("{}/v1/instances/nope/drain", registry.url))
+        .send()
+        .await
+        .expect("POST drain");
+    assert_eq!(unknown.status(), 404);
+}

@@ -141,3 +141,32 @@ async fn lists_a_registry_served_over_https_given_its_authority() {
         "the platform's roots do not know the test authority"
     );
 }
+
+#[tokio::test]
+async fn drain_and_undrain_take_an_instance_out_of_rotation_and_back_by_its_url() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &grades).await;
+    let run = |verb: &'static str| {
+        let (registry, url) = (registry.url.clone(), grades.url.clone());
+        async move {
+            let output = tokio::process::Command::new(rollcall())
+                .args([verb, &url, "--registry", &registry])
+                .output()
+                .await
+                .expect("run");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).expect("UTF-8")
+        }
+    };
+    assert_eq!(
+        run("drain").await.trim(),
+        format!("GradingService {} is draining", grades.url)
+    );
+    let table = services(&["--registry", &registry.url]).await;
+    assert!(table.contains("draining"), "{table}");
+    assert_eq!(
+        run("undrain").await.trim(),
+        format!("GradingService {} is passing", grades.url)
+    );
+}
