@@ -48,6 +48,11 @@ pub struct ServiceArgs {
     /// requests without one only if it was told to). Said at every start.
     #[arg(long, env = "ROLLCALL_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+
+    /// How long a stop waits, still serving, for dependents to let go of this instance (it is
+    /// taken out of rotation first). Zero skips draining.
+    #[arg(long, env = "ROLLCALL_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
 }
 
 /// Where a service looks for the registry unless told otherwise.
@@ -64,6 +69,7 @@ impl ServiceArgs {
             client: ClientArgs::default(),
             tls: rollcall_http::TlsArgs::default(),
             allow_anonymous: false,
+            drain_timeout: std::time::Duration::from_secs(10),
         }
     }
 

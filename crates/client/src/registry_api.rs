@@ -20,10 +20,10 @@ pub(crate) struct RegistryApi {
 }
 
 /// What the registry's listing of a service says about one instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Listed {
-    /// Listed, at this index of its service.
-    Present(u64),
+    /// Listed, at this index of its service, with this instance id.
+    Present(u64, String),
     /// Not listed: the registry forgot it (restarted empty, or reaped it).
     Absent,
     /// The registry has no `/v1` listing for this caller (the Go registry, or a token without
@@ -78,8 +78,10 @@ impl RegistryApi {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         match (response.json::<rollcall_wire::ServiceView>().await, index) {
-            (Ok(view), Some(index)) if view.instances.iter().any(|i| i.url == url) => Listed::Present(index),
-            (Ok(_), Some(_)) => Listed::Absent,
+            (Ok(view), Some(index)) => match view.instances.into_iter().find(|i| i.url == url) {
+                Some(instance) => Listed::Present(index, instance.id),
+                None => Listed::Absent,
+            },
             _ => Listed::Unsupported,
         }
     }
@@ -127,6 +129,30 @@ impl RegistryApi {
                 }
             }
         }
+    }
+
+    /// Takes the instance `id` out of rotation and waits (up to a few seconds, the registry's
+    /// bound) until its dependents acknowledged; the answer is how many still held it, `None`
+    /// when the registry cannot drain (the Go registry) or did not answer.
+    pub(crate) async fn drain(&self, id: &str) -> Option<u64> {
+        let mut url = reqwest::Url::parse(&self.base).ok()?;
+        url.path_segments_mut().ok()?.extend(["v1", "instances", id, "drain"]);
+        let response = self
+            .http
+            .post(url)
+            .query(&[("wait", "5s")])
+            .timeout(Duration::from_secs(8))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response
+            .headers()
+            .get("x-rollcall-unacknowledged")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
     }
 
     /// Deregisters `service_url`.

@@ -58,6 +58,10 @@ pub(crate) trait React: Send + Sync + std::fmt::Debug {
 
     /// The number of delivery queues, and of those with changes their subscriber lacks.
     fn queue_counts(&self) -> (usize, usize);
+
+    /// The subscribers (their service URLs) that still hold `entry`: have not acknowledged its
+    /// removal.
+    fn holders(&self, entry: &rollcall_wire::PatchEntry) -> Vec<String>;
 }
 
 /// What every handler and background task of one registry shares.
@@ -199,6 +203,22 @@ impl Core {
     /// Makes what is queued durable and closes the store.
     pub async fn close_store(&self) {
         self.store.close().await;
+    }
+
+    /// How many live subscribers still hold `entry` (a drained or removed provider whose
+    /// `Removed` patch they have not acknowledged yet). A critical subscriber (presumed dead, so
+    /// sending nothing) is not waited for.
+    pub fn holders(&self, entry: &rollcall_wire::PatchEntry) -> usize {
+        let holders = self.reactions.holders(entry);
+        let catalog = self.catalog();
+        holders
+            .iter()
+            .filter(|url| {
+                catalog
+                    .instance(url)
+                    .is_some_and(|i| i.state != rollcall_wire::InstanceState::Critical)
+            })
+            .count()
     }
 
     /// The metrics exposition, with the catalog's gauges as they are now.

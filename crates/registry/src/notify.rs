@@ -129,6 +129,16 @@ impl Notifier {
     }
 
     /// The number of queues, and of those with changes their subscriber does not hold yet.
+    /// The subscribers (their service URLs) that still hold `entry`: have not acknowledged its
+    /// removal.
+    pub fn holders(&self, entry: &PatchEntry) -> Vec<String> {
+        lock(&self.subscribers)
+            .values()
+            .filter(|s| s.held().contains(entry))
+            .map(|s| s.url.clone())
+            .collect()
+    }
+
     pub fn counts(&self) -> (usize, usize) {
         let subscribers = lock(&self.subscribers);
         let behind = subscribers.values().filter(|s| s.behind().is_some()).count();

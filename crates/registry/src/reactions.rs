@@ -79,4 +79,8 @@ impl React for Reactor {
     fn queue_counts(&self) -> (usize, usize) {
         self.notifier.counts()
     }
+
+    fn holders(&self, entry: &rollcall_wire::PatchEntry) -> Vec<String> {
+        self.notifier.holders(entry)
+    }
 }

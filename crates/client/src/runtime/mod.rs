@@ -90,6 +90,7 @@ pub struct ServiceBuilder {
     client: ClientArgs,
     tls: rollcall_http::TlsArgs,
     allow_anonymous: bool,
+    drain_timeout: Duration,
 }
 
 impl ServiceBuilder {
@@ -114,6 +115,7 @@ impl ServiceBuilder {
             client: ClientArgs::default(),
             tls: rollcall_http::TlsArgs::default(),
             allow_anonymous: false,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 
@@ -147,6 +149,7 @@ impl ServiceBuilder {
         self.client.clone_from(&args.client);
         self.tls.clone_from(&args.tls);
         self.allow_anonymous = args.allow_anonymous;
+        self.drain_timeout = args.drain_timeout;
         self
     }
 
@@ -181,6 +184,14 @@ impl ServiceBuilder {
             tls_cert: Some(cert.into()),
             tls_key: Some(key.into()),
         };
+        self
+    }
+
+    /// How long a stop waits, still serving, for the registry's dependents to let go of the
+    /// instance (taken out of rotation first; 10 s by default; zero skips draining).
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 
@@ -357,6 +368,7 @@ impl ServiceBuilder {
             probes,
             shutdown: shutdown.clone(),
             deadline: self.shutdown_deadline,
+            drain_timeout: self.drain_timeout,
         };
         if let Err(error) = supervisor.register(self.fail_fast).await {
             stop_serving.cancel();

@@ -1,6 +1,6 @@
 //! The supervisor: the runtime's background work once a service is registered. It keeps the
-//! service registered, then on shutdown deregisters exactly once, stops the server and flushes
-//! the logs, all within one deadline.
+//! service registered, then on shutdown drains it (dependents let go of it while it still
+//! serves), deregisters exactly once, stops the server and flushes the logs.
 //!
 //! Two things tell it that the registry forgot the service: a blocking query on its own
 //! service's listing (`/v1`), answered as soon as the listing changes, and retried every 100 to
@@ -36,6 +36,8 @@ pub(super) struct Supervisor {
     pub(super) probes: Arc<ProbeClock>,
     pub(super) shutdown: CancellationToken,
     pub(super) deadline: Duration,
+    /// How long a stop waits for dependents to let go of the instance.
+    pub(super) drain_timeout: Duration,
 }
 
 impl Supervisor {
@@ -61,7 +63,8 @@ impl Supervisor {
         stop_serving: CancellationToken,
         shipper: Option<crate::logs::Shipper>,
     ) {
-        self.keep_registered().await;
+        let id = self.keep_registered().await;
+        self.drain(id).await;
         let deadline = Instant::now() + self.deadline;
 
         // Exactly one deregistration, before the server stops: dependents stop calling first.
@@ -88,10 +91,41 @@ impl Supervisor {
         }
     }
 
-    /// Until shutdown: registers again whenever the registry forgot the service.
-    async fn keep_registered(&self) {
+    /// Before it stops: takes the instance out of rotation and keeps serving until every
+    /// dependent acknowledged its removal, or the drain timeout ran out. A registry that cannot
+    /// drain (the Go registry) or does not list the instance skips it.
+    async fn drain(&self, id: Option<String>) {
+        if self.drain_timeout.is_zero() {
+            return;
+        }
+        let (service, url) = (&self.registration.service_name, &self.registration.service_url);
+        let id = match id {
+            Some(id) => id,
+            None => match self.registry.listed(service, url, None).await {
+                Listed::Present(_, id) => id,
+                _ => return,
+            },
+        };
+        let started = Instant::now();
+        while started.elapsed() < self.drain_timeout {
+            match self.registry.drain(&id).await {
+                Some(0) => {
+                    tracing::info!(%url, drained_in = ?started.elapsed(), "every dependent let go of this instance");
+                    return;
+                }
+                Some(holders) => tracing::info!(%url, holders, "draining: dependents still hold this instance"),
+                None => return,
+            }
+        }
+        tracing::warn!(%url, timeout = ?self.drain_timeout, "drain timed out: stopping anyway");
+    }
+
+    /// Until shutdown: registers again whenever the registry forgot the service. Returns the
+    /// instance's id, when the registry's listing showed it.
+    async fn keep_registered(&self) -> Option<String> {
         let (service, url) = (&self.registration.service_name, &self.registration.service_url);
         let mut index = None;
+        let mut id = None;
         let mut listing = true;
         let mut away = retry_while_away();
         loop {
@@ -100,7 +134,7 @@ impl Supervisor {
                 tracing::warn!(%url, "no health probe from the registry for too long: registering again");
                 self.probes.silence_confirmed();
                 if self.register(false).await.is_err() {
-                    return; // only a shutdown ends the retries
+                    return id; // only a shutdown ends the retries
                 }
                 continue;
             }
@@ -112,20 +146,21 @@ impl Supervisor {
                 }
             };
             let listed = tokio::select! {
-                () = self.shutdown.cancelled() => return,
+                () = self.shutdown.cancelled() => return id,
                 () = tokio::time::sleep(wait) => continue,
                 listed = watch => listed,
             };
             match listed {
-                Listed::Present(now) => {
+                Listed::Present(now, listed_as) => {
                     index = Some(now);
+                    id = Some(listed_as);
                     away = retry_while_away();
                 }
                 Listed::Absent => {
                     tracing::warn!(%url, "the registry no longer lists this service: registering again");
-                    index = None;
+                    (index, id) = (None, None);
                     if self.register(false).await.is_err() {
-                        return;
+                        return None;
                     }
                 }
                 Listed::Unsupported => listing = false,
@@ -133,7 +168,7 @@ impl Supervisor {
                     index = None;
                     let pause = away.next().unwrap_or(Duration::from_millis(400));
                     tokio::select! {
-                        () = self.shutdown.cancelled() => return,
+                        () = self.shutdown.cancelled() => return id,
                         () = tokio::time::sleep(pause) => {}
                     }
                 }

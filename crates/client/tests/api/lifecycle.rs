@@ -377,3 +377,52 @@ async fn a_registry_back_empty_has_the_service_again_within_a_second() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_stopping_service_keeps_serving_until_its_dependents_let_go_of_it() {
+    let registry = TestRegistry::spawn().await;
+    let running = service(&registry.url, "HelloService", &[])
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    let url = running.url().to_owned();
+    let dependent = rollcall_testkit::FakeService::spawn("Caller", &["HelloService"]).await;
+    let registered = reqwest::Client::new()
+        .post(format!("{}/services", registry.url))
+        .json(&dependent.registration())
+        .send()
+        .await
+        .expect("register the dependent");
+    assert_eq!(registered.status(), 200);
+    let entry = rollcall_wire::PatchEntry {
+        name: "HelloService".to_owned(),
+        url: url.clone(),
+    };
+    dependent
+        .wait_for_providers(&std::collections::BTreeSet::from([entry.clone()]))
+        .await;
+
+    // A caller that never retries, calling as fast as it can while the service stops.
+    let calling = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let http = reqwest::Client::new();
+            let mut last_answer = None;
+            while let Ok(answer) = http.get(format!("{url}/hello")).send().await {
+                if answer.status().is_success() {
+                    last_answer = Some(Instant::now());
+                }
+            }
+            last_answer
+        }
+    });
+    running.stop().await;
+    let last_answer = calling.await.expect("caller").expect("it answered");
+    let told = dependent
+        .arrival_of(&entry, true)
+        .expect("the dependent was sent Removed");
+    assert!(
+        told < last_answer,
+        "the service stopped serving before its dependent let go of it"
+    );
+}

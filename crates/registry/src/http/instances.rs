@@ -141,8 +141,26 @@ async fn deregister(
     }
 }
 
+/// The query of `POST .../drain`.
+#[derive(Debug, serde::Deserialize)]
+struct DrainQuery {
+    /// How long to wait for every dependent to acknowledge the `Removed` patch.
+    wait: Option<String>,
+}
+
+/// The longest `wait` a drain honours.
+const MAX_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A drain's answer: the instance, and how many dependents still held it.
+type Drained = ([(axum::http::HeaderName, String); 1], Json<InstanceView>);
+
+/// The answer's header saying how many dependents still held the instance when it was sent.
+const UNACKNOWLEDGED: axum::http::HeaderName = axum::http::HeaderName::from_static("x-rollcall-unacknowledged");
+
 /// Takes the instance out of rotation: its dependents are sent `Removed` at once, while it
-/// keeps being probed and listed as `draining`. The answer is the instance as listed.
+/// keeps being probed and listed as `draining`. With `?wait=10s` the answer waits (at most that,
+/// at most a minute) until every dependent acknowledged the patch. The answer is the instance as
+/// listed, and in `X-Rollcall-Unacknowledged` how many dependents still held it.
 #[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
 async fn drain(
     State(core): State<Arc<Core>>,
@@ -150,8 +168,28 @@ async fn drain(
     caller: Result<Caller, ApiError>,
     subject: Subject,
     Path(id): Path<String>,
-) -> Result<Json<InstanceView>, ApiError> {
-    set_draining(&core, peer, caller?, &subject, id, true).await
+    query: Result<axum::extract::Query<DrainQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Drained, ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_query", message);
+    let axum::extract::Query(query) = query.map_err(|e| invalid(e.body_text()))?;
+    let wait = match query.wait.as_deref() {
+        None => std::time::Duration::ZERO,
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| invalid(format!("wait {text:?} is not a duration (like 10s): {e}")))?
+            .min(MAX_DRAIN_WAIT),
+    };
+    let Json(view) = set_draining(&core, peer, caller?, &subject, id, true).await?;
+    let entry = rollcall_wire::PatchEntry {
+        name: view.service.clone(),
+        url: view.url.clone(),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut holders = core.holders(&entry);
+    while holders > 0 && tokio::time::Instant::now() < deadline && !core.shutdown.is_cancelled() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        holders = core.holders(&entry);
+    }
+    Ok(([(UNACKNOWLEDGED, holders.to_string())], Json(view)))
 }
 
 /// Puts a drained instance back into rotation (as passing; a failing one shows it at its next

@@ -217,11 +217,15 @@ async fn up_restarts_a_killed_service_while_the_others_keep_running_and_the_port
             .expect("read")
             .expect("a line")
     };
-    let mut portal = String::new();
+    let (mut portal, mut registry, mut killed) = (String::new(), String::new(), String::new());
     for _ in 0..5 {
         let line = next_line().await;
-        if let Some(url) = line.strip_prefix("portal").map(str::trim) {
-            portal = url.to_owned();
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("portal"), Some(url)) => portal = url.to_owned(),
+            (Some("registry"), Some(url)) => registry = url.to_owned(),
+            (Some("grades"), Some(url)) => killed = url.to_owned(),
+            _ => {}
         }
     }
     let up_pid = up.id().expect("pid");
@@ -256,6 +260,21 @@ async fn up_restarts_a_killed_service_while_the_others_keep_running_and_the_port
     })
     .await;
     assert!(page.contains("Carter, Nick"), "the grade book kept its data");
+    // The killed instance never deregistered: once its probes say it is dead, stopping the log
+    // service does not wait for it to let go (it drains for live dependents only).
+    eventually("the killed instance to be critical", DEADLINE, || async {
+        let view: rollcall_wire::ServiceView = http
+            .get(format!("{registry}/v1/services/GradingService"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let state = view.instances.iter().find(|i| i.url == killed)?.state;
+        (state == rollcall_wire::InstanceState::Critical).then_some(())
+    })
+    .await;
 
     let stop = Command::new("kill")
         .args(["-INT", &up_pid.to_string()])
