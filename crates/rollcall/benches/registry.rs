@@ -7,7 +7,8 @@
 //!   a heartbeat starting to fail until a dependent holds the Removed patch, beside the bound the
 //!   configured schedule sets (a bound, computed from the flags, not a measured baseline);
 //! - fan-out: one change until all 1,000 dependents hold it, against this process sending the
-//!   same patch to the same 1,000 receivers directly, and against the Go original's registry
+//!   same patch to the same 1,000 receivers directly (and then a drain until all 1,000 hold the
+//!   provider's removal, issue 16), and against the Go original's registry
 //!   (`benches/go_original/registry.go`, rebuilt from the protocol, built with Debian's Go) with
 //!   the same receivers registered to both;
 //! - CPU and RSS of the registry idle (beside the Go original's, measured the same way), and with
@@ -310,6 +311,18 @@ async fn fan_out() {
         );
     }
     println!("  first change, opening {subscribers} connections: {}", ms(warm_up));
+    let mut drains = Vec::with_capacity(count);
+    for _ in 0..count {
+        drains.push(drain_once(&registry.url, &clients[0], &dependents).await);
+    }
+    let (drain_median, drain_p99) = median_p99(&mut drains);
+    println!(
+        "drain of a provider until all {subscribers} dependents hold Removed ({count} trials, issue 16): median {} p99 {} | the same change by deregistration above: median {} | target p99 <= 50 ms: {}",
+        ms(drain_median),
+        ms(drain_p99),
+        ms(median),
+        verdict(drain_p99 <= Duration::from_millis(50))
+    );
     println!(
         "  CPU: registry {registry_cpu:.1} s in its own trials ({:.0} us a delivery), {registry_cpu_all:.1} s over all trials; this process (receivers, baseline) {own_cpu:.1} s",
         registry_cpu * 1e6 / (2.0 * (count * subscribers) as f64)
@@ -341,6 +354,55 @@ async fn fan_out_once(client: &Client, dependents: &[Arc<FakeService>], service:
         })
         .await;
     }
+    last - start
+}
+
+/// Registers a new provider of `Fan`, waits until every dependent holds it, drains it
+/// (`POST /v1/instances/{id}/drain`) and returns the time until every dependent was sent its
+/// removal; then deregisters it.
+async fn drain_once(registry: &str, client: &Client, dependents: &[Arc<FakeService>]) -> Duration {
+    let mut provider = FakeService::spawn("Fan", &[]).await;
+    while dependents[0].arrival_of(&provider.entry(), false).is_some() {
+        provider = FakeService::spawn("Fan", &[]).await;
+    }
+    client.register(&provider.registration()).await;
+    for dependent in dependents {
+        eventually("every dependent to hold the provider", LONG, || async {
+            dependent.arrival_of(&provider.entry(), false)
+        })
+        .await;
+    }
+    let http = reqwest::Client::new();
+    let listed: rollcall_wire::ServiceView = http
+        .get(format!("{registry}/v1/services/Fan"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    let id = listed
+        .instances
+        .iter()
+        .find(|i| i.url == provider.url)
+        .map(|i| i.id.clone())
+        .expect("listed");
+    let start = Instant::now();
+    let drained = http
+        .post(format!("{registry}/v1/instances/{id}/drain"))
+        .send()
+        .await
+        .expect("POST drain");
+    assert_eq!(drained.status(), 200);
+    let mut last = start;
+    for dependent in dependents {
+        let arrived = eventually("the removal to reach every dependent", LONG, || async {
+            dependent.arrival_of(&provider.entry(), true)
+        })
+        .await;
+        last = last.max(arrived);
+    }
+    client.deregister(&provider.url).await;
     last - start
 }
 
