@@ -426,3 +426,80 @@ async fn a_stopping_service_keeps_serving_until_its_dependents_let_go_of_it() {
         "the service stopped serving before its dependent let go of it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_one_of_two_instances_under_load_fails_none_of_a_single_attempt_callers_requests() {
+    let registry = TestRegistry::spawn().await;
+    let first = service(&registry.url, "HelloService", &[])
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    let second = service(&registry.url, "HelloService", &[])
+        .start(CancellationToken::new())
+        .await
+        .expect("starts");
+    // The caller learns its providers from the registry's patches, like a Go service, and makes
+    // one attempt per request at the next one.
+    let dependent = rollcall_testkit::FakeService::spawn("Caller", &["HelloService"]).await;
+    let registered = reqwest::Client::new()
+        .post(format!("{}/services", registry.url))
+        .json(&dependent.registration())
+        .send()
+        .await
+        .expect("register the dependent");
+    assert_eq!(registered.status(), 200);
+    let entry = |url: &str| rollcall_wire::PatchEntry {
+        name: "HelloService".to_owned(),
+        url: url.to_owned(),
+    };
+    let both = std::collections::BTreeSet::from([entry(first.url()), entry(second.url())]);
+    dependent.wait_for_providers(&both).await;
+
+    let dependent = std::sync::Arc::new(dependent);
+    let stop = CancellationToken::new();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let load = tokio::spawn({
+        let (dependent, stop, sent) = (dependent.clone(), stop.clone(), sent.clone());
+        async move {
+            let http = reqwest::Client::new();
+            let mut failed = 0_u32;
+            while !stop.is_cancelled() {
+                let providers: Vec<_> = dependent.providers().into_iter().collect();
+                let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as usize;
+                let Some(target) = providers.get(n % providers.len().max(1)) else {
+                    break;
+                };
+                let answered = http.get(format!("{}/hello", target.url)).send().await;
+                if !answered.is_ok_and(|a| a.status().is_success()) {
+                    failed += 1;
+                }
+            }
+            failed
+        }
+    });
+    let load_of = |count: u32| {
+        let sent = sent.clone();
+        async move {
+            eventually("the load to run", DEADLINE, || async {
+                (sent.load(std::sync::atomic::Ordering::Relaxed) >= count).then_some(())
+            })
+            .await;
+        }
+    };
+    load_of(100).await; // load before the stop
+    first.stop().await;
+    dependent
+        .wait_for_providers(&std::collections::BTreeSet::from([entry(second.url())]))
+        .await;
+    let so_far = sent.load(std::sync::atomic::Ordering::Relaxed);
+    load_of(so_far + 100).await; // and after it
+    stop.cancel();
+    let failed = load.await.expect("load");
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent > 50, "the load ran: {sent} requests");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed while an instance stopped"
+    );
+    second.stop().await;
+}
