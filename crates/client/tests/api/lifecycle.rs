@@ -386,14 +386,7 @@ async fn a_stopping_service_keeps_serving_until_its_dependents_let_go_of_it() {
         .await
         .expect("starts");
     let url = running.url().to_owned();
-    let dependent = rollcall_testkit::FakeService::spawn("Caller", &["HelloService"]).await;
-    let registered = reqwest::Client::new()
-        .post(format!("{}/services", registry.url))
-        .json(&dependent.registration())
-        .send()
-        .await
-        .expect("register the dependent");
-    assert_eq!(registered.status(), 200);
+    let dependent = caller_of_hello(&registry).await;
     let entry = rollcall_wire::PatchEntry {
         name: "HelloService".to_owned(),
         url: url.clone(),
@@ -440,14 +433,7 @@ async fn stopping_one_of_two_instances_under_load_fails_none_of_a_single_attempt
         .expect("starts");
     // The caller learns its providers from the registry's patches, like a Go service, and makes
     // one attempt per request at the next one.
-    let dependent = rollcall_testkit::FakeService::spawn("Caller", &["HelloService"]).await;
-    let registered = reqwest::Client::new()
-        .post(format!("{}/services", registry.url))
-        .json(&dependent.registration())
-        .send()
-        .await
-        .expect("register the dependent");
-    assert_eq!(registered.status(), 200);
+    let dependent = caller_of_hello(&registry).await;
     let entry = |url: &str| rollcall_wire::PatchEntry {
         name: "HelloService".to_owned(),
         url: url.to_owned(),
@@ -502,4 +488,11 @@ async fn stopping_one_of_two_instances_under_load_fails_none_of_a_single_attempt
         "{failed} of {sent} requests failed while an instance stopped"
     );
     second.stop().await;
+}
+
+/// A fake dependent of `HelloService` registered with `registry` as a Go service would.
+async fn caller_of_hello(registry: &TestRegistry) -> rollcall_testkit::FakeService {
+    let dependent = rollcall_testkit::FakeService::spawn("Caller", &["HelloService"]).await;
+    assert_eq!(registry.register(&dependent.registration()).await.status(), 200);
+    dependent
 }
