@@ -5,9 +5,9 @@
 //! I/O around it (HTTP handlers, probers, the notifier) reacts to the events after the lock
 //! guarding the catalog is released.
 //!
-//! One file on purpose (about 850 lines of code with ownership, pending and draining, the rest its tests): every rule of the catalog
-//! touches the same indexes, and reading them side by side is how the invariants below are
-//! checked. Its durable form lives here too ([`StoredInstance`], [`StoreOp`]): the domain decides what
+//! One file on purpose (about 850 lines of code, with ownership, pending and draining; the rest
+//! its tests): every rule of the catalog touches the same indexes, and reading them side by side
+//! is how the invariants below are checked. Its durable form lives here too ([`StoredInstance`], [`StoreOp`]): the domain decides what
 //! survives a restart, and the stores (`crate::store`) only keep it.
 //!
 //! Invariants:
