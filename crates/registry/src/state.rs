@@ -7,8 +7,9 @@
 //!
 //! One file on purpose (about 850 lines of code, with ownership, pending and draining; the rest
 //! its tests): every rule of the catalog touches the same indexes, and reading them side by side
-//! is how the invariants below are checked. Its durable form lives here too ([`StoredInstance`], [`StoreOp`]): the domain decides what
-//! survives a restart, and the stores (`crate::store`) only keep it.
+//! is how the invariants below are checked. Its durable form lives here too ([`StoredInstance`],
+//! [`StoreOp`]): the domain decides what survives a restart, and the stores (`crate::store`)
+//! only keep it.
 //!
 //! Invariants:
 //! - an instance is identified by its ServiceURL; registering a URL again replaces its entry;
