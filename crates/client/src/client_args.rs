@@ -83,7 +83,7 @@ impl ClientArgs {
 }
 
 /// The token in the file at `path` (surrounding whitespace ignored).
-pub fn read_token_file(path: &Path) -> Result<String, ClientArgsError> {
+pub(crate) fn read_token_file(path: &Path) -> Result<String, ClientArgsError> {
     let text = std::fs::read_to_string(path).map_err(|source| ClientArgsError::Unreadable {
         path: path.to_owned(),
         source,
@@ -102,7 +102,7 @@ fn checked(text: &str, whence: &str) -> Result<String, ClientArgsError> {
 }
 
 /// The headers that present `token`, if any: for a client's `default_headers`.
-pub fn authorization(token: Option<&str>) -> HeaderMap {
+pub(crate) fn authorization(token: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(token) = token
         && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}"))

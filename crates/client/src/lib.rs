@@ -29,7 +29,7 @@ mod runtime;
 mod signals;
 
 pub use args::{DEFAULT_REGISTRY, ServiceArgs, registry_base_url};
-pub use client_args::{ClientArgs, ClientArgsError, authorization, read_token_file};
+pub use client_args::{ClientArgs, ClientArgsError};
 pub use error::{RegistryError, StartError};
 pub use logs::{LogLayer, LogShipping, ShippingConfig};
 pub use providers::{NoProvider, Policy, Provider, Providers};

@@ -2,6 +2,8 @@
 //! ([`presented_token`]), whether it may speak for nobody ([`Anonymous`]), and the 401 that asks
 //! for a token ([`unauthorized`]).
 //!
+//! [`peer_of`] reads the address a request came from, for the anonymous rule and for the record.
+//!
 //! A token travels as `Authorization: Bearer <token>` (programs) or as the password (or, with
 //! an empty password, the user name) of `Authorization: Basic` (a browser's login prompt, and
 //! `curl -u <token>:`). Verifying it is the registry's business (it issues tokens) or, for the
@@ -40,6 +42,15 @@ pub fn presented_token(headers: &HeaderMap) -> Result<Option<String>, MalformedC
     let (user, password) = decoded.split_once(':').ok_or(MalformedCredentials)?;
     let token = if password.is_empty() { user } else { password };
     Ok(Some(token.to_owned()))
+}
+
+/// The address a request came from, as [`crate::serve`] records it; without one (a request not
+/// served by it), the unspecified address, which is nobody's: not loopback, so never anonymous.
+pub fn peer_of(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map_or(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+        |axum::extract::ConnectInfo(peer)| peer.ip(),
+    )
 }
 
 /// When a request without a token is served: from a loopback peer to a server that listens

@@ -21,7 +21,7 @@ mod defences;
 mod server;
 mod tls;
 
-pub use credentials::{Anonymous, MalformedCredentials, presented_token, unauthorized};
+pub use credentials::{Anonymous, MalformedCredentials, peer_of, presented_token, unauthorized};
 pub use defences::{Defences, Defended, Guard, SaysJson, WriteLimits, says_json};
 pub use server::{ServerLimits, bind, raise_open_files_limit, serve};
 pub use tls::{RELOAD_CHECK, Tls, TlsArgs, TlsError};

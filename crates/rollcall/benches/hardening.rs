@@ -25,7 +25,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rollcall_testkit::bench::{registration_script, verdict};
+use rollcall_testkit::bench::{THROUGHPUT_REGISTRY_FLAGS, registration_script, verdict};
 use rollcall_testkit::wrk::{self, Load};
 use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, median_p99};
 use tokio::net::TcpStream;
@@ -75,20 +75,13 @@ fn main() {
 /// A registry for the throughput figures: probing out of the way, no instance cap.
 fn throughput_registry(extra: &[&str]) -> ServerProcess {
     ServerProcess::start(rollcall(), "registry", |c| {
-        c.args(["--health-interval", "10m"]);
-        c.args([
-            "--max-instances",
-            "100000000",
-            "--max-instances-per-service",
-            "100000000",
-        ]);
+        c.args(THROUGHPUT_REGISTRY_FLAGS);
         c.args(extra);
     })
 }
 
-/// Registers ten instances of `Lookup` at `registry`, presenting `token` if any.
-async fn lookup_service(registry: &ServerProcess, fleet: &FakeFleet, token: Option<&str>) {
-    let http = reqwest::Client::new();
+/// Registers ten instances of `Lookup` at `registry` through `http`, presenting `token` if any.
+async fn lookup_service(http: &reqwest::Client, registry: &ServerProcess, fleet: &FakeFleet, token: Option<&str>) {
     for n in 0..10 {
         let request = http
             .post(format!("{}/v1/instances", registry.url))
@@ -99,6 +92,42 @@ async fn lookup_service(registry: &ServerProcess, fleet: &FakeFleet, token: Opti
         };
         assert_eq!(request.send().await.expect("POST").status(), 201);
     }
+}
+
+/// One registry under load: the registration and lookup loads it gets, where, which process.
+struct Target {
+    register: Load,
+    lookup: Load,
+    url: String,
+    pid: u32,
+}
+
+/// Registrations at every target, then lookups of `Lookup`, each interleaved across targets
+/// (`wrk::interleave`): one figure per target for each.
+async fn writes_and_reads(targets: Vec<Target>) -> (Vec<wrk::Measured>, Vec<wrk::Measured>) {
+    tokio::task::spawn_blocking(move || {
+        let writes: Vec<_> = targets.iter().map(|t| (&t.register, t.url.as_str(), t.pid)).collect();
+        let gets: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{}/v1/services/Lookup", t.url))
+            .collect();
+        let reads: Vec<_> = targets
+            .iter()
+            .zip(&gets)
+            .map(|(t, get)| (&t.lookup, get.as_str(), t.pid))
+            .collect();
+        (wrk::interleave(&writes, runs()), wrk::interleave(&reads, runs()))
+    })
+    .await
+    .expect("load")
+}
+
+fn rate(measured: &wrk::Measured) -> f64 {
+    measured.median.requests_per_second
+}
+
+fn micros(measured: &wrk::Measured) -> f64 {
+    measured.cpu_per_request * 1e6
 }
 
 /// A token that may register anything and read, issued by the admin token `registry` wrote.
@@ -129,46 +158,28 @@ async fn tokens() {
     let twin = throughput_registry(&[]);
     let token = issue_token(&locked).await;
     let fleet = FakeFleet::spawn().await;
-    lookup_service(&open, &fleet, None).await;
-    lookup_service(&locked, &fleet, Some(&token)).await;
-    lookup_service(&twin, &fleet, None).await;
+    let http = reqwest::Client::new();
+    lookup_service(&http, &open, &fleet, None).await;
+    lookup_service(&http, &locked, &fleet, Some(&token)).await;
+    lookup_service(&http, &twin, &fleet, None).await;
 
     // The same script and header bytes on both sides, so that wrk (on the same two cores) does the
     // same work for both: only the header's name differs, and only one registry reads it.
     let header = |name: &str| format!("wrk.headers[\"{name}\"] = \"Bearer {token}\"\n");
     let (with_token, without) = (header("Authorization"), header("X-Not-Authorization"));
     let script = registration_script(&fleet.url);
-    let register_open = Load::new(CONNECTIONS, WINDOW).script(&format!("{without}{script}"));
-    let register_locked = Load::new(CONNECTIONS, WINDOW).script(&format!("{with_token}{script}"));
-    let lookup_open = Load::new(CONNECTIONS, WINDOW).script(&without);
-    let lookup_locked = Load::new(CONNECTIONS, WINDOW).script(&with_token);
-    let (open_url, locked_url, twin_url) = (open.url.clone(), locked.url.clone(), twin.url.clone());
-    let (open_pid, locked_pid, twin_pid) = (open.pid(), locked.pid(), twin.pid());
-    let (writes, reads) = tokio::task::spawn_blocking(move || {
-        let writes = wrk::interleave(
-            &[
-                (&register_open, open_url.as_str(), open_pid),
-                (&register_locked, locked_url.as_str(), locked_pid),
-                (&register_open, twin_url.as_str(), twin_pid),
-            ],
-            runs(),
-        );
-        let get = |url: &str| format!("{url}/v1/services/Lookup");
-        let (open_get, locked_get, twin_get) = (get(&open_url), get(&locked_url), get(&twin_url));
-        let reads = wrk::interleave(
-            &[
-                (&lookup_open, open_get.as_str(), open_pid),
-                (&lookup_locked, locked_get.as_str(), locked_pid),
-                (&lookup_open, twin_get.as_str(), twin_pid),
-            ],
-            runs(),
-        );
-        (writes, reads)
-    })
-    .await
-    .expect("load");
-    let rate = |m: &wrk::Measured| m.median.requests_per_second;
-    let micros = |m: &wrk::Measured| m.cpu_per_request * 1e6;
+    let target = |registry: &ServerProcess, header: &str| Target {
+        register: Load::new(CONNECTIONS, WINDOW).script(&format!("{header}{script}")),
+        lookup: Load::new(CONNECTIONS, WINDOW).script(header),
+        url: registry.url.clone(),
+        pid: registry.pid(),
+    };
+    let targets = vec![
+        target(&open, &without),
+        target(&locked, &with_token),
+        target(&twin, &without),
+    ];
+    let (writes, reads) = writes_and_reads(targets).await;
     for (what, figures) in [
         ("durable registrations", &writes),
         ("lookups of a 10-instance service", &reads),
@@ -206,49 +217,19 @@ async fn tls() {
     let plain = throughput_registry(&[]);
     let encrypted = throughput_registry(&cert_args);
     let fleet = FakeFleet::spawn().await;
-    lookup_service(&plain, &fleet, None).await;
     let trusting = reqwest::Client::builder()
         .tls_certs_only(reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca.ca_file).expect("CA")).expect("PEM"))
         .build()
         .expect("client");
-    for n in 0..10 {
-        let answer = trusting
-            .post(format!("{}/v1/instances", encrypted.url))
-            .json(&fleet.registration(1_000_000 + n, "Lookup"))
-            .send()
-            .await
-            .expect("POST over https");
-        assert_eq!(answer.status(), 201);
-    }
-    let register = Load::new(CONNECTIONS, WINDOW).script(&registration_script(&fleet.url));
-    let lookup = Load::new(CONNECTIONS, WINDOW);
-    let (plain_url, tls_url) = (plain.url.clone(), encrypted.url.clone());
-    let (plain_pid, tls_pid) = (plain.pid(), encrypted.pid());
-    let (writes, reads) = tokio::task::spawn_blocking(move || {
-        let writes = wrk::interleave(
-            &[
-                (&register, plain_url.as_str(), plain_pid),
-                (&register, tls_url.as_str(), tls_pid),
-            ],
-            runs(),
-        );
-        let (plain_get, tls_get) = (
-            format!("{plain_url}/v1/services/Lookup"),
-            format!("{tls_url}/v1/services/Lookup"),
-        );
-        let reads = wrk::interleave(
-            &[
-                (&lookup, plain_get.as_str(), plain_pid),
-                (&lookup, tls_get.as_str(), tls_pid),
-            ],
-            runs(),
-        );
-        (writes, reads)
-    })
-    .await
-    .expect("load");
-    let rate = |m: &wrk::Measured| m.median.requests_per_second;
-    let micros = |m: &wrk::Measured| m.cpu_per_request * 1e6;
+    lookup_service(&trusting, &plain, &fleet, None).await;
+    lookup_service(&trusting, &encrypted, &fleet, None).await;
+    let target = |registry: &ServerProcess| Target {
+        register: Load::new(CONNECTIONS, WINDOW).script(&registration_script(&fleet.url)),
+        lookup: Load::new(CONNECTIONS, WINDOW),
+        url: registry.url.clone(),
+        pid: registry.pid(),
+    };
+    let (writes, reads) = writes_and_reads(vec![target(&plain), target(&encrypted)]).await;
     for (what, figures) in [
         ("durable registrations", &writes),
         ("lookups of a 10-instance service", &reads),

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use rollcall_testkit::bench::{build_go, registration_script, verdict};
+use rollcall_testkit::bench::{THROUGHPUT_REGISTRY_FLAGS, build_go, registration_script, verdict};
 use rollcall_testkit::wrk::{self, Load};
 use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, eventually, median_p99};
 use rollcall_wire::{Patch, PatchEntry, Registration};
@@ -668,16 +668,9 @@ async fn throughput() {
         wrk::available(),
         "the throughput section drives load with wrk: run it through scripts/bench"
     );
-    // Probing is measured on its own (`resources`); a long interval keeps it out of this figure.
-    // Every request registers a new instance: hundreds of thousands over the section.
+    // Probing is measured on its own (`resources`).
     let registry = ServerProcess::start(rollcall(), "registry", |c| {
-        c.args(["--health-interval", "10m"]);
-        c.args([
-            "--max-instances",
-            "100000000",
-            "--max-instances-per-service",
-            "100000000",
-        ]);
+        c.args(THROUGHPUT_REGISTRY_FLAGS);
     });
     let fleet = FakeFleet::spawn().await;
     let registrations = Load::new(CONNECTIONS, WINDOW).script(&registration_script(&fleet.url));

@@ -12,6 +12,18 @@ pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
 }
 
+/// The flags of a registry measured for throughput: probing every 10 minutes (it is measured on
+/// its own), and no instance cap (every request of the registration load adds an instance:
+/// hundreds of thousands over a figure).
+pub const THROUGHPUT_REGISTRY_FLAGS: [&str; 6] = [
+    "--health-interval",
+    "10m",
+    "--max-instances",
+    "100000000",
+    "--max-instances-per-service",
+    "100000000",
+];
+
 /// wrk Lua: every request registers a new instance of the fleet at `fleet_url` (`/i/T-N`, with
 /// T the wrk thread and N its request count) through `POST /v1/instances`, with one metadata
 /// label, across 100 services: the same body as `Registration` encodes, about 330 bytes.

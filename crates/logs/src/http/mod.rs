@@ -10,11 +10,10 @@ mod records;
 #[cfg(test)]
 pub(crate) use records::check_query as records_params;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -53,10 +52,7 @@ impl FromRequestParts<AppState> for Reader {
 
 /// Who sent the request in `parts`, if it may do what `wanted` allows.
 pub(crate) async fn sender(parts: &Parts, state: &AppState, wanted: &Scope) -> Result<Sender, ApiError> {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(peer)| peer.ip());
+    let peer = rollcall_http::peer_of(&parts.extensions);
     state.access.check(&parts.headers, peer, wanted).await
 }
 

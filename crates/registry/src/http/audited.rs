@@ -6,11 +6,10 @@
 //! names it through the [`Subject`] the layer hands it. A request refused before its handler
 //! read that far is recorded with its path.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::Method;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -54,10 +53,7 @@ pub(super) async fn audited(State(core): State<Arc<Core>>, mut request: Request,
         (&Method::DELETE, path) if path.starts_with("/v1/tokens/") => "token.revoke",
         _ => return next.run(request).await,
     };
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(peer)| peer.ip());
+    let peer = rollcall_http::peer_of(request.extensions());
     let verified = Verified::of(&core, request.headers());
     let by = match &verified {
         Verified::Anonymous => "anonymous".to_owned(),

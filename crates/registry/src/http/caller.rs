@@ -5,10 +5,9 @@
 //! registry's) is refused with 401 `invalid_token` even where anonymous requests are served:
 //! a client that means to speak for a token must learn that it does not.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -55,18 +54,20 @@ impl FromRequestParts<Arc<Core>> for Caller {
             Verified::Token(grant) => Some(grant),
             Verified::Invalid => return Err(ApiError::InvalidToken),
         };
-        // Every listener the registry serves records the peer; without one, nobody is local.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(peer)| peer.ip());
-        Ok(Caller::new(grant, core.config.anonymous(), peer))
+        Ok(Caller::new(
+            grant,
+            core.config.anonymous(),
+            rollcall_http::peer_of(&parts.extensions),
+        ))
     }
 }
 
 /// Lets a request through when its caller may read the registry (the `read` scope).
 pub(super) async fn require_read(State(core): State<Arc<Core>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
+    // Verified once: a handler's own `Caller` (an admin's view of an instance) takes it from here.
+    let verified = Verified::of(&core, &parts.headers);
+    parts.extensions.insert(verified);
     let allowed = Caller::from_request_parts(&mut parts, &core)
         .await
         .and_then(|caller| caller.may(&Scope::Read).map_err(ApiError::from));

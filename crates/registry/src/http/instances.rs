@@ -122,23 +122,11 @@ async fn deregister(
     subject: Subject,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = caller?;
-    let registered = core
-        .catalog()
-        .instance_by_id(&id)
-        .map(|i| (i.registration.service_url.clone(), i.registration.service_name.clone()));
-    let (url, service) = registered.ok_or_else(|| ApiError::UnknownInstanceId(id.clone()))?;
-    subject.set(&url);
-    caller.may(&Scope::Register(service))?;
-    let by = caller.actor(peer.ip());
-    match core.apply(Command::Deregister { url, by }).await {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
-        // Deregistered by someone else in between.
-        Err(crate::core::ApplyError::Command(crate::state::CommandError::UnknownInstance(_))) => {
-            Err(ApiError::UnknownInstanceId(id))
-        }
-        Err(error) => Err(error.into()),
-    }
+    let (url, by) = changing(&core, &caller?, peer, &subject, &id)?;
+    core.apply(Command::Deregister { url, by })
+        .await
+        .map_err(|error| gone_is_unknown(error, &id))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The query of `POST .../drain`.
@@ -213,25 +201,44 @@ async fn set_draining(
     id: String,
     drain: bool,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let registered = core
-        .catalog()
-        .instance_by_id(&id)
-        .map(|i| (i.registration.service_url.clone(), i.registration.service_name.clone()));
-    let (url, service) = registered.ok_or_else(|| ApiError::UnknownInstanceId(id.clone()))?;
-    subject.set(&url);
-    caller.may(&Scope::Register(service))?;
+    let (url, by) = changing(core, &caller, peer, subject, &id)?;
     let command = Command::Drain {
         url: url.clone(),
-        by: caller.actor(peer.ip()),
+        by,
         drain,
     };
-    let unknown = || ApiError::UnknownInstanceId(id.clone());
     let (_, view) = core
         .apply_and_read(command, |catalog, _| catalog.instance(&url).map(Instance::view))
         .await
-        .map_err(|error| match error {
-            crate::core::ApplyError::Command(crate::state::CommandError::UnknownInstance(_)) => unknown(),
-            other => other.into(),
-        })?;
-    view.map(Json).ok_or_else(unknown)
+        .map_err(|error| gone_is_unknown(error, &id))?;
+    view.map(Json).ok_or(ApiError::UnknownInstanceId(id))
+}
+
+/// The ServiceURL of instance `id`, named as the request's subject, and who changes it, once
+/// `caller` may change instances of its service (ownership is the catalog's to check).
+fn changing(
+    core: &Core,
+    caller: &Caller,
+    peer: SocketAddr,
+    subject: &Subject,
+    id: &str,
+) -> Result<(String, crate::state::Actor), ApiError> {
+    let registered = core
+        .catalog()
+        .instance_by_id(id)
+        .map(|i| (i.registration.service_url.clone(), i.registration.service_name.clone()));
+    let (url, service) = registered.ok_or_else(|| ApiError::UnknownInstanceId(id.to_owned()))?;
+    subject.set(&url);
+    caller.may(&Scope::Register(service))?;
+    Ok((url, caller.actor(peer.ip())))
+}
+
+/// An instance deregistered by someone else in between is, by now, an unknown id.
+fn gone_is_unknown(error: crate::core::ApplyError, id: &str) -> ApiError {
+    match error {
+        crate::core::ApplyError::Command(crate::state::CommandError::UnknownInstance(_)) => {
+            ApiError::UnknownInstanceId(id.to_owned())
+        }
+        other => other.into(),
+    }
 }

@@ -424,20 +424,7 @@ impl Catalog {
             return Vec::new();
         }
         instance.state = to;
-        let (id, after, service) = (
-            instance.id,
-            instance.provides(),
-            instance.registration.service_name.clone(),
-        );
-        self.touch(&service);
-        let mut events = vec![Event::StateChanged {
-            id,
-            url: url.to_owned(),
-            from,
-            to,
-        }];
-        events.extend(providers_changed(before, after));
-        events
+        self.changed_events(url, from, before)
     }
 
     fn record_probe(
@@ -487,12 +474,21 @@ impl Catalog {
                 }
             }
         }
-        let to = instance.state;
-        let after = instance.provides();
+        self.changed_events(url, from, before)
+    }
+
+    /// What a change of the instance at `url` caused, from state `from`, held by dependents as
+    /// `before`: its state change and its service's listing (a new index), or only a new listing
+    /// when the state held (the probe time and failure count are listed too), and the provider
+    /// change dependents need.
+    fn changed_events(&mut self, url: &str, from: InstanceState, before: Option<PatchEntry>) -> Vec<Event> {
+        let Some(instance) = self.instances.get(url) else {
+            return Vec::new();
+        };
+        let (id, to, after) = (instance.id, instance.state, instance.provides());
         let service = instance.registration.service_name.clone();
         let mut events = Vec::new();
         if from == to {
-            // The probe time and failure count are listed even when the state holds.
             self.changed(&service);
         } else {
             self.touch(&service);
