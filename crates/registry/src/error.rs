@@ -53,6 +53,9 @@ pub enum ApiError {
     /// The instance belongs to another token or address.
     #[error("{0}")]
     NotOwner(String),
+    /// A TTL renewal for an instance checked otherwise.
+    #[error("{0}")]
+    NotTtl(String),
     /// No token has this id.
     #[error("no token has id {0:?}")]
     UnknownToken(String),
@@ -86,6 +89,7 @@ impl ApiError {
             Self::Denied(Denied::TokenRequired(_)) => (StatusCode::UNAUTHORIZED, "token_required"),
             Self::Denied(Denied::MissingScope { .. }) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotOwner(_) => (StatusCode::FORBIDDEN, "not_owner"),
+            Self::NotTtl(_) => (StatusCode::CONFLICT, "not_ttl"),
             Self::UnknownToken(_) => (StatusCode::NOT_FOUND, "unknown_token"),
             Self::TooManyTokens(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_tokens"),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -108,6 +112,7 @@ impl From<CommandError> for ApiError {
         match error {
             CommandError::UnknownInstance(url) => ApiError::UnknownInstance(url),
             not_owner @ CommandError::NotOwner(_) => ApiError::NotOwner(not_owner.to_string()),
+            not_ttl @ CommandError::NotTtl { .. } => ApiError::NotTtl(not_ttl.to_string()),
             full @ (CommandError::TooManyInstances(_) | CommandError::TooManyOfService { .. }) => {
                 ApiError::TooManyInstances(full.to_string())
             }

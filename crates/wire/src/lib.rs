@@ -4,20 +4,23 @@
 //! - the seed protocol (`docs/api.md`, "The seed protocol"): [`Registration`] and [`Patch`], with Go's
 //!   field names (`ServiceURL`, not `ServiceUrl`) and Go's decoding rules (keys matched
 //!   case-insensitively, `null` lists read as empty);
-//! - rollcall's own `/v1` views ([`ServiceView`], [`InstanceView`]) and the error body
+//! - rollcall's own `/v1` views ([`ServiceView`], [`InstanceView`]), the health [`Check`] a
+//!   `/v1` registration may choose, and the error body
 //!   ([`ErrorBody`]) every rollcall endpoint answers with;
 //! - the log service's records ([`LogRecord`]) and its answers ([`BatchResult`], [`RecordPage`]);
 //! - the grading service's [`Student`] and [`Grade`], with Go's field names;
 //! - access tokens: their [`Scope`]s and the registry's answers about them ([`TokenView`]).
 //!
-//! This crate is serde (and `serde_json` for free-form fields) only: no runtime, no HTTP stack,
+//! This crate is serde (with `serde_json` for free-form fields and humantime for durations) only: no runtime, no HTTP stack,
 //! so any client can depend on it. How the servers answer an [`ErrorBody`] is `rollcall-http`'s.
+mod check;
 mod grades;
 mod logs;
 mod registration;
 mod tokens;
 mod views;
 
+pub use check::{Check, CheckKind, CheckView};
 pub use grades::{GRADE_TYPES, Grade, NewStudent, Student};
 pub use logs::{BatchResult, Level, LogRecord, RecordPage, RecordTime, Rejection, UnknownLevel};
 pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};

@@ -12,6 +12,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::check::Check;
+
 /// What a service tells the registry about itself: `POST /services`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Registration {
@@ -33,7 +35,7 @@ pub struct Registration {
 }
 
 /// The body of `POST /v1/instances`: a [`Registration`] (same fields, same decoding) plus
-/// optional `Metadata` labels.
+/// optional `Metadata` labels and an optional [`Check`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct InstanceRegistration {
     /// What a seed registration carries.
@@ -42,6 +44,9 @@ pub struct InstanceRegistration {
     /// Free-form string labels (version, zone, ...), shown in listings.
     #[serde(rename = "Metadata")]
     pub metadata: BTreeMap<String, String>,
+    /// How the registry checks the instance; absent, an HTTP check with the registry's defaults.
+    #[serde(rename = "Check", skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
 }
 
 impl<'de> Deserialize<'de> for InstanceRegistration {
@@ -80,7 +85,7 @@ impl Patch {
 }
 
 /// Go's rule for matching a JSON key to a field: an exact match, else a case-insensitive one.
-fn key_matches(key: &str, field: &str) -> bool {
+pub(crate) fn key_matches(key: &str, field: &str) -> bool {
     // Field names are ASCII; only a non-ASCII key needs Unicode case folding.
     key.eq_ignore_ascii_case(field) || (!key.is_ascii() && key.to_lowercase() == field.to_lowercase())
 }
@@ -101,8 +106,8 @@ impl<'de> Deserialize<'de> for Registration {
     }
 }
 
-/// Reads a Registration's fields the way Go does, and `Metadata` too when asked to (for
-/// `/v1/instances`); a seed Registration ignores a `Metadata` key like any unknown key.
+/// Reads a Registration's fields the way Go does, and `Metadata` and `Check` too when asked to
+/// (for `/v1/instances`); a seed Registration ignores them like any unknown key.
 struct FieldsVisitor {
     metadata: bool,
 }
@@ -131,6 +136,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
             } else if self.metadata && key_matches(&key, "Metadata") {
                 fields.metadata = nullable(&mut map)
                     .map_err(|e: A::Error| de::Error::custom(format!("Metadata must be an object of strings: {e}")))?;
+            } else if self.metadata && key_matches(&key, "Check") {
+                fields.check = map.next_value()?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -222,6 +229,17 @@ mod tests {
         let without: InstanceRegistration = serde_json::from_str(r#"{"ServiceName":"A"}"#).expect("decodes");
         assert!(without.metadata.is_empty());
         assert!(serde_json::from_str::<InstanceRegistration>(r#"{"Metadata":{"n":1}}"#).is_err());
+    }
+
+    #[test]
+    fn an_instance_registration_may_carry_a_check_and_a_seed_one_ignores_it() {
+        let body = r#"{"ServiceName":"A","check":{"Kind":"ttl","TTL":"5s"}}"#;
+        let v1: InstanceRegistration = serde_json::from_str(body).expect("decodes");
+        assert_eq!(v1.check, Some(Check::ttl(std::time::Duration::from_secs(5))));
+        let seed: Registration = serde_json::from_str(body).expect("decodes");
+        assert_eq!(seed.service_name, "A");
+        let null: InstanceRegistration = serde_json::from_str(r#"{"Check":null}"#).expect("decodes");
+        assert_eq!(null.check, None);
     }
 
     #[test]

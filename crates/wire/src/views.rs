@@ -77,6 +77,10 @@ pub struct InstanceView {
     pub consecutive_failures: u32,
     /// Free-form labels given at registration through `/v1/instances` (empty for seed ones).
     pub metadata: BTreeMap<String, String>,
+    /// How it is checked (`{"kind":"http"}` with the registry's defaults unless the
+    /// registration chose otherwise).
+    #[serde(default)]
+    pub check: crate::CheckView,
 }
 
 /// One service and its instances, as answered by `GET /v1/services/{name}`.

@@ -1,5 +1,5 @@
-//! The `/v1/instances` API: register with metadata and get an id back, look an instance up by
-//! id, deregister it by id.
+//! The `/v1/instances` API: register with metadata and a check and get an id back, look an
+//! instance up by id, deregister, drain or undrain it by id, renew a TTL-checked one.
 //!
 //! Unlike the seed's `POST /services`, `POST /v1/instances` does not wait for a callback: it
 //! answers once the registration is on disk, and the instance's delivery queue sends its initial
@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use rollcall_http::SaysJson;
 use rollcall_wire::{InstanceRegistration, InstanceView, Scope};
@@ -33,6 +33,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
         .route("/v1/instances/{id}", delete(deregister))
         .route("/v1/instances/{id}/drain", post(drain))
         .route("/v1/instances/{id}/undrain", post(undrain))
+        .route("/v1/instances/{id}/ttl", put(renew))
 }
 
 /// The read: one instance by id.
@@ -64,12 +65,15 @@ async fn register(
     let registration = validate::registration(request.registration)?;
     caller.may(&Scope::Register(registration.service_name.clone()))?;
     validate::metadata(&request.metadata)?;
+    let check = request.check.unwrap_or_default();
+    validate::check(&check)?;
     validate::addresses(&core, peer.ip(), &registration).await?;
 
     // It holds nothing yet: its queue sends every provider it requires.
     let command = Command::Register {
         registration,
         metadata: request.metadata,
+        check,
         by: caller.actor(peer.ip()),
         new_instance_id: new_instance_id(),
         delivered: BTreeSet::new(),
@@ -127,6 +131,36 @@ async fn deregister(
         .await
         .map_err(|error| gone_is_unknown(error, &id))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Renews a TTL-checked instance: a passing check, which announces a pending instance and
+/// brings a failing one back. `204 No Content`; 409 `not_ttl` for an instance checked
+/// otherwise. Not audited: like probes, renewals report liveness and change no registration
+/// (refused ones are logged at debug level).
+#[tracing::instrument(level = "debug", skip_all, fields(instance = %id))]
+async fn renew(
+    State(core): State<Arc<Core>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let renewed = async {
+        let (url, by) = changing(&core, &caller?, peer, &Subject::default(), &id)?;
+        let at = SystemTime::now();
+        core.apply(Command::Renew { url, by, at })
+            .await
+            .map_err(|error| gone_is_unknown(error, &id))
+    };
+    match renewed.await {
+        Ok(_) => {
+            core.metrics.probes_passed.inc();
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(error) => {
+            tracing::debug!(%peer, %error, "renewal refused");
+            Err(error)
+        }
+    }
 }
 
 /// The query of `POST .../drain`.

@@ -86,6 +86,7 @@ async fn register(
     let command = Command::Register {
         registration,
         metadata: BTreeMap::new(),
+        check: rollcall_wire::Check::default(),
         by,
         new_instance_id: new_instance_id(),
         delivered: held,

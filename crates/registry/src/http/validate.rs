@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use rollcall_http::SaysJson;
-use rollcall_wire::Registration;
+use rollcall_wire::{Check, CheckKind, Registration};
 
 use super::MAX_BODY_BYTES;
 use crate::core::Core;
@@ -68,6 +68,52 @@ pub(super) fn registration(mut registration: Registration) -> Result<Registratio
         )));
     }
     Ok(registration)
+}
+
+/// The shortest interval, timeout or TTL a check may have.
+pub const MIN_CHECK_DURATION: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest interval, timeout or TTL a check may have.
+pub const MAX_CHECK_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+/// The most tries a check may give.
+pub const MAX_CHECK_TRIES: u32 = 100;
+
+/// Checks a registration's `Check`: durations within [`MIN_CHECK_DURATION`] and
+/// [`MAX_CHECK_DURATION`], tries from 1 to [`MAX_CHECK_TRIES`], a TTL exactly for TTL checks,
+/// an interval and a timeout only for the checks the registry makes itself.
+pub(super) fn check(check: &Check) -> Result<(), ApiError> {
+    let durations = [
+        ("Interval", check.interval),
+        ("Timeout", check.timeout),
+        ("TTL", check.ttl),
+    ];
+    for (field, value) in durations {
+        if let Some(value) = value
+            && !(MIN_CHECK_DURATION..=MAX_CHECK_DURATION).contains(&value)
+        {
+            return Err(invalid(format!(
+                "Check.{field} is {}; it must be from 100ms to 1 day",
+                humantime::format_duration(value)
+            )));
+        }
+    }
+    if let Some(tries) = check.tries
+        && !(1..=MAX_CHECK_TRIES).contains(&tries)
+    {
+        return Err(invalid(format!(
+            "Check.Tries is {tries}; it must be from 1 to {MAX_CHECK_TRIES}"
+        )));
+    }
+    match check.kind {
+        CheckKind::Ttl if check.ttl.is_none() => Err(invalid("a ttl Check needs a TTL (like \"10s\")")),
+        CheckKind::Ttl if check.interval.is_some() || check.timeout.is_some() => Err(invalid(
+            "Check.Interval and Check.Timeout apply to http and tcp checks: a ttl check is renewed by the instance",
+        )),
+        CheckKind::Http | CheckKind::Tcp if check.ttl.is_some() => Err(invalid(format!(
+            "Check.TTL applies to ttl checks only, not {}",
+            check.kind.as_str()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Checks metadata labels: at most [`MAX_METADATA_ENTRIES`], no empty key.

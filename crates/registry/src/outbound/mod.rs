@@ -1,5 +1,5 @@
 //! Every request the registry makes to a service goes through here: registration callbacks,
-//! probes and patch deliveries. One policy for all of them, so that what a service registers
+//! probes (HTTP, and TCP connections) and patch deliveries. One policy for all of them, so that what a service registers
 //! or answers cannot make the registry misbehave toward it or anyone else:
 //!
 //! - every connection is made under the address policy ([`policy`]), checked at every connect
@@ -211,6 +211,17 @@ impl Outbound {
                 )
             })
             .clone()
+    }
+
+    /// Opens a TCP connection to `url`'s host and port for a registration from `registrant`,
+    /// within `timeout`, and closes it at once (a TCP check: nothing is sent).
+    pub async fn connect(&self, registrant: Option<IpAddr>, url: &Url, timeout: Duration) -> Result<(), CallError> {
+        let host = url.host_str().ok_or(CallError::Unresolved)?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        tokio::time::timeout(timeout, self.dialer.dial(registrant, host, port))
+            .await
+            .unwrap_or(Err(CallError::Timeout(timeout)))
+            .map(drop)
     }
 
     /// Whether `url`'s host, resolved now, has an address a registration from `registrant` may

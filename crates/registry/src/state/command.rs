@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use rollcall_wire::{InstanceState, InstanceView, PatchEntry, Registration};
+use rollcall_wire::{Check, InstanceState, InstanceView, PatchEntry, Registration};
 
 use super::{Actor, InstanceId, ProbeFailure, Registrant};
 
@@ -12,6 +12,7 @@ use super::{Actor, InstanceId, ProbeFailure, Registrant};
 pub(super) struct NewInstance {
     pub(super) registration: Registration,
     pub(super) metadata: BTreeMap<String, String>,
+    pub(super) check: Check,
     pub(super) registrant: Registrant,
     /// The public id it gets if its ServiceURL is new.
     pub(super) public_id: String,
@@ -20,6 +21,7 @@ pub(super) struct NewInstance {
 
 /// A change requested of the catalog.
 #[derive(Debug, Clone)]
+#[expect(clippy::large_enum_variant, reason = "short-lived: each is applied as soon as it is made")]
 pub enum Command {
     /// Add an instance, or replace the entry with the same ServiceURL.
     Register {
@@ -27,6 +29,8 @@ pub enum Command {
         registration: Registration,
         /// Labels (empty for seed registrations).
         metadata: BTreeMap<String, String>,
+        /// How it is checked (the default, an HTTP check, for seed registrations).
+        check: Check,
         /// Who sent it.
         by: Actor,
         /// The public id to give the instance if its ServiceURL is new (a known URL keeps its id).
@@ -56,6 +60,30 @@ pub enum Command {
         by: Actor,
         /// True to drain, false to undrain.
         drain: bool,
+    },
+    /// Record a renewal of the TTL-checked instance with this ServiceURL: a passing check.
+    Renew {
+        /// The ServiceURL.
+        url: String,
+        /// Who renews (the owner or an admin may).
+        by: Actor,
+        /// When the renewal arrived.
+        at: SystemTime,
+    },
+    /// Record that TTL-checked registration `id` was not renewed in time (a failed check),
+    /// unless a check was recorded after `seen`, the last one its timer saw: a renewal that
+    /// raced the timer wins.
+    Expire {
+        /// The ServiceURL.
+        url: String,
+        /// The registration the timer runs for.
+        id: InstanceId,
+        /// The instance's `last_check_at` when the timer ran out.
+        seen: Option<SystemTime>,
+        /// What to list as the failure.
+        failure: ProbeFailure,
+        /// When the timer ran out.
+        at: SystemTime,
     },
     /// Record the outcome of one probe of registration `id`.
     RecordProbe {
@@ -133,6 +161,14 @@ pub enum CommandError {
     /// The instance was registered by someone else (another token, or another address).
     #[error("{0} was registered by another token or address; only it (or an admin token) may replace or remove it")]
     NotOwner(String),
+    /// A renewal for an instance that is not TTL-checked.
+    #[error("{url} is checked by {kind}, not by TTL: only TTL-checked instances renew")]
+    NotTtl {
+        /// The ServiceURL.
+        url: String,
+        /// How it is checked.
+        kind: &'static str,
+    },
     /// The service has as many instances as one service may.
     #[error("{service} has {limit} instances, as many as one service may have (--max-instances-per-service)")]
     TooManyOfService {

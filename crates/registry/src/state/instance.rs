@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use rollcall_wire::{InstanceState, InstanceView, PatchEntry, Registration};
+use rollcall_wire::{Check, InstanceState, InstanceView, PatchEntry, Registration};
 use serde::{Deserialize, Serialize};
 
 use super::InstanceId;
@@ -68,6 +68,14 @@ pub struct StoredInstance {
     /// Who registered it (absent in catalogs written before it was recorded).
     #[serde(default)]
     pub registrant: Registrant,
+    /// How it is checked (absent for the default HTTP check, and in catalogs written before
+    /// checks could be chosen).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub check: Check,
+}
+
+fn is_default(check: &Check) -> bool {
+    *check == Check::default()
 }
 
 /// One change to the stored catalog.
@@ -91,6 +99,8 @@ pub struct Instance {
     pub registration: Registration,
     /// Labels given at registration.
     pub metadata: BTreeMap<String, String>,
+    /// How it is checked.
+    pub check: Check,
     /// Who registered it.
     pub registrant: Registrant,
     /// Its health.
@@ -131,6 +141,7 @@ impl Instance {
             last_error_detail: None,
             consecutive_failures: self.consecutive_failures,
             metadata: self.metadata.clone(),
+            check: self.check.view(),
         }
     }
 
@@ -150,6 +161,7 @@ impl Instance {
             metadata: self.metadata.clone(),
             registered_at: self.registered_at,
             registrant: self.registrant.clone(),
+            check: self.check,
         }
     }
 }

@@ -21,6 +21,9 @@
 //! - an instance is announced only once shown alive: a registration that proved it (the seed's
 //!   callback) starts passing, any other starts pending (unless its address is already held),
 //!   and a pending instance becomes passing by a passing probe, never suspect;
+//! - a probe is any check's outcome: an HTTP or TCP probe, a TTL renewal (passing) or a TTL
+//!   that ran out (failing); only the instance's owner renews it, and only a TTL-checked one;
+//!   an instance is critical after its check's tries (the policy's when it gives none);
 //! - every [`Event::Registered`] says what the new subscriber already holds: what its
 //!   registration delivered, or after a restore what the restored catalog offers it, so that
 //!   a restart announces nothing by itself.
@@ -33,7 +36,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
-use rollcall_wire::{InstanceState, PatchEntry, Registration, ServiceView};
+use rollcall_wire::{CheckKind, InstanceState, PatchEntry, Registration, ServiceView};
 
 use command::NewInstance;
 pub use command::{Command, CommandError, Event};
@@ -50,7 +53,7 @@ pub fn new_instance_id() -> String {
 /// The rules that turn probe results into states.
 #[derive(Debug, Clone, Copy)]
 pub struct HealthPolicy {
-    /// Consecutive failures that make an instance critical.
+    /// Consecutive failures that make an instance critical, unless its check says otherwise.
     pub tries: u32,
     /// How long an instance may stay critical before it is removed for good.
     pub deregister_critical_after: Duration,
@@ -121,6 +124,7 @@ impl Catalog {
             Command::Register {
                 registration,
                 metadata,
+                check,
                 by,
                 new_instance_id,
                 delivered,
@@ -130,6 +134,7 @@ impl Catalog {
                 let new = NewInstance {
                     registration,
                     metadata,
+                    check,
                     registrant: by.registrant,
                     public_id: new_instance_id,
                     proven,
@@ -146,6 +151,28 @@ impl Catalog {
                 Some(instance) if !by.may_change(&instance.registrant) => Err(CommandError::NotOwner(url)),
                 Some(_) => Ok(self.drain(&url, drain)),
             },
+            Command::Renew { url, by, at } => match self.instances.get(&url) {
+                None => Err(CommandError::UnknownInstance(url)),
+                Some(instance) if !by.may_change(&instance.registrant) => Err(CommandError::NotOwner(url)),
+                Some(instance) if instance.check.kind != CheckKind::Ttl => Err(CommandError::NotTtl {
+                    kind: instance.check.kind.as_str(),
+                    url,
+                }),
+                Some(instance) => {
+                    let id = instance.id;
+                    Ok(self.record_probe(&url, id, Ok(()), at))
+                }
+            },
+            Command::Expire {
+                url,
+                id,
+                seen,
+                failure,
+                at,
+            } => Ok(match self.current(&url, id) {
+                Some(instance) if instance.last_check_at == seen => self.record_probe(&url, id, Err(failure), at),
+                _ => Vec::new(),
+            }),
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
         };
         let touched = std::mem::take(&mut self.touched);
@@ -232,6 +259,7 @@ impl Catalog {
                 instance_id: instance.id,
                 registration: instance.registration,
                 metadata: instance.metadata,
+                check: instance.check,
                 registrant: instance.registrant,
                 state: InstanceState::Passing,
                 registered_at: instance.registered_at,
@@ -351,6 +379,7 @@ impl Catalog {
         let NewInstance {
             registration,
             metadata,
+            check,
             registrant,
             public_id,
             proven,
@@ -374,6 +403,7 @@ impl Catalog {
             instance_id,
             registration,
             metadata,
+            check,
             registrant,
             state,
             registered_at: at,
@@ -438,6 +468,7 @@ impl Catalog {
         let Some(instance) = self.instances.get_mut(url).filter(|i| i.id == id) else {
             return Vec::new();
         };
+        let tries = instance.check.tries.unwrap_or(policy.tries);
         let before = instance.provides();
         let from = instance.state;
         instance.last_check_at = Some(at);
@@ -461,7 +492,7 @@ impl Catalog {
             Err(error) => {
                 instance.last_error = Some(error);
                 instance.consecutive_failures = instance.consecutive_failures.saturating_add(1);
-                if instance.consecutive_failures >= policy.tries {
+                if instance.consecutive_failures >= tries {
                     instance.state = InstanceState::Critical;
                     let since = *instance.critical_since.get_or_insert(at);
                     let critical_for = at.duration_since(since).unwrap_or_default();

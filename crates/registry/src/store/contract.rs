@@ -44,6 +44,8 @@ pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
             peer: Some(std::net::IpAddr::from([192, 0, 2, 7])),
             token: Some("0123456789abcdef".to_owned()),
         },
+        // A chosen check: the stores keep it too.
+        check: rollcall_wire::Check::ttl(Duration::from_secs(5)),
     }
 }
 

@@ -134,6 +134,7 @@ mod tests {
             metadata: BTreeMap::from([("n".to_owned(), n.to_string())]),
             registered_at: SystemTime::UNIX_EPOCH + Duration::from_secs(n as u64),
             registrant: crate::state::Registrant::default(),
+            check: rollcall_wire::Check::default(),
         }
     }
 

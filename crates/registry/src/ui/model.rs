@@ -281,6 +281,7 @@ mod tests {
             last_error_detail: None,
             consecutive_failures: 0,
             metadata: BTreeMap::new(),
+            check: rollcall_wire::CheckView::default(),
         }
     }
 

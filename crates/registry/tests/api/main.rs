@@ -2,6 +2,7 @@
 //! `127.0.0.1:0` in this process. One module per area of behaviour.
 
 mod addresses;
+mod checks;
 mod dashboard;
 mod events;
 mod guard;

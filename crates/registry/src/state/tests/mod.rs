@@ -1,4 +1,7 @@
-//! The catalog's rules, each a test named as the sentence it checks.
+//! The catalog's rules, each a test named as the sentence it checks; `checks` holds those of
+//! the checks an instance may choose (TTL renewals and expiries, its own tries).
+
+mod checks;
 
 use super::*;
 
@@ -71,6 +74,7 @@ fn register_command(registration: Registration) -> Command {
         new_instance_id: format!("id-{}", registration.service_url),
         registration,
         metadata: BTreeMap::new(),
+        check: rollcall_wire::Check::default(),
         by: Actor::default(),
         delivered: BTreeSet::new(),
         proven: true,
@@ -394,6 +398,7 @@ fn an_instance_whose_registrant_was_never_recorded_yields_to_anyone() {
         metadata: BTreeMap::new(),
         registered_at: SystemTime::UNIX_EPOCH,
         registrant: Registrant::default(),
+        check: rollcall_wire::Check::default(),
     }]);
     assert!(deregister_as(&mut c, "http://a", actor("10.0.0.1", None, false)).is_ok());
 }
@@ -489,6 +494,7 @@ fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
         metadata: BTreeMap::new(),
         registered_at: SystemTime::UNIX_EPOCH,
         registrant: Registrant::default(),
+        check: rollcall_wire::Check::default(),
     };
     let mut c = catalog();
     // The dependent comes back before its providers: it still holds them all.
