@@ -2,8 +2,9 @@
 //!
 //! - [`Service`]: the service runtime. It listens, mounts the seed's `/heartbeat` and
 //!   `/services` routes beside the service's own router, registers (retrying while the registry
-//!   is away), registers again when the registry forgets it, and on shutdown deregisters
-//!   exactly once and drains within a deadline.
+//!   is away), registers again when the registry forgets it, and on shutdown drains (dependents
+//!   let go first), deregisters exactly once and stops within a deadline. It is probed by the
+//!   registry, or renews itself within a TTL ([`Liveness`]).
 //! - [`Providers`]: the instances of each required service, kept up to date by the registry's
 //!   patches, with a load-balanced, lock-free [`Providers::get`].
 //! - [`LogShipping`]: a `tracing` layer that ships every record to the log service in batches,
@@ -15,8 +16,9 @@
 //! - [`shutdown_on_signals`]: the one SIGINT/SIGTERM handler, for the runtime and for a binary
 //!   that stops other work on the same signals.
 //!
-//! It speaks the seed protocol to the registry, so it works with the rollcall registry and with
-//! the original Go registry alike. The crate's README has a complete example service.
+//! It registers and deregisters in the seed protocol, so it works with the rollcall registry and
+//! with the original Go registry alike; what the Go registry lacks (the listing that tells it was
+//! forgotten, draining, TTL liveness) it uses when the rollcall registry offers it. The crate's README has a complete example service.
 
 mod args;
 mod backoff;
@@ -33,6 +35,7 @@ pub use client_args::{ClientArgs, ClientArgsError};
 pub use error::{RegistryError, StartError};
 pub use logs::{LogLayer, LogShipping, ShippingConfig};
 pub use providers::{NoProvider, Policy, Provider, Providers};
+pub use registry_api::Liveness;
 pub use runtime::{RunningService, Service, ServiceBuilder};
 pub use signals::{cancel_on_signals, shutdown_on_signals};
 

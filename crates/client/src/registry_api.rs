@@ -1,11 +1,13 @@
-//! The two calls a service makes to its registry, in the seed protocol so that both the rollcall
-//! registry and the original Go registry understand them: `POST /services` with the
-//! Registration (Go's encoding, ending in `\n`) and `DELETE /services` with the ServiceURL as
-//! plain text.
+//! The calls a service makes to its registry. Registering and deregistering speak the seed
+//! protocol, so that both the rollcall registry and the original Go registry understand them:
+//! `POST /services` with the Registration (Go's encoding, ending in `\n`) and `DELETE /services`
+//! with the ServiceURL as plain text. The rest is the rollcall registry's `/v1` API: the listing
+//! that tells the service it was forgotten, draining, and TTL liveness (registering through
+//! `POST /v1/instances` with a TTL check, then renewing).
 
 use std::time::Duration;
 
-use rollcall_wire::Registration;
+use rollcall_wire::{Check, InstanceRegistration, InstanceView, Registration};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::retry_delays;
@@ -17,6 +19,19 @@ pub(crate) struct RegistryApi {
     http: reqwest::Client,
     services_url: String,
     base: String,
+}
+
+/// How the registry tells that a service is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Liveness {
+    /// The registry probes the service's `/heartbeat` (the seed protocol: works with the Go
+    /// registry too).
+    #[default]
+    Probed,
+    /// The service renews itself within this TTL (`PUT /v1/instances/{id}/ttl`, every third of
+    /// it), for a service the registry cannot reach (behind NAT, say). Needs the rollcall
+    /// registry; the TTL must be from 100 ms to 1 day.
+    Ttl(Duration),
 }
 
 /// What the registry's listing of a service says about one instance.
@@ -46,15 +61,19 @@ impl RegistryApi {
         }
     }
 
+    /// The `/v1` URL of `segments` (each percent-encoded as one path segment).
+    fn v1_url(&self, segments: &[&str]) -> Option<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&self.base).ok()?;
+        url.path_segments_mut().ok()?.push("v1").extend(segments);
+        Some(url)
+    }
+
     /// Whether the instance at `url` of `service` is listed, once the listing's index moved
     /// past `index` (at once without one; at most [`LISTING_WAIT`] later otherwise).
     pub(crate) async fn listed(&self, service: &str, url: &str, index: Option<u64>) -> Listed {
-        let Ok(mut listing) = reqwest::Url::parse(&self.base) else {
+        let Some(listing) = self.v1_url(&["services", service]) else {
             return Listed::Unsupported;
         };
-        if let Ok(mut path) = listing.path_segments_mut() {
-            path.extend(["v1", "services", service]);
-        }
         let mut request = self.http.get(listing).timeout(LISTING_WAIT + Duration::from_secs(5));
         if let Some(index) = index {
             request = request.query(&[
@@ -102,22 +121,76 @@ impl RegistryApi {
         refusal(response).await
     }
 
-    /// Registers, retrying with exponential backoff and jitter until it succeeds, or once when
-    /// `fail_fast`. Gives up with [`RegistryError::Cancelled`] when `shutdown` fires first.
+    /// Registers with `check` through `POST /v1/instances` (which answers at once; the
+    /// providers patch follows); the answer is the instance's id.
+    pub(crate) async fn register_instance(
+        &self,
+        registration: &Registration,
+        check: Check,
+    ) -> Result<String, RegistryError> {
+        let body = InstanceRegistration {
+            registration: registration.clone(),
+            metadata: std::collections::BTreeMap::new(),
+            check: Some(check),
+        };
+        let response = self
+            .http
+            .post(format!("{}/v1/instances", self.base))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unreachable(e.without_url()))?;
+        let view: InstanceView = accepted(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| RegistryError::Unreachable(e.without_url()))?;
+        Ok(view.id)
+    }
+
+    /// Renews the TTL-checked instance `id`.
+    pub(crate) async fn renew(&self, id: &str) -> Result<(), RegistryError> {
+        // The id is the registry's own answer (hex digits): nothing to encode.
+        let response = self
+            .http
+            .put(format!("{}/v1/instances/{id}/ttl", self.base))
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unreachable(e.without_url()))?;
+        refusal(response).await
+    }
+
+    /// Registers as `liveness` says once: through the seed protocol (the registry probes the
+    /// service), or with a TTL check (the answer is then the instance's id).
+    async fn register_as(
+        &self,
+        registration: &Registration,
+        liveness: Liveness,
+    ) -> Result<Option<String>, RegistryError> {
+        match liveness {
+            Liveness::Probed => self.register(registration).await.map(|()| None),
+            Liveness::Ttl(ttl) => self.register_instance(registration, Check::ttl(ttl)).await.map(Some),
+        }
+    }
+
+    /// Registers as `liveness` says, retrying with exponential backoff and jitter until it
+    /// succeeds, or once when `fail_fast`. Gives up with [`RegistryError::Cancelled`] when
+    /// `shutdown` fires first. The answer is the instance's id when the registration gave one.
     pub(crate) async fn register_until_done(
         &self,
         registration: &Registration,
+        liveness: Liveness,
         fail_fast: bool,
         shutdown: &CancellationToken,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<String>, RegistryError> {
         let mut delays = retry_delays();
         loop {
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => return Err(RegistryError::Cancelled),
-                attempt = self.register(registration) => attempt,
+                attempt = self.register_as(registration, liveness) => attempt,
             };
             match attempt {
-                Ok(()) => return Ok(()),
+                Ok(id) => return Ok(id),
                 Err(error) if fail_fast => return Err(error),
                 Err(error) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
@@ -135,8 +208,7 @@ impl RegistryApi {
     /// bound) until its dependents acknowledged; the answer is how many still held it, `None`
     /// when the registry cannot drain (the Go registry) or did not answer.
     pub(crate) async fn drain(&self, id: &str) -> Option<u64> {
-        let mut url = reqwest::Url::parse(&self.base).ok()?;
-        url.path_segments_mut().ok()?.extend(["v1", "instances", id, "drain"]);
+        let url = self.v1_url(&["instances", id, "drain"])?;
         let response = self
             .http
             .post(url)
@@ -172,9 +244,14 @@ impl RegistryApi {
 /// `Ok` for a 2xx answer; otherwise the status and whatever the registry said (the rollcall
 /// registry explains itself in a JSON body, the Go registry says nothing).
 async fn refusal(response: reqwest::Response) -> Result<(), RegistryError> {
+    accepted(response).await.map(drop)
+}
+
+/// The answer when it is 2xx; otherwise the refusal, as [`refusal`] reads it.
+async fn accepted(response: reqwest::Response) -> Result<reqwest::Response, RegistryError> {
     let status = response.status();
     if status.is_success() {
-        return Ok(());
+        return Ok(response);
     }
     let body = response.text().await.unwrap_or_default();
     let message = serde_json::from_str::<rollcall_wire::ErrorBody>(&body)

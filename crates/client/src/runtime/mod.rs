@@ -4,9 +4,11 @@
 //! 1. listen (bind, or take the given listener) and serve at once, so that the registry's
 //!    callback during registration finds the service up;
 //! 2. register, retrying with backoff while the registry is unreachable (or fail fast);
-//! 3. watch the registry's heartbeat probes: when they stop for one and a half times the
-//!    longest recent gap between them, the registry has forgotten the service (restarted
-//!    without its data, or reaped it), so register again;
+//! 3. keep registered: a blocking query on its own listing, or where there is none the
+//!    registry's heartbeat probes stopping for one and a half times the longest recent gap
+//!    between them, tells that the registry has forgotten the service (restarted without its
+//!    data, or reaped it), so register again; with TTL liveness, renew every third of the TTL
+//!    instead (and register again when a renewal finds it unknown);
 //! 4. on SIGINT, SIGTERM or the shutdown token: deregister exactly once (so dependents stop
 //!    calling), stop accepting requests and finish those in flight, flush the log buffer, all
 //!    within one deadline.
@@ -38,6 +40,7 @@ use crate::client_args::ClientArgs;
 use crate::error::StartError;
 use crate::logs::LogShipping;
 use crate::providers::{Policy, Providers};
+use crate::registry_api::Liveness;
 use crate::registry_api::RegistryApi;
 use crate::signals::cancel_on_signals;
 
@@ -91,6 +94,7 @@ pub struct ServiceBuilder {
     tls: rollcall_http::TlsArgs,
     allow_anonymous: bool,
     drain_timeout: Duration,
+    liveness: Liveness,
 }
 
 impl ServiceBuilder {
@@ -116,6 +120,7 @@ impl ServiceBuilder {
             tls: rollcall_http::TlsArgs::default(),
             allow_anonymous: false,
             drain_timeout: Duration::from_secs(10),
+            liveness: Liveness::Probed,
         }
     }
 
@@ -192,6 +197,17 @@ impl ServiceBuilder {
     #[must_use]
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// How the registry tells that the service is alive: probed (the default, and the seed
+    /// protocol), or renewed by the service itself within a TTL, for a service the registry
+    /// cannot reach ([`Liveness::Ttl`]: the rollcall registry only). Dependents still learn of
+    /// this service from the registry; its own providers are still pushed to its
+    /// `/services`.
+    #[must_use]
+    pub fn liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
         self
     }
 
@@ -364,23 +380,27 @@ impl ServiceBuilder {
         let supervisor = Supervisor {
             registry,
             registration,
+            liveness: self.liveness,
             providers: self.providers.clone(),
             probes,
             shutdown: shutdown.clone(),
             deadline: self.shutdown_deadline,
             drain_timeout: self.drain_timeout,
         };
-        if let Err(error) = supervisor.register(self.fail_fast).await {
-            stop_serving.cancel();
-            let _ = server.await;
-            if let Some(shipper) = shipper {
-                shipper.finish(Instant::now() + self.shutdown_deadline).await;
+        let id = match supervisor.register(self.fail_fast).await {
+            Ok(id) => id,
+            Err(error) => {
+                stop_serving.cancel();
+                let _ = server.await;
+                if let Some(shipper) = shipper {
+                    shipper.finish(Instant::now() + self.shutdown_deadline).await;
+                }
+                return Err(StartError::Register(error));
             }
-            return Err(StartError::Register(error));
-        }
+        };
         tracing::info!(service = %supervisor.registration.service_name, %url, "registered");
 
-        let task = tokio::spawn(supervisor.run(server, stop_serving, shipper));
+        let task = tokio::spawn(supervisor.run(id, server, stop_serving, shipper));
         Ok(RunningService {
             url,
             local_addr,

@@ -2,11 +2,13 @@
 //! service registered, then on shutdown drains it (dependents let go of it while it still
 //! serves), deregisters exactly once, stops the server and flushes the logs.
 //!
-//! Two things tell it that the registry forgot the service: a blocking query on its own
+//! Two things tell a probed service that the registry forgot it: a blocking query on its own
 //! service's listing (`/v1`), answered as soon as the listing changes, and retried every 100 to
 //! 800 ms while the registry is away, so that a registry back empty is noticed within a second
 //! of answering; and, where there is no listing to read (the Go registry, a token without the
-//! read scope), the silence of the registry's probes (`watchdog`).
+//! read scope), the silence of the registry's probes (`watchdog`). A service on TTL liveness
+//! renews itself every third of its TTL instead, and registers again when a renewal finds it
+//! unknown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::watchdog::ProbeClock;
 use crate::error::RegistryError;
 use crate::providers::Providers;
-use crate::registry_api::{Listed, RegistryApi};
+use crate::registry_api::{Listed, Liveness, RegistryApi};
 
 /// Waits between two attempts to read the listing while the registry does not answer: 100 to
 /// 200 ms doubling to 400 to 800 ms (backon, with jitter), so that a registry back is noticed
@@ -32,6 +34,7 @@ fn retry_while_away() -> backon::ExponentialBackoff {
 pub(super) struct Supervisor {
     pub(super) registry: RegistryApi,
     pub(super) registration: Registration,
+    pub(super) liveness: Liveness,
     pub(super) providers: Providers,
     pub(super) probes: Arc<ProbeClock>,
     pub(super) shutdown: CancellationToken,
@@ -41,29 +44,39 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    /// Registers (again), taking the registry's patch as the full list of providers.
-    pub(super) async fn register(&self, fail_fast: bool) -> Result<(), RegistryError> {
+    /// Registers (again), taking the registry's patch as the full list of providers. The
+    /// answer is the instance's id when the registration gave one (TTL liveness).
+    pub(super) async fn register(&self, fail_fast: bool) -> Result<Option<String>, RegistryError> {
         self.providers.expect_full_list(&self.registration.required_services);
         let registered = self
             .registry
-            .register_until_done(&self.registration, fail_fast, &self.shutdown)
+            .register_until_done(&self.registration, self.liveness, fail_fast, &self.shutdown)
             .await;
-        // A registration that failed after its patch arrived leaves the patch applied: it was
-        // the registry's view either way.
-        self.providers.cancel_full_list();
+        // Through the seed protocol the registry answers once its patch arrived, so an
+        // expectation left is one no patch fulfilled (a registration that failed after its
+        // patch arrived leaves the patch applied: it was the registry's view either way). A
+        // TTL registration's patch follows its answer.
+        if self.liveness == Liveness::Probed || registered.is_err() {
+            self.providers.cancel_full_list();
+        }
         if registered.is_ok() {
             self.probes.registered();
         }
         registered
     }
 
+    /// Keeps the service registered (`id`: what its registration answered), then stops it.
     pub(super) async fn run(
         self,
+        id: Option<String>,
         server: JoinHandle<std::io::Result<()>>,
         stop_serving: CancellationToken,
         shipper: Option<crate::logs::Shipper>,
     ) {
-        let id = self.keep_registered().await;
+        let id = match (self.liveness, id) {
+            (Liveness::Ttl(ttl), Some(id)) => self.keep_renewed(ttl, id).await,
+            _ => self.keep_registered().await,
+        };
         self.drain(id).await;
         let deadline = Instant::now() + self.deadline;
 
@@ -118,6 +131,39 @@ impl Supervisor {
             }
         }
         tracing::warn!(%url, timeout = ?self.drain_timeout, "drain timed out: stopping anyway");
+    }
+
+    /// Until shutdown: renews the TTL-checked instance `id` every third of `ttl` (the first
+    /// renewal at once: it announces the instance), retrying every 100 to 800 ms while the
+    /// registry does not answer, and registers again when the registry does not know it (or
+    /// no longer as TTL-checked). Returns the instance's id.
+    async fn keep_renewed(&self, ttl: Duration, mut id: String) -> Option<String> {
+        let url = &self.registration.service_url;
+        let mut away = retry_while_away();
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Some(id),
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.registry.renew(&id).await {
+                Ok(()) => {
+                    wait = ttl / 3;
+                    away = retry_while_away();
+                }
+                Err(RegistryError::Refused { status: 404 | 409, .. }) => {
+                    tracing::warn!(%url, "the registry no longer knows this TTL instance: registering again");
+                    match self.register(false).await {
+                        Ok(Some(new)) => (id, wait) = (new, Duration::ZERO),
+                        _ => return None, // only a shutdown ends the retries
+                    }
+                }
+                Err(error) => {
+                    wait = away.next().unwrap_or(Duration::from_millis(400));
+                    tracing::debug!(%url, %error, retry_in = ?wait, "renewal failed");
+                }
+            }
+        }
     }
 
     /// Until shutdown: registers again whenever the registry forgot the service. Returns the

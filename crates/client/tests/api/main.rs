@@ -5,6 +5,7 @@ mod lifecycle;
 mod logs;
 mod providers;
 mod seed;
+mod ttl;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -21,7 +21,10 @@ pub(super) struct NewInstance {
 
 /// A change requested of the catalog.
 #[derive(Debug, Clone)]
-#[expect(clippy::large_enum_variant, reason = "short-lived: each is applied as soon as it is made")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived: each is applied as soon as it is made"
+)]
 pub enum Command {
     /// Add an instance, or replace the entry with the same ServiceURL.
     Register {
