@@ -16,6 +16,7 @@ mod log_sink;
 mod process;
 mod raw_http;
 mod registry;
+mod rolling;
 mod seed_registry;
 mod sse;
 pub mod wrk;
@@ -34,6 +35,7 @@ pub use log_sink::LogSink;
 pub use process::{ServerProcess, cpu_and_rss};
 pub use raw_http::{RawResponse, body_of, fixture, replace_body, send_raw};
 pub use registry::{TestRegistry, fast_config};
+pub use rolling::{SteadyLoad, Tally, roll};
 pub use seed_registry::{SeedRegistry, SeedRequest};
 pub use sse::{SseClient, SseMessage};
 

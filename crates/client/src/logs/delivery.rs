@@ -113,7 +113,8 @@ impl Delivery {
     }
 
     /// Delivers `batch` (emptying it), retrying with backoff. Returns false when the shutdown
-    /// deadline passed first; the batch then still holds what was not delivered.
+    /// deadline passed first, or shutdown came with no log service known; the batch then still
+    /// holds what was not delivered and has not fallen back yet.
     async fn deliver(&mut self, batch: &mut Vec<Record>) -> bool {
         let mut delays = retry_delays();
         let mut fell_back = false;
@@ -127,6 +128,14 @@ impl Delivery {
                     }
                     Err(error) => format!("the log service at {provider} failed: {error}"),
                 },
+                // Stopping, and no log service is known: there is nobody to wait for (what
+                // already fell back is not written twice).
+                Err(_) if self.stop_by.borrow().is_some() => {
+                    if fell_back {
+                        batch.clear();
+                    }
+                    return false;
+                }
                 Err(error) => error.to_string(),
             };
             if !fell_back {

@@ -442,51 +442,16 @@ async fn stopping_one_of_two_instances_under_load_fails_none_of_a_single_attempt
     dependent.wait_for_providers(&both).await;
 
     let dependent = std::sync::Arc::new(dependent);
-    let stop = CancellationToken::new();
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let load = tokio::spawn({
-        let (dependent, stop, sent) = (dependent.clone(), stop.clone(), sent.clone());
-        async move {
-            let http = reqwest::Client::new();
-            let mut failed = 0_u32;
-            while !stop.is_cancelled() {
-                let providers: Vec<_> = dependent.providers().into_iter().collect();
-                let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as usize;
-                let Some(target) = providers.get(n % providers.len().max(1)) else {
-                    break;
-                };
-                let answered = http.get(format!("{}/hello", target.url)).send().await;
-                if !answered.is_ok_and(|a| a.status().is_success()) {
-                    failed += 1;
-                }
-            }
-            failed
-        }
-    });
-    let load_of = |count: u32| {
-        let sent = sent.clone();
-        async move {
-            eventually("the load to run", DEADLINE, || async {
-                (sent.load(std::sync::atomic::Ordering::Relaxed) >= count).then_some(())
-            })
-            .await;
-        }
-    };
-    load_of(100).await; // load before the stop
+    let load = rollcall_testkit::SteadyLoad::of_dependent(dependent.clone(), "HelloService", "/hello", Duration::ZERO);
+    load.wait_for_more(100).await; // load before the stop
     first.stop().await;
     dependent
         .wait_for_providers(&std::collections::BTreeSet::from([entry(second.url())]))
         .await;
-    let so_far = sent.load(std::sync::atomic::Ordering::Relaxed);
-    load_of(so_far + 100).await; // and after it
-    stop.cancel();
-    let failed = load.await.expect("load");
-    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(sent > 50, "the load ran: {sent} requests");
-    assert_eq!(
-        failed, 0,
-        "{failed} of {sent} requests failed while an instance stopped"
-    );
+    load.wait_for_more(100).await; // and after it
+    let tally = load.stop().await;
+    assert!(tally.sent > 50, "the load ran: {tally:?}");
+    assert_eq!(tally.failed, 0, "requests failed while an instance stopped: {tally:?}");
     second.stop().await;
 }
 

@@ -159,3 +159,26 @@ async fn shutdown_flushes_what_is_buffered() {
         .collect();
     assert_eq!(shipped.len(), 3, "{shipped:?}");
 }
+
+#[tokio::test]
+async fn with_no_log_service_a_stop_is_not_held_until_its_deadline_and_every_record_is_written_once() {
+    let registry = TestRegistry::spawn().await;
+    let (logs, fallback, _guard) = shipping(quick_batches());
+    let running = start(&registry, &logs).await;
+    tracing::info!("nobody ships this");
+    let stopping = std::time::Instant::now();
+    running.stop().await;
+    // The service's shutdown deadline is 5 s: waiting it out for a log service nobody knows
+    // would show here.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "stopped after {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        fallback.text().matches("nobody ships this").count(),
+        1,
+        "{}",
+        fallback.text()
+    );
+}

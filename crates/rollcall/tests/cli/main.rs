@@ -5,6 +5,7 @@ mod durability;
 mod hardening;
 mod logs;
 mod registry;
+mod rolling;
 mod services;
 mod system;
 mod tokens;

@@ -1,0 +1,71 @@
+//! A rolling restart of the grading service's instances, as processes, under the load of a
+//! dependent that makes one attempt per request and of the portal: no request may fail.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollcall_testkit::{FakeService, ServerProcess, SteadyLoad, eventually, roll};
+
+fn rollcall() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_grading_fails_no_request_of_a_single_attempt_dependent_nor_of_the_portal() {
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--health-interval", "250ms", "--health-timeout", "100ms"])
+            .args(["--health-tries", "3", "--health-retry-delay", "100ms"]);
+    });
+    let with_registry = |c: &mut Command| {
+        c.args(["--registry", &registry.url]);
+    };
+    let grading = vec![
+        ServerProcess::start(rollcall(), "grades", with_registry),
+        ServerProcess::start(rollcall(), "grades", with_registry),
+    ];
+    let portal = ServerProcess::start_command(Command::new(rollcall()).args([
+        "portal",
+        "--listen",
+        "127.0.0.1:0",
+        "--registry",
+        &registry.url,
+    ]));
+    // A dependent like the seed's Go services: it learns its providers from the registry's
+    // patches and makes one attempt per request.
+    let dependent = Arc::new(FakeService::spawn("Caller", &["GradingService"]).await);
+    let registered = rollcall_testkit::http_client()
+        .post(format!("{}/services", registry.url))
+        .json(&dependent.registration())
+        .send()
+        .await
+        .expect("register the dependent");
+    assert_eq!(registered.status(), 200);
+    eventually(
+        "the dependent to hold both grading instances",
+        rollcall_testkit::DEADLINE,
+        || async { (dependent.providers().len() == 2).then_some(()) },
+    )
+    .await;
+
+    let pace = Duration::from_millis(2);
+    let direct = SteadyLoad::of_dependent(Arc::clone(&dependent), "GradingService", "/students", pace);
+    let students = format!("{}/students", portal.url);
+    let through_portal = SteadyLoad::start(pace, move |_| Some(students.clone()));
+    direct.wait_for_more(50).await;
+    through_portal.wait_for_more(50).await;
+
+    let grading = roll(grading, &dependent, "GradingService", |old| old.restart(with_registry)).await;
+
+    direct.wait_for_more(50).await;
+    through_portal.wait_for_more(50).await;
+    let (direct, through_portal) = (direct.stop().await, through_portal.stop().await);
+    assert!(
+        direct.sent > 100 && through_portal.sent > 100,
+        "{direct:?} {through_portal:?}"
+    );
+    assert_eq!(direct.failed, 0, "the single-attempt dependent: {direct:?}");
+    assert_eq!(through_portal.failed, 0, "through the portal: {through_portal:?}");
+    drop((grading, portal, registry));
+}
