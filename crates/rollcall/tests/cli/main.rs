@@ -20,3 +20,12 @@ async fn register(registry: &rollcall_testkit::ServerProcess, service: &rollcall
         .expect("POST /services");
     assert_eq!(response.status(), 200);
 }
+
+/// A registry process that probes every 250 ms (100 ms timeout, 3 tries 100 ms apart), so that
+/// a dead service is noticed well within a second.
+fn quick_registry(binary: &std::path::Path) -> rollcall_testkit::ServerProcess {
+    rollcall_testkit::ServerProcess::start(binary, "registry", |c| {
+        c.args(["--health-interval", "250ms", "--health-timeout", "100ms"])
+            .args(["--health-tries", "3", "--health-retry-delay", "100ms"]);
+    })
+}

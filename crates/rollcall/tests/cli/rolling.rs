@@ -14,10 +14,7 @@ fn rollcall() -> &'static Path {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_grading_fails_no_request_of_a_single_attempt_dependent_nor_of_the_portal() {
-    let registry = ServerProcess::start(rollcall(), "registry", |c| {
-        c.args(["--health-interval", "250ms", "--health-timeout", "100ms"])
-            .args(["--health-tries", "3", "--health-retry-delay", "100ms"]);
-    });
+    let registry = crate::quick_registry(rollcall());
     let with_registry = |c: &mut Command| {
         c.args(["--registry", &registry.url]);
     };
@@ -35,13 +32,7 @@ async fn a_rolling_restart_of_grading_fails_no_request_of_a_single_attempt_depen
     // A dependent like the seed's Go services: it learns its providers from the registry's
     // patches and makes one attempt per request.
     let dependent = Arc::new(FakeService::spawn("Caller", &["GradingService"]).await);
-    let registered = rollcall_testkit::http_client()
-        .post(format!("{}/services", registry.url))
-        .json(&dependent.registration())
-        .send()
-        .await
-        .expect("register the dependent");
-    assert_eq!(registered.status(), 200);
+    crate::register(&registry, &dependent).await;
     eventually(
         "the dependent to hold both grading instances",
         rollcall_testkit::DEADLINE,

@@ -104,10 +104,7 @@ async fn up_starts_the_four_services_prints_their_urls_and_stops_them_on_ctrl_c(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_says_503_when_grading_dies_and_recovers_with_every_acknowledged_grade() {
-    let registry = ServerProcess::start(rollcall(), "registry", |c| {
-        c.args(["--health-interval", "250ms", "--health-timeout", "100ms"])
-            .args(["--health-tries", "3", "--health-retry-delay", "100ms"]);
-    });
+    let registry = crate::quick_registry(rollcall());
     let with_registry = |c: &mut Command| {
         c.args(["--registry", &registry.url]);
     };
