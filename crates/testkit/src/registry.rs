@@ -195,6 +195,15 @@ impl TestRegistry {
             .expect("DELETE")
     }
 
+    /// `POST {path}` with no body on the registry (`/v1/instances/{id}/drain`, say).
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("POST")
+    }
+
     /// `GET {path}` on the registry.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(format!("{}{path}", self.url)).send().await.expect("GET")

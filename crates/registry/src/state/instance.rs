@@ -72,6 +72,9 @@ pub struct StoredInstance {
     /// checks could be chosen).
     #[serde(default, skip_serializing_if = "is_default")]
     pub check: Check,
+    /// Taken out of rotation (`drain`): it comes back draining after a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 fn is_default(check: &Check) -> bool {
@@ -162,6 +165,7 @@ impl Instance {
             registered_at: self.registered_at,
             registrant: self.registrant.clone(),
             check: self.check,
+            draining: self.state == InstanceState::Draining,
         }
     }
 }

@@ -24,6 +24,8 @@
 //! - a probe is any check's outcome: an HTTP or TCP probe, a TTL renewal (passing) or a TTL
 //!   that ran out (failing); only the instance's owner renews it, and only a TTL-checked one;
 //!   an instance is critical after its check's tries (the policy's when it gives none);
+//! - what survives a restart is each registration and whether it was drained; health is probed
+//!   again;
 //! - every [`Event::Registered`] says what the new subscriber already holds: what its
 //!   registration delivered, or after a restore what the restored catalog offers it, so that
 //!   a restart announces nothing by itself.
@@ -246,7 +248,7 @@ impl Catalog {
     }
 
     /// Puts instances read back from the store into an empty catalog, each as *passing* until it
-    /// is probed, and returns their [`Event::Registered`] events. No provider change is
+    /// is probed (or *draining*, when it was drained), and returns their [`Event::Registered`] events. No provider change is
     /// announced: each subscriber is taken to hold what the restored catalog offers it, and the
     /// probes announce what changed.
     pub fn restore(&mut self, stored: Vec<StoredInstance>) -> Vec<Event> {
@@ -261,7 +263,11 @@ impl Catalog {
                 metadata: instance.metadata,
                 check: instance.check,
                 registrant: instance.registrant,
-                state: InstanceState::Passing,
+                state: if instance.draining {
+                    InstanceState::Draining
+                } else {
+                    InstanceState::Passing
+                },
                 registered_at: instance.registered_at,
                 last_check_at: None,
                 last_error: None,
@@ -292,6 +298,12 @@ impl Catalog {
             .iter()
             .filter_map(|event| match event {
                 Event::Registered { url, .. } => self.instances.get(url).map(|i| StoreOp::Put(i.stored())),
+                // Drained or undrained: the one state that is stored.
+                Event::StateChanged { url, from, to, .. }
+                    if *from == InstanceState::Draining || *to == InstanceState::Draining =>
+                {
+                    self.instances.get(url).map(|i| StoreOp::Put(i.stored()))
+                }
                 Event::Deregistered { url, .. } => Some(StoreOp::Delete(url.clone())),
                 Event::StateChanged { .. } | Event::ProvidersChanged { .. } | Event::IndexChanged { .. } => None,
             })

@@ -46,6 +46,7 @@ pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
         },
         // A chosen check: the stores keep it too.
         check: rollcall_wire::Check::ttl(Duration::from_secs(5)),
+        draining: true,
     }
 }
 

@@ -135,6 +135,7 @@ mod tests {
             registered_at: SystemTime::UNIX_EPOCH + Duration::from_secs(n as u64),
             registrant: crate::state::Registrant::default(),
             check: rollcall_wire::Check::default(),
+            draining: false,
         }
     }
 

@@ -290,11 +290,7 @@ async fn a_drained_instance_leaves_its_dependents_at_once_and_an_undrained_one_c
         .expect("listed")
         .id;
 
-    let drained = rollcall_testkit::http_client()
-        .post(format!("{}/v1/instances/{id}/drain", registry.url))
-        .send()
-        .await
-        .expect("POST drain");
+    let drained = registry.post(&format!("/v1/instances/{id}/drain")).await;
     assert_eq!(drained.status(), 200);
     let view: InstanceView = drained.json().await.expect("JSON");
     assert_eq!(view.state, InstanceState::Draining);
@@ -310,18 +306,10 @@ async fn a_drained_instance_leaves_its_dependents_at_once_and_an_undrained_one_c
         "passing probes do not put it back"
     );
 
-    let undrained = rollcall_testkit::http_client()
-        .post(format!("{}/v1/instances/{id}/undrain", registry.url))
-        .send()
-        .await
-        .expect("POST undrain");
+    let undrained = registry.post(&format!("/v1/instances/{id}/undrain")).await;
     assert_eq!(undrained.status(), 200);
     portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
 
-    let unknown = rollcall_testkit::http_client()
-        .post(format!("{}/v1/instances/nope/drain", registry.url))
-        .send()
-        .await
-        .expect("POST drain");
+    let unknown = registry.post("/v1/instances/nope/drain").await;
     assert_eq!(unknown.status(), 404);
 }

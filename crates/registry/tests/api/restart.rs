@@ -72,3 +72,27 @@ async fn a_deregistration_survives_a_restart() {
     let registry = registry.restart().await;
     assert!(registry.services().await.services.is_empty());
 }
+
+#[tokio::test]
+async fn a_drained_instance_is_still_drained_after_a_restart() {
+    let registry = TestRegistry::spawn().await;
+    let (portal, grades) = super::portal_holding_grades(&registry).await;
+    let id = registry
+        .instance("GradingService", &grades.url)
+        .await
+        .expect("listed")
+        .id;
+    assert_eq!(registry.post(&format!("/v1/instances/{id}/drain")).await.status(), 200);
+    portal.wait_for_providers(&BTreeSet::new()).await;
+
+    let registry = registry.restart().await;
+    // Probes pass after the restart; it stays out of rotation all the same.
+    let probes = grades.probes();
+    eventually("probes after the restart", DEADLINE, || async {
+        (grades.probes() > probes + 2).then_some(())
+    })
+    .await;
+    let restored = registry.instance("GradingService", &grades.url).await.expect("listed");
+    assert_eq!(restored.state, InstanceState::Draining);
+    assert!(portal.providers().is_empty(), "the restart announced it again");
+}

@@ -184,6 +184,32 @@ fn a_drained_instance_is_out_of_rotation_whatever_its_probes_say_until_undrained
 }
 
 #[test]
+fn a_drain_is_stored_and_a_restored_drained_instance_stays_out_of_rotation() {
+    let mut c = catalog();
+    register(&mut c, "A", "http://a");
+    let drain = |drain| Command::Drain {
+        url: "http://a".to_owned(),
+        by: Actor::default(),
+        drain,
+    };
+    let events = c.apply(drain(true)).expect("drain");
+    let ops = c.store_ops(&events);
+    let [StoreOp::Put(stored)] = ops.as_slice() else {
+        panic!("one put: {ops:?}")
+    };
+    assert!(stored.draining);
+    let mut restarted = catalog();
+    restarted.restore(vec![stored.clone()]);
+    assert_eq!(
+        restarted.instance("http://a").map(|i| i.state),
+        Some(InstanceState::Draining)
+    );
+    assert!(restarted.providers_of(&["A".to_owned()]).is_empty());
+    let events = c.apply(drain(false)).expect("undrain");
+    assert!(matches!(c.store_ops(&events).as_slice(), [StoreOp::Put(s)] if !s.draining));
+}
+
+#[test]
 fn re_registering_a_held_address_unproven_keeps_it_held() {
     let mut c = catalog();
     register(&mut c, "A", "http://a");
@@ -399,6 +425,7 @@ fn an_instance_whose_registrant_was_never_recorded_yields_to_anyone() {
         registered_at: SystemTime::UNIX_EPOCH,
         registrant: Registrant::default(),
         check: rollcall_wire::Check::default(),
+        draining: false,
     }]);
     assert!(deregister_as(&mut c, "http://a", actor("10.0.0.1", None, false)).is_ok());
 }
@@ -495,6 +522,7 @@ fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
         registered_at: SystemTime::UNIX_EPOCH,
         registrant: Registrant::default(),
         check: rollcall_wire::Check::default(),
+        draining: false,
     };
     let mut c = catalog();
     // The dependent comes back before its providers: it still holds them all.
