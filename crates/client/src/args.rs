@@ -53,6 +53,12 @@ pub struct ServiceArgs {
     /// taken out of rotation first). Zero skips draining.
     #[arg(long, env = "ROLLCALL_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: std::time::Duration,
+
+    /// Renew the registration within this TTL instead of being probed, for a service the
+    /// registry cannot reach (behind NAT, say): it renews every third of it. The rollcall
+    /// registry only; from 100ms to 1 day.
+    #[arg(long, env = "ROLLCALL_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// Where a service looks for the registry unless told otherwise.
@@ -70,6 +76,7 @@ impl ServiceArgs {
             tls: rollcall_http::TlsArgs::default(),
             allow_anonymous: false,
             drain_timeout: std::time::Duration::from_secs(10),
+            ttl: None,
         }
     }
 

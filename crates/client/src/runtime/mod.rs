@@ -155,6 +155,7 @@ impl ServiceBuilder {
         self.tls.clone_from(&args.tls);
         self.allow_anonymous = args.allow_anonymous;
         self.drain_timeout = args.drain_timeout;
+        self.liveness = args.ttl.map_or(Liveness::Probed, Liveness::Ttl);
         self
     }
 

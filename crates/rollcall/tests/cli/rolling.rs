@@ -1,5 +1,6 @@
-//! A rolling restart of the grading service's instances, as processes, under the load of a
-//! dependent that makes one attempt per request and of the portal: no request may fail.
+//! Zero-downtime operations as processes: a rolling restart of the grading service's instances
+//! under the load of a dependent that makes one attempt per request and of the portal (no
+//! request may fail), and a service that renews itself (`--ttl`).
 
 use std::path::Path;
 use std::process::Command;
@@ -59,4 +60,43 @@ async fn a_rolling_restart_of_grading_fails_no_request_of_a_single_attempt_depen
     assert_eq!(direct.failed, 0, "the single-attempt dependent: {direct:?}");
     assert_eq!(through_portal.failed, 0, "through the portal: {through_portal:?}");
     drop((grading, portal, registry));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_with_ttl_renews_itself_and_leaves_when_stopped() {
+    let registry = crate::quick_registry(rollcall());
+    let mut grades = ServerProcess::start(rollcall(), "grades", |c| {
+        c.args(["--registry", &registry.url, "--ttl", "500ms"]);
+    });
+    let (http, url) = (rollcall_testkit::http_client(), grades.url.clone());
+    let listed = || async {
+        let view: rollcall_wire::ServiceView = http
+            .get(format!("{}/v1/services/GradingService", registry.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        view.instances.into_iter().find(|i| i.url == url)
+    };
+    let instance = eventually("the TTL instance to pass", rollcall_testkit::DEADLINE, || async {
+        listed()
+            .await
+            .filter(|i| i.state == rollcall_wire::InstanceState::Passing)
+    })
+    .await;
+    assert_eq!(instance.check.kind, rollcall_wire::CheckKind::Ttl);
+    assert_eq!(instance.check.ttl.as_deref(), Some("500ms"));
+    // Passing for four TTLs on end: renewed all along.
+    let watching = std::time::Instant::now();
+    while watching.elapsed() < Duration::from_secs(2) {
+        let state = listed().await.map(|i| i.state);
+        assert_eq!(state, Some(rollcall_wire::InstanceState::Passing));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    grades.signal("TERM");
+    tokio::task::block_in_place(|| grades.wait_for_exit());
+    assert!(listed().await.is_none(), "deregistered on its way out");
 }
