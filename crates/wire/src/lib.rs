@@ -14,6 +14,7 @@
 //! This crate is serde (with `serde_json` for free-form fields and humantime for durations) only: no runtime, no HTTP stack,
 //! so any client can depend on it. How the servers answer an [`ErrorBody`] is `rollcall-http`'s.
 mod check;
+mod go_json;
 mod grades;
 mod logs;
 mod registration;

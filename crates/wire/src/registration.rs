@@ -13,6 +13,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::check::Check;
+use crate::go_json::{key_matches, nullable};
 
 /// What a service tells the registry about itself: `POST /services`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -82,21 +83,6 @@ impl Patch {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }
-}
-
-/// Go's rule for matching a JSON key to a field: an exact match, else a case-insensitive one.
-pub(crate) fn key_matches(key: &str, field: &str) -> bool {
-    // Field names are ASCII; only a non-ASCII key needs Unicode case folding.
-    key.eq_ignore_ascii_case(field) || (!key.is_ascii() && key.to_lowercase() == field.to_lowercase())
-}
-
-/// Reads a value where Go accepts `null` as "leave the zero value": `null` becomes `T::default()`.
-fn nullable<'de, T, A>(map: &mut A) -> Result<T, A::Error>
-where
-    T: Deserialize<'de> + Default,
-    A: MapAccess<'de>,
-{
-    Ok(map.next_value::<Option<T>>()?.unwrap_or_default())
 }
 
 impl<'de> Deserialize<'de> for Registration {
