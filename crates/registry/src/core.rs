@@ -25,6 +25,7 @@ use crate::events::EventLog;
 use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
 use crate::outbound::{HostBudget, Outbound};
+use crate::published::Published;
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, StoredInstance};
 use crate::store::{CatalogStore, StoreError};
 
@@ -70,6 +71,8 @@ pub(crate) struct Core {
     catalog: RwLock<Catalog>,
     /// The durable copy of the catalog.
     store: Box<dyn CatalogStore>,
+    /// The published configuration documents.
+    pub published: Published,
     /// What acts on applied events.
     reactions: Box<dyn React>,
     /// Counters and histograms for `/metrics`.
@@ -99,11 +102,16 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// A core with an empty catalog, writing to `store`, reacting through `reactions`, calling
-    /// services through `outbound`, verifying `tokens`.
+    /// A core with an empty catalog, writing to `store`, serving the `published` configuration,
+    /// reacting through `reactions`, calling services through `outbound`, verifying `tokens`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one part the core is made of, built by `serve`"
+    )]
     pub fn new(
         config: RegistryConfig,
         store: Box<dyn CatalogStore>,
+        published: Published,
         reactions: Box<dyn React>,
         outbound: Outbound,
         tokens: Tokens,
@@ -121,6 +129,7 @@ impl Core {
         Arc::new(Self {
             catalog: RwLock::new(Catalog::new(policy, limits, first_index())),
             store,
+            published,
             reactions,
             metrics,
             outbound,
@@ -200,9 +209,10 @@ impl Core {
         self.react(&events);
     }
 
-    /// Makes what is queued durable and closes the store.
+    /// Makes what is queued durable and closes the stores.
     pub async fn close_store(&self) {
         self.store.close().await;
+        self.published.close().await;
     }
 
     /// How many live subscribers still hold `entry` (a drained or removed provider whose

@@ -13,6 +13,8 @@ use rollcall_http::answer::ErrorAnswer;
 
 use crate::auth::Denied;
 use crate::core::ApplyError;
+use crate::published::PublishError;
+use crate::releases::ReleaseError;
 use crate::state::CommandError;
 
 /// Why a request was refused.
@@ -65,6 +67,14 @@ pub enum ApiError {
     /// A JSON write without `Content-Type: application/json`.
     #[error("send the body as Content-Type: application/json")]
     UnsupportedMediaType,
+    /// A document published without a format it could be told by.
+    #[error(
+        "say the document's format with ?format=json|yaml|toml|properties|text or its Content-Type (application/json, application/yaml, application/toml, text/x-java-properties, text/plain)"
+    )]
+    UnsupportedDocumentType,
+    /// A configuration document, or release, that cannot be published or found.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
 }
 
 impl ApiError {
@@ -92,7 +102,18 @@ impl ApiError {
             Self::NotTtl(_) => (StatusCode::CONFLICT, "not_ttl"),
             Self::UnknownToken(_) => (StatusCode::NOT_FOUND, "unknown_token"),
             Self::TooManyTokens(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_tokens"),
-            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::UnsupportedMediaType | Self::UnsupportedDocumentType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::Release(error) => match error {
+                ReleaseError::BadKey(_) => (StatusCode::BAD_REQUEST, "invalid_config_path"),
+                ReleaseError::Malformed { .. } => (StatusCode::BAD_REQUEST, "malformed_document"),
+                ReleaseError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+                ReleaseError::MessageTooLong => (StatusCode::BAD_REQUEST, "invalid_message"),
+                ReleaseError::Conflict { .. } => (StatusCode::CONFLICT, "revision_conflict"),
+                ReleaseError::UnknownDocument(_) => (StatusCode::NOT_FOUND, "unknown_document"),
+                ReleaseError::UnknownRevision { .. } => (StatusCode::NOT_FOUND, "unknown_revision"),
+            },
         }
     }
 }
@@ -128,6 +149,21 @@ impl From<ApplyError> for ApiError {
                 tracing::error!(%storage, "a change could not be made durable");
                 ApiError::Storage(
                     "the registry could not write its catalog to disk; the change is not acknowledged".to_owned(),
+                )
+            }
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::Release(release) => release.into(),
+            PublishError::Storage(storage) => {
+                tracing::error!(%storage, "the configuration store failed");
+                ApiError::Storage(
+                    "the registry could not read or write its configuration store; a publish is not acknowledged"
+                        .to_owned(),
                 )
             }
         }

@@ -35,7 +35,9 @@ mod lookups;
 mod metrics;
 mod notify;
 mod outbound;
+mod published;
 mod reactions;
+pub mod releases;
 pub mod state;
 pub mod store;
 #[cfg(test)]
@@ -160,8 +162,14 @@ async fn start_on(
     let scheme = config.tls.scheme();
     let metrics = metrics::Metrics::default();
     let data_dir = config.data_dir.clone();
-    let commit_seconds = metrics.commit_seconds.clone();
-    let (store, stored) = tokio::task::spawn_blocking(move || store::RedbStore::open(&data_dir, commit_seconds))
+    let (commit_seconds, config_commit_seconds) =
+        (metrics.commit_seconds.clone(), metrics.config_commit_seconds.clone());
+    let opened = tokio::task::spawn_blocking(move || {
+        let catalog = store::RedbStore::open(&data_dir, commit_seconds)?;
+        let releases = store::ReleaseStore::open(&data_dir, config_commit_seconds)?;
+        Ok::<_, store::StoreError>((catalog, releases))
+    });
+    let ((store, stored), (releases, documents)) = opened
         .await
         .map_err(|join_error| RunError::Serve(io::Error::other(join_error)))??;
     let resolver = Arc::new(outbound::SystemResolver);
@@ -170,6 +178,7 @@ async fn start_on(
         config,
         Box::new(store),
         stored,
+        published::Published::new(releases, documents),
         tokens,
         metrics,
         resolver,
@@ -210,6 +219,7 @@ async fn serve(
     config: RegistryConfig,
     store: Box<dyn store::CatalogStore>,
     stored: Vec<store::StoredInstance>,
+    published: published::Published,
     tokens: auth::Tokens,
     metrics: metrics::Metrics,
     resolver: Arc<dyn outbound::Resolve>,
@@ -227,6 +237,7 @@ async fn serve(
     let core = core::Core::new(
         config,
         store,
+        published,
         reactor,
         outbound,
         tokens,

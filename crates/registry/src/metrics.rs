@@ -56,11 +56,14 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// Seconds one group commit of the catalog took (write and fsync).
     pub commit_seconds: Histogram,
+    /// Seconds one group commit of the configuration releases took (write and fsync).
+    pub config_commit_seconds: Histogram,
     /// Audit records dropped because too many waited for the log service.
     pub audit_dropped: Counter,
 }
 
 impl Default for Metrics {
+    #[expect(clippy::too_many_lines, reason = "one registration per metric, read top to bottom")]
     fn default() -> Self {
         let mut registry = Registry::with_prefix("rollcall");
         let instances = Family::<Label, Gauge>::default();
@@ -127,6 +130,12 @@ impl Default for Metrics {
             "Time one group commit of the catalog took",
             commit_seconds.clone(),
         );
+        let config_commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
+        registry.register(
+            "config_commit_seconds",
+            "Time one group commit of the configuration releases took",
+            config_commit_seconds.clone(),
+        );
 
         let audit_dropped = Counter::default();
         registry.register(
@@ -166,6 +175,7 @@ impl Default for Metrics {
             deliveries_given_up,
             delivery_latency,
             commit_seconds,
+            config_commit_seconds,
             audit_dropped,
         }
     }

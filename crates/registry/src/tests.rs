@@ -69,6 +69,8 @@ async fn serve_with(
     let data = tempfile::tempdir().expect("dir");
     let metrics = Metrics::default();
     let (inner, _) = RedbStore::open(data.path(), metrics.commit_seconds.clone()).expect("open");
+    let (config_store, documents) =
+        crate::store::ReleaseStore::open(data.path(), metrics.config_commit_seconds.clone()).expect("open");
     let store: Box<dyn CatalogStore> = match gate {
         Some((released, fail)) => Box::new(Gated { inner, released, fail }),
         None => Box::new(inner),
@@ -85,6 +87,7 @@ async fn serve_with(
         config,
         store,
         Vec::new(),
+        crate::published::Published::new(config_store, documents),
         tokens,
         metrics,
         resolver,

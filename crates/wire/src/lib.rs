@@ -1,6 +1,6 @@
 //! The JSON types every rollcall process shares.
 //!
-//! Five families live here:
+//! Six families live here:
 //! - the seed protocol (`docs/api.md`, "The seed protocol"): [`Registration`] and [`Patch`], with Go's
 //!   field names (`ServiceURL`, not `ServiceUrl`) and Go's decoding rules (keys matched
 //!   case-insensitively, `null` lists read as empty);
@@ -9,11 +9,13 @@
 //!   ([`ErrorBody`]) every rollcall endpoint answers with;
 //! - the log service's records ([`LogRecord`]) and its answers ([`BatchResult`], [`RecordPage`]);
 //! - the grading service's [`Student`] and [`Grade`], with Go's field names;
-//! - access tokens: their [`Scope`]s and the registry's answers about them ([`TokenView`]).
+//! - access tokens: their [`Scope`]s and the registry's answers about them ([`TokenView`]);
+//! - central configuration: a document's [`ConfigFormat`] and its releases ([`ReleaseView`]).
 //!
 //! This crate is serde (with `serde_json` for free-form fields and humantime for durations) only: no runtime, no HTTP stack,
 //! so any client can depend on it. How the servers answer an [`ErrorBody`] is `rollcall-http`'s.
 mod check;
+mod config;
 mod go_json;
 mod grades;
 mod logs;
@@ -22,6 +24,7 @@ mod tokens;
 mod views;
 
 pub use check::{Check, CheckKind, CheckView};
+pub use config::{ConfigFormat, DocumentView, ReleaseView};
 pub use grades::{GRADE_TYPES, Grade, NewStudent, Student};
 pub use logs::{BatchResult, Level, LogRecord, RecordPage, RecordTime, Rejection, UnknownLevel};
 pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};

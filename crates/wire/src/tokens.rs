@@ -33,6 +33,9 @@ pub enum Scope {
     LogsWrite,
     /// Querying and tailing the log service.
     LogsRead,
+    /// Publishing and rolling back configuration documents whose `namespace/service/name`
+    /// matches the pattern (`prod/GradingService/*`); reading them needs `read`.
+    Config(String),
 }
 
 impl Scope {
@@ -41,7 +44,9 @@ impl Scope {
     pub fn allows(&self, wanted: &Scope) -> bool {
         match (self, wanted) {
             (Scope::Admin, _) => true,
-            (Scope::Register(pattern), Scope::Register(name)) => matches_pattern(pattern, name),
+            (Scope::Register(pattern), Scope::Register(name)) | (Scope::Config(pattern), Scope::Config(name)) => {
+                matches_pattern(pattern, name)
+            }
             (have, wanted) => have == wanted,
         }
     }
@@ -77,7 +82,7 @@ impl fmt::Display for UnknownScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown scope {:?}: expected admin, read, register:PATTERN, logs:write or logs:read",
+            "unknown scope {:?}: expected admin, read, register:PATTERN, config:PATTERN, logs:write or logs:read",
             self.0
         )
     }
@@ -96,11 +101,16 @@ impl FromStr for Scope {
             "logs:write" => Ok(Scope::LogsWrite),
             "logs:read" => Ok(Scope::LogsRead),
             _ => {
-                let pattern = text.strip_prefix("register:").ok_or_else(unknown)?;
+                let (make, pattern): (fn(String) -> Scope, &str) = if let Some(pattern) = text.strip_prefix("register:")
+                {
+                    (Scope::Register, pattern)
+                } else {
+                    (Scope::Config, text.strip_prefix("config:").ok_or_else(unknown)?)
+                };
                 let fits = !pattern.is_empty()
                     && pattern.len() <= MAX_PATTERN_LEN
                     && !pattern.chars().any(|c| c.is_control() || c.is_whitespace());
-                fits.then(|| Scope::Register(pattern.to_owned())).ok_or_else(unknown)
+                fits.then(|| make(pattern.to_owned())).ok_or_else(unknown)
             }
         }
     }
@@ -112,6 +122,7 @@ impl fmt::Display for Scope {
             Scope::Admin => f.write_str("admin"),
             Scope::Read => f.write_str("read"),
             Scope::Register(pattern) => write!(f, "register:{pattern}"),
+            Scope::Config(pattern) => write!(f, "config:{pattern}"),
             Scope::LogsWrite => f.write_str("logs:write"),
             Scope::LogsRead => f.write_str("logs:read"),
         }
@@ -196,13 +207,14 @@ mod tests {
             "read",
             "register:grades",
             "register:*",
+            "config:prod/GradingService/*",
             "logs:write",
             "logs:read",
         ] {
             let scope: Scope = text.parse().expect(text);
             assert_eq!(scope.to_string(), text);
         }
-        for bad in ["", "write", "register:", "register:a b", "Admin", "logs"] {
+        for bad in ["", "write", "register:", "register:a b", "config:", "Admin", "logs"] {
             assert!(bad.parse::<Scope>().is_err(), "{bad:?} is not a scope");
         }
     }
@@ -233,6 +245,13 @@ mod tests {
         assert!(!Scope::Read.allows(&Scope::LogsRead));
         assert!(!Scope::LogsWrite.allows(&Scope::Admin));
         assert!(Scope::Read.allows(&Scope::Read));
+        let config = |path: &str| Scope::Config(path.to_owned());
+        assert!(config("prod/*").allows(&config("prod/GradingService/limits")));
+        assert!(!config("prod/*").allows(&config("staging/GradingService/limits")));
+        assert!(
+            !register("*").allows(&config("prod/a/b")),
+            "registering is not configuring"
+        );
     }
 
     #[test]

@@ -170,6 +170,14 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         matches!(self, Caller::Token(grant) if grant.is_admin())
     }
+
+    /// How records name the caller: its token's name, or `anonymous`.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Token(grant) => &grant.name,
+            Caller::Anonymous { .. } => "anonymous",
+        }
+    }
 }
 
 /// Why a token could not be created or revoked.

@@ -10,6 +10,7 @@
 
 mod audited;
 mod caller;
+mod config;
 mod events;
 #[cfg(test)]
 mod fuzz;
@@ -47,6 +48,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
     let writes = Router::new()
         .merge(seed::router())
         .merge(instances::router())
+        .merge(config::router())
         .merge(tokens::router())
         .route_layer(middleware::from_fn_with_state(core.clone(), audited::audited))
         .layer(TimeoutLayer::with_status_code(
@@ -58,6 +60,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
     let reads = Router::new()
         .merge(services::router())
         .merge(instances::reads())
+        .merge(config::reads())
         .merge(events::router())
         .merge(metrics::router())
         .merge(crate::ui::router())

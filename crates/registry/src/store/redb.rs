@@ -3,60 +3,29 @@
 //! One table maps a ServiceURL to a [`StoredInstance`] (JSON). Health is not stored: after a
 //! restart every instance is probed again.
 //!
-//! Writes are group-committed. [`RedbStore::write`] only queues a batch of operations and hands back
-//! a receiver; one writer thread takes everything queued so far, applies it in one redb write
-//! transaction and commits it with `Durability::Immediate` (fsync), then answers every waiting
-//! receiver. While one commit is on disk the next batch piles up, so the number of fsyncs stays
-//! bounded however many writers wait, and each acknowledgement means "on disk". Batches are
-//! applied in the order they were queued.
+//! Writes are group-committed by one writer thread (`group`): each acknowledgement means "on
+//! disk", batches apply whole and in the order they were queued.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Mutex, PoisonError};
-use std::thread;
+use std::sync::Arc;
 
 use prometheus_client::metrics::histogram::Histogram;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::oneshot;
+use redb::{Database, TableDefinition, WriteTransaction};
 
+use super::group::{Commit, GroupCommit, read_table};
 use super::{CatalogStore, Durable, StoreError, StoreFuture, StoreOp, StoredInstance};
 
 /// ServiceURL → JSON of a [`StoredInstance`].
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 
-/// Most batches one commit takes, so that one transaction stays small.
-const MAX_BATCHES_PER_COMMIT: usize = 4096;
-
 /// The name of the database file in the data directory.
 pub const DATABASE_FILE: &str = "catalog.redb";
-
-struct Batch {
-    ops: Vec<StoreOp>,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// What the writer thread is sent.
-enum Message {
-    Write(Batch),
-    /// Commit what came before, then close the database.
-    Stop,
-}
 
 /// The catalog in one redb file.
 #[derive(Debug)]
 pub struct RedbStore {
-    queue: mpsc::Sender<Message>,
-    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    writer: GroupCommit<StoreOp>,
     path: PathBuf,
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Message::Write(batch) => f.debug_struct("Write").field("ops", &batch.ops.len()).finish(),
-            Message::Stop => f.write_str("Stop"),
-        }
-    }
 }
 
 impl RedbStore {
@@ -67,13 +36,8 @@ impl RedbStore {
         let database =
             Database::create(&path).map_err(|e| StoreError::new(&format!("cannot open {}", path.display()), e))?;
         let stored = read_all(&database)?;
-        let (queue, messages) = mpsc::channel();
-        let writer = thread::Builder::new()
-            .name("catalog-writer".to_owned())
-            .spawn(move || write_batches(&database, &messages, &commit_seconds))
-            .map_err(|e| StoreError::new("cannot start the catalog writer", e))?;
-        let writer = Mutex::new(Some(writer));
-        Ok((Self { queue, writer, path }, stored))
+        let writer = GroupCommit::start("catalog-writer", Arc::new(database), commit_seconds)?;
+        Ok((Self { writer, path }, stored))
     }
 
     /// The database file.
@@ -85,92 +49,33 @@ impl RedbStore {
 impl CatalogStore for RedbStore {
     /// Queues `ops` to be committed with whatever else is queued.
     fn write(&self, ops: Vec<StoreOp>) -> Durable {
-        let (done, durable) = oneshot::channel();
-        if let Err(mpsc::SendError(Message::Write(batch))) = self.queue.send(Message::Write(Batch { ops, done })) {
-            let _ = batch.done.send(Err(StoreError::closed()));
-        }
-        durable
+        self.writer.write(ops)
     }
 
     /// Commits what is queued and closes the database file.
     fn close(&self) -> StoreFuture<'_> {
-        Box::pin(async move {
-            let _ = self.queue.send(Message::Stop);
-            let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(writer) = writer {
-                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-            }
-        })
+        Box::pin(self.writer.close())
     }
 }
 
 fn read_all(database: &Database) -> Result<Vec<StoredInstance>, StoreError> {
-    // Make sure the table exists, so that a fresh database reads as empty.
-    let create = database
-        .begin_write()
-        .map_err(|e| StoreError::new("cannot start a transaction", e))?;
-    create
-        .open_table(INSTANCES)
-        .map_err(|e| StoreError::new("cannot open the table", e))?;
-    create.commit().map_err(|e| StoreError::new("cannot commit", e))?;
-
-    let read = database
-        .begin_read()
-        .map_err(|e| StoreError::new("cannot start a read", e))?;
-    let table = read
-        .open_table(INSTANCES)
-        .map_err(|e| StoreError::new("cannot open the table", e))?;
     let mut stored = Vec::new();
-    for entry in table.iter().map_err(|e| StoreError::new("cannot read", e))? {
-        let (url, value) = entry.map_err(|e| StoreError::new("cannot read", e))?;
-        match serde_json::from_slice::<StoredInstance>(value.value()) {
+    read_table(database, INSTANCES, |url, value| {
+        match serde_json::from_slice::<StoredInstance>(value) {
             Ok(instance) => stored.push(instance),
             // A record this version cannot read is skipped, not fatal: the instance will register again.
-            Err(error) => tracing::warn!(url = url.value(), %error, "skipping an unreadable stored instance"),
+            Err(error) => tracing::warn!(url, %error, "skipping an unreadable stored instance"),
         }
-    }
+    })?;
     Ok(stored)
 }
 
-/// The writer thread: commit everything queued, answer, repeat until stopped.
-fn write_batches(database: &Database, messages: &mpsc::Receiver<Message>, commit_seconds: &Histogram) {
-    let mut stopping = false;
-    while !stopping {
-        let Ok(Message::Write(first)) = messages.recv() else {
-            return;
-        };
-        let mut group = vec![first];
-        while group.len() < MAX_BATCHES_PER_COMMIT {
-            match messages.try_recv() {
-                Ok(Message::Write(batch)) => group.push(batch),
-                Ok(Message::Stop) => {
-                    stopping = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let started = std::time::Instant::now();
-        let result = commit(database, &group);
-        commit_seconds.observe(started.elapsed().as_secs_f64());
-        if let Err(error) = &result {
-            tracing::error!(%error, "catalog write failed");
-        }
-        for batch in group {
-            let _ = batch.done.send(result.clone());
-        }
-    }
-}
-
-fn commit(database: &Database, group: &[Batch]) -> Result<(), StoreError> {
-    let transaction = database
-        .begin_write()
-        .map_err(|e| StoreError::new("cannot start a transaction", e))?;
-    {
+impl Commit for StoreOp {
+    fn apply<'a>(transaction: &WriteTransaction, ops: impl Iterator<Item = &'a Self>) -> Result<(), StoreError> {
         let mut table = transaction
             .open_table(INSTANCES)
             .map_err(|e| StoreError::new("cannot open the table", e))?;
-        for op in group.iter().flat_map(|batch| &batch.ops) {
+        for op in ops {
             match op {
                 StoreOp::Put(instance) => {
                     let value = serde_json::to_vec(instance).map_err(|e| StoreError::new("cannot encode", e))?;
@@ -185,8 +90,8 @@ fn commit(database: &Database, group: &[Batch]) -> Result<(), StoreError> {
                 }
             }
         }
+        Ok(())
     }
-    transaction.commit().map_err(|e| StoreError::new("cannot commit", e))
 }
 
 #[cfg(test)]

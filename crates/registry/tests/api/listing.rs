@@ -133,6 +133,12 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         ("/v1/instances/{id}/drain", "post"),
         ("/v1/instances/{id}/undrain", "post"),
         ("/v1/instances/{id}/ttl", "put"),
+        ("/v1/config", "get"),
+        ("/v1/config/{namespace}/{service}/{name}", "put"),
+        ("/v1/config/{namespace}/{service}/{name}", "get"),
+        ("/v1/config/{namespace}/{service}/{name}/history", "get"),
+        ("/v1/config/{namespace}/{service}/{name}/diff", "get"),
+        ("/v1/config/{namespace}/{service}/{name}/rollback", "post"),
     ];
     for (path, method) in served {
         assert!(
@@ -141,7 +147,11 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         );
         // And the registry serves it: no 405, and no 404 from the router's fallback (a route's own
         // 404, such as an unknown instance id, is fine).
-        let probe = path.replace("{id}", "x").replace("{name}", "x");
+        let probe = path
+            .replace("{id}", "x")
+            .replace("{name}", "x")
+            .replace("{namespace}", "x")
+            .replace("{service}", "x");
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let answer = reqwest::Client::new()
             .request(method.clone(), format!("{}{probe}", registry.url))
@@ -157,5 +167,5 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         }
     }
     let paths = document["paths"].as_object().expect("paths").len();
-    assert_eq!(paths, 14, "a path is described that the list above does not check");
+    assert_eq!(paths, 19, "a path is described that the list above does not check");
 }

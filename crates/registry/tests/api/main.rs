@@ -3,6 +3,7 @@
 
 mod addresses;
 mod checks;
+mod config;
 mod dashboard;
 mod events;
 mod guard;

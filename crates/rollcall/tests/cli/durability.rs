@@ -150,3 +150,54 @@ async fn a_truncated_catalog_stops_the_registry_until_repair_keeps_what_is_whole
     let kept = listed.service("Load").map_or(0, |s| s.instances.len());
     assert!(kept > 0 && kept <= 300, "{kept} of 300 instances kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_configuration_release_survives_kill_9() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    // Four publishers, each republishing its own document as fast as it is answered.
+    let acknowledged: Arc<Mutex<Vec<rollcall_wire::ReleaseView>>> = Arc::default();
+    let mut publishers = JoinSet::new();
+    for publisher in 0..4 {
+        let (base, acknowledged) = (registry.url.clone(), Arc::clone(&acknowledged));
+        publishers.spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 0.. {
+                let Ok(response) = http
+                    .put(format!("{base}/v1/config/prod/Load/doc{publisher}"))
+                    .header("content-type", "application/json")
+                    .body(format!("{{\"publisher\": {publisher}, \"n\": {n}}}"))
+                    .send()
+                    .await
+                else {
+                    return; // the registry is gone
+                };
+                let Ok(release) = response.json::<rollcall_wire::ReleaseView>().await else {
+                    return;
+                };
+                acknowledged.lock().expect("lock").push(release);
+            }
+        });
+    }
+    eventually("200 acknowledged publishes", DEADLINE, || async {
+        (acknowledged.lock().expect("lock").len() >= 200).then_some(())
+    })
+    .await;
+    let registry = registry.kill_and_restart(|_| {});
+    publishers.join_all().await;
+
+    let http = reqwest::Client::new();
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    for release in &acknowledged {
+        let path = format!("/v1/config/{}/{}/{}", release.namespace, release.service, release.name);
+        let read = http
+            .get(format!("{}{path}?revision={}", registry.url, release.revision))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(read.status(), 200, "{path} revision {} lost", release.revision);
+        assert_eq!(
+            read.headers()["x-rollcall-sha256"].to_str().ok(),
+            Some(release.sha256.as_str())
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The published configuration: the [`Documents`] behind their lock, the store that keeps their
+//! releases, and the blocking queries waiting on a document.
+//!
+//! Every publish goes through [`Published::publish`], shaped like `Core::apply`: under the write
+//! lock the release is made and its store operations queued (so the disk sees a document's
+//! releases in their order); the lock is released; the caller waits until they are durable;
+//! only then are the document's watchers woken and the publish acknowledged. So no reader is
+//! shown a release a crash could still take back, and no lock is held across I/O. Older
+//! releases' contents are read from the store, off the async workers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::releases::{DocKey, Documents, Draft, ReleaseError, StoredRelease};
+use crate::store::{ReleaseStore, StoreError};
+
+/// Why a release was not made, found, or made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The documents refused it, or have no such release.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// The store failed: a publish is not acknowledged, a read not answered.
+    #[error("the configuration store failed: {0}")]
+    Storage(StoreError),
+}
+
+/// Past this many watched documents, entries nobody waits on are swept before adding one.
+const SWEEP_WATCHES_AT: usize = 1024;
+
+/// The published documents and where they are kept.
+#[derive(Debug)]
+pub(crate) struct Published {
+    documents: RwLock<Documents>,
+    store: Arc<ReleaseStore>,
+    /// Blocking queries waiting on one document: its latest revision.
+    watches: Mutex<HashMap<DocKey, watch::Sender<u64>>>,
+}
+
+impl Published {
+    /// The documents read back from `store`.
+    pub fn new(store: ReleaseStore, documents: Documents) -> Self {
+        Self {
+            documents: RwLock::new(documents),
+            store: Arc::new(store),
+            watches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads the documents. The guard must be dropped before any `.await`.
+    pub fn documents(&self) -> RwLockReadGuard<'_, Documents> {
+        // `Documents::publish` checks everything before it changes anything, so a poisoned lock
+        // still guards whole documents.
+        self.documents.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes `draft` as the next release of `key`, and answers once it is on disk.
+    pub async fn publish(&self, key: &DocKey, draft: Draft) -> Result<Arc<StoredRelease>, PublishError> {
+        let (release, durable) = {
+            let mut documents = self.documents.write().unwrap_or_else(PoisonError::into_inner);
+            let (release, ops) = documents.publish(key, draft)?;
+            (release, self.store.write(ops))
+        };
+        match durable.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(PublishError::Storage(error)),
+            Err(_) => return Err(PublishError::Storage(StoreError::closed())),
+        }
+        let watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(watch) = watches.get(key) {
+            watch.send_replace(release.meta.revision);
+        }
+        Ok(release)
+    }
+
+    /// Release `revision` of `key` (the latest from memory, an older one from disk), while it
+    /// is retained.
+    pub async fn release(&self, key: &DocKey, revision: u64) -> Result<Arc<StoredRelease>, PublishError> {
+        {
+            let documents = self.documents();
+            let latest = documents.latest(key)?;
+            if latest.meta.revision == revision {
+                return Ok(Arc::clone(latest));
+            }
+            documents.meta(key, revision)?;
+        }
+        let (store, wanted) = (Arc::clone(&self.store), key.clone());
+        let read = tokio::task::spawn_blocking(move || store.read(&wanted, revision))
+            .await
+            .map_err(|e| PublishError::Storage(StoreError::new("cannot read a release", e)))?;
+        match read.map_err(PublishError::Storage)? {
+            Some(release) => Ok(Arc::new(release)),
+            // Purged between the check and the read.
+            None => Err(self.documents().meta(key, revision).err().map_or_else(
+                || PublishError::Storage(StoreError::new("cannot read a release", "it is missing")),
+                PublishError::Release,
+            )),
+        }
+    }
+
+    /// Publishes release `to`'s content again as the next release of `key`, by `author`, saying
+    /// `message`, over revision `expected` when given: a rollback never rewrites history.
+    pub async fn rollback(
+        &self,
+        key: &DocKey,
+        to: u64,
+        author: &str,
+        message: String,
+        expected: Option<u64>,
+    ) -> Result<Arc<StoredRelease>, PublishError> {
+        let old = self.release(key, to).await?;
+        let draft = Draft {
+            format: old.meta.format,
+            content: old.content.clone(),
+            author: author.to_owned(),
+            message,
+            expected,
+            rolled_back_from: Some(to),
+            at: std::time::SystemTime::now(),
+        };
+        self.publish(key, draft).await
+    }
+
+    /// Waits until `key`'s latest revision is past `revision`, at most `wait` (and no longer
+    /// than until `shutdown`); returns the latest revision then (0 if there is none).
+    pub async fn wait_past(&self, key: &DocKey, revision: u64, wait: Duration, shutdown: &CancellationToken) -> u64 {
+        let current = || self.documents().latest(key).map_or(0, |r| r.meta.revision);
+        let mut receiver = {
+            let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+            if watches.len() >= SWEEP_WATCHES_AT && !watches.contains_key(key) {
+                watches.retain(|_, watch| watch.receiver_count() > 0);
+            }
+            watches
+                .entry(key.clone())
+                .or_insert_with(|| watch::Sender::new(0))
+                .subscribe()
+        };
+        // Read after subscribing: a publish in between is seen by one or the other.
+        let now = current();
+        if now > revision {
+            return now;
+        }
+        let changed = async {
+            while receiver.changed().await.is_ok() {
+                if *receiver.borrow_and_update() > revision {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = changed => {}
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => {}
+        }
+        current()
+    }
+
+    /// Makes what is queued durable and closes the store.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+}

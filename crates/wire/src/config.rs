@@ -1,0 +1,143 @@
+//! Central configuration as every rollcall process sees it: a document's [`ConfigFormat`], and
+//! what the registry answers about its releases ([`ReleaseView`], [`DocumentView`]).
+//!
+//! A document is addressed by `namespace / service / name` (the service is a ServiceName, or
+//! `_shared` for what every service reads). Every publish makes an immutable release with the
+//! next revision of that document.
+
+use serde::{Deserialize, Serialize};
+
+/// The formats a configuration document may have; each is checked for well-formedness on every
+/// publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigFormat {
+    /// JSON (`application/json`).
+    Json,
+    /// YAML 1.2 (`application/yaml`).
+    Yaml,
+    /// TOML (`application/toml`).
+    Toml,
+    /// Java properties (`text/x-java-properties`).
+    Properties,
+    /// Any UTF-8 text (`text/plain`).
+    Text,
+}
+
+impl ConfigFormat {
+    /// Every format, in the order documented.
+    pub const ALL: [ConfigFormat; 5] = [
+        ConfigFormat::Json,
+        ConfigFormat::Yaml,
+        ConfigFormat::Toml,
+        ConfigFormat::Properties,
+        ConfigFormat::Text,
+    ];
+
+    /// The lower-case word used on the wire (`?format=`) and in docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigFormat::Json => "json",
+            ConfigFormat::Yaml => "yaml",
+            ConfigFormat::Toml => "toml",
+            ConfigFormat::Properties => "properties",
+            ConfigFormat::Text => "text",
+        }
+    }
+
+    /// The media type a document of this format is served as.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ConfigFormat::Json => "application/json",
+            ConfigFormat::Yaml => "application/yaml",
+            ConfigFormat::Toml => "application/toml",
+            ConfigFormat::Properties => "text/x-java-properties; charset=utf-8",
+            ConfigFormat::Text => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// The format a `Content-Type` names (parameters ignored), if any.
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        let essence = media_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Some(ConfigFormat::Json),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Some(ConfigFormat::Yaml),
+            "application/toml" | "text/x-toml" => Some(ConfigFormat::Toml),
+            "text/x-java-properties" => Some(ConfigFormat::Properties),
+            "text/plain" => Some(ConfigFormat::Text),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for ConfigFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ConfigFormat::ALL
+            .into_iter()
+            .find(|format| format.as_str().eq_ignore_ascii_case(text))
+            .ok_or_else(|| format!("unknown format {text:?}: expected json, yaml, toml, properties or text"))
+    }
+}
+
+/// One release of a document, as `PUT`, `POST .../rollback` and `GET .../history` answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseView {
+    /// The document's namespace.
+    pub namespace: String,
+    /// The service it configures (`_shared` for every service).
+    pub service: String,
+    /// Its name.
+    pub name: String,
+    /// The release's revision: 1 for the first, one more for each publish of this document.
+    pub revision: u64,
+    /// The document's format.
+    pub format: ConfigFormat,
+    /// SHA-256 of the content, as 64 hex digits.
+    pub sha256: String,
+    /// The content's size in bytes.
+    pub size: u64,
+    /// Who published it: the token's name, or `anonymous`.
+    pub author: String,
+    /// Why, as the publisher said (may be empty).
+    pub message: String,
+    /// When it was published (RFC 3339, UTC).
+    pub published_at: String,
+    /// For a rollback: the revision whose content it published again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<u64>,
+}
+
+/// One document and its latest release, as `GET /v1/config` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentView {
+    /// The latest release.
+    pub latest: ReleaseView,
+    /// The oldest revision whose content is still kept (older ones were purged).
+    pub oldest_kept: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_is_named_by_its_word_or_its_media_type() {
+        for format in ConfigFormat::ALL {
+            assert_eq!(format.as_str().parse::<ConfigFormat>(), Ok(format));
+            assert_eq!(ConfigFormat::from_media_type(format.media_type()), Some(format));
+        }
+        assert_eq!(
+            ConfigFormat::from_media_type("Application/JSON; charset=utf-8"),
+            Some(ConfigFormat::Json)
+        );
+        assert_eq!(ConfigFormat::from_media_type("application/x-www-form-urlencoded"), None);
+        assert!("ini".parse::<ConfigFormat>().is_err());
+    }
+}
