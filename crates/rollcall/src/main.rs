@@ -1,10 +1,11 @@
 //! The `rollcall` binary: one executable, one subcommand per process of the system.
 //!
 //! `main` only parses the command line, sets up `logging` and hands over: the four services
-//! start the same way (`serve`), the client commands (`services`, `logs query|tail`, `token`) share `cli`, `up` runs the whole system.
+//! start the same way (`serve`), the client commands (`services`, `logs query|tail`, `token`, `config`, `drain`) share `cli`, `up` runs the whole system.
 //! Stdout carries only the lines scripts read (such as the address a server listens on).
 
 mod cli;
+mod config_cli;
 mod drain_cli;
 mod logging;
 mod logs_cli;
@@ -51,6 +52,8 @@ enum Command {
     Repair(repair::RepairCommand),
     /// Issue, list and revoke the registry's tokens (with an admin token).
     Token(token_cli::TokenCommand),
+    /// Publish, read, diff and roll back configuration documents.
+    Config(config_cli::ConfigCommand),
     /// Run the whole system: registry, log service, grading service and portal.
     Up(up::UpArgs),
 }
@@ -86,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             Command::Portal(config) => serve("portal", |stop| rollcall_portal::start(config, stop, shipping)).await,
             Command::Services(args) => services::run(args).await,
             Command::Token(command) => token_cli::run(command).await,
+            Command::Config(command) => config_cli::run(command).await,
             Command::Repair(command) => repair::run(command).await,
             Command::Drain(args) => drain_cli::run(args, true).await,
             Command::Undrain(args) => drain_cli::run(args, false).await,

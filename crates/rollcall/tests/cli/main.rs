@@ -1,6 +1,7 @@
 //! Process-level tests of the `rollcall` binary: it is spawned for real, configured by flags and
 //! `ROLLCALL_*` variables, and stopped with real signals.
 
+mod config;
 mod durability;
 mod hardening;
 mod logs;
