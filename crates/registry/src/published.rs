@@ -4,7 +4,8 @@
 //! Every publish goes through [`Published::publish`], shaped like `Core::apply`: under the write
 //! lock the release is made and its store operations queued (so the disk sees a document's
 //! releases in their order); the lock is released; the caller waits until they are durable;
-//! only then are the document's watchers woken and the publish acknowledged. So no reader is
+//! only then are the document's watchers woken, the release sent to the services' streams, and
+//! the publish acknowledged. So no reader is
 //! shown a release a crash could still take back, and no lock is held across I/O. Older
 //! releases' contents are read from the store, off the async workers.
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::releases::{DocKey, Documents, Draft, ReleaseError, StoredRelease};
@@ -39,7 +40,12 @@ pub(crate) struct Published {
     store: Arc<ReleaseStore>,
     /// Blocking queries waiting on one document: its latest revision.
     watches: Mutex<HashMap<DocKey, watch::Sender<u64>>>,
+    /// Every release once durable, for the services' streams.
+    live: broadcast::Sender<Arc<StoredRelease>>,
 }
+
+/// Releases a stream may fall behind by before it is told it lagged (and resynchronises).
+const LIVE_CAPACITY: usize = 1024;
 
 impl Published {
     /// The documents read back from `store`.
@@ -48,6 +54,7 @@ impl Published {
             documents: RwLock::new(documents),
             store: Arc::new(store),
             watches: Mutex::new(HashMap::new()),
+            live: broadcast::Sender::new(LIVE_CAPACITY),
         }
     }
 
@@ -74,6 +81,8 @@ impl Published {
         if let Some(watch) = watches.get(key) {
             watch.send_replace(release.meta.revision);
         }
+        // Nobody listening is fine.
+        let _ = self.live.send(Arc::clone(&release));
         Ok(release)
     }
 
@@ -157,6 +166,18 @@ impl Published {
             () = shutdown.cancelled() => {}
         }
         current()
+    }
+
+    /// What `service` reads in `namespace` now (the latest release of each of its documents and
+    /// of the shared ones), and every release made from now on: subscribed first, so that a
+    /// release made in between is in one or the other.
+    pub fn stream(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> (Vec<Arc<StoredRelease>>, broadcast::Receiver<Arc<StoredRelease>>) {
+        let live = self.live.subscribe();
+        (self.documents().read_by(namespace, service), live)
     }
 
     /// Makes what is queued durable and closes the store.

@@ -1,5 +1,6 @@
 //! Central configuration as every rollcall process sees it: a document's [`ConfigFormat`], and
-//! what the registry answers about its releases ([`ReleaseView`], [`DocumentView`]).
+//! what the registry answers and streams about its releases ([`ReleaseView`], [`DocumentView`],
+//! [`ReleaseEvent`]).
 //!
 //! A document is addressed by `namespace / service / name` (the service is a ServiceName, or
 //! `_shared` for what every service reads). Every publish makes an immutable release with the
@@ -121,6 +122,16 @@ pub struct DocumentView {
     pub latest: ReleaseView,
     /// The oldest revision whose content is still kept (older ones were purged).
     pub oldest_kept: u64,
+}
+
+/// One release with its content, as a service's configuration stream
+/// (`GET /v1/config/{namespace}/{service}`, server-sent events) carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseEvent {
+    /// The release.
+    pub release: ReleaseView,
+    /// The document's text.
+    pub content: String,
 }
 
 #[cfg(test)]

@@ -8,12 +8,15 @@
 //! - `GET .../{name}` answers the latest content (or `?revision=N`) in its own media type, with
 //!   its revision in `ETag` and `X-Rollcall-Revision`; `If-None-Match` with the current revision
 //!   answers 304 (the cheap revision check); `?index=N&wait=30s` blocks until a revision past N.
+//! - `GET /v1/config/{namespace}/{service}` streams (server-sent events) every document the
+//!   service reads there, its own and the shared ones: the latest of each, then each new one.
 //! - `GET .../history` lists the retained releases, newest first; `GET .../diff?from=&to=` is
 //!   the unified diff between two of them; `GET /v1/config` lists every document.
 //!
 //! Publishing needs the `config:PATTERN` scope matching `namespace/service/name` (or admin);
 //! reading needs `read`, like the rest of the registry.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -21,11 +24,14 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rollcall_wire::{ConfigFormat, DocumentView, ReleaseView, Scope};
+use futures_util::stream::{self, Stream, StreamExt};
+use rollcall_wire::{ConfigFormat, DocumentView, ReleaseEvent, ReleaseView, Scope};
 use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::audited::Subject;
 use super::services::{DEFAULT_WAIT, MAX_WAIT};
@@ -51,6 +57,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
 pub(super) fn reads() -> Router<Arc<Core>> {
     Router::new()
         .route("/v1/config", get(list))
+        .route("/v1/config/{namespace}/{service}", get(stream))
         .route("/v1/config/{namespace}/{service}/{name}", get(content))
         .route("/v1/config/{namespace}/{service}/{name}/history", get(history))
         .route("/v1/config/{namespace}/{service}/{name}/diff", get(diff))
@@ -213,6 +220,65 @@ struct ContentQuery {
     revision: Option<String>,
     index: Option<String>,
     wait: Option<String>,
+}
+
+/// Every document a service reads in a namespace (its own and the shared ones) as server-sent
+/// `release` events: first the latest release of each, then `ready`, then each new release as
+/// it is made. A stream that falls more than 1,024 releases behind is sent `lagged` and closed:
+/// reconnecting starts with the latest of each again, so a client never misses a document's
+/// latest release (intermediate ones may be skipped).
+#[tracing::instrument(level = "debug", skip_all)]
+async fn stream(
+    State(core): State<Arc<Core>>,
+    Path((namespace, service)): Path<(String, String)>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // The same rules as a document's path (its name aside).
+    DocKey::new(&namespace, &service, "x")?;
+    let (current, live) = core.published.stream(&namespace, &service);
+    let snapshot: Vec<SseEvent> = current.iter().map(|release| release_event(release)).collect();
+    let ready = SseEvent::default()
+        .event("ready")
+        .data(format!("{{\"documents\":{}}}", snapshot.len()));
+    let live = stream::unfold(Some(live), move |receiver| {
+        let (namespace, service) = (namespace.clone(), service.clone());
+        async move {
+            let mut receiver = receiver?;
+            loop {
+                match receiver.recv().await {
+                    Ok(release) if release.key.read_by(&namespace, &service) => {
+                        return Some((release_event(&release), Some(receiver)));
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => {
+                        let lagged = SseEvent::default()
+                            .event("lagged")
+                            .data(format!("{{\"missed\":{missed}}}"));
+                        return Some((lagged, None));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let events = stream::iter(snapshot)
+        .chain(stream::once(async { ready }))
+        .chain(live)
+        .map(Ok)
+        .take_until(core.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// A release as a stream's `release` event.
+fn release_event(release: &StoredRelease) -> SseEvent {
+    let event = ReleaseEvent {
+        release: release.meta.view(&release.key),
+        content: release.content.clone(),
+    };
+    let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
+    SseEvent::default()
+        .id(format!("{}@{}", release.key.path(), release.meta.revision))
+        .event("release")
+        .data(data)
 }
 
 /// A document's content in its own media type, with its revision and hash in headers.

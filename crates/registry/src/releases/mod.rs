@@ -72,6 +72,11 @@ impl DocKey {
         })
     }
 
+    /// True when `service` reads this document in `namespace`: its own, or a shared one.
+    pub fn read_by(&self, namespace: &str, service: &str) -> bool {
+        self.namespace == namespace && (self.service == service || self.service == SHARED)
+    }
+
     /// `namespace/service/name`: what `config:` scopes match.
     pub fn path(&self) -> String {
         format!("{}/{}/{}", self.namespace, self.service, self.name)
@@ -356,6 +361,16 @@ impl Documents {
                 latest: document.latest.meta.view(key),
                 oldest_kept: document.history.front().map_or(0, |m| m.revision),
             })
+            .collect()
+    }
+
+    /// The latest release of every document `service` reads in `namespace`: its own and the
+    /// namespace's [`SHARED`] ones, ordered by key.
+    pub fn read_by(&self, namespace: &str, service: &str) -> Vec<Arc<StoredRelease>> {
+        self.documents
+            .iter()
+            .filter(|(key, _)| key.read_by(namespace, service))
+            .map(|(_, document)| Arc::clone(&document.latest))
             .collect()
     }
 

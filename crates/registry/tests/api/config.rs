@@ -259,3 +259,46 @@ async fn publishing_needs_a_config_scope_matching_the_document_and_reading_needs
         "no token"
     );
 }
+
+#[tokio::test]
+async fn a_service_s_stream_carries_its_own_and_the_shared_documents_first_whole_then_live() {
+    let registry = TestRegistry::spawn().await;
+    let publish = |path: &'static str, body: &'static str| {
+        let registry = &registry;
+        async move {
+            let response = put(registry, path, "text/plain", body, &[]).await;
+            assert!(response.status().is_success(), "{}", response.status());
+        }
+    };
+    publish("/v1/config/prod/_shared/flags", "shared-1").await;
+    publish(LIMITS, "own-1").await;
+    publish("/v1/config/prod/Portal/theme", "not-ours").await;
+    publish("/v1/config/staging/GradingService/limits", "not-this-namespace").await;
+
+    let mut stream =
+        rollcall_testkit::SseClient::connect(&format!("{}/v1/config/prod/GradingService", registry.url), None).await;
+    let mut next_release = async || {
+        let message = stream.next().await.expect("an event");
+        (message.event.clone(), message)
+    };
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        let (event, message) = next_release().await;
+        assert_eq!(event, "release");
+        let release: rollcall_wire::ReleaseEvent = message.json();
+        first.push(format!(
+            "{}/{}@{}",
+            release.release.service, release.content, release.release.revision
+        ));
+    }
+    assert_eq!(first, ["GradingService/own-1@1", "_shared/shared-1@1"]);
+    assert_eq!(next_release().await.0, "ready");
+
+    publish("/v1/config/prod/Portal/theme", "still-not-ours").await;
+    publish(LIMITS, "own-2").await;
+    let (event, message) = next_release().await;
+    assert_eq!(event, "release");
+    let release: rollcall_wire::ReleaseEvent = message.json();
+    assert_eq!((release.content.as_str(), release.release.revision), ("own-2", 2));
+    assert_eq!(message.id.as_deref(), Some("prod/GradingService/limits@2"));
+}

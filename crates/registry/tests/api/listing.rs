@@ -134,6 +134,7 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         ("/v1/instances/{id}/undrain", "post"),
         ("/v1/instances/{id}/ttl", "put"),
         ("/v1/config", "get"),
+        ("/v1/config/{namespace}/{service}", "get"),
         ("/v1/config/{namespace}/{service}/{name}", "put"),
         ("/v1/config/{namespace}/{service}/{name}", "get"),
         ("/v1/config/{namespace}/{service}/{name}/history", "get"),
@@ -167,5 +168,5 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         }
     }
     let paths = document["paths"].as_object().expect("paths").len();
-    assert_eq!(paths, 19, "a path is described that the list above does not check");
+    assert_eq!(paths, 20, "a path is described that the list above does not check");
 }
