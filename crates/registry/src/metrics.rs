@@ -60,6 +60,12 @@ pub struct Metrics {
     pub config_commit_seconds: Histogram,
     /// Audit records dropped because too many waited for the log service.
     pub audit_dropped: Counter,
+    /// Releases instances reported applying.
+    pub config_applied: Counter,
+    /// Releases instances reported rejecting.
+    pub config_rejected: Counter,
+    /// Releases instances learned of by their periodic check instead of the push.
+    pub config_push_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -144,6 +150,19 @@ impl Default for Metrics {
             audit_dropped.clone(),
         );
 
+        let config_acks = Family::<Label, Counter>::default();
+        registry.register(
+            "config_acks",
+            "Reports of instances on configuration releases, by status",
+            config_acks.clone(),
+        );
+        let config_push_missed = Counter::default();
+        registry.register(
+            "config_push_missed",
+            "Configuration releases an instance learned of by its periodic check instead of the push",
+            config_push_missed.clone(),
+        );
+
         // One statement each: `get_or_create` holds a read lock on its family until the end of
         // the statement, and a second call on the same family in one statement would deadlock.
         let counter = |family: &Family<Label, Counter>, name, value| family.get_or_create(&label(name, value)).clone();
@@ -156,6 +175,8 @@ impl Default for Metrics {
         let deliveries_ok = counter(&deliveries, "outcome", "delivered");
         let deliveries_failed = counter(&deliveries, "outcome", "failed");
         let deliveries_given_up = counter(&deliveries, "outcome", "gave_up");
+        let config_applied = counter(&config_acks, "status", "applied");
+        let config_rejected = counter(&config_acks, "status", "rejected");
         Self {
             registry,
             instances,
@@ -177,6 +198,9 @@ impl Default for Metrics {
             commit_seconds,
             config_commit_seconds,
             audit_dropped,
+            config_applied,
+            config_rejected,
+            config_push_missed,
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::releases::acks::{Acks, Reader};
 use crate::releases::{DocKey, Documents, Draft, ReleaseError, StoredRelease};
 use crate::store::{ReleaseStore, StoreError};
 
@@ -42,6 +43,8 @@ pub(crate) struct Published {
     watches: Mutex<HashMap<DocKey, watch::Sender<u64>>>,
     /// Every release once durable, for the services' streams.
     live: broadcast::Sender<Arc<StoredRelease>>,
+    /// What instances reported doing with releases.
+    acks: Mutex<Acks>,
 }
 
 /// Releases a stream may fall behind by before it is told it lagged (and resynchronises).
@@ -55,6 +58,7 @@ impl Published {
             store: Arc::new(store),
             watches: Mutex::new(HashMap::new()),
             live: broadcast::Sender::new(LIVE_CAPACITY),
+            acks: Mutex::new(Acks::default()),
         }
     }
 
@@ -178,6 +182,28 @@ impl Published {
     ) -> (Vec<Arc<StoredRelease>>, broadcast::Receiver<Arc<StoredRelease>>) {
         let live = self.live.subscribe();
         (self.documents().read_by(namespace, service), live)
+    }
+
+    /// Records `ack`, an instance's report on a release of `key` that exists.
+    pub fn ack(&self, key: &DocKey, ack: &rollcall_wire::Ack) -> Result<(), ReleaseError> {
+        {
+            // Any revision made so far may be reported on, a purged one too.
+            let documents = self.documents();
+            let latest = documents.latest(key)?.meta.revision;
+            if ack.revision == 0 || ack.revision > latest {
+                documents.meta(key, ack.revision)?;
+            }
+        }
+        let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
+        acks.record(key, &ack.instance, ack.revision, ack.status, ack.reason.clone());
+        Ok(())
+    }
+
+    /// How `key`'s latest release stands across `readers`.
+    pub fn progress(&self, key: &DocKey, readers: Vec<Reader>) -> Result<rollcall_wire::RolloutStatus, ReleaseError> {
+        let latest = self.documents().latest(key)?.meta.revision;
+        let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(acks.progress(key, latest, readers))
     }
 
     /// Makes what is queued durable and closes the store.

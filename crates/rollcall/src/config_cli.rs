@@ -1,4 +1,4 @@
-//! `rollcall config get|put|history|diff|rollback|list|watch`: central configuration from the
+//! `rollcall config get|put|history|diff|rollback|list|status|watch`: central configuration from the
 //! command line, over the registry's `/v1/config` API. A document is named
 //! `namespace/service/name`.
 //!
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use rollcall_wire::{ConfigFormat, DocumentView, ReleaseView};
+use rollcall_wire::{AckStatus, ConfigFormat, DocumentView, ReleaseView, RolloutStatus};
 
 use crate::cli;
 
@@ -115,6 +115,16 @@ enum ConfigAction {
         #[command(flatten)]
         target: Target,
     },
+    /// Show how the latest release stands across the instances that read the document.
+    Status {
+        /// `namespace/service/name`.
+        path: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print each new release of a document as it is published, until interrupted.
     Watch {
         /// `namespace/service/name`.
@@ -210,6 +220,7 @@ pub async fn run(command: ConfigCommand) -> anyhow::Result<()> {
             json,
             target,
         } => list(namespace, json, &target).await,
+        ConfigAction::Status { path, json, target } => status(&path, json, &target).await,
         ConfigAction::Watch { path, target } => watch(&path, &target).await,
     }
 }
@@ -271,6 +282,43 @@ async fn list(namespace: Option<String>, json: bool, target: &Target) -> anyhow:
         );
         lines
     });
+    cli::closed_pipe_is_success(write_out(lines.as_bytes()))
+}
+
+/// Prints how `path`'s latest release stands: a summary line, then each instance that has not
+/// applied it (rejected ones with their reason).
+async fn status(path: &str, json: bool, target: &Target) -> anyhow::Result<()> {
+    let (url, who) = document_url(target, path, "status")?;
+    let http = cli::http_client(&target.client)?;
+    let answer = cli::send(http.get(url).timeout(TIMEOUT), &who).await?.bytes().await?;
+    if json {
+        return cli::closed_pipe_is_success(write_out(&answer));
+    }
+    let status: RolloutStatus = serde_json::from_slice(&answer).context("unreadable answer")?;
+    let mut lines = format!(
+        "r{}: {} of {} applied, {} rejected, {} unreachable, {} waiting\n",
+        status.revision, status.applied, status.total, status.rejected, status.unreachable, status.waiting
+    );
+    for instance in status
+        .instances
+        .iter()
+        .filter(|i| !(i.revision == Some(status.revision) && i.status == Some(AckStatus::Applied)))
+    {
+        let on = match (instance.revision, instance.status) {
+            (Some(revision), Some(AckStatus::Rejected)) => {
+                format!("rejected r{revision}: {}", cli::printable(&instance.reason))
+            }
+            (Some(revision), _) => format!("runs r{revision}"),
+            (None, _) => "no report".to_owned(),
+        };
+        let _ = writeln!(
+            lines,
+            "  {} {} {}  {on}",
+            instance.id,
+            cli::printable(&instance.url),
+            instance.state.as_str()
+        );
+    }
     cli::closed_pipe_is_success(write_out(lines.as_bytes()))
 }
 

@@ -134,6 +134,73 @@ pub struct ReleaseEvent {
     pub content: String,
 }
 
+/// What an instance did with a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckStatus {
+    /// It runs with the release.
+    Applied,
+    /// It refused the release (it did not parse into the service's type, or failed the
+    /// service's own checks) and keeps running with the one before.
+    Rejected,
+}
+
+/// An instance's report on a release: `POST /v1/config/{namespace}/{service}/{name}/acks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The instance's id (as `/v1` listings show it).
+    pub instance: String,
+    /// The release it reports on.
+    pub revision: u64,
+    /// What it did with it.
+    pub status: AckStatus,
+    /// Why it rejected it (empty when applied).
+    #[serde(default)]
+    pub reason: String,
+    /// True when the instance learned of the release by its periodic revision check rather
+    /// than by the push: the registry counts these (`rollcall_config_push_missed_total`).
+    #[serde(default)]
+    pub missed_push: bool,
+}
+
+/// Where one instance stands with a document, in [`RolloutStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceProgress {
+    /// The instance's id.
+    pub id: String,
+    /// Its ServiceURL.
+    pub url: String,
+    /// Its health.
+    pub state: crate::InstanceState,
+    /// The last revision it reported on, if any.
+    pub revision: Option<u64>,
+    /// What it did with that revision.
+    pub status: Option<AckStatus>,
+    /// Why it rejected it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// How a document's latest release stands across the instances that read it:
+/// `GET /v1/config/{namespace}/{service}/{name}/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// The latest revision.
+    pub revision: u64,
+    /// Instances that read the document.
+    pub total: usize,
+    /// Of them, those that applied the latest revision.
+    pub applied: usize,
+    /// Those that rejected it.
+    pub rejected: usize,
+    /// Those that are suspect or critical and have not applied it: they may never hear of it.
+    pub unreachable: usize,
+    /// The rest: not reported on the latest revision yet.
+    pub waiting: usize,
+    /// Each instance, ordered by URL.
+    pub instances: Vec<InstanceProgress>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

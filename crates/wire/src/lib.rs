@@ -24,7 +24,9 @@ mod tokens;
 mod views;
 
 pub use check::{Check, CheckKind, CheckView};
-pub use config::{ConfigFormat, DocumentView, ReleaseEvent, ReleaseView};
+pub use config::{
+    Ack, AckStatus, ConfigFormat, DocumentView, InstanceProgress, ReleaseEvent, ReleaseView, RolloutStatus,
+};
 pub use grades::{GRADE_TYPES, Grade, NewStudent, Student};
 pub use logs::{BatchResult, Level, LogRecord, RecordPage, RecordTime, Rejection, UnknownLevel};
 pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};

@@ -10,6 +10,8 @@
 //!   answers 304 (the cheap revision check); `?index=N&wait=30s` blocks until a revision past N.
 //! - `GET /v1/config/{namespace}/{service}` streams (server-sent events) every document the
 //!   service reads there, its own and the shared ones: the latest of each, then each new one.
+//! - `POST .../acks` is an instance's report on a release (applied, or rejected and why);
+//!   `GET .../status` how the latest release stands across the instances that read it.
 //! - `GET .../history` lists the retained releases, newest first; `GET .../diff?from=&to=` is
 //!   the unified diff between two of them; `GET /v1/config` lists every document.
 //!
@@ -29,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
-use rollcall_wire::{ConfigFormat, DocumentView, ReleaseEvent, ReleaseView, Scope};
+use rollcall_wire::{Ack, AckStatus, ConfigFormat, DocumentView, ReleaseEvent, ReleaseView, RolloutStatus, Scope};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -38,7 +40,8 @@ use super::services::{DEFAULT_WAIT, MAX_WAIT};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::releases::{DocKey, Draft, MAX_DOCUMENT_BYTES, StoredRelease};
+use crate::releases::acks::Reader;
+use crate::releases::{DocKey, Draft, MAX_DOCUMENT_BYTES, SHARED, StoredRelease};
 
 /// The response header that carries a document's revision.
 pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-rollcall-revision");
@@ -50,6 +53,7 @@ pub(super) fn router() -> Router<Arc<Core>> {
     Router::new()
         .route("/v1/config/{namespace}/{service}/{name}", axum::routing::put(publish))
         .route("/v1/config/{namespace}/{service}/{name}/rollback", post(rollback))
+        .route("/v1/config/{namespace}/{service}/{name}/acks", post(ack))
         .route_layer(DefaultBodyLimit::max(MAX_DOCUMENT_BYTES + 1))
 }
 
@@ -61,6 +65,7 @@ pub(super) fn reads() -> Router<Arc<Core>> {
         .route("/v1/config/{namespace}/{service}/{name}", get(content))
         .route("/v1/config/{namespace}/{service}/{name}/history", get(history))
         .route("/v1/config/{namespace}/{service}/{name}/diff", get(diff))
+        .route("/v1/config/{namespace}/{service}/{name}/status", get(status))
 }
 
 fn invalid_query(message: String) -> ApiError {
@@ -266,6 +271,80 @@ async fn stream(
         .map(Ok)
         .take_until(core.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// An instance's report on a release: `{"instance", "revision", "status": "applied" |
+/// "rejected", "reason", "missed_push"}`, sent by the instance itself (the `register` scope of
+/// its service). 204.
+#[tracing::instrument(level = "debug", skip_all)]
+async fn ack(
+    State(core): State<Arc<Core>>,
+    caller: Result<Caller, ApiError>,
+    path: Path<(String, String, String)>,
+    json: rollcall_http::SaysJson,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let key = key_of(path.0)?;
+    super::validate::json_content_type(json, super::validate::Dialect::V1)?;
+    let body = body.map_err(|r| super::validate::body_error(&r, super::validate::Dialect::V1))?;
+    let ack: Ack = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not an ack: {e}")))?;
+    if ack.reason.len() > MAX_REASON_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_ack",
+            format!("the reason is longer than {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    let service = core
+        .catalog()
+        .instance_by_id(&ack.instance)
+        .map(|i| i.registration.service_name.clone())
+        .ok_or_else(|| ApiError::UnknownInstanceId(ack.instance.clone()))?;
+    caller?.may(&Scope::Register(service.clone()))?;
+    if !key.read_by(&key.namespace, &service) {
+        return Err(ApiError::bad_request(
+            "invalid_ack",
+            format!("{service} does not read {}", key.path()),
+        ));
+    }
+    core.published.ack(&key, &ack)?;
+    match ack.status {
+        AckStatus::Applied => core.metrics.config_applied.inc(),
+        AckStatus::Rejected => core.metrics.config_rejected.inc(),
+    };
+    if ack.missed_push {
+        core.metrics.config_push_missed.inc();
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The longest reason an ack may give.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// How a document's latest release stands across the instances that read it: every registered
+/// instance of its service (of every service, for a shared document).
+async fn status(
+    State(core): State<Arc<Core>>,
+    path: Path<(String, String, String)>,
+) -> Result<Json<RolloutStatus>, ApiError> {
+    let key = key_of(path.0)?;
+    let readers = {
+        let catalog = core.catalog();
+        let views = if key.service == SHARED {
+            catalog.services(false).into_iter().flat_map(|s| s.instances).collect()
+        } else {
+            catalog.service(&key.service, false).instances
+        };
+        views
+            .into_iter()
+            .map(|i| Reader {
+                id: i.id,
+                url: i.url,
+                state: i.state,
+            })
+            .collect()
+    };
+    Ok(Json(core.published.progress(&key, readers)?))
 }
 
 /// A release as a stream's `release` event.

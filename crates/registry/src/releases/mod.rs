@@ -11,9 +11,11 @@
 //!   older ones are purged in the same batch as the publish that pushed them out;
 //! - in memory a document holds the content of its latest release only: a document costs its
 //!   size once, however long its history;
+//! - what instances report doing with releases (`acks`) is kept in memory, beside;
 //! - every content kept is well-formed in its format (`format`) and at most
 //!   [`MAX_DOCUMENT_BYTES`].
 
+pub mod acks;
 pub mod format;
 
 use std::collections::{BTreeMap, VecDeque};

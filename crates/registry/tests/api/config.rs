@@ -302,3 +302,99 @@ async fn a_service_s_stream_carries_its_own_and_the_shared_documents_first_whole
     assert_eq!((release.content.as_str(), release.release.revision), ("own-2", 2));
     assert_eq!(message.id.as_deref(), Some("prod/GradingService/limits@2"));
 }
+
+#[tokio::test]
+async fn instances_report_applied_or_rejected_and_the_status_counts_them() {
+    let registry = TestRegistry::spawn().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let grades = rollcall_testkit::FakeService::spawn("GradingService", &[]).await;
+        let view: rollcall_wire::InstanceView = registry
+            .register_instance(&serde_json::to_value(grades.registration()).expect("encode"))
+            .await
+            .json()
+            .await
+            .expect("instance");
+        ids.push((view.id, grades));
+    }
+    let portal = rollcall_testkit::FakeService::spawn("Portal", &[]).await;
+    let portal_id = registry
+        .register_instance(&serde_json::to_value(portal.registration()).expect("encode"))
+        .await
+        .json::<rollcall_wire::InstanceView>()
+        .await
+        .expect("instance")
+        .id;
+    publish_json(&registry, r#"{"maxScore": 100}"#, &[]).await;
+    let ack = |body: serde_json::Value| {
+        http_client()
+            .post(format!("{}{LIMITS}/acks", registry.url))
+            .json(&body)
+            .send()
+    };
+    let applied = ack(serde_json::json!({"instance": ids[0].0, "revision": 1, "status": "applied"}))
+        .await
+        .expect("POST");
+    assert_eq!(applied.status(), StatusCode::NO_CONTENT);
+    let rejected = serde_json::json!({"instance": ids[1].0, "revision": 1, "status": "rejected", "reason": "maxScore must be at most 100", "missed_push": true});
+    assert_eq!(ack(rejected).await.expect("POST").status(), StatusCode::NO_CONTENT);
+
+    let status: rollcall_wire::RolloutStatus = registry
+        .get(&format!("{LIMITS}/status"))
+        .await
+        .json()
+        .await
+        .expect("status");
+    assert_eq!(
+        (
+            status.revision,
+            status.total,
+            status.applied,
+            status.rejected,
+            status.waiting
+        ),
+        (1, 3, 1, 1, 1)
+    );
+    let reasons: Vec<&str> = status
+        .instances
+        .iter()
+        .map(|i| i.reason.as_str())
+        .filter(|r| !r.is_empty())
+        .collect();
+    assert_eq!(reasons, ["maxScore must be at most 100"]);
+    let counted = (
+        registry.metric("rollcall_config_push_missed_total").await,
+        registry.metric("rollcall_config_acks_total{status=\"rejected\"}").await,
+    );
+    #[allow(clippy::float_cmp, reason = "counters are whole numbers")]
+    let one_each = counted == (1.0, 1.0);
+    assert!(one_each, "{counted:?}");
+
+    let (status, unknown) = error_of(
+        ack(serde_json::json!({"instance": "nobody", "revision": 1, "status": "applied"}))
+            .await
+            .expect("POST"),
+    )
+    .await;
+    assert_eq!(
+        (status, unknown.error.as_str()),
+        (StatusCode::NOT_FOUND, "unknown_instance")
+    );
+    let (status, other) = error_of(
+        ack(serde_json::json!({"instance": portal_id, "revision": 1, "status": "applied"}))
+            .await
+            .expect("POST"),
+    )
+    .await;
+    assert_eq!((status, other.error.as_str()), (StatusCode::BAD_REQUEST, "invalid_ack"));
+    let (status, future) = error_of(
+        ack(serde_json::json!({"instance": ids[2].0, "revision": 9, "status": "applied"}))
+            .await
+            .expect("POST"),
+    )
+    .await;
+    assert_eq!(
+        (status, future.error.as_str()),
+        (StatusCode::NOT_FOUND, "unknown_revision")
+    );
+}

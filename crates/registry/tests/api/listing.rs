@@ -140,6 +140,8 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         ("/v1/config/{namespace}/{service}/{name}/history", "get"),
         ("/v1/config/{namespace}/{service}/{name}/diff", "get"),
         ("/v1/config/{namespace}/{service}/{name}/rollback", "post"),
+        ("/v1/config/{namespace}/{service}/{name}/acks", "post"),
+        ("/v1/config/{namespace}/{service}/{name}/status", "get"),
     ];
     for (path, method) in served {
         assert!(
@@ -168,5 +170,5 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         }
     }
     let paths = document["paths"].as_object().expect("paths").len();
-    assert_eq!(paths, 20, "a path is described that the list above does not check");
+    assert_eq!(paths, 22, "a path is described that the list above does not check");
 }

@@ -27,8 +27,8 @@ fn config(registry: &ServerProcess, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn publish_read_history_diff_and_rollback_from_the_command_line() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_read_history_diff_rollback_and_status_from_the_command_line() {
     let registry = ServerProcess::start(rollcall(), "registry", |_| {});
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("limits.json");
@@ -71,6 +71,44 @@ fn publish_read_history_diff_and_rollback_from_the_command_line() {
     );
     let listed = config(&registry, &["list"]).1;
     assert!(listed.starts_with("prod/GradingService/limits  r3  json"), "{listed}");
+
+    // Two grading instances; one reports applying revision 3, one rejecting it.
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let grades = rollcall_testkit::FakeService::spawn("GradingService", &[]).await;
+        let view: rollcall_wire::InstanceView = http
+            .post(format!("{}/v1/instances", registry.url))
+            .json(&grades.registration())
+            .send()
+            .await
+            .expect("register")
+            .json()
+            .await
+            .expect("instance");
+        ids.push((view.id, grades));
+    }
+    for (n, (id, _)) in ids.iter().enumerate() {
+        let status = if n == 0 { "applied" } else { "rejected" };
+        let ack = serde_json::json!({"instance": id, "revision": 3, "status": status, "reason": "too low"});
+        let answer = http
+            .post(format!("{}/v1/config/{path}/acks", registry.url))
+            .json(&ack)
+            .send()
+            .await
+            .expect("ack");
+        assert_eq!(answer.status(), 204);
+    }
+    let status = config(&registry, &["status", path]).1;
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(
+        lines[0], "r3: 1 of 2 applied, 1 rejected, 0 unreachable, 0 waiting",
+        "{status}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("  {} ", ids[1].0)) && lines[1].ends_with("rejected r3: too low"),
+        "{status}"
+    );
 
     let yaml = dir.path().join("bad.yaml");
     std::fs::write(&yaml, "a: 1\nb: [1, 2\n").expect("write");
