@@ -7,6 +7,10 @@
 //!   registry, or renews itself within a TTL ([`Liveness`]).
 //! - [`Providers`]: the instances of each required service, kept up to date by the registry's
 //!   patches, with a load-balanced, lock-free [`Providers::get`].
+//! - [`ConfigClient`]: the central configuration a service reads, kept current by the
+//!   registry's push (checked every minute), from a local cache while the registry is away, and
+//!   handed out as the service's own types ([`Watched`]); each release applied or rejected is
+//!   reported back.
 //! - [`LogShipping`]: a `tracing` layer that ships every record to the log service in batches,
 //!   never blocking the application.
 //! - [`ServiceArgs`]: the `--listen`, `--advertise` and `--registry` flags every rollcall
@@ -23,6 +27,7 @@
 mod args;
 mod backoff;
 mod client_args;
+mod config;
 mod error;
 mod logs;
 mod providers;
@@ -32,6 +37,7 @@ mod signals;
 
 pub use args::{DEFAULT_REGISTRY, ServiceArgs, registry_base_url};
 pub use client_args::{ClientArgs, ClientArgsError};
+pub use config::{ConfigClient, REVISION_CHECK, Watched};
 pub use error::{RegistryError, StartError};
 pub use logs::{LogLayer, LogShipping, ShippingConfig};
 pub use providers::{NoProvider, Policy, Provider, Providers};

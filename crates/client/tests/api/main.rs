@@ -1,6 +1,7 @@
 //! Black-box tests of rollcall-client: services built with the runtime, against an in-process
 //! rollcall registry or a seed-only one, over real HTTP on loopback.
 
+mod config;
 mod lifecycle;
 mod logs;
 mod providers;

@@ -1,0 +1,161 @@
+//! The configuration client: typed values following the registry's releases, releases rejected
+//! by the service's type or check (and reported so), and a start from the cache with the
+//! registry away.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::{Duration, Instant};
+
+use rollcall_client::ConfigClient;
+use rollcall_testkit::{DEADLINE, FakeService, TestRegistry, eventually, http_client};
+use tokio_util::sync::CancellationToken;
+
+const LIMITS: &str = "/v1/config/default/GradingService/limits";
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Limits {
+    max: u32,
+}
+
+/// The service's own check: at most 100.
+fn at_most_100(limits: &Limits) -> Result<(), String> {
+    if limits.max <= 100 {
+        Ok(())
+    } else {
+        Err(format!("max {} is over 100", limits.max))
+    }
+}
+
+async fn publish(registry: &TestRegistry, path: &str, body: &str) {
+    let answer = http_client()
+        .put(format!("{}{path}", registry.url))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("PUT");
+    assert!(answer.status().is_success(), "{}", answer.status());
+}
+
+async fn next_max(value: &mut rollcall_client::Watched<Limits>) -> u32 {
+    tokio::time::timeout(DEADLINE, value.changed())
+        .await
+        .expect("a new value within the deadline")
+        .expect("the client runs")
+        .max
+}
+
+#[tokio::test]
+async fn a_typed_value_follows_releases_and_a_release_the_service_refuses_is_rejected_and_reported() {
+    let registry = TestRegistry::spawn().await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let id = registry
+        .register_instance(&serde_json::to_value(grades.registration()).expect("encode"))
+        .await
+        .json::<rollcall_wire::InstanceView>()
+        .await
+        .expect("instance")
+        .id;
+    publish(&registry, LIMITS, r#"{"max": 100}"#).await;
+
+    let shutdown = CancellationToken::new();
+    let client = ConfigClient::start(
+        reqwest::Client::new(),
+        &registry.url,
+        "default",
+        "GradingService",
+        None,
+        shutdown.clone(),
+    );
+    client.report_as(id);
+    let mut limits = client.value::<Limits, _>("limits", at_most_100);
+    let first = match limits.current() {
+        Some(limits) => limits.max,
+        None => next_max(&mut limits).await,
+    };
+    assert_eq!(first, 100);
+    eventually("the stream to be current", DEADLINE, || async {
+        (!client.is_stale()).then_some(())
+    })
+    .await;
+
+    publish(&registry, LIMITS, r#"{"max": 90}"#).await;
+    assert_eq!(next_max(&mut limits).await, 90);
+
+    // Refused by the type, then by the service's check: 90 stays in force, and the registry is told.
+    publish(&registry, LIMITS, r#"{"max": "lots"}"#).await;
+    let rejected = |revision: u64| {
+        let registry = &registry;
+        async move {
+            eventually("the rejection to be reported", DEADLINE, || async {
+                let status: rollcall_wire::RolloutStatus =
+                    registry.get(&format!("{LIMITS}/status")).await.json().await.ok()?;
+                (status.revision == revision && status.rejected == 1).then_some(status)
+            })
+            .await
+        }
+    };
+    let status = rejected(3).await;
+    assert!(
+        status.instances[0].reason.contains("invalid type"),
+        "{:?}",
+        status.instances
+    );
+    publish(&registry, LIMITS, r#"{"max": 500}"#).await;
+    let status = rejected(4).await;
+    assert_eq!(status.instances[0].reason, "max 500 is over 100");
+    assert_eq!(limits.current().map(|l| l.max), Some(90), "the last good value stays");
+
+    publish(&registry, LIMITS, r#"{"max": 80}"#).await;
+    assert_eq!(next_max(&mut limits).await, 80);
+    eventually("the release to be reported applied", DEADLINE, || async {
+        let status: rollcall_wire::RolloutStatus = registry.get(&format!("{LIMITS}/status")).await.json().await.ok()?;
+        (status.revision == 5 && status.applied == 1).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn with_the_registry_away_a_client_starts_from_its_cache_at_once_marked_stale() {
+    let registry = TestRegistry::spawn().await;
+    let cache = tempfile::tempdir().expect("dir");
+    publish(&registry, LIMITS, r#"{"max": 70}"#).await;
+    let shutdown = CancellationToken::new();
+    let client = ConfigClient::start(
+        reqwest::Client::new(),
+        &registry.url,
+        "default",
+        "GradingService",
+        Some(cache.path().to_owned()),
+        shutdown.clone(),
+    );
+    let mut limits = client.value::<Limits, _>("limits", at_most_100);
+    if limits.current().is_none() {
+        next_max(&mut limits).await;
+    }
+    let cached = cache.path().join("default/GradingService/limits.json");
+    eventually("the release to be cached", DEADLINE, || async {
+        cached.exists().then_some(())
+    })
+    .await;
+    let mode = std::fs::metadata(&cached).expect("cached").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    shutdown.cancel();
+    registry.stop().await;
+
+    let started = Instant::now();
+    let away = ConfigClient::start(
+        reqwest::Client::new(),
+        &rollcall_testkit::refused_url().await,
+        "default",
+        "GradingService",
+        Some(cache.path().to_owned()),
+        CancellationToken::new(),
+    );
+    let limits = away.value::<Limits, _>("limits", at_most_100);
+    let value = limits.current().map(|l| l.max);
+    let took = started.elapsed();
+    assert_eq!(value, Some(70));
+    assert!(took < Duration::from_millis(500), "from the cache in {took:?}");
+    assert!(away.is_stale());
+}
