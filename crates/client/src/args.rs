@@ -59,6 +59,16 @@ pub struct ServiceArgs {
     /// registry only; from 100ms to 1 day.
     #[arg(long, env = "ROLLCALL_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub ttl: Option<std::time::Duration>,
+
+    /// The configuration namespace the service reads its documents from (an environment:
+    /// `prod`, `staging`).
+    #[arg(
+        long,
+        env = "ROLLCALL_CONFIG_NAMESPACE",
+        value_name = "NAME",
+        default_value = "default"
+    )]
+    pub config_namespace: String,
 }
 
 /// Where a service looks for the registry unless told otherwise.
@@ -77,6 +87,7 @@ impl ServiceArgs {
             allow_anonymous: false,
             drain_timeout: std::time::Duration::from_secs(10),
             ttl: None,
+            config_namespace: "default".to_owned(),
         }
     }
 

@@ -9,9 +9,10 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rollcall_client::Watched;
 use rollcall_http::SaysJson;
 use rollcall_http::answer::json_fallbacks;
-use rollcall_wire::{GRADE_TYPES, Grade, NewStudent};
+use rollcall_wire::{Grade, GradingRules, NewStudent};
 
 use crate::db::Db;
 use crate::error::ApiError;
@@ -21,13 +22,16 @@ const MAX_TITLE: usize = 200;
 /// The longest name accepted.
 const MAX_NAME: usize = 100;
 
-pub(crate) fn router(db: Db) -> Router {
+/// The grading API over `db`, accepting grades as `rules` say (the defaults until a release
+/// of the configuration is in force).
+pub(crate) fn router(db: Db, rules: Watched<GradingRules>) -> Router {
     let routes = Router::new()
         .route("/students", get(students).post(add_student))
         .route("/students/{id}", get(student))
         .route("/students/{id}/grades", post(add_grade));
     json_fallbacks(routes)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::Extension(rules))
         .with_state(db)
 }
 
@@ -88,8 +92,8 @@ async fn student(State(db): State<Db>, Path(raw): Path<String>) -> Result<Respon
     }
 }
 
-/// What is wrong with a grade, if anything.
-fn invalid_grade(grade: &Grade) -> Option<String> {
+/// What is wrong with a grade under `rules`, if anything.
+fn invalid_grade(grade: &Grade, rules: &GradingRules) -> Option<String> {
     let title = grade.title.trim();
     if title.is_empty() {
         return Some("Title must not be empty".to_owned());
@@ -97,22 +101,13 @@ fn invalid_grade(grade: &Grade) -> Option<String> {
     if title.chars().count() > MAX_TITLE {
         return Some(format!("Title must be at most {MAX_TITLE} characters"));
     }
-    if !GRADE_TYPES.contains(&grade.kind.as_str()) {
-        return Some(format!(
-            "Type must be one of {}, not {:?}",
-            GRADE_TYPES.join(", "),
-            grade.kind
-        ));
-    }
-    if !grade.score.is_finite() || !(0.0..=100.0).contains(&grade.score) {
-        return Some(format!("Score must be a number from 0 to 100, not {}", grade.score));
-    }
-    None
+    rules.refuse(grade)
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
 async fn add_grade(
     State(db): State<Db>,
+    axum::Extension(rules): axum::Extension<Watched<GradingRules>>,
     Path(raw): Path<String>,
     json: SaysJson,
     body: Result<Bytes, BytesRejection>,
@@ -122,7 +117,8 @@ async fn add_grade(
     let body = body.map_err(ApiError::Body)?;
     let mut grade: Grade = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a Grade: {e}")))?;
-    if let Some(reason) = invalid_grade(&grade) {
+    let in_force = rules.current().unwrap_or_default();
+    if let Some(reason) = invalid_grade(&grade, &in_force) {
         return Err(ApiError::bad_request("invalid_grade", reason));
     }
     grade.title = grade.title.trim().to_owned();

@@ -3,8 +3,10 @@
 //! The seed's API exactly (`GET /students`, `GET /students/{id}`, `POST /students/{id}/grades`)
 //! with the original's bugs fixed: wrong methods answer 405 and unknown paths 404, errors are JSON
 //! (`application/json`), grades are validated, and a grade answered 201 is durably stored in
-//! `SQLite`. Plus `POST /students` to add a student. It runs as a rollcall service named
-//! `GradingService` that requires `LogService`.
+//! `SQLite`. Plus `POST /students` to add a student. The grade types and score bounds it accepts
+//! are the shared configuration document `grading` ([`GradingRules`]; the seed's until one is
+//! published), followed without a restart. It runs as a rollcall service named `GradingService`
+//! that requires `LogService`.
 
 mod db;
 mod error;
@@ -15,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use rollcall_client::{LogShipping, RunningService, Service, ServiceArgs, StartError};
+use rollcall_wire::GradingRules;
 use tokio_util::sync::CancellationToken;
 
 /// The name the grading service registers under.
@@ -79,8 +82,12 @@ pub async fn start(
     let mut service = Service::builder(SERVICE_NAME)
         .requires(["LogService"])
         .args(&config.service, DEFAULT_LISTEN)
-        .router(http::router(db))
         .handle_signals(false);
+    // Grade types and score bounds come from the shared `grading` document (the defaults until
+    // one is in force); the last good one is cached beside the grade book.
+    let configuration = service.configuration(Some(config.data_dir.join("config-cache")))?;
+    let rules = configuration.value::<GradingRules, _>(GradingRules::DOCUMENT, GradingRules::check);
+    service = service.router(http::router(db, rules));
     if let Some(logs) = logs {
         service = service.ship_logs(logs);
     }

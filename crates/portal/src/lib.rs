@@ -6,7 +6,8 @@
 //! there are no grades); `/students/{id}` shows the grades and the "Add a Grade" form, which
 //! posts and redirects back (303); a refused grade shows the grading service's reason on the page
 //! with what the user typed kept. With no grading service reachable every page answers 503 saying
-//! so, and refreshes itself until one is back. It runs as a rollcall service named `Portal`
+//! so, and refreshes itself until one is back. The form offers the grade types of the shared
+//! configuration document `grading`, followed without a restart. It runs as a rollcall service named `Portal`
 //! requiring `LogService` and `GradingService`.
 
 mod pages;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rollcall_client::{LogShipping, RunningService, Service, ServiceArgs, StartError};
+use rollcall_wire::GradingRules;
 use tokio_util::sync::CancellationToken;
 
 /// The name the portal registers under.
@@ -61,7 +63,11 @@ pub async fn start(
         .requires(["LogService", "GradingService"])
         .args(&config.service, DEFAULT_LISTEN)
         .handle_signals(false);
-    let router = pages::router(service.providers(), http);
+    // The form offers the grade types of the shared `grading` document (the seed's until one is
+    // in force).
+    let configuration = service.configuration(None)?;
+    let rules = configuration.value::<GradingRules, _>(GradingRules::DOCUMENT, GradingRules::check);
+    let router = pages::router(service.providers(), http, rules);
     service = service.router(router);
     if let Some(logs) = logs {
         service = service.ship_logs(logs);

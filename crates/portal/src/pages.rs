@@ -12,7 +12,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use rollcall_client::Providers;
-use rollcall_wire::{ErrorBody, GRADE_TYPES, Grade, Student};
+use rollcall_client::Watched;
+use rollcall_wire::{ErrorBody, Grade, GradingRules, Student};
 use serde::Deserialize;
 
 const STYLESHEET: &str = include_str!("../static/style.css");
@@ -22,9 +23,11 @@ const GRADING: &str = "GradingService";
 struct Portal {
     providers: Providers,
     http: reqwest::Client,
+    /// The grade types the form offers (the grading service's, from the shared configuration).
+    rules: Watched<GradingRules>,
 }
 
-pub(crate) fn router(providers: Providers, http: reqwest::Client) -> Router {
+pub(crate) fn router(providers: Providers, http: reqwest::Client, rules: Watched<GradingRules>) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/students") }))
         .route("/students", get(students))
@@ -32,7 +35,7 @@ pub(crate) fn router(providers: Providers, http: reqwest::Client) -> Router {
         .route("/students/{id}/grades", axum::routing::post(add_grade))
         .route("/static/style.css", get(stylesheet))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "Page not found", "There is no such page.") })
-        .with_state(Portal { providers, http })
+        .with_state(Portal { providers, http, rules })
 }
 
 async fn stylesheet() -> Response {
@@ -67,7 +70,7 @@ struct StudentPage {
     grades: Vec<GradeRow>,
     error: Option<String>,
     form: GradeForm,
-    kinds: [&'static str; 4],
+    kinds: Vec<String>,
 }
 
 struct GradeRow {
@@ -198,7 +201,7 @@ async fn students(State(portal): State<Portal>) -> Response {
     render(StatusCode::OK, &StudentsPage { rows })
 }
 
-fn student_page(student: &Student, error: Option<String>, form: GradeForm) -> StudentPage {
+fn student_page(portal: &Portal, student: &Student, error: Option<String>, form: GradeForm) -> StudentPage {
     StudentPage {
         id: student.id,
         name: format!("{} {}", student.first_name, student.last_name),
@@ -214,14 +217,17 @@ fn student_page(student: &Student, error: Option<String>, form: GradeForm) -> St
             .collect(),
         error,
         form,
-        kinds: GRADE_TYPES,
+        kinds: portal.rules.current().unwrap_or_default().grade_types.clone(),
     }
 }
 
 #[tracing::instrument(level = "debug", skip_all)]
 async fn student(State(portal): State<Portal>, Path(id): Path<String>) -> Response {
     match fetch_student(&portal, &id).await {
-        Ok(student) => render(StatusCode::OK, &student_page(&student, None, GradeForm::default())),
+        Ok(student) => render(
+            StatusCode::OK,
+            &student_page(&portal, &student, None, GradeForm::default()),
+        ),
         Err(response) => response,
     }
 }
@@ -232,12 +238,19 @@ async fn student(State(portal): State<Portal>, Path(id): Path<String>) -> Respon
 async fn add_grade(State(portal): State<Portal>, Path(id): Path<String>, Form(form): Form<GradeForm>) -> Response {
     let refused = |portal: Portal, id: String, reason: String, form: GradeForm| async move {
         match fetch_student(&portal, &id).await {
-            Ok(student) => render(StatusCode::BAD_REQUEST, &student_page(&student, Some(reason), form)),
+            Ok(student) => render(
+                StatusCode::BAD_REQUEST,
+                &student_page(&portal, &student, Some(reason), form),
+            ),
             Err(response) => response,
         }
     };
     let Ok(value) = form.score.trim().parse::<f64>() else {
-        let reason = format!("Score must be a number from 0 to 100, not {:?}", form.score);
+        let rules = portal.rules.current().unwrap_or_default();
+        let reason = format!(
+            "Score must be a number from {} to {}, not {:?}",
+            rules.min_score, rules.max_score, form.score
+        );
         return refused(portal, id, reason, form).await;
     };
     let grade = Grade {

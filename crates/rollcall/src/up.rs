@@ -116,6 +116,7 @@ async fn start_all(args: &UpArgs, started: &mut Vec<Started>) -> anyhow::Result<
     .await?;
     let registry_url = registry.url.clone();
     started.push(registry);
+    seed_grading_rules(&registry_url).await?;
     let service = |subcommand: &str, listen: SocketAddr, data: Option<&str>| {
         let mut command_line = vec![
             subcommand.to_owned(),
@@ -133,6 +134,34 @@ async fn start_all(args: &UpArgs, started: &mut Vec<Started>) -> anyhow::Result<
     started.push(start("grades", &service("grades", args.grades_listen, Some("grades"))).await?);
     started.push(start("portal", &service("portal", args.portal_listen, None)).await?);
     Ok(())
+}
+
+/// Publishes the grading service's default rules as the shared `grading` document of the
+/// `default` namespace, unless a release of it exists (a restart keeps what the teacher
+/// published).
+async fn seed_grading_rules(registry: &str) -> anyhow::Result<()> {
+    let document = format!(
+        "{}/v1/config/default/_shared/{}",
+        registry,
+        rollcall_wire::GradingRules::DOCUMENT
+    );
+    let body = serde_json::to_string_pretty(&rollcall_wire::GradingRules::default())?;
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .put(document)
+        .header("content-type", "application/json")
+        .header("if-none-match", "*")
+        .header("x-rollcall-message", "the defaults, seeded by rollcall up")
+        .body(body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .context("cannot seed the grading rules")?;
+    match answer.status().as_u16() {
+        200 | 201 | 409 => Ok(()),
+        status => bail!("seeding the grading rules was answered {status}"),
+    }
 }
 
 /// Starts `rollcall <argv>` and waits for its address line. The child's log (its stderr) is

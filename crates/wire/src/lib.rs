@@ -27,7 +27,7 @@ pub use check::{Check, CheckKind, CheckView};
 pub use config::{
     Ack, AckStatus, ConfigFormat, DocumentView, InstanceProgress, ReleaseEvent, ReleaseView, RolloutStatus,
 };
-pub use grades::{GRADE_TYPES, Grade, NewStudent, Student};
+pub use grades::{GRADE_TYPES, Grade, GradingRules, NewStudent, Student};
 pub use logs::{BatchResult, Level, LogRecord, RecordPage, RecordTime, Rejection, UnknownLevel};
 pub use registration::{InstanceRegistration, Patch, PatchEntry, Registration};
 pub use tokens::{

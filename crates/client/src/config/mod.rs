@@ -65,6 +65,8 @@ struct Inner {
     stale: watch::Sender<bool>,
     /// The instance id reports are made as.
     instance: Mutex<Option<String>>,
+    /// Document name → what became of its latest release, to report once the id is known.
+    outcomes: Mutex<HashMap<String, (Arc<ReleaseEvent>, Ack)>>,
 }
 
 impl ConfigClient {
@@ -90,6 +92,7 @@ impl ConfigClient {
             documents: Mutex::new(HashMap::new()),
             stale: watch::Sender::new(true),
             instance: Mutex::new(None),
+            outcomes: Mutex::new(HashMap::new()),
         });
         if let Some(cache) = &inner.cache {
             for release in cache.read_all() {
@@ -106,9 +109,24 @@ impl ConfigClient {
         *self.inner.stale.borrow()
     }
 
-    /// Reports what happens to each release as instance `id` (its `/v1` id) from now on.
+    /// Reports what happens to each release as instance `id` (its `/v1` id) from now on, and
+    /// what became of the releases in force when it changes.
     pub fn report_as(&self, id: impl Into<String>) {
-        *lock(&self.inner.instance) = Some(id.into());
+        let id = id.into();
+        let changed = lock(&self.inner.instance)
+            .replace(id.clone())
+            .is_none_or(|before| before != id);
+        if !changed {
+            return;
+        }
+        let outcomes: Vec<_> = lock(&self.inner.outcomes).values().cloned().collect();
+        for (release, ack) in outcomes {
+            let ack = Ack {
+                instance: id.clone(),
+                ..ack
+            };
+            tokio::spawn(Arc::clone(&self.inner).report(release, ack));
+        }
     }
 
     /// Document `name` as a `T`: decoded from each release in its format and checked by
@@ -169,16 +187,23 @@ impl Inner {
             .subscribe()
     }
 
-    /// Takes `release` as its document's latest unless a newer (or the same) one is held.
+    /// Takes `release` as its document's latest unless a newer (or the same) one is held. The
+    /// service's own document of a name overrides the shared one of that name.
     fn offer(&self, release: ReleaseEvent, missed_push: bool) {
         let mut documents = lock(&self.documents);
         let document = documents
             .entry(release.release.name.clone())
             .or_insert_with(|| watch::Sender::new(None));
+        let own = |r: &rollcall_wire::ReleaseView| r.service == self.service;
         document.send_if_modified(|held| {
-            let newer = held
-                .as_ref()
-                .is_none_or(|h| h.release.release.revision < release.release.revision);
+            let newer = held.as_ref().is_none_or(|h| {
+                let (held, offered) = (&h.release.release, &release.release);
+                match (own(held), own(offered)) {
+                    (true, false) => false,
+                    (false, true) => true,
+                    _ => held.revision < offered.revision,
+                }
+            });
             if newer {
                 *held = Some(Held {
                     release: Arc::new(release),
@@ -222,15 +247,15 @@ impl Inner {
                 (AckStatus::Rejected, reason)
             }
         };
-        let instance = lock(&self.instance).clone();
-        if let Some(instance) = instance {
-            let ack = Ack {
-                instance,
-                revision: release.release.revision,
-                status,
-                reason,
-                missed_push: held.missed_push,
-            };
+        let ack = Ack {
+            instance: lock(&self.instance).clone().unwrap_or_default(),
+            revision: release.release.revision,
+            status,
+            reason,
+            missed_push: held.missed_push,
+        };
+        lock(&self.outcomes).insert(release.release.name.clone(), (Arc::clone(release), ack.clone()));
+        if !ack.instance.is_empty() {
             tokio::spawn(Arc::clone(self).report(Arc::clone(release), ack));
         }
     }

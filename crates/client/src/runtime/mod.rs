@@ -37,6 +37,7 @@ use self::supervisor::Supervisor;
 use self::watchdog::ProbeClock;
 use crate::args::{ServiceArgs, advertised_url, registry_base_url};
 use crate::client_args::ClientArgs;
+use crate::config::ConfigClient;
 use crate::error::StartError;
 use crate::logs::LogShipping;
 use crate::providers::{Policy, Providers};
@@ -95,6 +96,9 @@ pub struct ServiceBuilder {
     allow_anonymous: bool,
     drain_timeout: Duration,
     liveness: Liveness,
+    config_namespace: String,
+    /// The configuration client, and what stops it with the service.
+    config: Option<(ConfigClient, CancellationToken)>,
 }
 
 impl ServiceBuilder {
@@ -121,6 +125,8 @@ impl ServiceBuilder {
             allow_anonymous: false,
             drain_timeout: Duration::from_secs(10),
             liveness: Liveness::Probed,
+            config_namespace: "default".to_owned(),
+            config: None,
         }
     }
 
@@ -156,7 +162,37 @@ impl ServiceBuilder {
         self.allow_anonymous = args.allow_anonymous;
         self.drain_timeout = args.drain_timeout;
         self.liveness = args.ttl.map_or(Liveness::Probed, Liveness::Ttl);
+        self.config_namespace.clone_from(&args.config_namespace);
         self
+    }
+
+    /// The service's central configuration: a [`ConfigClient`] for its documents in its
+    /// namespace (`--config-namespace`; set the registry and the token first), started now so
+    /// that values from `cache_dir` are there before the service registers. The service reports
+    /// what becomes of each release as its instance once it knows its id, and stops the client
+    /// when it stops.
+    pub fn configuration(&mut self, cache_dir: Option<std::path::PathBuf>) -> Result<ConfigClient, StartError> {
+        if let Some((client, _)) = &self.config {
+            return Ok(client.clone());
+        }
+        let http = self
+            .client
+            .http_client()?
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(StartError::HttpClient)?;
+        let stop = CancellationToken::new();
+        let client = ConfigClient::start(
+            http,
+            &self.registry,
+            &self.config_namespace,
+            &self.name,
+            cache_dir,
+            stop.clone(),
+        );
+        self.config = Some((client.clone(), stop));
+        Ok(client)
     }
 
     /// Presents the token in the file at `path` to the registry and the log service (read when
@@ -382,6 +418,7 @@ impl ServiceBuilder {
             registry,
             registration,
             liveness: self.liveness,
+            config: self.config,
             providers: self.providers.clone(),
             probes,
             shutdown: shutdown.clone(),
@@ -392,6 +429,7 @@ impl ServiceBuilder {
             Ok(id) => id,
             Err(error) => {
                 stop_serving.cancel();
+                supervisor.stop_config();
                 let _ = server.await;
                 if let Some(shipper) = shipper {
                     shipper.finish(Instant::now() + self.shutdown_deadline).await;

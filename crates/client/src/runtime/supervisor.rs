@@ -35,6 +35,9 @@ pub(super) struct Supervisor {
     pub(super) registry: RegistryApi,
     pub(super) registration: Registration,
     pub(super) liveness: Liveness,
+    /// The service's configuration client (told the instance id whenever it is learned), and
+    /// what stops it with the service.
+    pub(super) config: Option<(crate::config::ConfigClient, CancellationToken)>,
     pub(super) providers: Providers,
     pub(super) probes: Arc<ProbeClock>,
     pub(super) shutdown: CancellationToken,
@@ -59,10 +62,27 @@ impl Supervisor {
         if self.liveness == Liveness::Probed || registered.is_err() {
             self.providers.cancel_full_list();
         }
-        if registered.is_ok() {
+        if let Ok(id) = &registered {
             self.probes.registered();
+            if let Some(id) = id {
+                self.report_as(id);
+            }
         }
         registered
+    }
+
+    /// Tells the configuration client which instance it reports as.
+    fn report_as(&self, id: &str) {
+        if let Some((config, _)) = &self.config {
+            config.report_as(id);
+        }
+    }
+
+    /// Stops the configuration client.
+    pub(super) fn stop_config(&self) {
+        if let Some((_, stop)) = &self.config {
+            stop.cancel();
+        }
     }
 
     /// Keeps the service registered (`id`: what its registration answered), then stops it.
@@ -102,6 +122,7 @@ impl Supervisor {
         if let Some(shipper) = shipper {
             shipper.finish(deadline).await;
         }
+        self.stop_config();
     }
 
     /// Before it stops: takes the instance out of rotation and keeps serving until every
@@ -199,6 +220,7 @@ impl Supervisor {
             match listed {
                 Listed::Present(now, listed_as) => {
                     index = Some(now);
+                    self.report_as(&listed_as);
                     id = Some(listed_as);
                     away = retry_while_away();
                 }

@@ -103,3 +103,69 @@ async fn a_page_of_another_site_cannot_post_a_grade_through_the_visitors_browser
     assert_eq!(before, after, "the student's page changed");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grade_type_published_to_configuration_is_offered_and_accepted_without_a_restart() {
+    let system = System::spawn().await;
+    let project = [("Title", "Term project"), ("Type", "Project"), ("Score", "95")];
+    assert_eq!(system.submit(1, &project).await.status(), 400, "not a grade type yet");
+
+    let rules = r#"{"gradeTypes": ["Quiz", "Test", "Exam", "Homework", "Project"], "minScore": 0, "maxScore": 100}"#;
+    let published = rollcall_testkit::http_client()
+        .put(format!("{}/v1/config/default/_shared/grading", system.registry.url))
+        .header("content-type", "application/json")
+        .body(rules)
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(published.status(), 201);
+
+    let browser = rollcall_testkit::Browser::start(1024, 900).await;
+    let client = &browser.client;
+    let page = format!("{}/students/1", system.portal.url());
+    rollcall_testkit::eventually("the form to offer Project", rollcall_testkit::DEADLINE, || async {
+        client.goto(&page).await.ok()?;
+        client
+            .find(Locator::XPath("//select[@id='type']/option[@value='Project']"))
+            .await
+            .ok()
+    })
+    .await;
+    client
+        .find(Locator::Id("title"))
+        .await
+        .expect("the title")
+        .send_keys("Term project")
+        .await
+        .expect("type the title");
+    client
+        .find(Locator::Id("type"))
+        .await
+        .expect("the type")
+        .select_by_value("Project")
+        .await
+        .expect("choose Project");
+    client
+        .find(Locator::Id("score"))
+        .await
+        .expect("the score")
+        .send_keys("95")
+        .await
+        .expect("type the score");
+    client
+        .find(Locator::Id("submit"))
+        .await
+        .expect("the button")
+        .click()
+        .await
+        .expect("submit");
+    client
+        .wait()
+        .for_element(Locator::XPath(
+            "//td[text()='Term project']/following-sibling::td[text()='Project']",
+        ))
+        .await
+        .expect("the project grade, accepted by the grading service");
+    browser.screenshot("portal-project-grade").await;
+    browser.close().await;
+}

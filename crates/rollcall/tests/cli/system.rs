@@ -83,6 +83,38 @@ async fn up_starts_the_four_services_prints_their_urls_and_stops_them_on_ctrl_c(
             "{name} registered once"
         );
     }
+    // The grading rules are seeded, and both readers of them report applying them.
+    let rules: rollcall_wire::GradingRules = http
+        .get(format!("{}/v1/config/default/_shared/grading", urls["registry"]))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("the seeded rules");
+    assert_eq!(rules, rollcall_wire::GradingRules::default());
+    eventually(
+        "the grading service and the portal to apply the rules",
+        DEADLINE,
+        || async {
+            let status: rollcall_wire::RolloutStatus = http
+                .get(format!("{}/v1/config/default/_shared/grading/status", urls["registry"]))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let applied: Vec<&str> = status
+                .instances
+                .iter()
+                .filter(|i| i.status == Some(rollcall_wire::AckStatus::Applied))
+                .map(|i| i.url.as_str())
+                .collect();
+            (applied.contains(&urls["grades"].as_str()) && applied.contains(&urls["portal"].as_str())).then_some(())
+        },
+    )
+    .await;
 
     let pid = up.id().expect("pid").to_string();
     assert!(
