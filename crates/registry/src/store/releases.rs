@@ -24,6 +24,9 @@ const RELEASES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("rele
 /// The name of the database file in the data directory.
 pub const RELEASES_FILE: &str = "config.redb";
 
+/// The most memory redb may use to cache the file's pages.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 /// The configuration releases in one redb file.
 #[derive(Debug)]
 pub struct ReleaseStore {
@@ -36,8 +39,12 @@ impl ReleaseStore {
     /// Opens (creating if needed) the releases in `data_dir` and reads them back.
     pub fn open(data_dir: &Path, commit_seconds: Histogram) -> Result<(Self, Documents), StoreError> {
         let path = data_dir.join(RELEASES_FILE);
-        let database =
-            Database::create(&path).map_err(|e| StoreError::new(&format!("cannot open {}", path.display()), e))?;
+        // redb caches up to 1 GiB by default; every latest content is in memory already and
+        // older ones are read rarely, so a small cache is enough.
+        let database = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::new(&format!("cannot open {}", path.display()), e))?;
         let documents = read_all(&database)?;
         let database = Arc::new(database);
         let writer = GroupCommit::start("config-writer", Arc::clone(&database), commit_seconds)?;

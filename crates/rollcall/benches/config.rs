@@ -1,0 +1,307 @@
+//! Central configuration (issue 17), each figure beside a baseline measured in the same run,
+//! with the release `rollcall registry` as a child process and everything else in this process,
+//! on 127.0.0.1:
+//! - `push`: from a publish until all 1,000 subscribed `ConfigClient`s (each holding its
+//!   service's stream) applied the new value, beside the registry's fan-out of a provider patch
+//!   to 1,000 dependents, trial by trial;
+//! - `publish`: a durable publish's acknowledgement (fsynced), beside a durable registration's,
+//!   alternating;
+//! - `cache-start`: a client's start until its value is there, from its cache with the registry
+//!   gone, beside from the registry;
+//! - `rss`: the registry's RSS holding 10,000 documents of 4 KiB, beside the same registry empty.
+//!
+//! Run with `scripts/bench -p rollcall --bench config` (or `-- push` for one section);
+//! `ROLLCALL_BENCH_TRIALS` sets the trials of `push` (default 30).
+
+// A benchmark is a report: it prints, and turns counts into f64 for ratios.
+#![allow(clippy::print_stdout, clippy::cast_precision_loss)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rollcall_client::ConfigClient;
+use rollcall_testkit::bench::verdict;
+use rollcall_testkit::{DEADLINE, FakeService, ServerProcess, cpu_and_rss, eventually, median_p99};
+use tokio_util::sync::CancellationToken;
+
+fn rollcall() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn trials(default: usize) -> usize {
+    std::env::var("ROLLCALL_BENCH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            rollcall_http::raise_open_files_limit();
+            let wanted = rollcall_testkit::wanted_sections();
+            if wanted("push") {
+                push().await;
+            }
+            if wanted("publish") {
+                publish_ack().await;
+            }
+            if wanted("cache-start") {
+                cache_start().await;
+            }
+            if wanted("rss") {
+                rss().await;
+            }
+        });
+}
+
+/// Publishes `body` as `path` on the registry at `base`; the time the acknowledgement took.
+async fn publish(http: &reqwest::Client, base: &str, path: &str, body: String) -> Duration {
+    let started = Instant::now();
+    let answer = http
+        .put(format!("{base}/v1/config/{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("PUT");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    started.elapsed()
+}
+
+const SUBSCRIBERS: usize = 1_000;
+
+async fn push() {
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--max-probes-per-host", "4000000000"]);
+    });
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    publish(&http, &registry.url, "prod/Fan/doc", r#"{"n": 0}"#.to_owned()).await;
+
+    // 1,000 configuration clients, each noting when each value arrived.
+    let stop = CancellationToken::new();
+    let mut arrivals = Vec::with_capacity(SUBSCRIBERS);
+    for _ in 0..SUBSCRIBERS {
+        let client = ConfigClient::start(http.clone(), &registry.url, "prod", "Fan", None, stop.clone());
+        let mut value = client.value::<serde_json::Value, _>("doc", |_| Ok(()));
+        let seen: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+        let noted = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Some(value) = value.changed().await {
+                let n = value["n"].as_u64().unwrap_or_default();
+                noted.lock().expect("lock").push((n, Instant::now()));
+            }
+        });
+        arrivals.push(seen);
+    }
+    // 1,000 dependents of the provider patches the baseline sends.
+    let mut dependents = Vec::with_capacity(SUBSCRIBERS);
+    for _ in 0..SUBSCRIBERS {
+        let dependent = FakeService::spawn("Dependent", &["Fan"]).await;
+        let answer = http
+            .post(format!("{}/services", registry.url))
+            .json(&dependent.registration())
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(answer.status(), 200);
+        dependents.push(dependent);
+    }
+    let arrived = |n: u64| {
+        let arrivals = &arrivals;
+        async move {
+            let mut last = None;
+            for seen in arrivals {
+                let at = eventually("every client to apply the release", DEADLINE, || async {
+                    seen.lock()
+                        .expect("lock")
+                        .iter()
+                        .find(|(m, _)| *m == n)
+                        .map(|(_, at)| *at)
+                })
+                .await;
+                last = last.max(Some(at));
+            }
+            last.expect("subscribers")
+        }
+    };
+    arrived(0).await;
+
+    let count = trials(30);
+    let (mut config, mut patches) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    let (registry_cpu_before, _) = cpu_and_rss(registry.pid());
+    for trial in 1..=count as u64 {
+        let started = Instant::now();
+        publish(&http, &registry.url, "prod/Fan/doc", format!("{{\"n\": {trial}}}")).await;
+        config.push(arrived(trial).await - started);
+        patches.push(fan_out_once(&http, &registry.url, &dependents).await);
+    }
+    let registry_cpu = cpu_and_rss(registry.pid()).0 - registry_cpu_before;
+    let (median, p99) = median_p99(&mut config);
+    let (patch_median, patch_p99) = median_p99(&mut patches);
+    println!(
+        "publish until all {SUBSCRIBERS} subscribed clients applied it ({count} trials): median {} p99 {} || a provider patch's fan-out to {SUBSCRIBERS} dependents, same trials: median {} p99 {} | registry CPU over both {:.2} s | target p99 <= 50 ms: {}",
+        ms(median),
+        ms(p99),
+        ms(patch_median),
+        ms(patch_p99),
+        registry_cpu,
+        verdict(p99 <= Duration::from_millis(50))
+    );
+    stop.cancel();
+}
+
+/// Registers a new provider of `Fan` through the seed protocol and waits until every dependent
+/// holds it; then deregisters it and waits until every dependent let go. The first wait's time.
+async fn fan_out_once(http: &reqwest::Client, base: &str, dependents: &[FakeService]) -> Duration {
+    let mut provider = FakeService::spawn("Fan", &[]).await;
+    // A port the OS hands out again would make an earlier trial's arrival look like this one's.
+    while dependents[0].arrival_of(&provider.entry(), false).is_some() {
+        provider = FakeService::spawn("Fan", &[]).await;
+    }
+    let started = Instant::now();
+    let answer = http
+        .post(format!("{base}/services"))
+        .json(&provider.registration())
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(answer.status(), 200);
+    let mut last = started;
+    for dependent in dependents {
+        let at = eventually("every dependent to hold the provider", DEADLINE, || async {
+            dependent.arrival_of(&provider.entry(), false)
+        })
+        .await;
+        last = last.max(at);
+    }
+    let answer = http
+        .delete(format!("{base}/services"))
+        .body(provider.url.clone())
+        .send()
+        .await
+        .expect("deregister");
+    assert_eq!(answer.status(), 200);
+    for dependent in dependents {
+        eventually("every dependent to let go", DEADLINE, || async {
+            dependent.arrival_of(&provider.entry(), true)
+        })
+        .await;
+    }
+    last - started
+}
+
+async fn publish_ack() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let fleet = rollcall_testkit::FakeFleet::spawn().await;
+    let (mut publishes, mut registrations) = (Vec::new(), Vec::new());
+    let document = format!("{{\"padding\": \"{}\"}}", "x".repeat(4000));
+    for n in 0..200 {
+        publishes.push(publish(&http, &registry.url, "prod/Grading/limits", document.clone()).await);
+        let started = Instant::now();
+        let answer = http
+            .post(format!("{}/v1/instances", registry.url))
+            .json(&fleet.registration(n, "Load"))
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(answer.status(), 201);
+        registrations.push(started.elapsed());
+    }
+    let (median, p99) = median_p99(&mut publishes);
+    let (r_median, r_p99) = median_p99(&mut registrations);
+    println!(
+        "durable publish of a 4 KiB document acknowledged (200, alternating): median {} p99 {} || a durable /v1 registration's: median {} p99 {} | target p99 <= 20 ms: {}",
+        ms(median),
+        ms(p99),
+        ms(r_median),
+        ms(r_p99),
+        verdict(p99 <= Duration::from_millis(20))
+    );
+}
+
+async fn cache_start() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    publish(
+        &http,
+        &registry.url,
+        "prod/Grading/limits",
+        r#"{"max": 100}"#.to_owned(),
+    )
+    .await;
+    let cache = tempfile::tempdir().expect("dir");
+    let first_value = |base: String| {
+        let (http, dir) = (http.clone(), cache.path().to_owned());
+        async move {
+            let stop = CancellationToken::new();
+            let started = Instant::now();
+            let client = ConfigClient::start(http, &base, "prod", "Grading", Some(dir), stop.clone());
+            let mut value = client.value::<serde_json::Value, _>("limits", |_| Ok(()));
+            if value.current().is_none() {
+                tokio::time::timeout(DEADLINE, value.changed())
+                    .await
+                    .expect("a value in time");
+            }
+            let took = started.elapsed();
+            stop.cancel();
+            took
+        }
+    };
+    let mut from_registry: Vec<Duration> = Vec::new();
+    for _ in 0..30 {
+        from_registry.push(first_value(registry.url.clone()).await);
+    }
+    drop(registry);
+    let gone = rollcall_testkit::refused_url().await;
+    let mut from_cache: Vec<Duration> = Vec::new();
+    for _ in 0..30 {
+        from_cache.push(first_value(gone.clone()).await);
+    }
+    let (median, p99) = median_p99(&mut from_cache);
+    let (r_median, r_p99) = median_p99(&mut from_registry);
+    println!(
+        "a client's start until its value is there (30 each): from its cache with the registry gone median {} p99 {} || from the registry median {} p99 {} | target <= 500 ms: {}",
+        ms(median),
+        ms(p99),
+        ms(r_median),
+        ms(r_p99),
+        verdict(p99 <= Duration::from_millis(500))
+    );
+}
+
+async fn rss() {
+    let empty = ServerProcess::start(rollcall(), "registry", |_| {});
+    let full = ServerProcess::start(rollcall(), "registry", |_| {});
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let document = |n: usize| format!("{{\"n\": {n}, \"padding\": \"{}\"}}", "x".repeat(4070));
+    let mut publishing = tokio::task::JoinSet::new();
+    for part in 0..16 {
+        let (http, base) = (http.clone(), full.url.clone());
+        publishing.spawn(async move {
+            for n in (part..10_000).step_by(16) {
+                publish(&http, &base, &format!("prod/Service{}/doc{n}", n % 100), document(n)).await;
+            }
+        });
+    }
+    publishing.join_all().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, full_rss) = cpu_and_rss(full.pid());
+    let (_, empty_rss) = cpu_and_rss(empty.pid());
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "registry RSS holding 10,000 documents of 4 KiB: {:.1} MiB || the same registry empty: {:.1} MiB | target <= 100 MiB: {}",
+        mib(full_rss),
+        mib(empty_rss),
+        verdict(full_rss <= 100 * 1024 * 1024)
+    );
+}
