@@ -67,6 +67,9 @@ pub enum ApiError {
     /// A JSON write without `Content-Type: application/json`.
     #[error("send the body as Content-Type: application/json")]
     UnsupportedMediaType,
+    /// A rollout over a service none of whose instances is live.
+    #[error("{0}")]
+    NoLiveInstance(String),
     /// A document published without a format it could be told by.
     #[error(
         "say the document's format with ?format=json|yaml|toml|properties|text or its Content-Type (application/json, application/yaml, application/toml, text/x-java-properties, text/plain)"
@@ -105,6 +108,7 @@ impl ApiError {
             Self::UnsupportedMediaType | Self::UnsupportedDocumentType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            Self::NoLiveInstance(_) => (StatusCode::CONFLICT, "no_live_instance"),
             Self::Release(error) => match error {
                 ReleaseError::BadKey(_) => (StatusCode::BAD_REQUEST, "invalid_config_path"),
                 ReleaseError::Malformed { .. } => (StatusCode::BAD_REQUEST, "malformed_document"),
@@ -113,6 +117,7 @@ impl ApiError {
                 ReleaseError::Conflict { .. } => (StatusCode::CONFLICT, "revision_conflict"),
                 ReleaseError::UnknownDocument(_) => (StatusCode::NOT_FOUND, "unknown_document"),
                 ReleaseError::UnknownRevision { .. } => (StatusCode::NOT_FOUND, "unknown_revision"),
+                ReleaseError::FirstRelease(_) | ReleaseError::NoRollout(_) => (StatusCode::CONFLICT, "rollout_refused"),
             },
         }
     }

@@ -38,6 +38,7 @@ mod outbound;
 mod published;
 mod reactions;
 pub mod releases;
+mod rollouts;
 pub mod state;
 pub mod store;
 #[cfg(test)]

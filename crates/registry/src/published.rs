@@ -17,7 +17,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::releases::acks::{Acks, Reader};
-use crate::releases::{DocKey, Documents, Draft, ReleaseError, StoredRelease};
+use crate::releases::rollout::{GrayInstance, Transition};
+use crate::releases::{DocKey, Documents, Draft, ReleaseError, ReleaseOp, StoredRelease};
 use crate::store::{ReleaseStore, StoreError};
 
 /// Why a release was not made, found, or made durable.
@@ -41,8 +42,11 @@ pub(crate) struct Published {
     store: Arc<ReleaseStore>,
     /// Blocking queries waiting on one document: its latest revision.
     watches: Mutex<HashMap<DocKey, watch::Sender<u64>>>,
-    /// Every release once durable, for the services' streams.
-    live: broadcast::Sender<Arc<StoredRelease>>,
+    /// A document whose releases changed (a new one, or a rollout's step), once durable, for
+    /// the services' streams.
+    live: broadcast::Sender<DocKey>,
+    /// True while the rollouts' timer runs.
+    pub(crate) rollout_timer: std::sync::atomic::AtomicBool,
     /// What instances reported doing with releases.
     acks: Mutex<Acks>,
 }
@@ -58,6 +62,7 @@ impl Published {
             store: Arc::new(store),
             watches: Mutex::new(HashMap::new()),
             live: broadcast::Sender::new(LIVE_CAPACITY),
+            rollout_timer: std::sync::atomic::AtomicBool::new(false),
             acks: Mutex::new(Acks::default()),
         }
     }
@@ -71,23 +76,62 @@ impl Published {
 
     /// Publishes `draft` as the next release of `key`, and answers once it is on disk.
     pub async fn publish(&self, key: &DocKey, draft: Draft) -> Result<Arc<StoredRelease>, PublishError> {
-        let (release, durable) = {
+        self.change(key, |documents| documents.publish(key, draft)).await
+    }
+
+    /// Applies `change` to the documents under the write lock, queues the store operations it
+    /// returns, and once they are durable tells the document's readers; returns what `change`
+    /// returned.
+    async fn change<T>(
+        &self,
+        key: &DocKey,
+        change: impl FnOnce(&mut Documents) -> Result<(T, Vec<ReleaseOp>), ReleaseError>,
+    ) -> Result<T, PublishError> {
+        let (answer, durable) = {
             let mut documents = self.documents.write().unwrap_or_else(PoisonError::into_inner);
-            let (release, ops) = documents.publish(key, draft)?;
-            (release, self.store.write(ops))
+            let (answer, ops) = change(&mut documents)?;
+            (answer, (!ops.is_empty()).then(|| self.store.write(ops)))
         };
-        match durable.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(PublishError::Storage(error)),
-            Err(_) => return Err(PublishError::Storage(StoreError::closed())),
+        if let Some(durable) = durable {
+            match durable.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(PublishError::Storage(error)),
+                Err(_) => return Err(PublishError::Storage(StoreError::closed())),
+            }
         }
+        let in_force = self.documents().in_force(key).map_or(0, |r| r.meta.revision);
         let watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(watch) = watches.get(key) {
-            watch.send_replace(release.meta.revision);
+            watch.send_replace(in_force);
         }
         // Nobody listening is fine.
-        let _ = self.live.send(Arc::clone(&release));
-        Ok(release)
+        let _ = self.live.send(key.clone());
+        Ok(answer)
+    }
+
+    /// Moves `key`'s running rollout on at `now` given its gray instances; what happened.
+    pub async fn advance(
+        &self,
+        key: &DocKey,
+        now: std::time::SystemTime,
+        gray: &[GrayInstance],
+    ) -> Result<Option<Transition>, PublishError> {
+        self.change(key, |documents| {
+            Ok(documents
+                .advance(key, now, gray)
+                .map_or((None, Vec::new()), |(transition, ops)| (Some(transition), ops)))
+        })
+        .await
+    }
+
+    /// Promotes `key`'s running rollout now, or rolls it back saying `why`.
+    pub async fn settle(&self, key: &DocKey, promote: bool, why: String) -> Result<Transition, PublishError> {
+        self.change(key, |documents| documents.settle(key, promote, why)).await
+    }
+
+    /// The newest report of instance `id` on `key`.
+    pub fn report(&self, key: &DocKey, id: &str) -> Option<(u64, rollcall_wire::AckStatus, String)> {
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner).report(key, id)
     }
 
     /// Release `revision` of `key` (the latest from memory, an older one from disk), while it
@@ -95,9 +139,10 @@ impl Published {
     pub async fn release(&self, key: &DocKey, revision: u64) -> Result<Arc<StoredRelease>, PublishError> {
         {
             let documents = self.documents();
-            let latest = documents.latest(key)?;
-            if latest.meta.revision == revision {
-                return Ok(Arc::clone(latest));
+            for held in [documents.latest(key)?, documents.in_force(key)?] {
+                if held.meta.revision == revision {
+                    return Ok(Arc::clone(held));
+                }
             }
             documents.meta(key, revision)?;
         }
@@ -133,15 +178,16 @@ impl Published {
             message,
             expected,
             rolled_back_from: Some(to),
+            rollout: None,
             at: std::time::SystemTime::now(),
         };
         self.publish(key, draft).await
     }
 
-    /// Waits until `key`'s latest revision is past `revision`, at most `wait` (and no longer
+    /// Waits until the revision in force of `key` is past `revision`, at most `wait` (and no longer
     /// than until `shutdown`); returns the latest revision then (0 if there is none).
     pub async fn wait_past(&self, key: &DocKey, revision: u64, wait: Duration, shutdown: &CancellationToken) -> u64 {
-        let current = || self.documents().latest(key).map_or(0, |r| r.meta.revision);
+        let current = || self.documents().in_force(key).map_or(0, |r| r.meta.revision);
         let mut receiver = {
             let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
             if watches.len() >= SWEEP_WATCHES_AT && !watches.contains_key(key) {
@@ -172,14 +218,10 @@ impl Published {
         current()
     }
 
-    /// What `service` reads in `namespace` now (the latest release of each of its documents and
-    /// of the shared ones), and every release made from now on: subscribed first, so that a
-    /// release made in between is in one or the other.
-    pub fn stream(
-        &self,
-        namespace: &str,
-        service: &str,
-    ) -> (Vec<Arc<StoredRelease>>, broadcast::Receiver<Arc<StoredRelease>>) {
+    /// The documents `service` reads in `namespace` now (its own and the shared ones), and each
+    /// document whose releases change from now on: subscribed first, so that a change made in
+    /// between is in one or the other.
+    pub fn stream(&self, namespace: &str, service: &str) -> (Vec<DocKey>, broadcast::Receiver<DocKey>) {
         let live = self.live.subscribe();
         (self.documents().read_by(namespace, service), live)
     }
@@ -199,9 +241,9 @@ impl Published {
         Ok(())
     }
 
-    /// How `key`'s latest release stands across `readers`.
+    /// How `key`'s release in force stands across `readers`.
     pub fn progress(&self, key: &DocKey, readers: Vec<Reader>) -> Result<rollcall_wire::RolloutStatus, ReleaseError> {
-        let latest = self.documents().latest(key)?.meta.revision;
+        let latest = self.documents().in_force(key)?.meta.revision;
         let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(acks.progress(key, latest, readers))
     }

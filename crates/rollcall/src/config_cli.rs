@@ -1,4 +1,4 @@
-//! `rollcall config get|put|history|diff|rollback|list|status|watch`: central configuration from the
+//! `rollcall config get|put|history|diff|rollback|list|status|promote|abort|watch`: central configuration from the
 //! command line, over the registry's `/v1/config` API. A document is named
 //! `namespace/service/name`.
 //!
@@ -62,6 +62,27 @@ enum ConfigAction {
         /// Publish only over this revision (compare-and-set); 0: only if it does not exist.
         #[arg(long)]
         if_match: Option<u64>,
+        /// Roll the release out in steps instead of to everyone at once: `10,50` (percentages),
+        /// `instances:ID+ID`, `label:KEY=VALUE`.
+        #[arg(long, value_name = "STEPS")]
+        rollout: Option<String>,
+        /// How long each rollout step bakes [default: 1m].
+        #[arg(long, requires = "rollout")]
+        bake: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Promote a document's running rollout to every instance now.
+    Promote {
+        /// `namespace/service/name`.
+        path: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop a document's running rollout: every instance goes back to the release in force.
+    Abort {
+        /// `namespace/service/name`.
+        path: String,
         #[command(flatten)]
         target: Target,
     },
@@ -170,8 +191,15 @@ pub async fn run(command: ConfigCommand) -> anyhow::Result<()> {
             format,
             message,
             if_match,
+            rollout,
+            bake,
             target,
-        } => put(&path, &file, format, message, if_match, &target).await,
+        } => {
+            let plan = rollout.map(|steps| (steps, bake));
+            put(&path, &file, format, message, if_match, plan, &target).await
+        }
+        ConfigAction::Promote { path, target } => settle(&path, "promote", &target).await,
+        ConfigAction::Abort { path, target } => settle(&path, "abort", &target).await,
         ConfigAction::History { path, json, target } => {
             let (url, who) = document_url(&target, &path, "history")?;
             let http = cli::http_client(&target.client)?;
@@ -225,13 +253,15 @@ pub async fn run(command: ConfigCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Publishes `file` (`-`: standard input) as `path`'s next release.
+/// Publishes `file` (`-`: standard input) as `path`'s next release, to everyone or through a
+/// rollout `plan` (steps, bake).
 async fn put(
     path: &str,
     file: &str,
     format: Option<ConfigFormat>,
     message: String,
     if_match: Option<u64>,
+    plan: Option<(String, Option<String>)>,
     target: &Target,
 ) -> anyhow::Result<()> {
     let content = read_document(file)?;
@@ -241,6 +271,12 @@ async fn put(
     };
     let (mut url, who) = document_url(target, path, "")?;
     url.query_pairs_mut().append_pair("format", format.as_str());
+    if let Some((steps, bake)) = plan {
+        url.query_pairs_mut().append_pair("rollout", &steps);
+        if let Some(bake) = bake {
+            url.query_pairs_mut().append_pair("bake", &bake);
+        }
+    }
     let mut request = cli::http_client(&target.client)?
         .put(url)
         .header("content-type", format.media_type())
@@ -251,6 +287,21 @@ async fn put(
     }
     let release: ReleaseView = cli::send(request.timeout(TIMEOUT), &who).await?.json().await?;
     say_published(path, &release);
+    Ok(())
+}
+
+/// Promotes (`action`: `promote`) or aborts `path`'s running rollout and says where it stands.
+async fn settle(path: &str, action: &str, target: &Target) -> anyhow::Result<()> {
+    let (url, who) = document_url(target, path, &format!("rollout/{action}"))?;
+    let http = cli::http_client(&target.client)?;
+    let status: RolloutStatus = cli::send(http.post(url).timeout(TIMEOUT), &who).await?.json().await?;
+    let rollout = status.rollout.context("the registry answered no rollout")?;
+    crate::serve::announce(&format!(
+        "{path}: rollout of revision {} {}; revision {} in force",
+        rollout.candidate,
+        rollout.state.replace('_', " "),
+        status.revision
+    ));
     Ok(())
 }
 
@@ -299,6 +350,24 @@ async fn status(path: &str, json: bool, target: &Target) -> anyhow::Result<()> {
         "r{}: {} of {} applied, {} rejected, {} unreachable, {} waiting\n",
         status.revision, status.applied, status.total, status.rejected, status.unreachable, status.waiting
     );
+    if let Some(rollout) = &status.rollout {
+        let why = rollout
+            .reason
+            .as_deref()
+            .map(|r| format!(": {}", cli::printable(r)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            lines,
+            "rollout of r{} over r{}: {} at step {} of {} ({}), each baking {}{why}",
+            rollout.candidate,
+            rollout.base,
+            rollout.state.replace('_', " "),
+            rollout.step + 1,
+            rollout.steps.len(),
+            rollout.steps.join(", "),
+            rollout.bake
+        );
+    }
     for instance in status
         .instances
         .iter()

@@ -113,6 +113,9 @@ pub struct ReleaseView {
     /// For a rollback: the revision whose content it published again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_from: Option<u64>,
+    /// Published for a gray rollout and not promoted (yet): not in force for everyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
 }
 
 /// One document and its latest release, as `GET /v1/config` lists it.
@@ -120,6 +123,8 @@ pub struct ReleaseView {
 pub struct DocumentView {
     /// The latest release.
     pub latest: ReleaseView,
+    /// The revision in force for every instance outside a running rollout.
+    pub in_force: u64,
     /// The oldest revision whose content is still kept (older ones were purged).
     pub oldest_kept: u64,
 }
@@ -199,6 +204,29 @@ pub struct RolloutStatus {
     pub waiting: usize,
     /// Each instance, ordered by URL.
     pub instances: Vec<InstanceProgress>,
+    /// The document's last gray rollout, running or ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
+}
+
+/// A gray rollout, as a document's status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// The release being rolled out.
+    pub candidate: u64,
+    /// The release in force before it.
+    pub base: u64,
+    /// The steps: `10` (percent), `instances:ID+ID`, `label:KEY=VALUE`.
+    pub steps: Vec<String>,
+    /// The step running or last run (from 0).
+    pub step: usize,
+    /// How long each step bakes.
+    pub bake: String,
+    /// `running`, `promoted` or `rolled_back`.
+    pub state: String,
+    /// Why it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[cfg(test)]

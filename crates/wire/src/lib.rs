@@ -25,7 +25,7 @@ mod views;
 
 pub use check::{Check, CheckKind, CheckView};
 pub use config::{
-    Ack, AckStatus, ConfigFormat, DocumentView, InstanceProgress, ReleaseEvent, ReleaseView, RolloutStatus,
+    Ack, AckStatus, ConfigFormat, DocumentView, InstanceProgress, ReleaseEvent, ReleaseView, RolloutStatus, RolloutView,
 };
 pub use grades::{GRADE_TYPES, Grade, GradingRules, NewStudent, Student};
 pub use logs::{BatchResult, Level, LogRecord, RecordPage, RecordTime, Rejection, UnknownLevel};

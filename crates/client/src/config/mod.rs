@@ -67,6 +67,8 @@ struct Inner {
     instance: Mutex<Option<String>>,
     /// Document name → what became of its latest release, to report once the id is known.
     outcomes: Mutex<HashMap<String, (Arc<ReleaseEvent>, Ack)>>,
+    /// Wakes the stream to reconnect as the instance (a rollout's gray set is per instance).
+    reconnect: tokio::sync::Notify,
 }
 
 impl ConfigClient {
@@ -93,6 +95,7 @@ impl ConfigClient {
             stale: watch::Sender::new(true),
             instance: Mutex::new(None),
             outcomes: Mutex::new(HashMap::new()),
+            reconnect: tokio::sync::Notify::new(),
         });
         if let Some(cache) = &inner.cache {
             for release in cache.read_all() {
@@ -119,6 +122,8 @@ impl ConfigClient {
         if !changed {
             return;
         }
+        // The stream says what this instance is to run once it knows which instance asks.
+        self.inner.reconnect.notify_one();
         let outcomes: Vec<_> = lock(&self.inner.outcomes).values().cloned().collect();
         for (release, ack) in outcomes {
             let ack = Ack {
@@ -187,8 +192,10 @@ impl Inner {
             .subscribe()
     }
 
-    /// Takes `release` as its document's latest unless a newer (or the same) one is held. The
-    /// service's own document of a name overrides the shared one of that name.
+    /// Takes `release` as its document's unless a newer (or the same) one is held, or whatever
+    /// it is when `missed_push` is false and it came from the stream, which says what this
+    /// instance is to run (an older release, when a rollout was rolled back). The service's own
+    /// document of a name overrides the shared one of that name.
     fn offer(&self, release: ReleaseEvent, missed_push: bool) {
         let mut documents = lock(&self.documents);
         let document = documents
@@ -201,7 +208,8 @@ impl Inner {
                 match (own(held), own(offered)) {
                     (true, false) => false,
                     (false, true) => true,
-                    _ => held.revision < offered.revision,
+                    _ if missed_push => held.revision < offered.revision,
+                    _ => held.revision != offered.revision,
                 }
             });
             if newer {
@@ -278,9 +286,11 @@ impl Inner {
         for release in held {
             let r = &release.release;
             let url = format!("{}/v1/config/{}/{}/{}", self.base, r.namespace, r.service, r.name);
-            let answer = self
-                .http
-                .get(url)
+            let mut request = self.http.get(url);
+            if let Some(instance) = lock(&self.instance).clone() {
+                request = request.query(&[("instance", instance)]);
+            }
+            let answer = request
                 .header("if-none-match", format!("\"{}\"", r.revision))
                 .timeout(CALL_TIMEOUT)
                 .send()
@@ -352,7 +362,11 @@ async fn follow(inner: Arc<Inner>, shutdown: CancellationToken) {
 async fn stream_once(inner: &Inner, checks: &mut tokio::time::Interval) -> bool {
     use eventsource_stream::Eventsource as _;
     let url = format!("{}/v1/config/{}/{}", inner.base, inner.namespace, inner.service);
-    let answer = inner.http.get(url).header("accept", "text/event-stream").send().await;
+    let mut request = inner.http.get(url).header("accept", "text/event-stream");
+    if let Some(instance) = lock(&inner.instance).clone() {
+        request = request.query(&[("instance", instance)]);
+    }
+    let answer = request.send().await;
     let answer = match answer {
         Ok(answer) if answer.status().is_success() => answer,
         Ok(answer) => {
@@ -368,6 +382,7 @@ async fn stream_once(inner: &Inner, checks: &mut tokio::time::Interval) -> bool 
     loop {
         let event = tokio::select! {
             event = events.next() => event,
+            () = inner.reconnect.notified() => return true,
             _ = checks.tick() => {
                 inner.check_revisions().await;
                 continue;

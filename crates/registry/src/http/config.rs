@@ -18,7 +18,6 @@
 //! Publishing needs the `config:PATTERN` scope matching `namespace/service/name` (or admin);
 //! reading needs `read`, like the rest of the registry.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,22 +25,19 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream::{self, Stream, StreamExt};
-use rollcall_wire::{Ack, AckStatus, ConfigFormat, DocumentView, ReleaseEvent, ReleaseView, RolloutStatus, Scope};
+use rollcall_wire::{ConfigFormat, DocumentView, ReleaseView, Scope};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::audited::Subject;
 use super::services::{DEFAULT_WAIT, MAX_WAIT};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::releases::acks::Reader;
-use crate::releases::{DocKey, Draft, MAX_DOCUMENT_BYTES, SHARED, StoredRelease};
+use crate::releases::rollout::Selector;
+use crate::releases::{DocKey, Draft, MAX_DOCUMENT_BYTES, StoredRelease};
 
 /// The response header that carries a document's revision.
 pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-rollcall-revision");
@@ -53,7 +49,6 @@ pub(super) fn router() -> Router<Arc<Core>> {
     Router::new()
         .route("/v1/config/{namespace}/{service}/{name}", axum::routing::put(publish))
         .route("/v1/config/{namespace}/{service}/{name}/rollback", post(rollback))
-        .route("/v1/config/{namespace}/{service}/{name}/acks", post(ack))
         .route_layer(DefaultBodyLimit::max(MAX_DOCUMENT_BYTES + 1))
 }
 
@@ -61,19 +56,17 @@ pub(super) fn router() -> Router<Arc<Core>> {
 pub(super) fn reads() -> Router<Arc<Core>> {
     Router::new()
         .route("/v1/config", get(list))
-        .route("/v1/config/{namespace}/{service}", get(stream))
         .route("/v1/config/{namespace}/{service}/{name}", get(content))
         .route("/v1/config/{namespace}/{service}/{name}/history", get(history))
         .route("/v1/config/{namespace}/{service}/{name}/diff", get(diff))
-        .route("/v1/config/{namespace}/{service}/{name}/status", get(status))
 }
 
-fn invalid_query(message: String) -> ApiError {
+pub(super) fn invalid_query(message: String) -> ApiError {
     ApiError::bad_request("invalid_query", message)
 }
 
 /// A document's key from its path.
-fn key_of((namespace, service, name): (String, String, String)) -> Result<DocKey, ApiError> {
+pub(super) fn key_of((namespace, service, name): (String, String, String)) -> Result<DocKey, ApiError> {
     Ok(DocKey::new(&namespace, &service, &name)?)
 }
 
@@ -105,7 +98,47 @@ fn message(headers: &HeaderMap) -> Result<String, ApiError> {
 #[derive(Debug, Deserialize)]
 struct PublishQuery {
     format: Option<String>,
+    /// A gray rollout's steps: `10,50` (percentages), `instances:ID+ID`, `label:KEY=VALUE`.
+    rollout: Option<String>,
+    /// How long each step bakes (default 1 minute).
+    bake: Option<String>,
 }
+
+/// The rollout plan a publish asks for, if any.
+fn rollout_of(query: &PublishQuery) -> Result<Option<(Vec<Selector>, std::time::Duration)>, ApiError> {
+    let Some(steps) = &query.rollout else {
+        if query.bake.is_some() {
+            return Err(invalid_query("bake goes with rollout".to_owned()));
+        }
+        return Ok(None);
+    };
+    let steps = steps
+        .split(',')
+        .map(Selector::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid_query)?;
+    if steps.is_empty() || steps.len() > MAX_STEPS {
+        return Err(invalid_query(format!("a rollout has 1 to {MAX_STEPS} steps")));
+    }
+    let bake = match &query.bake {
+        None => DEFAULT_BAKE,
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| invalid_query(format!("bake {text:?} is not a duration like 30s: {e}")))?,
+    };
+    if !(MIN_BAKE..=MAX_BAKE).contains(&bake) {
+        return Err(invalid_query("bake must be from 100ms to 1 day".to_owned()));
+    }
+    Ok(Some((steps, bake)))
+}
+
+/// The most steps a rollout may have.
+const MAX_STEPS: usize = 20;
+/// How long each step bakes unless the publish says.
+const DEFAULT_BAKE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The shortest bake.
+const MIN_BAKE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest bake.
+const MAX_BAKE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 /// The format of a publish: `?format=` first, then the `Content-Type`.
 fn format_of(query: &PublishQuery, headers: &HeaderMap) -> Result<ConfigFormat, ApiError> {
@@ -133,7 +166,7 @@ fn published(release: &StoredRelease) -> Response {
 
 /// The document a write changes, named as the request's subject, and its caller once it may
 /// publish it.
-fn publisher(
+pub(super) fn publisher(
     Path(path): Path<(String, String, String)>,
     subject: &Subject,
     caller: Result<Caller, ApiError>,
@@ -162,6 +195,18 @@ async fn publish(
     let (key, caller) = publisher(path, &subject, caller)?;
     let Query(query) = query.map_err(|e| invalid_query(e.body_text()))?;
     let format = format_of(&query, &headers)?;
+    let rollout = rollout_of(&query)?;
+    if rollout.is_some() {
+        let live = crate::rollouts::readers(&core, &key)
+            .iter()
+            .any(|reader| reader.state.is_discoverable());
+        if !live {
+            return Err(ApiError::NoLiveInstance(format!(
+                "no instance of {} is live: a gray rollout needs one to try the release on",
+                key.service
+            )));
+        }
+    }
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_DOCUMENT_BYTES),
         _ => ApiError::bad_request("invalid_body", rejection.body_text()),
@@ -175,9 +220,14 @@ async fn publish(
         message: message(&headers)?,
         expected: expected_revision(&headers)?,
         rolled_back_from: None,
+        rollout,
         at: SystemTime::now(),
     };
+    let staged = draft.rollout.is_some();
     let release = core.published.publish(&key, draft).await?;
+    if staged {
+        crate::rollouts::watch(&core);
+    }
     Ok(published(&release))
 }
 
@@ -222,142 +272,10 @@ fn revision(text: Option<&str>, field: &str) -> Result<Option<u64>, ApiError> {
 
 #[derive(Debug, Deserialize)]
 struct ContentQuery {
+    instance: Option<String>,
     revision: Option<String>,
     index: Option<String>,
     wait: Option<String>,
-}
-
-/// Every document a service reads in a namespace (its own and the shared ones) as server-sent
-/// `release` events: first the latest release of each, then `ready`, then each new release as
-/// it is made. A stream that falls more than 1,024 releases behind is sent `lagged` and closed:
-/// reconnecting starts with the latest of each again, so a client never misses a document's
-/// latest release (intermediate ones may be skipped).
-#[tracing::instrument(level = "debug", skip_all)]
-async fn stream(
-    State(core): State<Arc<Core>>,
-    Path((namespace, service)): Path<(String, String)>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    // The same rules as a document's path (its name aside).
-    DocKey::new(&namespace, &service, "x")?;
-    let (current, live) = core.published.stream(&namespace, &service);
-    let snapshot: Vec<SseEvent> = current.iter().map(|release| release_event(release)).collect();
-    let ready = SseEvent::default()
-        .event("ready")
-        .data(format!("{{\"documents\":{}}}", snapshot.len()));
-    let live = stream::unfold(Some(live), move |receiver| {
-        let (namespace, service) = (namespace.clone(), service.clone());
-        async move {
-            let mut receiver = receiver?;
-            loop {
-                match receiver.recv().await {
-                    Ok(release) if release.key.read_by(&namespace, &service) => {
-                        return Some((release_event(&release), Some(receiver)));
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(missed)) => {
-                        let lagged = SseEvent::default()
-                            .event("lagged")
-                            .data(format!("{{\"missed\":{missed}}}"));
-                        return Some((lagged, None));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        }
-    });
-    let events = stream::iter(snapshot)
-        .chain(stream::once(async { ready }))
-        .chain(live)
-        .map(Ok)
-        .take_until(core.shutdown.clone().cancelled_owned());
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
-}
-
-/// An instance's report on a release: `{"instance", "revision", "status": "applied" |
-/// "rejected", "reason", "missed_push"}`, sent by the instance itself (the `register` scope of
-/// its service). 204.
-#[tracing::instrument(level = "debug", skip_all)]
-async fn ack(
-    State(core): State<Arc<Core>>,
-    caller: Result<Caller, ApiError>,
-    path: Path<(String, String, String)>,
-    json: rollcall_http::SaysJson,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    let key = key_of(path.0)?;
-    super::validate::json_content_type(json, super::validate::Dialect::V1)?;
-    let body = body.map_err(|r| super::validate::body_error(&r, super::validate::Dialect::V1))?;
-    let ack: Ack = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not an ack: {e}")))?;
-    if ack.reason.len() > MAX_REASON_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_ack",
-            format!("the reason is longer than {MAX_REASON_BYTES} bytes"),
-        ));
-    }
-    let service = core
-        .catalog()
-        .instance_by_id(&ack.instance)
-        .map(|i| i.registration.service_name.clone())
-        .ok_or_else(|| ApiError::UnknownInstanceId(ack.instance.clone()))?;
-    caller?.may(&Scope::Register(service.clone()))?;
-    if !key.read_by(&key.namespace, &service) {
-        return Err(ApiError::bad_request(
-            "invalid_ack",
-            format!("{service} does not read {}", key.path()),
-        ));
-    }
-    core.published.ack(&key, &ack)?;
-    match ack.status {
-        AckStatus::Applied => core.metrics.config_applied.inc(),
-        AckStatus::Rejected => core.metrics.config_rejected.inc(),
-    };
-    if ack.missed_push {
-        core.metrics.config_push_missed.inc();
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The longest reason an ack may give.
-const MAX_REASON_BYTES: usize = 1024;
-
-/// How a document's latest release stands across the instances that read it: every registered
-/// instance of its service (of every service, for a shared document).
-async fn status(
-    State(core): State<Arc<Core>>,
-    path: Path<(String, String, String)>,
-) -> Result<Json<RolloutStatus>, ApiError> {
-    let key = key_of(path.0)?;
-    let readers = {
-        let catalog = core.catalog();
-        let views = if key.service == SHARED {
-            catalog.services(false).into_iter().flat_map(|s| s.instances).collect()
-        } else {
-            catalog.service(&key.service, false).instances
-        };
-        views
-            .into_iter()
-            .map(|i| Reader {
-                id: i.id,
-                url: i.url,
-                state: i.state,
-            })
-            .collect()
-    };
-    Ok(Json(core.published.progress(&key, readers)?))
-}
-
-/// A release as a stream's `release` event.
-fn release_event(release: &StoredRelease) -> SseEvent {
-    let event = ReleaseEvent {
-        release: release.meta.view(&release.key),
-        content: release.content.clone(),
-    };
-    let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
-    SseEvent::default()
-        .id(format!("{}@{}", release.key.path(), release.meta.revision))
-        .event("release")
-        .data(data)
 }
 
 /// A document's content in its own media type, with its revision and hash in headers.
@@ -379,9 +297,12 @@ async fn content(
         };
         core.published.wait_past(&key, known, wait, &core.shutdown).await;
     }
-    let release = match revision(query.revision.as_deref(), "revision")? {
-        Some(revision) => core.published.release(&key, revision).await?,
-        None => Arc::clone(core.published.documents().latest(&key)?),
+    let release = if let Some(revision) = revision(query.revision.as_deref(), "revision")? {
+        core.published.release(&key, revision).await?
+    } else {
+        let id = query.instance.as_deref();
+        let metadata = crate::rollouts::metadata_of(&core, id);
+        core.published.documents().release_for(&key, id, &metadata)?
     };
     let tag = etag(release.meta.revision);
     let unchanged = headers
@@ -455,7 +376,7 @@ async fn diff(
 ) -> Result<Response, ApiError> {
     let key = key_of(path.0)?;
     let Query(query) = query.map_err(|e| invalid_query(e.body_text()))?;
-    let latest = core.published.documents().latest(&key)?.meta.revision;
+    let latest = core.published.documents().in_force(&key)?.meta.revision;
     let to = revision(query.to.as_deref(), "to")?.unwrap_or(latest);
     let from = revision(query.from.as_deref(), "from")?.unwrap_or_else(|| to.saturating_sub(1));
     let after = core.published.release(&key, to).await?;

@@ -11,6 +11,7 @@
 mod audited;
 mod caller;
 mod config;
+mod config_push;
 mod events;
 #[cfg(test)]
 mod fuzz;
@@ -49,6 +50,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(seed::router())
         .merge(instances::router())
         .merge(config::router())
+        .merge(config_push::router())
         .merge(tokens::router())
         .route_layer(middleware::from_fn_with_state(core.clone(), audited::audited))
         .layer(TimeoutLayer::with_status_code(
@@ -61,6 +63,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(services::router())
         .merge(instances::reads())
         .merge(config::reads())
+        .merge(config_push::reads())
         .merge(events::router())
         .merge(metrics::router())
         .merge(crate::ui::router())

@@ -29,6 +29,8 @@ pub struct Reader {
     pub url: String,
     /// Its health.
     pub state: InstanceState,
+    /// Its labels (for a rollout's label steps).
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// Every instance's newest report on every document.
@@ -55,6 +57,12 @@ impl Acks {
         );
     }
 
+    /// The newest report of `instance` on `key`: revision, outcome, reason.
+    pub fn report(&self, key: &DocKey, instance: &str) -> Option<(u64, AckStatus, String)> {
+        let report = self.reports.get(key)?.get(instance)?;
+        Some((report.revision, report.status, report.reason.clone()))
+    }
+
     /// How `revision` of `key` stands across `readers` (ordered as given); reports of
     /// instances no longer among them are dropped.
     pub fn progress(&mut self, key: &DocKey, revision: u64, readers: Vec<Reader>) -> RolloutStatus {
@@ -68,6 +76,7 @@ impl Acks {
             unreachable: 0,
             waiting: 0,
             instances: Vec::with_capacity(readers.len()),
+            rollout: None,
         };
         for reader in readers {
             let report = reports.get(&reader.id);
@@ -109,6 +118,7 @@ mod tests {
             id: id.to_owned(),
             url: format!("http://{id}"),
             state,
+            metadata: std::collections::BTreeMap::new(),
         }
     }
 

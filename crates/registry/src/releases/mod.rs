@@ -17,6 +17,11 @@
 
 pub mod acks;
 pub mod format;
+pub mod rollout;
+
+use std::time::Duration;
+
+use rollout::{Rollout, Selector};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -117,6 +122,9 @@ pub struct ReleaseMeta {
     /// The revision whose content a rollback published again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_from: Option<u64>,
+    /// Published for a gray rollout and not promoted (yet): not in force for everyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
 }
 
 impl ReleaseMeta {
@@ -134,6 +142,7 @@ impl ReleaseMeta {
             message: self.message.clone(),
             published_at: humantime::format_rfc3339_millis(self.published_at).to_string(),
             rolled_back_from: self.rolled_back_from,
+            staged: self.staged,
         }
     }
 }
@@ -168,6 +177,8 @@ pub struct Draft {
     pub expected: Option<u64>,
     /// For a rollback, the revision whose content this is.
     pub rolled_back_from: Option<u64>,
+    /// A gray rollout's steps and bake time: the release goes to the steps' instances first.
+    pub rollout: Option<(Vec<Selector>, Duration)>,
     /// When it is published.
     pub at: SystemTime,
 }
@@ -205,6 +216,12 @@ pub enum ReleaseError {
     /// No release of this document exists.
     #[error("no configuration document {0}")]
     UnknownDocument(String),
+    /// A gray rollout needs a release in force to fall back to.
+    #[error("{0} has no release yet: its first one goes to everyone, without a rollout")]
+    FirstRelease(String),
+    /// No rollout of the document is running.
+    #[error("no rollout of {0} is running")]
+    NoRollout(String),
     /// The document has no such release kept.
     #[error("{path} has no revision {revision}: revisions {oldest} to {latest} are kept")]
     UnknownRevision {
@@ -219,10 +236,16 @@ pub enum ReleaseError {
     },
 }
 
-/// One document: its latest release whole, the facts of every retained one.
+/// One document: its latest release and the one in force whole, the facts of every retained
+/// one, and its rollout.
 #[derive(Debug)]
 struct Document {
+    /// The newest release (a rollout's candidate, while one runs).
     latest: Arc<StoredRelease>,
+    /// What every instance outside a running rollout's gray set runs.
+    in_force: Arc<StoredRelease>,
+    /// The last rollout, running or ended.
+    rollout: Option<Rollout>,
     /// Oldest first; the last is the latest's.
     history: VecDeque<ReleaseMeta>,
 }
@@ -258,6 +281,9 @@ impl Documents {
             malformed,
         })?;
         let current = self.documents.get(key).map_or(0, |d| d.latest.meta.revision);
+        if draft.rollout.is_some() && current == 0 {
+            return Err(ReleaseError::FirstRelease(key.path()));
+        }
         if let Some(expected) = draft.expected
             && expected != current
         {
@@ -278,6 +304,7 @@ impl Documents {
                 message: draft.message,
                 published_at: draft.at,
                 rolled_back_from: draft.rolled_back_from,
+                staged: draft.rollout.is_some(),
             },
             content: draft.content,
         });
@@ -286,6 +313,9 @@ impl Documents {
             key: key.clone(),
             revision,
         }));
+        if let Some(document) = self.documents.get_mut(key) {
+            document.start_rollout(draft.rollout, &release, draft.at);
+        }
         Ok((release, ops))
     }
 
@@ -299,10 +329,15 @@ impl Documents {
     fn keep(&mut self, release: &Arc<StoredRelease>) -> Vec<u64> {
         let document = self.documents.entry(release.key.clone()).or_insert_with(|| Document {
             latest: Arc::clone(release),
+            in_force: Arc::clone(release),
+            rollout: None,
             history: VecDeque::new(),
         });
         if release.meta.revision >= document.latest.meta.revision {
             document.latest = Arc::clone(release);
+        }
+        if !release.meta.staged && release.meta.revision >= document.in_force.meta.revision {
+            document.in_force = Arc::clone(release);
         }
         let at = document
             .history
@@ -361,19 +396,28 @@ impl Documents {
             .filter(|(key, _)| namespace.is_none_or(|ns| key.namespace == ns))
             .map(|(key, document)| DocumentView {
                 latest: document.latest.meta.view(key),
+                in_force: document.in_force.meta.revision,
                 oldest_kept: document.history.front().map_or(0, |m| m.revision),
             })
             .collect()
     }
 
-    /// The latest release of every document `service` reads in `namespace`: its own and the
-    /// namespace's [`SHARED`] ones, ordered by key.
-    pub fn read_by(&self, namespace: &str, service: &str) -> Vec<Arc<StoredRelease>> {
+    /// Every document `service` reads in `namespace`: its own and the namespace's [`SHARED`]
+    /// ones, ordered.
+    pub fn read_by(&self, namespace: &str, service: &str) -> Vec<DocKey> {
         self.documents
-            .iter()
-            .filter(|(key, _)| key.read_by(namespace, service))
-            .map(|(_, document)| Arc::clone(&document.latest))
+            .keys()
+            .filter(|key| key.read_by(namespace, service))
+            .cloned()
             .collect()
+    }
+
+    /// The release in force of `key`: what every instance outside a running rollout runs.
+    pub fn in_force(&self, key: &DocKey) -> Result<&Arc<StoredRelease>, ReleaseError> {
+        self.documents
+            .get(key)
+            .map(|d| &d.in_force)
+            .ok_or_else(|| ReleaseError::UnknownDocument(key.path()))
     }
 
     /// How many documents there are.

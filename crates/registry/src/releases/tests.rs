@@ -16,6 +16,7 @@ fn draft(content: &str, expected: Option<u64>) -> Draft {
         message: "why".to_owned(),
         expected,
         rolled_back_from: None,
+        rollout: None,
         at: SystemTime::UNIX_EPOCH + Duration::from_secs(60),
     }
 }

@@ -142,6 +142,7 @@ mod tests {
             message: String::new(),
             expected: None,
             rolled_back_from: None,
+            rollout: None,
             at: SystemTime::UNIX_EPOCH,
         }
     }

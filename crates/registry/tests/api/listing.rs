@@ -142,6 +142,8 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         ("/v1/config/{namespace}/{service}/{name}/rollback", "post"),
         ("/v1/config/{namespace}/{service}/{name}/acks", "post"),
         ("/v1/config/{namespace}/{service}/{name}/status", "get"),
+        ("/v1/config/{namespace}/{service}/{name}/rollout/promote", "post"),
+        ("/v1/config/{namespace}/{service}/{name}/rollout/abort", "post"),
     ];
     for (path, method) in served {
         assert!(
@@ -170,5 +172,5 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         }
     }
     let paths = document["paths"].as_object().expect("paths").len();
-    assert_eq!(paths, 22, "a path is described that the list above does not check");
+    assert_eq!(paths, 24, "a path is described that the list above does not check");
 }

@@ -14,6 +14,7 @@ mod metrics;
 mod notify;
 mod registration;
 mod restart;
+mod rollout;
 mod seed_wire;
 mod shutdown;
 mod tls;

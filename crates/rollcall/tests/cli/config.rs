@@ -110,6 +110,26 @@ async fn publish_read_history_diff_rollback_and_status_from_the_command_line() {
         "{status}"
     );
 
+    // A gray rollout to the first instance, seen in the status, then aborted by hand.
+    std::fs::write(&file, "{\n  \"maxScore\": 95\n}\n").expect("write");
+    let steps = format!("instances:{}", ids[0].0);
+    let (ok, out, err) = config(
+        &registry,
+        &["put", path, file_name, "--rollout", &steps, "--bake", "1h"],
+    );
+    assert!(ok && out.contains("revision 4"), "{out}{err}");
+    let status = config(&registry, &["status", path]).1;
+    assert!(
+        status.contains("rollout of r4 over r3: running at step 1 of 1"),
+        "{status}"
+    );
+    let (ok, out, err) = config(&registry, &["abort", path]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("{path}: rollout of revision 4 rolled back; revision 3 in force")
+    );
+
     let yaml = dir.path().join("bad.yaml");
     std::fs::write(&yaml, "a: 1\nb: [1, 2\n").expect("write");
     let (ok, _, err) = config(&registry, &["put", path, yaml.to_str().expect("UTF-8")]);
