@@ -112,6 +112,8 @@ impl ApiError {
             Self::Release(error) => match error {
                 ReleaseError::BadKey(_) => (StatusCode::BAD_REQUEST, "invalid_config_path"),
                 ReleaseError::Malformed { .. } => (StatusCode::BAD_REQUEST, "malformed_document"),
+                ReleaseError::InvalidSchema(_) => (StatusCode::BAD_REQUEST, "invalid_schema"),
+                ReleaseError::SchemaViolation { .. } => (StatusCode::BAD_REQUEST, "schema_violation"),
                 ReleaseError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
                 ReleaseError::MessageTooLong => (StatusCode::BAD_REQUEST, "invalid_message"),
                 ReleaseError::Conflict { .. } => (StatusCode::CONFLICT, "revision_conflict"),

@@ -13,11 +13,13 @@
 //!   size once, however long its history;
 //! - what instances report doing with releases (`acks`) is kept in memory, beside;
 //! - every content kept is well-formed in its format (`format`) and at most
-//!   [`MAX_DOCUMENT_BYTES`].
+//!   [`MAX_DOCUMENT_BYTES`], and meets its schema (`schema`: the document `NAME.schema` beside
+//!   it, when there is one) as the schema stood when it was published.
 
 pub mod acks;
 pub mod format;
 pub mod rollout;
+pub mod schema;
 
 use std::time::Duration;
 
@@ -216,6 +218,19 @@ pub enum ReleaseError {
     /// No release of this document exists.
     #[error("no configuration document {0}")]
     UnknownDocument(String),
+    /// A schema document that is not a JSON Schema that compiles.
+    #[error("the document is not a usable JSON Schema: {0}")]
+    InvalidSchema(String),
+    /// The document does not meet its schema.
+    #[error("the document does not meet its schema {schema} (revision {revision}): {violation}")]
+    SchemaViolation {
+        /// The schema document.
+        schema: String,
+        /// The schema's release in force.
+        revision: u64,
+        /// Where and what.
+        violation: String,
+    },
     /// A gray rollout needs a release in force to fall back to.
     #[error("{0} has no release yet: its first one goes to everyone, without a rollout")]
     FirstRelease(String),
@@ -280,6 +295,7 @@ impl Documents {
             format: draft.format.as_str(),
             malformed,
         })?;
+        self.check_schema(key, &draft)?;
         let current = self.documents.get(key).map_or(0, |d| d.latest.meta.revision);
         if draft.rollout.is_some() && current == 0 {
             return Err(ReleaseError::FirstRelease(key.path()));
@@ -317,6 +333,31 @@ impl Documents {
             document.start_rollout(draft.rollout, &release, draft.at);
         }
         Ok((release, ops))
+    }
+
+    /// Checks a schema document (`NAME.schema`: JSON that compiles), or a document against its
+    /// schema's release in force, if it has one.
+    fn check_schema(&self, key: &DocKey, draft: &Draft) -> Result<(), ReleaseError> {
+        if key.name.ends_with(schema::SUFFIX) {
+            if draft.format != ConfigFormat::Json {
+                return Err(ReleaseError::InvalidSchema("a schema is a JSON document".to_owned()));
+            }
+            return schema::check(&draft.content).map_err(ReleaseError::InvalidSchema);
+        }
+        let schema_key = DocKey {
+            name: format!("{}{}", key.name, schema::SUFFIX),
+            ..key.clone()
+        };
+        let Some(schema) = self.documents.get(&schema_key) else {
+            return Ok(());
+        };
+        schema::validate(&schema.in_force.content, draft.format, &draft.content).map_err(|violation| {
+            ReleaseError::SchemaViolation {
+                schema: schema_key.path(),
+                revision: schema.in_force.meta.revision,
+                violation,
+            }
+        })
     }
 
     /// Takes in a release read back from the store (in any order); returns the revisions that

@@ -398,3 +398,63 @@ async fn instances_report_applied_or_rejected_and_the_status_counts_them() {
         (StatusCode::NOT_FOUND, "unknown_revision")
     );
 }
+
+#[tokio::test]
+async fn a_reader_resuming_from_a_purged_revision_gets_the_whole_document_not_an_error() {
+    let registry = TestRegistry::spawn().await;
+    for n in 1..=101 {
+        publish_json(&registry, &n.to_string(), &[]).await;
+    }
+    let (status, purged) = error_of(registry.get(&format!("{LIMITS}?revision=1")).await).await;
+    assert_eq!(
+        (status, purged.error.as_str()),
+        (StatusCode::NOT_FOUND, "unknown_revision")
+    );
+    assert!(
+        purged.message.contains("revisions 2 to 101 are kept"),
+        "{}",
+        purged.message
+    );
+    // A blocking read from revision 1, long purged: answered at once, with the latest.
+    let started = std::time::Instant::now();
+    let resumed = registry.get(&format!("{LIMITS}?index=1&wait=30s")).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(resumed.headers()["x-rollcall-revision"], "101");
+    assert_eq!(resumed.text().await.expect("body"), "101");
+}
+
+#[tokio::test]
+async fn a_document_with_a_schema_beside_it_must_meet_it() {
+    let registry = TestRegistry::spawn().await;
+    let schema = r#"{"type": "object", "required": ["maxScore"], "properties": {"maxScore": {"type": "integer", "maximum": 100}}}"#;
+    let (status, not_schema) = error_of(
+        put(
+            &registry,
+            &format!("{LIMITS}.schema"),
+            "application/json",
+            r#"{"type": 5}"#,
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, not_schema.error.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_schema")
+    );
+    let remote = r#"{"$ref": "http://127.0.0.1:9/elsewhere.json"}"#;
+    let (_, fetches) =
+        error_of(put(&registry, &format!("{LIMITS}.schema"), "application/json", remote, &[]).await).await;
+    assert_eq!(fetches.error, "invalid_schema", "a remote $ref is refused, not fetched");
+    let published = put(&registry, &format!("{LIMITS}.schema"), "application/json", schema, &[]).await;
+    assert_eq!(published.status(), StatusCode::CREATED);
+
+    let (status, over) = error_of(put(&registry, LIMITS, "application/yaml", "maxScore: 120\n", &[]).await).await;
+    assert_eq!(
+        (status, over.error.as_str()),
+        (StatusCode::BAD_REQUEST, "schema_violation")
+    );
+    assert!(over.message.contains("at /maxScore"), "{}", over.message);
+    let fits = put(&registry, LIMITS, "application/yaml", "maxScore: 90\n", &[]).await;
+    assert_eq!(fits.status(), StatusCode::CREATED);
+}
