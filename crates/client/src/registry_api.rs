@@ -132,6 +132,7 @@ impl RegistryApi {
             registration: registration.clone(),
             metadata: std::collections::BTreeMap::new(),
             check: Some(check),
+            config_update_url: None,
         };
         let response = self
             .http

@@ -292,6 +292,7 @@ mod tests {
             registration: Registration::default(),
             metadata: BTreeMap::new(),
             check: Check::default(),
+            config_url: None,
             registrant: crate::state::Registrant::default(),
             state,
             registered_at: SystemTime::UNIX_EPOCH,

@@ -26,6 +26,7 @@
 mod audit;
 mod auth;
 mod config;
+mod config_hooks;
 mod core;
 mod error;
 mod events;

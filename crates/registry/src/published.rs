@@ -129,6 +129,17 @@ impl Published {
         self.change(key, |documents| documents.settle(key, promote, why)).await
     }
 
+    /// Records instance `id`'s report on `revision` of `key` (a webhook's answer).
+    pub fn record(&self, key: &DocKey, id: &str, revision: u64, status: rollcall_wire::AckStatus, reason: String) {
+        let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
+        acks.record(key, id, revision, status, reason);
+    }
+
+    /// Each document whose releases change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<DocKey> {
+        self.live.subscribe()
+    }
+
     /// The newest report of instance `id` on `key`.
     pub fn report(&self, key: &DocKey, id: &str) -> Option<(u64, rollcall_wire::AckStatus, String)> {
         self.acks.lock().unwrap_or_else(PoisonError::into_inner).report(key, id)

@@ -2,7 +2,8 @@
 //!
 //! The catalog decides (`crate::state`), the core makes it durable (`crate::core`), and
 //! [`Reactor`] acts: a registration starts the instance's prober and, if it requires services,
-//! its delivery queue, from what it already holds; a deregistration stops both; a recovery or a
+//! its delivery queue, from what it already holds (and its configuration webhook, if it asked
+//! for one); a deregistration stops them; a recovery or a
 //! change of providers wakes the queues concerned. Whatever made the change (the seed endpoint,
 //! `/v1/instances`, a probe, a restore after a restart) goes through this one path, so none of
 //! them can forget a step.
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use rollcall_wire::InstanceState;
 
+use crate::config_hooks::Hooks;
 use crate::core::{Core, React};
 use crate::health::Probers;
 use crate::notify::Notifier;
@@ -21,6 +23,7 @@ use crate::state::Event;
 pub(crate) struct Reactor {
     probers: Probers,
     notifier: Notifier,
+    hooks: Hooks,
 }
 
 impl React for Reactor {
@@ -36,15 +39,19 @@ impl React for Reactor {
                     tracing::debug!(%url, id, "instance registered");
                     if let Some(replaced) = replaced {
                         self.probers.stop(*replaced);
+                        self.hooks.stop(*replaced);
                     }
                     // Read back: a newer registration of the URL, or its removal, may already
                     // have been applied, and then reacted to first.
                     let instance = core
                         .catalog()
                         .current(url, *id)
-                        .map(|i| (i.registration.clone(), i.registrant.peer));
-                    if let Some((registration, registrant)) = instance {
+                        .map(|i| (i.registration.clone(), i.registrant.peer, i.config_url.is_some()));
+                    if let Some((registration, registrant, hooked)) = instance {
                         self.probers.start(core, url.clone(), *id);
+                        if hooked {
+                            self.hooks.start(core, url.clone(), *id);
+                        }
                         self.notifier
                             .subscribe(core, &registration, registrant, *id, holds.clone());
                     }
@@ -58,6 +65,7 @@ impl React for Reactor {
                     tracing::info!(%url, id, reaped, "instance deregistered");
                     self.notifier.remove(url, *id);
                     self.probers.stop(*id);
+                    self.hooks.stop(*id);
                 }
                 Event::StateChanged { id, url, from, to } => {
                     tracing::info!(%url, id, from = from.as_str(), to = to.as_str(), "instance state changed");

@@ -48,6 +48,10 @@ pub struct InstanceRegistration {
     /// How the registry checks the instance; absent, an HTTP check with the registry's defaults.
     #[serde(rename = "Check", skip_serializing_if = "Option::is_none")]
     pub check: Option<Check>,
+    /// Where the registry POSTs each configuration release the instance is to run, for a
+    /// service that holds no configuration stream (absent: none is sent).
+    #[serde(rename = "ConfigUpdateURL", skip_serializing_if = "Option::is_none")]
+    pub config_update_url: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for InstanceRegistration {
@@ -124,6 +128,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                     .map_err(|e: A::Error| de::Error::custom(format!("Metadata must be an object of strings: {e}")))?;
             } else if self.metadata && key_matches(&key, "Check") {
                 fields.check = map.next_value()?;
+            } else if self.metadata && key_matches(&key, "ConfigUpdateURL") {
+                fields.config_update_url = map.next_value()?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }

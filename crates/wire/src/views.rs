@@ -81,6 +81,9 @@ pub struct InstanceView {
     /// registration chose otherwise).
     #[serde(default)]
     pub check: crate::CheckView,
+    /// Where it is sent configuration releases, when it asked (`/v1` registrations only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_update_url: Option<String>,
 }
 
 /// One service and its instances, as answered by `GET /v1/services/{name}`.

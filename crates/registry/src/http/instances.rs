@@ -67,13 +67,15 @@ async fn register(
     validate::metadata(&request.metadata)?;
     let check = request.check.unwrap_or_default();
     validate::check(&check)?;
-    validate::addresses(&core, peer.ip(), &registration).await?;
+    let config_url = validate::config_url(&registration, request.config_update_url)?;
+    validate::addresses(&core, peer.ip(), &registration, config_url.as_ref()).await?;
 
     // It holds nothing yet: its queue sends every provider it requires.
     let command = Command::Register {
         registration,
         metadata: request.metadata,
         check,
+        config_url,
         by: caller.actor(peer.ip()),
         new_instance_id: new_instance_id(),
         delivered: BTreeSet::new(),

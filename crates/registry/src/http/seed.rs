@@ -55,7 +55,7 @@ async fn register(
     core.catalog()
         .admits(&registration, &by)
         .map_err(|e| seed_refusal(&e))?;
-    validate::addresses(&core, peer.ip(), &registration).await?;
+    validate::addresses(&core, peer.ip(), &registration, None).await?;
 
     let held = core.catalog().providers_of(&registration.required_services);
     let patch = Patch {
@@ -87,6 +87,7 @@ async fn register(
         registration,
         metadata: BTreeMap::new(),
         check: rollcall_wire::Check::default(),
+        config_url: None,
         by,
         new_instance_id: new_instance_id(),
         delivered: held,

@@ -116,6 +116,24 @@ pub(super) fn check(check: &Check) -> Result<(), ApiError> {
     }
 }
 
+/// Checks a `ConfigUpdateURL`: absolute http(s), on the ServiceURL's host, without
+/// credentials, like the other URLs of a registration.
+pub(super) fn config_url(registration: &Registration, url: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let service = check_url("ServiceURL", &registration.service_url)?;
+    let parsed = check_url("ConfigUpdateURL", &url)?;
+    if parsed.host() != service.host() {
+        return Err(invalid(format!(
+            "ConfigUpdateURL must be on the ServiceURL's host ({}), not {}",
+            service.host_str().unwrap_or_default(),
+            parsed.host_str().unwrap_or_default(),
+        )));
+    }
+    Ok(Some(url))
+}
+
 /// Checks metadata labels: at most [`MAX_METADATA_ENTRIES`], no empty key.
 pub(super) fn metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if metadata.len() > MAX_METADATA_ENTRIES {
@@ -163,11 +181,18 @@ fn check_url(field: &str, value: &str) -> Result<url::Url, ApiError> {
 /// Checks, under the registry's address policy, that the registration's heartbeat and update
 /// URLs resolve to addresses the registry may call for a registration sent from `peer` (each
 /// call checks again when it connects). The one check here that does I/O: it resolves names.
-pub(super) async fn addresses(core: &Core, peer: IpAddr, registration: &Registration) -> Result<(), ApiError> {
-    for (field, value) in [
-        ("HeartbeatURL", &registration.heartbeat_url),
-        ("ServiceUpdateURL", &registration.service_update_url),
-    ] {
+pub(super) async fn addresses(
+    core: &Core,
+    peer: IpAddr,
+    registration: &Registration,
+    config_url: Option<&String>,
+) -> Result<(), ApiError> {
+    let urls = [
+        ("HeartbeatURL", Some(&registration.heartbeat_url)),
+        ("ServiceUpdateURL", Some(&registration.service_update_url)),
+        ("ConfigUpdateURL", config_url),
+    ];
+    for (field, value) in urls.into_iter().filter_map(|(field, value)| Some((field, value?))) {
         let url = url::Url::parse(value).map_err(|e| invalid(format!("{field} is not an absolute URL: {e}")))?;
         match core.outbound.check(Some(peer), &url).await {
             Ok(()) => {}

@@ -13,6 +13,7 @@ pub(super) struct NewInstance {
     pub(super) registration: Registration,
     pub(super) metadata: BTreeMap<String, String>,
     pub(super) check: Check,
+    pub(super) config_url: Option<String>,
     pub(super) registrant: Registrant,
     /// The public id it gets if its ServiceURL is new.
     pub(super) public_id: String,
@@ -34,6 +35,8 @@ pub enum Command {
         metadata: BTreeMap<String, String>,
         /// How it is checked (the default, an HTTP check, for seed registrations).
         check: Check,
+        /// Where it is sent configuration releases (`/v1` registrations only).
+        config_url: Option<String>,
         /// Who sent it.
         by: Actor,
         /// The public id to give the instance if its ServiceURL is new (a known URL keeps its id).

@@ -75,6 +75,9 @@ pub struct StoredInstance {
     /// Taken out of rotation (`drain`): it comes back draining after a restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// Where it is sent configuration releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_url: Option<String>,
 }
 
 fn is_default(check: &Check) -> bool {
@@ -104,6 +107,8 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
     /// How it is checked.
     pub check: Check,
+    /// Where it is sent configuration releases.
+    pub config_url: Option<String>,
     /// Who registered it.
     pub registrant: Registrant,
     /// Its health.
@@ -145,6 +150,7 @@ impl Instance {
             consecutive_failures: self.consecutive_failures,
             metadata: self.metadata.clone(),
             check: self.check.view(),
+            config_update_url: self.config_url.clone(),
         }
     }
 
@@ -166,6 +172,7 @@ impl Instance {
             registrant: self.registrant.clone(),
             check: self.check,
             draining: self.state == InstanceState::Draining,
+            config_url: self.config_url.clone(),
         }
     }
 }

@@ -47,6 +47,7 @@ pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
         // A chosen check: the stores keep it too.
         check: rollcall_wire::Check::ttl(Duration::from_secs(5)),
         draining: true,
+        config_url: Some(format!("{url}/config")),
     }
 }
 

@@ -136,6 +136,7 @@ mod tests {
             registrant: crate::state::Registrant::default(),
             check: rollcall_wire::Check::default(),
             draining: false,
+            config_url: None,
         }
     }
 

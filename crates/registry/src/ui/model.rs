@@ -282,6 +282,7 @@ mod tests {
             consecutive_failures: 0,
             metadata: BTreeMap::new(),
             check: rollcall_wire::CheckView::default(),
+            config_update_url: None,
         }
     }
 

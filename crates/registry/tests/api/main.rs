@@ -4,6 +4,7 @@
 mod addresses;
 mod checks;
 mod config;
+mod config_hooks;
 mod dashboard;
 mod events;
 mod guard;

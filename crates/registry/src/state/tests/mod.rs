@@ -75,6 +75,7 @@ fn register_command(registration: Registration) -> Command {
         registration,
         metadata: BTreeMap::new(),
         check: rollcall_wire::Check::default(),
+        config_url: None,
         by: Actor::default(),
         delivered: BTreeSet::new(),
         proven: true,
@@ -426,6 +427,7 @@ fn an_instance_whose_registrant_was_never_recorded_yields_to_anyone() {
         registrant: Registrant::default(),
         check: rollcall_wire::Check::default(),
         draining: false,
+        config_url: None,
     }]);
     assert!(deregister_as(&mut c, "http://a", actor("10.0.0.1", None, false)).is_ok());
 }
@@ -523,6 +525,7 @@ fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
         registrant: Registrant::default(),
         check: rollcall_wire::Check::default(),
         draining: false,
+        config_url: None,
     };
     let mut c = catalog();
     // The dependent comes back before its providers: it still holds them all.
