@@ -8,7 +8,10 @@
 //!   alternating;
 //! - `cache-start`: a client's start until its value is there, from its cache with the registry
 //!   gone, beside from the registry;
-//! - `rss`: the registry's RSS holding 10,000 documents of 4 KiB, beside the same registry empty.
+//! - `rss`: the registry's RSS holding 10,000 documents of 4 KiB, beside the same registry empty;
+//! - `webhooks`: from a publish until all 1,000 instances registered with a `ConfigUpdateURL`
+//!   were sent it, beside the registry's fan-out of a provider patch to the same 1,000, trial by
+//!   trial.
 //!
 //! Run with `scripts/bench -p rollcall --bench config` (or `-- push` for one section);
 //! `ROLLCALL_BENCH_TRIALS` sets the trials of `push` (default 30).
@@ -16,6 +19,7 @@
 // A benchmark is a report: it prints, and turns counts into f64 for ratios.
 #![allow(clippy::print_stdout, clippy::cast_precision_loss)]
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +63,9 @@ fn main() {
             }
             if wanted("rss") {
                 rss().await;
+            }
+            if wanted("webhooks") {
+                webhooks().await;
             }
         });
 }
@@ -303,5 +310,160 @@ async fn rss() {
         mib(full_rss),
         mib(empty_rss),
         verdict(full_rss <= 100 * 1024 * 1024)
+    );
+}
+
+/// What the webhook receivers were sent: configuration revision → (deliveries, the last one's
+/// time), and provider URL → (patches adding it, the last one's time).
+#[derive(Debug, Default)]
+struct Received {
+    releases: HashMap<u64, (usize, Instant)>,
+    patches: HashMap<String, (usize, Instant)>,
+}
+
+/// One server standing in for every webhook receiver: `/i/{n}/config` and `/i/{n}/services`
+/// note what they are sent in `received`; its base URL.
+async fn receivers(received: Arc<Mutex<Received>>) -> String {
+    use axum::routing::{any, post};
+    let (on_release, on_patch) = (Arc::clone(&received), Arc::clone(&received));
+    let app = axum::Router::new()
+        .route(
+            "/i/{n}/config",
+            post(move |axum::Json(event): axum::Json<rollcall_wire::ReleaseEvent>| {
+                let received = Arc::clone(&on_release);
+                async move {
+                    let mut received = received.lock().expect("lock");
+                    let entry = received
+                        .releases
+                        .entry(event.release.revision)
+                        .or_insert((0, Instant::now()));
+                    *entry = (entry.0 + 1, Instant::now());
+                }
+            }),
+        )
+        .route(
+            "/i/{n}/services",
+            post(move |axum::Json(patch): axum::Json<rollcall_wire::Patch>| {
+                let received = Arc::clone(&on_patch);
+                async move {
+                    let mut received = received.lock().expect("lock");
+                    for added in patch.added {
+                        let entry = received.patches.entry(added.url).or_insert((0, Instant::now()));
+                        *entry = (entry.0 + 1, Instant::now());
+                    }
+                }
+            }),
+        )
+        .route("/i/{n}/heartbeat", any(|| async {}));
+    rollcall_testkit::serve(app, CancellationToken::new()).await
+}
+
+/// Registers 1,000 instances of `Hooked` at `fleet`, each with a `ConfigUpdateURL`, requiring
+/// `Fan`.
+async fn register_hooked(http: &reqwest::Client, base: &str, fleet: &str) {
+    let mut registering = tokio::task::JoinSet::new();
+    for part in 0..32 {
+        let (http, base, fleet) = (http.clone(), base.to_owned(), fleet.to_owned());
+        registering.spawn(async move {
+            for n in (part..SUBSCRIBERS).step_by(32) {
+                let url = format!("{fleet}/i/{n}");
+                let body = serde_json::json!({
+                    "ServiceName": "Hooked", "ServiceURL": url, "RequiredServices": ["Fan"],
+                    "ServiceUpdateURL": format!("{url}/services"), "HeartbeatURL": format!("{url}/heartbeat"),
+                    "ConfigUpdateURL": format!("{url}/config"), "Metadata": {"config-namespace": "prod"},
+                });
+                let answer = http
+                    .post(format!("{base}/v1/instances"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("register");
+                assert_eq!(answer.status(), 201);
+            }
+        });
+    }
+    registering.join_all().await;
+}
+
+/// Registers a new provider of `Fan` and waits until all 1,000 dependents were sent it; then
+/// deregisters it. The wait.
+async fn patch_once(http: &reqwest::Client, base: &str, received: &Arc<Mutex<Received>>) -> Duration {
+    let mut provider = FakeService::spawn("Fan", &[]).await;
+    // A port the OS hands out again would make an earlier trial's patches look like this one's.
+    while received.lock().expect("lock").patches.contains_key(&provider.url) {
+        provider = FakeService::spawn("Fan", &[]).await;
+    }
+    let started = Instant::now();
+    let answer = http
+        .post(format!("{base}/services"))
+        .json(&provider.registration())
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(answer.status(), 200);
+    let last = eventually("every dependent to be sent the provider", DEADLINE, || async {
+        let received = received.lock().expect("lock");
+        received
+            .patches
+            .get(&provider.url)
+            .filter(|(count, _)| *count >= SUBSCRIBERS)
+            .map(|(_, last)| *last)
+    })
+    .await;
+    let answer = http
+        .delete(format!("{base}/services"))
+        .body(provider.url.clone())
+        .send()
+        .await
+        .expect("deregister");
+    assert_eq!(answer.status(), 200);
+    last - started
+}
+
+async fn webhooks() {
+    let received: Arc<Mutex<Received>> = Arc::default();
+    let fleet = receivers(Arc::clone(&received)).await;
+    let registry = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--health-interval", "10m", "--max-probes-per-host", "4000000000"]);
+    });
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    publish(&http, &registry.url, "prod/Hooked/doc", r#"{"n": 1}"#.to_owned()).await;
+    register_hooked(&http, &registry.url, &fleet).await;
+    let all_sent = |revision: u64| {
+        let received = Arc::clone(&received);
+        async move {
+            eventually("every webhook to be sent the release", DEADLINE, || async {
+                let received = received.lock().expect("lock");
+                received
+                    .releases
+                    .get(&revision)
+                    .filter(|(count, _)| *count >= SUBSCRIBERS)
+                    .map(|(_, last)| *last)
+            })
+            .await
+        }
+    };
+    all_sent(1).await;
+    // The first patch also opens a connection to each dependent: not a trial.
+    patch_once(&http, &registry.url, &received).await;
+
+    let count = trials(30);
+    let (mut hooks, mut patches) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for trial in 2..(count as u64 + 2) {
+        let started = Instant::now();
+        publish(&http, &registry.url, "prod/Hooked/doc", format!("{{\"n\": {trial}}}")).await;
+        hooks.push(all_sent(trial).await - started);
+
+        patches.push(patch_once(&http, &registry.url, &received).await);
+    }
+    let (median, p99) = median_p99(&mut hooks);
+    let (patch_median, patch_p99) = median_p99(&mut patches);
+    println!(
+        "publish until all {SUBSCRIBERS} webhook receivers were sent it ({count} trials): median {} p99 {} || a provider patch's fan-out to the same {SUBSCRIBERS}, same trials: median {} p99 {} | target p99 <= 200 ms: {}",
+        ms(median),
+        ms(p99),
+        ms(patch_median),
+        ms(patch_p99),
+        verdict(p99 <= Duration::from_millis(200))
     );
 }
