@@ -1,4 +1,5 @@
-//! The dashboard at `/ui`: the whole system at a glance, live.
+//! The dashboard at `/ui`: the whole system at a glance, live; and the configuration
+//! (`config`: every document, one document with its instances, rollout, history and diffs).
 //!
 //! Pages are rendered on the server from askama templates compiled into the binary, so they work
 //! without JavaScript (the filter is then a plain GET form); the stylesheet is inlined, so the
@@ -6,6 +7,7 @@
 //! `/v1/events` and, on each change, fetches the same page with `?fragment=1` (its main content
 //! alone) to swap it in. Nothing is fetched from elsewhere.
 
+mod config;
 mod model;
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub(crate) fn router() -> Router<Arc<Core>> {
         .route("/ui", get(overview))
         .route("/ui/", get(overview))
         .route("/ui/services/{name}", get(service))
+        .route("/ui/config", get(config::list))
+        .route("/ui/config/{namespace}/{service}/{name}", get(config::document))
         .route(
             "/ui/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),

@@ -153,3 +153,65 @@ async fn a_service_page_link_works_for_any_service_name() {
         "the name is shown escaped: {page}"
     );
 }
+
+#[tokio::test]
+async fn the_configuration_pages_show_documents_instances_rollouts_history_and_diffs_escaped() {
+    let registry = TestRegistry::spawn().await;
+    let (_portal, grades) = portal_holding_grades(&registry).await;
+    let path = "/v1/config/prod/GradingService/limits";
+    let put = |query: &str, body: &'static str| {
+        let query = query.to_owned();
+        let registry = &registry;
+        async move {
+            let answer = rollcall_testkit::http_client()
+                .put(format!("{}{path}{query}", registry.url))
+                .header("content-type", "text/plain")
+                .header("x-rollcall-message", "<b>bold</b> move")
+                .body(body)
+                .send()
+                .await
+                .expect("PUT");
+            assert!(answer.status().is_success(), "{}", answer.status());
+        }
+    };
+    put("", "max=100\n").await;
+    put("", "max=90 <script>alert(1)</script>\n").await;
+    let id = registry
+        .instance("GradingService", &grades.url)
+        .await
+        .expect("listed")
+        .id;
+    let gray = format!("?rollout=instances:{id}&bake=1h");
+    put(&gray, "max=80\n").await;
+
+    let (status, list) = html(&registry, "/ui/config").await;
+    assert_eq!(status, 200);
+    assert!(
+        list.contains(r#"<tr data-path="prod/GradingService/limits">"#),
+        "{list}"
+    );
+    assert!(list.contains("running (r3)"), "{list}");
+
+    let (status, page) = html(&registry, "/ui/config/prod/GradingService/limits?diff=2").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("revision 2 in force"), "{page}");
+    assert!(page.contains("Rollout of revision 3 over 2"), "{page}");
+    assert!(
+        page.contains(&format!(r#"<tr data-id="{id}">"#)),
+        "the instance's row: {page}"
+    );
+    assert!(
+        page.contains(r#"<tr data-revision="3"><td class="num">3 (staged)"#),
+        "{page}"
+    );
+    assert!(
+        page.contains("-max=100") && page.contains("+max=90"),
+        "the diff: {page}"
+    );
+    assert!(!page.contains("<script>alert"), "content is escaped");
+    assert!(page.contains("&#60;script&#62;alert(1)"), "{page}");
+    assert!(!page.contains("<b>bold</b>"), "messages are escaped");
+
+    let (status, _) = html(&registry, "/ui/config/prod/GradingService/nothing").await;
+    assert_eq!(status, 404);
+}
