@@ -102,6 +102,10 @@ async fn push() {
         let seen: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
         let noted = Arc::clone(&seen);
         tokio::spawn(async move {
+            if let Some(value) = value.current() {
+                let n = value["n"].as_u64().unwrap_or_default();
+                noted.lock().expect("lock").push((n, Instant::now()));
+            }
             while let Some(value) = value.changed().await {
                 let n = value["n"].as_u64().unwrap_or_default();
                 noted.lock().expect("lock").push((n, Instant::now()));

@@ -1,4 +1,4 @@
-//! `rollcall config get|put|history|diff|rollback|list|status|promote|abort|watch`: central configuration from the
+//! `rollcall config get|put|history|diff|rollback|list|status|rollout|watch`: central configuration from the
 //! command line, over the registry's `/v1/config` API. A document is named
 //! `namespace/service/name`.
 //!
@@ -72,15 +72,12 @@ enum ConfigAction {
         #[command(flatten)]
         target: Target,
     },
-    /// Promote a document's running rollout to every instance now.
-    Promote {
-        /// `namespace/service/name`.
-        path: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Stop a document's running rollout: every instance goes back to the release in force.
-    Abort {
+    /// Settle a document's running rollout by hand (start one with `put --rollout`).
+    Rollout {
+        /// `promote` (the candidate to every instance now) or `abort` (every instance back to the
+        /// release in force).
+        #[arg(value_parser = ["promote", "abort"])]
+        action: String,
         /// `namespace/service/name`.
         path: String,
         #[command(flatten)]
@@ -198,8 +195,7 @@ pub async fn run(command: ConfigCommand) -> anyhow::Result<()> {
             let plan = rollout.map(|steps| (steps, bake));
             put(&path, &file, format, message, if_match, plan, &target).await
         }
-        ConfigAction::Promote { path, target } => settle(&path, "promote", &target).await,
-        ConfigAction::Abort { path, target } => settle(&path, "abort", &target).await,
+        ConfigAction::Rollout { action, path, target } => settle(&path, &action, &target).await,
         ConfigAction::History { path, json, target } => {
             let (url, who) = document_url(&target, &path, "history")?;
             let http = cli::http_client(&target.client)?;

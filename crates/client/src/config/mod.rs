@@ -84,6 +84,20 @@ impl ConfigClient {
         cache_dir: Option<PathBuf>,
         shutdown: CancellationToken,
     ) -> Self {
+        Self::start_checking_every(http, base, namespace, service, cache_dir, REVISION_CHECK, shutdown)
+    }
+
+    /// [`ConfigClient::start`], checking each document's revision every `check` instead of every
+    /// [`REVISION_CHECK`].
+    pub fn start_checking_every(
+        http: reqwest::Client,
+        base: &str,
+        namespace: &str,
+        service: &str,
+        cache_dir: Option<PathBuf>,
+        check: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         let cache = cache_dir.map(|dir| Cache::new(&dir, namespace, service));
         let inner = Arc::new(Inner {
             http,
@@ -102,7 +116,7 @@ impl ConfigClient {
                 inner.offer(release, false);
             }
         }
-        tokio::spawn(follow(Arc::clone(&inner), shutdown));
+        tokio::spawn(follow(Arc::clone(&inner), check, shutdown));
         Self { inner }
     }
 
@@ -142,13 +156,15 @@ impl ConfigClient {
         C: Fn(&T) -> Result<(), String> + Send + Sync + 'static,
     {
         let mut releases = self.inner.document(name);
-        let (sender, receiver) = watch::channel(None);
+        let (sender, mut receiver) = watch::channel(None);
         let inner = Arc::clone(&self.inner);
         // Decode what is held now at once, so that a value from the cache is there on return.
         let first = releases.borrow_and_update().clone();
         if let Some(held) = first {
             inner.apply(&held, &check, &sender);
         }
+        // What is there on return is `current()`; `changed()` waits for the next one.
+        receiver.mark_unchanged();
         tokio::spawn(async move {
             while releases.changed().await.is_ok() {
                 let held = releases.borrow_and_update().clone();
@@ -335,11 +351,11 @@ async fn fresh_release(answer: reqwest::Response, held: &rollcall_wire::ReleaseV
 /// Bounds every call but the stream.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Holds the service's stream, reconnecting with backoff, and checks revisions every
-/// [`REVISION_CHECK`], until `shutdown`.
-async fn follow(inner: Arc<Inner>, shutdown: CancellationToken) {
+/// Holds the service's stream, reconnecting with backoff, and checks revisions every `check`,
+/// until `shutdown`.
+async fn follow(inner: Arc<Inner>, check: Duration, shutdown: CancellationToken) {
     let mut delays = crate::backoff::retry_delays();
-    let mut checks = tokio::time::interval(REVISION_CHECK);
+    let mut checks = tokio::time::interval(check);
     checks.tick().await; // the first tick is now: the stream brings everything first
     loop {
         let connected = tokio::select! {
@@ -350,10 +366,15 @@ async fn follow(inner: Arc<Inner>, shutdown: CancellationToken) {
         if connected {
             delays = crate::backoff::retry_delays();
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+        // While the stream is away, the revision checks go on: they are what notices.
+        let pause = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5)));
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = &mut pause => break,
+                _ = checks.tick() => inner.check_revisions().await,
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse as _;
 use rollcall_client::ConfigClient;
 use rollcall_testkit::{DEADLINE, FakeService, TestRegistry, eventually, http_client};
 use tokio_util::sync::CancellationToken;
@@ -158,4 +159,102 @@ async fn with_the_registry_away_a_client_starts_from_its_cache_at_once_marked_st
     assert_eq!(value, Some(70));
     assert!(took < Duration::from_millis(500), "from the cache in {took:?}");
     assert!(away.is_stale());
+}
+
+#[tokio::test]
+async fn a_release_the_stream_never_brought_is_found_by_the_revision_check_and_counted_as_missed() {
+    let registry = TestRegistry::spawn().await;
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let id = registry
+        .register_instance(&serde_json::to_value(grades.registration()).expect("encode"))
+        .await
+        .json::<rollcall_wire::InstanceView>()
+        .await
+        .expect("instance")
+        .id;
+    publish(&registry, LIMITS, r#"{"max": 60}"#).await;
+    let cache = tempfile::tempdir().expect("dir");
+    // A first client fills the cache.
+    let stop = CancellationToken::new();
+    let filling = ConfigClient::start(
+        reqwest::Client::new(),
+        &registry.url,
+        "default",
+        "GradingService",
+        Some(cache.path().to_owned()),
+        stop.clone(),
+    );
+    let mut first = filling.value::<Limits, _>("limits", at_most_100);
+    if first.current().is_none() {
+        next_max(&mut first).await;
+    }
+    let cached = cache.path().join("default/GradingService/limits.json");
+    eventually("the release to be cached", DEADLINE, || async {
+        cached.exists().then_some(())
+    })
+    .await;
+    stop.cancel();
+
+    // A path to the registry that lets everything through but the stream.
+    let upstream = registry.url.clone();
+    let proxy = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let upstream = upstream.clone();
+        async move {
+            let path = request
+                .uri()
+                .path_and_query()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if path.starts_with("/v1/config/default/GradingService?") || path == "/v1/config/default/GradingService" {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Vec::new()).into_response();
+            }
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let mut forwarded = reqwest::Client::new()
+                .request(parts.method, format!("{upstream}{path}"))
+                .body(body);
+            for (name, value) in &parts.headers {
+                if name != "host" {
+                    forwarded = forwarded.header(name, value);
+                }
+            }
+            match forwarded.send().await {
+                Ok(answer) => {
+                    let status = answer.status();
+                    let headers = answer.headers().clone();
+                    let body = answer.bytes().await.unwrap_or_default().to_vec();
+                    let mut response = (status, body).into_response();
+                    for (name, value) in &headers {
+                        if name != "content-length" && name != "transfer-encoding" {
+                            response.headers_mut().insert(name, value.clone());
+                        }
+                    }
+                    response
+                }
+                Err(_) => (axum::http::StatusCode::BAD_GATEWAY, Vec::new()).into_response(),
+            }
+        }
+    });
+    let through_proxy = rollcall_testkit::serve(proxy, CancellationToken::new()).await;
+
+    let client = ConfigClient::start_checking_every(
+        reqwest::Client::new(),
+        &through_proxy,
+        "default",
+        "GradingService",
+        Some(cache.path().to_owned()),
+        Duration::from_millis(200),
+        CancellationToken::new(),
+    );
+    client.report_as(id);
+    let mut limits = client.value::<Limits, _>("limits", at_most_100);
+    assert_eq!(limits.current().map(|l| l.max), Some(60), "from the cache");
+    publish(&registry, LIMITS, r#"{"max": 50}"#).await;
+    assert_eq!(next_max(&mut limits).await, 50, "found by the revision check");
+    assert!(client.is_stale(), "the stream never came");
+    eventually("the miss to be counted", DEADLINE, || async {
+        let missed = registry.metric("rollcall_config_push_missed_total").await;
+        (missed >= 1.0).then_some(())
+    })
+    .await;
 }

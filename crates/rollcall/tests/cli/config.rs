@@ -123,7 +123,7 @@ async fn publish_read_history_diff_rollback_and_status_from_the_command_line() {
         status.contains("rollout of r4 over r3: running at step 1 of 1"),
         "{status}"
     );
-    let (ok, out, err) = config(&registry, &["abort", path]);
+    let (ok, out, err) = config(&registry, &["rollout", "abort", path]);
     assert!(ok, "{err}");
     assert_eq!(
         out.trim(),

@@ -335,3 +335,66 @@ async fn up_names_the_service_that_failed_to_start_with_its_own_error() {
     );
     assert!(!said.contains("the logs failed"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grade_type_published_with_rollcall_config_is_accepted_by_the_running_system() {
+    let data = tempfile::tempdir().expect("data dir");
+    let mut up = spawn_up(data.path());
+    let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let mut urls = std::collections::BTreeMap::new();
+    for _ in 0..5 {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line");
+        let mut words = line.split_whitespace();
+        if let (Some(name), Some(url)) = (words.next(), words.next()) {
+            urls.insert(name.to_owned(), url.to_owned());
+        }
+    }
+    let http = rollcall_testkit::http_client_without_redirects();
+    let project = [("Title", "Term project"), ("Type", "Project"), ("Score", "95")];
+    let submit = || {
+        http.post(format!("{}/students/2/grades", urls["portal"]))
+            .form(&project)
+            .send()
+    };
+    assert_eq!(submit().await.expect("POST").status(), 400, "not a grade type yet");
+
+    let rules = data.path().join("grading.json");
+    std::fs::write(
+        &rules,
+        r#"{"gradeTypes": ["Quiz", "Test", "Exam", "Homework", "Project"], "minScore": 0, "maxScore": 100}"#,
+    )
+    .expect("write");
+    let put = Command::new(rollcall())
+        .args(["config", "put", "default/_shared/grading"])
+        .arg(&rules)
+        .args(["--registry", &urls["registry"], "-m", "projects count"])
+        .output()
+        .expect("rollcall config put");
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+
+    // Both processes follow within moments, without a restart.
+    eventually(
+        "the portal and the grading service to accept a Project",
+        DEADLINE,
+        || async { (submit().await.ok()?.status() == 303).then_some(()) },
+    )
+    .await;
+    let student = get(&http, &format!("{}/students/2", urls["grades"]))
+        .await
+        .expect("GET");
+    assert!(student.1.contains(r#""Type":"Project""#), "{}", student.1);
+
+    let pid = up.id().expect("pid").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let _ = tokio::time::timeout(DEADLINE, up.wait()).await;
+}
