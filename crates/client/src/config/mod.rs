@@ -101,7 +101,7 @@ impl ConfigClient {
         let cache = cache_dir.map(|dir| Cache::new(&dir, namespace, service));
         let inner = Arc::new(Inner {
             http,
-            base: crate::registry_base_url(base),
+            base: crate::args::registry_base_url(base),
             namespace: namespace.to_owned(),
             service: service.to_owned(),
             cache,
