@@ -26,7 +26,6 @@
 mod audit;
 mod auth;
 mod config;
-mod config_hooks;
 mod core;
 mod error;
 mod events;

@@ -129,7 +129,8 @@ impl Published {
         self.change(key, |documents| documents.settle(key, promote, why)).await
     }
 
-    /// Records instance `id`'s report on `revision` of `key` (a webhook's answer).
+    /// Records instance `id`'s report on `revision` of `key` (a webhook's answer, from its
+    /// delivery queue).
     pub fn record(&self, key: &DocKey, id: &str, revision: u64, status: rollcall_wire::AckStatus, reason: String) {
         let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
         acks.record(key, id, revision, status, reason);

@@ -1,9 +1,9 @@
 //! The registry's reactions: what the running tasks do about each catalog event, in one place.
 //!
 //! The catalog decides (`crate::state`), the core makes it durable (`crate::core`), and
-//! [`Reactor`] acts: a registration starts the instance's prober and, if it requires services,
-//! its delivery queue, from what it already holds (and its configuration webhook, if it asked
-//! for one); a deregistration stops them; a recovery or a
+//! [`Reactor`] acts: a registration starts the instance's prober and, if it requires services or
+//! asked for its configuration by webhook, its delivery queue, from what it already holds; a
+//! deregistration stops both; a recovery or a
 //! change of providers wakes the queues concerned. Whatever made the change (the seed endpoint,
 //! `/v1/instances`, a probe, a restore after a restart) goes through this one path, so none of
 //! them can forget a step.
@@ -12,10 +12,9 @@ use std::sync::Arc;
 
 use rollcall_wire::InstanceState;
 
-use crate::config_hooks::Hooks;
 use crate::core::{Core, React};
 use crate::health::Probers;
-use crate::notify::Notifier;
+use crate::notify::{ConfigFeed, NAMESPACE_LABEL, Notifier};
 use crate::state::Event;
 
 /// Owns the probers and the delivery queues, and acts on events.
@@ -23,7 +22,22 @@ use crate::state::Event;
 pub(crate) struct Reactor {
     probers: Probers,
     notifier: Notifier,
-    hooks: Hooks,
+}
+
+/// The configuration feed of an instance that asked for one (a `ConfigUpdateURL`).
+fn config_feed(instance: &crate::state::Instance) -> Option<ConfigFeed> {
+    let url = url::Url::parse(instance.config_url.as_deref()?).ok()?;
+    Some(ConfigFeed {
+        url,
+        instance: instance.instance_id.clone(),
+        service: instance.registration.service_name.clone(),
+        namespace: instance
+            .metadata
+            .get(NAMESPACE_LABEL)
+            .cloned()
+            .unwrap_or_else(|| "default".to_owned()),
+        delivered: std::sync::Mutex::default(),
+    })
 }
 
 impl React for Reactor {
@@ -39,21 +53,17 @@ impl React for Reactor {
                     tracing::debug!(%url, id, "instance registered");
                     if let Some(replaced) = replaced {
                         self.probers.stop(*replaced);
-                        self.hooks.stop(*replaced);
                     }
                     // Read back: a newer registration of the URL, or its removal, may already
                     // have been applied, and then reacted to first.
                     let instance = core
                         .catalog()
                         .current(url, *id)
-                        .map(|i| (i.registration.clone(), i.registrant.peer, i.config_url.is_some()));
-                    if let Some((registration, registrant, hooked)) = instance {
+                        .map(|i| (i.registration.clone(), i.registrant.peer, config_feed(i)));
+                    if let Some((registration, registrant, config)) = instance {
                         self.probers.start(core, url.clone(), *id);
-                        if hooked {
-                            self.hooks.start(core, url.clone(), *id);
-                        }
                         self.notifier
-                            .subscribe(core, &registration, registrant, *id, holds.clone());
+                            .subscribe(core, &registration, registrant, *id, holds.clone(), config);
                     }
                 }
                 Event::Deregistered { id, url, reaped, .. } => {
@@ -65,7 +75,6 @@ impl React for Reactor {
                     tracing::info!(%url, id, reaped, "instance deregistered");
                     self.notifier.remove(url, *id);
                     self.probers.stop(*id);
-                    self.hooks.stop(*id);
                 }
                 Event::StateChanged { id, url, from, to } => {
                     tracing::info!(%url, id, from = from.as_str(), to = to.as_str(), "instance state changed");

@@ -1,9 +1,15 @@
 //! Push notifications: one ordered, coalescing delivery queue per subscriber.
 //!
-//! A subscriber is a registered instance that requires other services. Its queue is a task that
-//! holds what the subscriber is known to hold (`held`: the providers it acknowledged) and, when
-//! woken, sends the difference between that and what it should hold now (computed from the
-//! catalog). Because the patch is always computed from the current catalog:
+//! A subscriber is a registered instance that requires other services, or that asked for its
+//! configuration by webhook (a `ConfigUpdateURL`), or both. Its queue is a task that holds what
+//! the subscriber is known to hold (`held`: the providers it acknowledged; and the configuration
+//! releases it was sent) and, when woken, sends the difference between that and what it should
+//! hold now (computed from the catalog, and from the published documents: what the instance is
+//! to run of each document its service reads, rollouts included). Patches go first, then each
+//! configuration release the subscriber lacks, as a `release` event's JSON; a 2xx answer to one
+//! counts as applied, 422 as rejected (both are recorded as the instance's report). The queues
+//! with a configuration feed are woken by a listener of the published documents, started with
+//! the first of them. Because what is sent is always computed from the current state:
 //! - changes that pile up while a subscriber is slow are coalesced (an instance added then removed
 //!   before delivery is never sent at all);
 //! - a subscriber is never sent a patch that repeats what it already holds;
@@ -27,6 +33,11 @@ use crate::core::Core;
 use crate::outbound::{PatchConnection, patch_body};
 use crate::state::InstanceId;
 
+mod config;
+
+pub(crate) use config::{ConfigFeed, NAMESPACE_LABEL};
+use config::{Delivered, deliver_config, wake_on_releases};
+
 /// Delivery attempts in a row before a queue stops retrying until the next change.
 pub const MAX_ATTEMPTS: u32 = 8;
 /// The first retry waits between this and twice this; each further one doubles the step.
@@ -38,6 +49,8 @@ const MAX_RETRY_STEP: Duration = Duration::from_millis(2_500);
 #[derive(Debug, Default)]
 pub(crate) struct Notifier {
     subscribers: Arc<Subscribers>,
+    /// True once the listener that wakes configuration feeds runs.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 type Subscribers = Mutex<HashMap<String, Arc<Subscriber>>>;
@@ -52,6 +65,8 @@ struct Subscriber {
     /// Where its registration came from: deliveries are held to it.
     registrant: Option<IpAddr>,
     required: Vec<String>,
+    /// Its configuration by webhook, if it asked for it.
+    config: Option<ConfigFeed>,
     /// The providers the subscriber acknowledged holding.
     held: Mutex<BTreeSet<PatchEntry>>,
     /// When the oldest change the subscriber does not hold yet happened; `None` when it is
@@ -72,6 +87,7 @@ impl Notifier {
         registrant: Option<IpAddr>,
         id: InstanceId,
         held: BTreeSet<PatchEntry>,
+        config: Option<ConfigFeed>,
     ) {
         let url = &registration.service_url;
         let mut subscribers = lock(&self.subscribers);
@@ -81,8 +97,12 @@ impl Notifier {
         if let Some(old) = subscribers.remove(url) {
             old.cancel.cancel();
         }
-        if registration.required_services.is_empty() {
+        if registration.required_services.is_empty() && config.is_none() {
             return;
+        }
+        if config.is_some() && !self.listening.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            core.tasks
+                .spawn(wake_on_releases(Arc::clone(core), Arc::clone(&self.subscribers)));
         }
         let Ok(update_url) = url::Url::parse(&registration.service_update_url) else {
             tracing::warn!(%url, "unparsable ServiceUpdateURL; no notifications"); // validated on registration
@@ -94,6 +114,7 @@ impl Notifier {
             update_url,
             registrant,
             required: registration.required_services.clone(),
+            config,
             held: Mutex::new(held),
             behind_since: Mutex::new(Some(Instant::now())),
             wake: Notify::new(),
@@ -205,8 +226,25 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection:
         let desired = core.catalog().providers_of(&subscriber.required);
         let patch = difference(&subscriber.held(), &desired);
         if patch.is_empty() {
-            *subscriber.behind() = None;
-            return;
+            match deliver_config(core, subscriber).await {
+                Delivered::Current => {
+                    *subscriber.behind() = None;
+                    return;
+                }
+                Delivered::One => {
+                    retries = Retries::new();
+                    continue;
+                }
+                Delivered::Cancelled => return,
+                Delivered::Failed(error) => match retries.after_failure(&subscriber.cancel).await {
+                    Retry::Again => continue,
+                    Retry::Cancelled => return,
+                    Retry::GiveUp => {
+                        tracing::warn!(url = %subscriber.url, %error, "giving up on a configuration release until the next change");
+                        return;
+                    }
+                },
+            }
         }
         let delivery = connection.post_json(&core.outbound, patch_body(&patch), core.config.notify_timeout);
         let result = tokio::select! {
