@@ -1,5 +1,6 @@
-// The dashboard's live part: follow the registry's event stream, and on each change fetch the
-// page's main content again (rendered by the registry, as without JavaScript). EventSource
+// The dashboard's live part: follow the registry's event stream (and, on a configuration
+// document's page, its service's configuration stream), and on each change fetch the page's
+// main content again (rendered by the registry, as without JavaScript). EventSource
 // reconnects by itself; the header says whether the page is live.
 (function () {
   "use strict";
@@ -31,6 +32,8 @@
       return response.text();
     }).then(function (html) {
       content.innerHTML = html;
+      // Counted, so that a test can tell when the page has caught up.
+      document.body.dataset.refreshes = String((+document.body.dataset.refreshes || 0) + 1);
       var input = document.getElementById("filter");
       if (input && typed !== null) { input.value = typed; if (focused) input.focus(); }
       applyFilter();
@@ -51,5 +54,13 @@
   events.addEventListener("lagged", schedule);
   events.onopen = function () { say("Live", "ok"); schedule(); };
   events.onerror = function () { say("Disconnected from the registry: reconnecting…", "down"); };
+  // A configuration document's page also follows its service's configuration stream: a new
+  // release, a rollout's step or a rollback refreshes it too.
+  var documentPage = location.pathname.match(/^\/ui\/config\/([^/]+)\/([^/]+)\/[^/]+$/);
+  if (documentPage) {
+    var releases = new EventSource("/v1/config/" + documentPage[1] + "/" + documentPage[2]);
+    releases.addEventListener("release", schedule);
+    releases.addEventListener("lagged", schedule);
+  }
   applyFilter();
 })();

@@ -215,3 +215,45 @@ async fn the_configuration_pages_show_documents_instances_rollouts_history_and_d
     let (status, _) = html(&registry, "/ui/config/prod/GradingService/nothing").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_browser_on_a_configuration_page_sees_a_new_release_without_a_reload() {
+    let registry = TestRegistry::spawn().await;
+    let path = format!("{}/v1/config/prod/GradingService/limits", registry.url);
+    let publish = |body: &'static str| {
+        let path = path.clone();
+        async move {
+            let answer = rollcall_testkit::http_client()
+                .put(path)
+                .header("content-type", "text/plain")
+                .body(body)
+                .send()
+                .await
+                .expect("PUT");
+            assert!(answer.status().is_success());
+        }
+    };
+    publish("max=100").await;
+    let browser = Browser::start(1100, 900).await;
+    let client = &browser.client;
+    client
+        .goto(&format!("{}/ui/config/prod/GradingService/limits", registry.url))
+        .await
+        .expect("open the document");
+    eventually("the page to be live and caught up", DEADLINE, || async {
+        let live = client.find(Locator::Id("live")).await.ok()?.text().await.ok()?;
+        let body = client.find(Locator::Css("body")).await.ok()?;
+        let refreshes = body.attr("data-refreshes").await.ok()??;
+        (live == "Live" && refreshes != "0").then_some(())
+    })
+    .await;
+    publish("max=90").await;
+    let text = eventually("the new release on the page", DEADLINE, || async {
+        let text = client.find(Locator::Id("document")).await.ok()?.text().await.ok()?;
+        (text == "max=90").then_some(text)
+    })
+    .await;
+    assert_eq!(text, "max=90");
+    browser.screenshot("dashboard-config-document").await;
+    browser.close().await;
+}
