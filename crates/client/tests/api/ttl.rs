@@ -20,7 +20,7 @@ async fn a_service_the_registry_cannot_reach_stays_discoverable_by_renewing_itse
     let unreachable = refused_url().await;
     let running = service(&registry.url, "HelloService", &[])
         .advertise(unreachable.clone())
-        .liveness(Liveness::Ttl(Duration::from_millis(300)))
+        .liveness(Liveness::Ttl(Duration::from_secs(1)))
         .start(CancellationToken::new())
         .await
         .expect("starts");
@@ -32,9 +32,9 @@ async fn a_service_the_registry_cannot_reach_stays_discoverable_by_renewing_itse
     let listed = registry.instance("HelloService", &unreachable).await.expect("listed");
     assert_eq!(listed.check.kind, CheckKind::Ttl);
 
-    // Five TTLs later it is still passing: renewals, not probes, keep it there.
+    // Two TTLs later it is still passing: renewals, not probes, keep it there.
     let watching = Instant::now();
-    while watching.elapsed() < Duration::from_millis(1_500) {
+    while watching.elapsed() < Duration::from_secs(2) {
         let state = registry.instance("HelloService", &unreachable).await.map(|i| i.state);
         assert_eq!(state, Some(InstanceState::Passing));
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -40,17 +40,18 @@ async fn a_ttl_instance_is_announced_by_its_first_renewal_and_removed_when_renew
     let portal = FakeService::spawn("Portal", &["GradingService"]).await;
     register(&registry, &portal).await;
     let grades = FakeService::spawn("GradingService", &[]).await;
-    let view = register_checked(&registry, &grades, json!({"Kind": "ttl", "TTL": "300ms", "Tries": 2})).await;
+    let view = register_checked(&registry, &grades, json!({"Kind": "ttl", "TTL": "1s", "Tries": 2})).await;
     assert_eq!(view.state, InstanceState::Pending);
     assert_eq!(view.check.kind, CheckKind::Ttl);
-    assert_eq!(view.check.ttl.as_deref(), Some("300ms"));
+    assert_eq!(view.check.ttl.as_deref(), Some("1s"));
 
     assert_eq!(renew(&registry, &view.id).await.status(), StatusCode::NO_CONTENT);
     portal.wait_for_providers(&BTreeSet::from([grades.entry()])).await;
 
-    // Renewed well within its TTL for a second: it stays passing all along.
+    // Renewed well within its TTL for two seconds: it stays passing all along (a TTL of a second
+    // leaves room for a busy machine).
     let renewing = tokio::time::Instant::now();
-    while renewing.elapsed() < Duration::from_secs(1) {
+    while renewing.elapsed() < Duration::from_secs(2) {
         assert_eq!(renew(&registry, &view.id).await.status(), StatusCode::NO_CONTENT);
         let state = registry.instance("GradingService", &grades.url).await.map(|i| i.state);
         assert_eq!(state, Some(InstanceState::Passing));
@@ -62,7 +63,7 @@ async fn a_ttl_instance_is_announced_by_its_first_renewal_and_removed_when_renew
         .wait_for_state("GradingService", &grades.url, InstanceState::Critical)
         .await;
     assert_eq!(critical.last_error.as_deref(), Some("not renewed within its TTL"));
-    assert_eq!(critical.consecutive_failures, 2);
+    assert!(critical.consecutive_failures >= 2, "{critical:?}");
     portal.wait_for_providers(&BTreeSet::new()).await;
 
     // One renewal brings it back.

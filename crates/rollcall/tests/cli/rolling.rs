@@ -66,7 +66,7 @@ async fn a_rolling_restart_of_grading_fails_no_request_of_a_single_attempt_depen
 async fn a_service_started_with_ttl_renews_itself_and_leaves_when_stopped() {
     let registry = crate::quick_registry(rollcall());
     let mut grades = ServerProcess::start(rollcall(), "grades", |c| {
-        c.args(["--registry", &registry.url, "--ttl", "500ms"]);
+        c.args(["--registry", &registry.url, "--ttl", "1s"]);
     });
     let (http, url) = (rollcall_testkit::http_client(), grades.url.clone());
     let listed = || async {
@@ -87,8 +87,8 @@ async fn a_service_started_with_ttl_renews_itself_and_leaves_when_stopped() {
     })
     .await;
     assert_eq!(instance.check.kind, rollcall_wire::CheckKind::Ttl);
-    assert_eq!(instance.check.ttl.as_deref(), Some("500ms"));
-    // Passing for four TTLs on end: renewed all along.
+    assert_eq!(instance.check.ttl.as_deref(), Some("1s"));
+    // Passing for two TTLs on end: renewed all along.
     let watching = std::time::Instant::now();
     while watching.elapsed() < Duration::from_secs(2) {
         let state = listed().await.map(|i| i.state);
