@@ -89,7 +89,7 @@ async fn a_rollout_reaches_its_gray_instance_first_and_everyone_after_the_bakes(
         (1, 1)
     );
 
-    let staged = put(&registry, &format!("?rollout=instances:{gray},100&bake=400ms"), "two").await;
+    let staged = put(&registry, &format!("?rollout=instances:{gray},100&bake=1s"), "two").await;
     assert_eq!(staged.status(), StatusCode::OK);
     let staged: rollcall_wire::ReleaseView = staged.json().await.expect("release");
     assert!(staged.staged);
