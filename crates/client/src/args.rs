@@ -21,7 +21,9 @@ pub struct ServiceArgs {
     #[arg(long, env = "ROLLCALL_ADVERTISE", value_name = "URL", value_parser = parse_http_url)]
     pub advertise: Option<String>,
 
-    /// The registry: its base URL, or the seed-style `.../services` URL Go services use.
+    /// The registry: its base URL, or the seed-style `.../services` URL Go services use; several,
+    /// comma-separated, for several nodes of one catalog (a call that cannot connect to one
+    /// moves on to the next).
     #[arg(
         long,
         env = "ROLLCALL_REGISTRY",
@@ -104,8 +106,32 @@ pub fn registry_base_url(url: &str) -> String {
     trimmed.strip_suffix("/services").unwrap_or(trimmed).to_owned()
 }
 
+/// Each registry base URL of `urls`, a comma-separated list (one URL is a list of one).
+pub fn registry_base_urls(urls: &str) -> Vec<String> {
+    let bases: Vec<String> = urls
+        .split(',')
+        .filter(|url| !url.trim().is_empty())
+        .map(registry_base_url)
+        .collect();
+    if bases.is_empty() {
+        vec![registry_base_url(urls)]
+    } else {
+        bases
+    }
+}
+
+/// The first registry of `urls` (comma-separated), as a base URL: where a command that talks
+/// to one registry at a time starts.
+pub fn first_registry(urls: &str) -> String {
+    registry_base_urls(urls).swap_remove(0)
+}
+
 fn parse_registry_url(value: &str) -> Result<String, String> {
-    parse_http_url(value).map(|url| registry_base_url(&url))
+    let urls = value
+        .split(',')
+        .map(|url| parse_http_url(url).map(|url| registry_base_url(&url)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(urls.join(","))
 }
 
 fn parse_http_url(value: &str) -> Result<String, String> {
@@ -187,5 +213,22 @@ mod tests {
         assert_eq!(url("0.0.0.0:6000"), "http://127.0.0.1:6000");
         assert_eq!(url("[::]:6000"), "http://[::1]:6000");
         assert_eq!(url("192.0.2.7:80"), "http://192.0.2.7:80");
+    }
+
+    #[test]
+    fn several_registries_are_a_comma_separated_list_each_spelled_either_way() {
+        let parsed = Command::try_parse_from([
+            "test",
+            "--registry",
+            "http://10.0.0.1:3000/services,http://10.0.0.2:3000/",
+        ])
+        .expect("parses");
+        assert_eq!(parsed.service.registry, "http://10.0.0.1:3000,http://10.0.0.2:3000");
+        assert_eq!(
+            registry_base_urls(&parsed.service.registry),
+            ["http://10.0.0.1:3000", "http://10.0.0.2:3000"]
+        );
+        assert_eq!(first_registry(&parsed.service.registry), "http://10.0.0.1:3000");
+        assert!(Command::try_parse_from(["test", "--registry", "http://a:1,ftp://b"]).is_err());
     }
 }

@@ -35,7 +35,7 @@ mod registry_api;
 mod runtime;
 mod signals;
 
-pub use args::{DEFAULT_REGISTRY, ServiceArgs, registry_base_url};
+pub use args::{DEFAULT_REGISTRY, ServiceArgs, first_registry, registry_base_url, registry_base_urls};
 pub use client_args::{ClientArgs, ClientArgsError};
 pub use config::{ConfigClient, REVISION_CHECK, Watched};
 pub use error::{RegistryError, StartError};

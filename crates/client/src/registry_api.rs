@@ -5,6 +5,8 @@
 //! that tells the service it was forgotten, draining, and TTL liveness (registering through
 //! `POST /v1/instances` with a TTL check, then renewing).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rollcall_wire::{Check, InstanceRegistration, InstanceView, Registration};
@@ -13,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::retry_delays;
 use crate::error::RegistryError;
 
-/// A registry's seed endpoint and the process's HTTP client.
+/// The registries a process may use (one, or several nodes of one catalog), the one in use,
+/// and the process's HTTP client. A call that cannot connect to the registry in use moves on to
+/// the next (each tried once per call), which stays in use.
 #[derive(Debug, Clone)]
 pub(crate) struct RegistryApi {
     http: reqwest::Client,
-    services_url: String,
-    base: String,
+    bases: Arc<[String]>,
+    at: Arc<AtomicUsize>,
 }
 
 /// How the registry tells that a service is alive.
@@ -52,36 +56,62 @@ pub(crate) enum Listed {
 const LISTING_WAIT: Duration = Duration::from_secs(25);
 
 impl RegistryApi {
-    /// The registry whose base URL is `base` (see [`crate::registry_base_url`]).
-    pub(crate) fn new(http: reqwest::Client, base: &str) -> Self {
+    /// The registries whose base URLs `bases` lists, comma-separated (see
+    /// [`crate::registry_base_url`]).
+    pub(crate) fn new(http: reqwest::Client, bases: &str) -> Self {
         Self {
             http,
-            services_url: format!("{base}/services"),
-            base: base.to_owned(),
+            bases: crate::args::registry_base_urls(bases).into(),
+            at: Arc::default(),
         }
     }
 
-    /// The `/v1` URL of `segments` (each percent-encoded as one path segment).
-    fn v1_url(&self, segments: &[&str]) -> Option<reqwest::Url> {
-        let mut url = reqwest::Url::parse(&self.base).ok()?;
-        url.path_segments_mut().ok()?.push("v1").extend(segments);
-        Some(url)
+    /// The registry in use.
+    pub(crate) fn base(&self) -> &str {
+        &self.bases[self.at.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Sends the request `build` makes for the registry in use; when no connection can be made
+    /// to it, moves on to the next registry and sends it there (each tried once).
+    pub(crate) async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let count = self.bases.len();
+        let mut tried = 1;
+        loop {
+            let at = self.at.load(Ordering::Relaxed) % count;
+            match build(&self.bases[at]).send().await {
+                Err(error) if error.is_connect() && tried < count => {
+                    let next = (at + 1) % count;
+                    tracing::warn!(registry = %self.bases[at], next = %self.bases[next], "cannot reach the registry: moving to the next");
+                    let _ = self.at.compare_exchange(at, next, Ordering::Relaxed, Ordering::Relaxed);
+                    tried += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Whether the instance at `url` of `service` is listed, once the listing's index moved
     /// past `index` (at once without one; at most [`LISTING_WAIT`] later otherwise).
     pub(crate) async fn listed(&self, service: &str, url: &str, index: Option<u64>) -> Listed {
-        let Some(listing) = self.v1_url(&["services", service]) else {
-            return Listed::Unsupported;
-        };
-        let mut request = self.http.get(listing).timeout(LISTING_WAIT + Duration::from_secs(5));
-        if let Some(index) = index {
-            request = request.query(&[
-                ("index", index.to_string()),
-                ("wait", format!("{}s", LISTING_WAIT.as_secs())),
-            ]);
-        }
-        let Ok(response) = request.send().await else {
+        let sent = self
+            .send(|base| {
+                let mut request = self
+                    .http
+                    .get(v1_url(base, &["services", service]))
+                    .timeout(LISTING_WAIT + Duration::from_secs(5));
+                if let Some(index) = index {
+                    request = request.query(&[
+                        ("index", index.to_string()),
+                        ("wait", format!("{}s", LISTING_WAIT.as_secs())),
+                    ]);
+                }
+                request
+            })
+            .await;
+        let Ok(response) = sent else {
             return Listed::Unreachable;
         };
         if !response.status().is_success() {
@@ -111,11 +141,12 @@ impl RegistryApi {
         let mut body = serde_json::to_vec(registration).expect("a Registration always encodes");
         body.push(b'\n');
         let response = self
-            .http
-            .post(&self.services_url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
+            .send(|base| {
+                self.http
+                    .post(format!("{base}/services"))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+            })
             .await
             .map_err(|e| RegistryError::Unreachable(e.without_url()))?;
         refusal(response).await
@@ -135,10 +166,7 @@ impl RegistryApi {
             config_update_url: None,
         };
         let response = self
-            .http
-            .post(format!("{}/v1/instances", self.base))
-            .json(&body)
-            .send()
+            .send(|base| self.http.post(format!("{base}/v1/instances")).json(&body))
             .await
             .map_err(|e| RegistryError::Unreachable(e.without_url()))?;
         let view: InstanceView = accepted(response)
@@ -153,9 +181,7 @@ impl RegistryApi {
     pub(crate) async fn renew(&self, id: &str) -> Result<(), RegistryError> {
         // The id is the registry's own answer (hex digits): nothing to encode.
         let response = self
-            .http
-            .put(format!("{}/v1/instances/{id}/ttl", self.base))
-            .send()
+            .send(|base| self.http.put(format!("{base}/v1/instances/{id}/ttl")))
             .await
             .map_err(|e| RegistryError::Unreachable(e.without_url()))?;
         refusal(response).await
@@ -195,7 +221,7 @@ impl RegistryApi {
                 Err(error) if fail_fast => return Err(error),
                 Err(error) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(registry = %self.services_url, %error, retry_in = ?delay, "registration failed");
+                    tracing::warn!(registry = %self.base(), %error, retry_in = ?delay, "registration failed");
                     tokio::select! {
                         () = shutdown.cancelled() => return Err(RegistryError::Cancelled),
                         () = tokio::time::sleep(delay) => {}
@@ -209,13 +235,13 @@ impl RegistryApi {
     /// bound) until its dependents acknowledged; the answer is how many still held it, `None`
     /// when the registry cannot drain (the Go registry) or did not answer.
     pub(crate) async fn drain(&self, id: &str) -> Option<u64> {
-        let url = self.v1_url(&["instances", id, "drain"])?;
         let response = self
-            .http
-            .post(url)
-            .query(&[("wait", "5s")])
-            .timeout(Duration::from_secs(8))
-            .send()
+            .send(|base| {
+                self.http
+                    .post(v1_url(base, &["instances", id, "drain"]))
+                    .query(&[("wait", "5s")])
+                    .timeout(Duration::from_secs(8))
+            })
             .await
             .ok()?;
         if !response.status().is_success() {
@@ -231,15 +257,28 @@ impl RegistryApi {
     /// Deregisters `service_url`.
     pub(crate) async fn deregister(&self, service_url: &str) -> Result<(), RegistryError> {
         let response = self
-            .http
-            .delete(&self.services_url)
-            .header(reqwest::header::CONTENT_TYPE, "text/plain")
-            .body(service_url.to_owned())
-            .send()
+            .send(|base| {
+                self.http
+                    .delete(format!("{base}/services"))
+                    .header(reqwest::header::CONTENT_TYPE, "text/plain")
+                    .body(service_url.to_owned())
+            })
             .await
             .map_err(|e| RegistryError::Unreachable(e.without_url()))?;
         refusal(response).await
     }
+}
+
+/// The `/v1` URL of `segments` under `base` (each percent-encoded as one path segment); a base
+/// that is not a URL gives a text the HTTP client refuses to send.
+fn v1_url(base: &str, segments: &[&str]) -> String {
+    let Ok(mut url) = reqwest::Url::parse(base) else {
+        return format!("{base}/v1/{}", segments.join("/"));
+    };
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.push("v1").extend(segments);
+    }
+    url.to_string()
 }
 
 /// `Ok` for a 2xx answer; otherwise the status and whatever the registry said (the rollcall

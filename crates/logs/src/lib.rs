@@ -108,7 +108,7 @@ pub async fn start(
     let access = Arc::new(
         access::Access::new(
             config.anonymous(),
-            &rollcall_client::registry_base_url(&config.service.registry),
+            &rollcall_client::first_registry(&config.service.registry),
             &config.service.client,
         )
         .map_err(|e| Error::Start(StartError::ClientArgs(e)))?,

@@ -161,7 +161,7 @@ fn document_url(target: &Target, path: &str, suffix: &str) -> anyhow::Result<(re
             cli::printable(path)
         );
     };
-    let base = rollcall_client::registry_base_url(&target.registry);
+    let base = rollcall_client::first_registry(&target.registry);
     let mut url = reqwest::Url::parse(&base).context("the registry URL")?;
     url.path_segments_mut()
         .map_err(|()| anyhow::anyhow!("the registry URL cannot have a path"))?
@@ -303,7 +303,7 @@ async fn settle(path: &str, action: &str, target: &Target) -> anyhow::Result<()>
 
 /// Lists every document (of `namespace`), as lines or as JSON.
 async fn list(namespace: Option<String>, json: bool, target: &Target) -> anyhow::Result<()> {
-    let base = rollcall_client::registry_base_url(&target.registry);
+    let base = rollcall_client::first_registry(&target.registry);
     let who = format!("the registry at {base}");
     let mut request = cli::http_client(&target.client)?.get(format!("{base}/v1/config"));
     if let Some(namespace) = namespace {

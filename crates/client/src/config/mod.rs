@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::cache::Cache;
+use crate::registry_api::RegistryApi;
 
 /// How often each document's revision is checked, in case a push was missed.
 pub const REVISION_CHECK: Duration = Duration::from_secs(60);
@@ -55,7 +56,8 @@ pub struct ConfigClient {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
-    base: String,
+    /// The registries (one, or several nodes), with their failover.
+    registry: RegistryApi,
     namespace: String,
     service: String,
     cache: Option<Cache>,
@@ -100,8 +102,8 @@ impl ConfigClient {
     ) -> Self {
         let cache = cache_dir.map(|dir| Cache::new(&dir, namespace, service));
         let inner = Arc::new(Inner {
+            registry: RegistryApi::new(http.clone(), base),
             http,
-            base: crate::args::registry_base_url(base),
             namespace: namespace.to_owned(),
             service: service.to_owned(),
             cache,
@@ -287,8 +289,12 @@ impl Inner {
     /// Tells the registry what became of `release` (once; a report lost is seen as waiting).
     async fn report(self: Arc<Self>, release: Arc<ReleaseEvent>, ack: Ack) {
         let r = &release.release;
-        let url = format!("{}/v1/config/{}/{}/{}/acks", self.base, r.namespace, r.service, r.name);
-        if let Err(error) = self.http.post(url).json(&ack).timeout(CALL_TIMEOUT).send().await {
+        let path = format!("/v1/config/{}/{}/{}/acks", r.namespace, r.service, r.name);
+        let sent = self
+            .registry
+            .send(|base| self.http.post(format!("{base}{path}")).json(&ack).timeout(CALL_TIMEOUT))
+            .await;
+        if let Err(error) = sent {
             tracing::debug!(%error, "cannot report a configuration release");
         }
     }
@@ -301,15 +307,19 @@ impl Inner {
             .collect();
         for release in held {
             let r = &release.release;
-            let url = format!("{}/v1/config/{}/{}/{}", self.base, r.namespace, r.service, r.name);
-            let mut request = self.http.get(url);
-            if let Some(instance) = lock(&self.instance).clone() {
-                request = request.query(&[("instance", instance)]);
-            }
-            let answer = request
-                .header("if-none-match", format!("\"{}\"", r.revision))
-                .timeout(CALL_TIMEOUT)
-                .send()
+            let path = format!("/v1/config/{}/{}/{}", r.namespace, r.service, r.name);
+            let instance = lock(&self.instance).clone();
+            let answer = self
+                .registry
+                .send(|base| {
+                    let mut request = self.http.get(format!("{base}{path}"));
+                    if let Some(instance) = &instance {
+                        request = request.query(&[("instance", instance)]);
+                    }
+                    request
+                        .header("if-none-match", format!("\"{}\"", r.revision))
+                        .timeout(CALL_TIMEOUT)
+                })
                 .await;
             let Ok(answer) = answer else { return };
             if !answer.status().is_success() {
@@ -382,12 +392,21 @@ async fn follow(inner: Arc<Inner>, check: Duration, shutdown: CancellationToken)
 /// One connection of the stream, until it ends; true when it was connected at all.
 async fn stream_once(inner: &Inner, checks: &mut tokio::time::Interval) -> bool {
     use eventsource_stream::Eventsource as _;
-    let url = format!("{}/v1/config/{}/{}", inner.base, inner.namespace, inner.service);
-    let mut request = inner.http.get(url).header("accept", "text/event-stream");
-    if let Some(instance) = lock(&inner.instance).clone() {
-        request = request.query(&[("instance", instance)]);
-    }
-    let answer = request.send().await;
+    let path = format!("/v1/config/{}/{}", inner.namespace, inner.service);
+    let instance = lock(&inner.instance).clone();
+    let answer = inner
+        .registry
+        .send(|base| {
+            let mut request = inner
+                .http
+                .get(format!("{base}{path}"))
+                .header("accept", "text/event-stream");
+            if let Some(instance) = &instance {
+                request = request.query(&[("instance", instance)]);
+            }
+            request
+        })
+        .await;
     let answer = match answer {
         Ok(answer) if answer.status().is_success() => answer,
         Ok(answer) => {

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::supervisor::Supervisor;
 use self::watchdog::ProbeClock;
-use crate::args::{ServiceArgs, advertised_url, registry_base_url};
+use crate::args::{ServiceArgs, advertised_url};
 use crate::client_args::ClientArgs;
 use crate::config::ConfigClient;
 use crate::error::StartError;
@@ -156,7 +156,7 @@ impl ServiceBuilder {
         self.listen = args.listen_or(default_listen);
         self.advertise.clone_from(&args.advertise);
         self.allowed_hosts.clone_from(&args.allowed_hosts);
-        self.registry = registry_base_url(&args.registry);
+        self.registry.clone_from(&args.registry);
         self.client.clone_from(&args.client);
         self.tls.clone_from(&args.tls);
         self.allow_anonymous = args.allow_anonymous;
@@ -292,7 +292,7 @@ impl ServiceBuilder {
     /// The registry: its base URL, or its seed-style `.../services` URL.
     #[must_use]
     pub fn registry(mut self, url: &str) -> Self {
-        self.registry = registry_base_url(url);
+        self.registry = crate::args::registry_base_urls(url).join(",");
         self
     }
 

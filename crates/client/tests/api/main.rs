@@ -2,6 +2,7 @@
 //! rollcall registry or a seed-only one, over real HTTP on loopback.
 
 mod config;
+mod failover;
 mod lifecycle;
 mod logs;
 mod providers;
