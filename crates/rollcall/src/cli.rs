@@ -1,5 +1,6 @@
-//! What the client commands (`services`, `logs query`, `logs tail`, `token`) share: one HTTP
-//! client presenting the user's token,
+//! What the client commands (`services`, `logs query`, `logs tail`, `token`, `config`, `drain`)
+//! share: the first reachable of the registries given, one HTTP client presenting the user's
+//! token,
 //! one way to read a JSON answer, a closed pipe counted as success, and text made safe for a
 //! terminal.
 
@@ -18,6 +19,26 @@ pub fn http_client(client: &rollcall_client::ClientArgs) -> anyhow::Result<reqwe
         .connect_timeout(Duration::from_secs(5))
         .build()
         .context("cannot build the HTTP client")
+}
+
+/// The first of the registries `urls` names (comma-separated) that accepts a connection within
+/// two seconds, as a base URL; the first when none does (the error then names it).
+pub async fn reachable_registry(urls: &str) -> String {
+    let bases = rollcall_client::registry_base_urls(urls);
+    if bases.len() > 1 {
+        for base in &bases {
+            let Ok(url) = reqwest::Url::parse(base) else { continue };
+            let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+                continue;
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let connect = tokio::net::TcpStream::connect((host, port));
+            if matches!(tokio::time::timeout(Duration::from_secs(2), connect).await, Ok(Ok(_))) {
+                return base.clone();
+            }
+        }
+    }
+    bases.into_iter().next().unwrap_or_default()
 }
 
 /// Sends `request` to `who` (as the error says it: "the registry at URL"), and checks that the

@@ -153,7 +153,7 @@ enum ConfigAction {
 }
 
 /// A document's URL on the registry, checked to have three segments.
-fn document_url(target: &Target, path: &str, suffix: &str) -> anyhow::Result<(reqwest::Url, String)> {
+async fn document_url(target: &Target, path: &str, suffix: &str) -> anyhow::Result<(reqwest::Url, String)> {
     let segments: Vec<&str> = path.split('/').collect();
     let [namespace, service, name] = segments.as_slice() else {
         bail!(
@@ -161,7 +161,7 @@ fn document_url(target: &Target, path: &str, suffix: &str) -> anyhow::Result<(re
             cli::printable(path)
         );
     };
-    let base = rollcall_client::first_registry(&target.registry);
+    let base = cli::reachable_registry(&target.registry).await;
     let mut url = reqwest::Url::parse(&base).context("the registry URL")?;
     url.path_segments_mut()
         .map_err(|()| anyhow::anyhow!("the registry URL cannot have a path"))?
@@ -174,7 +174,7 @@ fn document_url(target: &Target, path: &str, suffix: &str) -> anyhow::Result<(re
 pub async fn run(command: ConfigCommand) -> anyhow::Result<()> {
     match command.action {
         ConfigAction::Get { path, revision, target } => {
-            let (mut url, who) = document_url(&target, &path, "")?;
+            let (mut url, who) = document_url(&target, &path, "").await?;
             if let Some(revision) = revision {
                 url.query_pairs_mut().append_pair("revision", &revision.to_string());
             }
@@ -197,7 +197,7 @@ pub async fn run(command: ConfigCommand) -> anyhow::Result<()> {
         }
         ConfigAction::Rollout { action, path, target } => settle(&path, &action, &target).await,
         ConfigAction::History { path, json, target } => {
-            let (url, who) = document_url(&target, &path, "history")?;
+            let (url, who) = document_url(&target, &path, "history").await?;
             let http = cli::http_client(&target.client)?;
             let answer: serde_json::Value = cli::send(http.get(url).timeout(TIMEOUT), &who).await?.json().await?;
             if json {
@@ -209,7 +209,7 @@ pub async fn run(command: ConfigCommand) -> anyhow::Result<()> {
             cli::closed_pipe_is_success(write_out(lines.as_bytes()))
         }
         ConfigAction::Diff { path, from, to, target } => {
-            let (mut url, who) = document_url(&target, &path, "diff")?;
+            let (mut url, who) = document_url(&target, &path, "diff").await?;
             for (name, value) in [("from", from), ("to", to)] {
                 if let Some(value) = value {
                     url.query_pairs_mut().append_pair(name, &value.to_string());
@@ -226,7 +226,7 @@ pub async fn run(command: ConfigCommand) -> anyhow::Result<()> {
             if_match,
             target,
         } => {
-            let (mut url, who) = document_url(&target, &path, "rollback")?;
+            let (mut url, who) = document_url(&target, &path, "rollback").await?;
             url.query_pairs_mut().append_pair("to", &to.to_string());
             let mut request = cli::http_client(&target.client)?.post(url);
             if let Some(message) = message {
@@ -265,7 +265,7 @@ async fn put(
         Some(format) => format,
         None => format_of_file(file)?,
     };
-    let (mut url, who) = document_url(target, path, "")?;
+    let (mut url, who) = document_url(target, path, "").await?;
     url.query_pairs_mut().append_pair("format", format.as_str());
     if let Some((steps, bake)) = plan {
         url.query_pairs_mut().append_pair("rollout", &steps);
@@ -288,7 +288,7 @@ async fn put(
 
 /// Promotes (`action`: `promote`) or aborts `path`'s running rollout and says where it stands.
 async fn settle(path: &str, action: &str, target: &Target) -> anyhow::Result<()> {
-    let (url, who) = document_url(target, path, &format!("rollout/{action}"))?;
+    let (url, who) = document_url(target, path, &format!("rollout/{action}")).await?;
     let http = cli::http_client(&target.client)?;
     let status: RolloutStatus = cli::send(http.post(url).timeout(TIMEOUT), &who).await?.json().await?;
     let rollout = status.rollout.context("the registry answered no rollout")?;
@@ -303,7 +303,7 @@ async fn settle(path: &str, action: &str, target: &Target) -> anyhow::Result<()>
 
 /// Lists every document (of `namespace`), as lines or as JSON.
 async fn list(namespace: Option<String>, json: bool, target: &Target) -> anyhow::Result<()> {
-    let base = rollcall_client::first_registry(&target.registry);
+    let base = cli::reachable_registry(&target.registry).await;
     let who = format!("the registry at {base}");
     let mut request = cli::http_client(&target.client)?.get(format!("{base}/v1/config"));
     if let Some(namespace) = namespace {
@@ -335,7 +335,7 @@ async fn list(namespace: Option<String>, json: bool, target: &Target) -> anyhow:
 /// Prints how `path`'s latest release stands: a summary line, then each instance that has not
 /// applied it (rejected ones with their reason).
 async fn status(path: &str, json: bool, target: &Target) -> anyhow::Result<()> {
-    let (url, who) = document_url(target, path, "status")?;
+    let (url, who) = document_url(target, path, "status").await?;
     let http = cli::http_client(&target.client)?;
     let answer = cli::send(http.get(url).timeout(TIMEOUT), &who).await?.bytes().await?;
     if json {
@@ -390,8 +390,8 @@ async fn status(path: &str, json: bool, target: &Target) -> anyhow::Result<()> {
 /// Follows `path` with blocking reads, printing a line per new release; reconnects with backoff
 /// while the registry is away.
 async fn watch(path: &str, target: &Target) -> anyhow::Result<()> {
-    let (url, who) = document_url(target, path, "history")?;
-    let (content_url, _) = document_url(target, path, "")?;
+    let (url, who) = document_url(target, path, "history").await?;
+    let (content_url, _) = document_url(target, path, "").await?;
     let http = cli::http_client(&target.client)?;
     let mut seen = 0_u64;
     let mut delays = cli::retry_delays();

@@ -28,7 +28,7 @@ pub struct DrainArgs {
 /// Drains (`drain: true`) or undrains the instance and says what it is now.
 pub async fn run(args: DrainArgs, drain: bool) -> anyhow::Result<()> {
     let http = cli::http_client(&args.client)?;
-    let base = rollcall_client::first_registry(&args.registry);
+    let base = cli::reachable_registry(&args.registry).await;
     let who = format!("the registry at {base}");
     let id = if args.target.contains("://") {
         let listing = cli::send(http.get(format!("{base}/v1/services")).timeout(TIMEOUT), &who).await?;

@@ -124,7 +124,7 @@ async fn locate(http: &reqwest::Client, locate: &Locate) -> anyhow::Result<Strin
     if let Some(url) = &locate.logs {
         return Ok(url.trim_end_matches('/').to_owned());
     }
-    let registry = rollcall_client::first_registry(&locate.registry);
+    let registry = cli::reachable_registry(&locate.registry).await;
     let url = format!("{registry}/v1/services/LogService?passing");
     let response = http
         .get(&url)

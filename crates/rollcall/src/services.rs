@@ -30,7 +30,7 @@ pub struct ServicesArgs {
 
 /// Lists the catalog or follows it, as `args` say.
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
-    let base = rollcall_client::first_registry(&args.registry);
+    let base = cli::reachable_registry(&args.registry).await;
     let http = cli::http_client(&args.client)?;
     let result = if args.watch {
         watch(&http, &base, args.json).await

@@ -78,7 +78,7 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
         client.token_file = Some(DEFAULT_ADMIN_TOKEN.into());
     }
     let http = cli::http_client(&client)?;
-    let base = rollcall_client::first_registry(&target.registry);
+    let base = cli::reachable_registry(&target.registry).await;
     let who = format!("the registry at {base}");
     let url = format!("{base}/v1/tokens");
     let mut out = std::io::stdout().lock();

@@ -170,3 +170,13 @@ async fn drain_and_undrain_take_an_instance_out_of_rotation_and_back_by_its_url(
         format!("GradingService {} is passing", grades.url)
     );
 }
+
+#[tokio::test]
+async fn given_several_registries_a_command_uses_the_first_that_answers() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    register(&registry, &grades).await;
+    let dead = rollcall_testkit::refused_url().await;
+    let table = services(&["--registry", &format!("{dead},{}", registry.url)]).await;
+    assert!(table.contains("GradingService"), "{table}");
+}
