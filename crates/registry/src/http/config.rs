@@ -1,17 +1,16 @@
-//! `/v1/config`: central configuration documents and their releases.
+//! `/v1/config`: central configuration documents and their releases (the push side, streams,
+//! reports and rollouts by hand, is `config_push`).
 //!
 //! - `PUT /v1/config/{namespace}/{service}/{name}` publishes the body as the next release (its
 //!   format from `?format=` or the `Content-Type`; `If-Match: "N"` to publish only over revision
 //!   N, `If-None-Match: *` only if the document does not exist yet; the message in
-//!   `X-Rollcall-Message`). The answer waits until the release is on disk.
+//!   `X-Rollcall-Message`; `?rollout=STEPS&bake=D` to stage it for a gray rollout). The answer
+//!   waits until the release is on disk.
 //! - `POST .../rollback?to=N` publishes release N's content again, as a new release.
-//! - `GET .../{name}` answers the latest content (or `?revision=N`) in its own media type, with
-//!   its revision in `ETag` and `X-Rollcall-Revision`; `If-None-Match` with the current revision
-//!   answers 304 (the cheap revision check); `?index=N&wait=30s` blocks until a revision past N.
-//! - `GET /v1/config/{namespace}/{service}` streams (server-sent events) every document the
-//!   service reads there, its own and the shared ones: the latest of each, then each new one.
-//! - `POST .../acks` is an instance's report on a release (applied, or rejected and why);
-//!   `GET .../status` how the latest release stands across the instances that read it.
+//! - `GET .../{name}` answers the release in force (or `?revision=N`, or what `?instance=ID` is
+//!   to run) in its own media type, with its revision in `ETag` and `X-Rollcall-Revision`;
+//!   `If-None-Match` with the current revision answers 304 (the cheap revision check);
+//!   `?index=N&wait=30s` blocks until a revision past N is in force.
 //! - `GET .../history` lists the retained releases, newest first; `GET .../diff?from=&to=` is
 //!   the unified diff between two of them; `GET /v1/config` lists every document.
 //!
