@@ -147,7 +147,13 @@ impl Delivery {
                 () = tokio::time::sleep(delay) => {}
                 // A log service appeared or moved: try it at once.
                 Ok(()) = log_service.changed() => {}
-                () = deadline_passed(&mut self.stop_by) => return false,
+                () = deadline_passed(&mut self.stop_by) => {
+                    // What already fell back is not written twice.
+                    if fell_back {
+                        batch.clear();
+                    }
+                    return false;
+                }
             }
         }
     }

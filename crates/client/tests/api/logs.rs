@@ -182,3 +182,24 @@ async fn with_no_log_service_a_stop_is_not_held_until_its_deadline_and_every_rec
         fallback.text()
     );
 }
+
+#[tokio::test]
+async fn records_a_failing_log_service_never_took_are_written_to_the_fallback_once_at_shutdown() {
+    let registry = TestRegistry::spawn().await;
+    let sink = registered_sink(&registry).await;
+    sink.refuse(true);
+    let (logs, fallback, _guard) = shipping(quick_batches());
+    let running = start(&registry, &logs).await;
+    tracing::info!("refused all along");
+    eventually("the batch to fall back once", DEADLINE, || async {
+        fallback.text().contains("refused all along").then_some(())
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        fallback.text().matches("refused all along").count(),
+        1,
+        "{}",
+        fallback.text()
+    );
+}
