@@ -1,13 +1,14 @@
 //! The published configuration: the [`Documents`] behind their lock, the store that keeps their
-//! releases, and the blocking queries waiting on a document.
+//! releases, the blocking queries waiting on a document, the feed of changes the streams and
+//! webhook queues follow, and what instances reported.
 //!
-//! Every publish goes through [`Published::publish`], shaped like `Core::apply`: under the write
-//! lock the release is made and its store operations queued (so the disk sees a document's
-//! releases in their order); the lock is released; the caller waits until they are durable;
-//! only then are the document's watchers woken, the release sent to the services' streams, and
-//! the publish acknowledged. So no reader is
-//! shown a release a crash could still take back, and no lock is held across I/O. Older
-//! releases' contents are read from the store, off the async workers.
+//! Every change (a publish, a rollout's step, a promotion) goes through one path shaped like
+//! `Core::apply`: under the write lock the documents change and their store operations are
+//! queued (so the disk sees a document's releases in their order); the lock is released; the
+//! caller waits until they are durable; only then are the document's watchers woken, its change
+//! sent to the feed, and the change acknowledged. So no reader is shown a release a crash could
+//! still take back, and no lock is held across I/O. Older releases' contents are read from the
+//! store, off the async workers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -40,7 +41,7 @@ const SWEEP_WATCHES_AT: usize = 1024;
 pub(crate) struct Published {
     documents: RwLock<Documents>,
     store: Arc<ReleaseStore>,
-    /// Blocking queries waiting on one document: its latest revision.
+    /// Blocking queries waiting on one document: its revision in force.
     watches: Mutex<HashMap<DocKey, watch::Sender<u64>>>,
     /// A document whose releases changed (a new one, or a rollout's step), once durable, for
     /// the services' streams.
