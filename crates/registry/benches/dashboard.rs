@@ -72,7 +72,7 @@ fn main() {
             let service = n % SERVICES;
             let mut registration = fleet.registration(n, &format!("Service{service:03}"));
             // Each service requires the one before it in its group of ten: a graph with edges.
-            if service % 10 != 0 {
+            if !service.is_multiple_of(10) {
                 registration.required_services = vec![format!("Service{:03}", service - 1)];
             }
             assert_eq!(registry.register(&registration).await.status(), 200);

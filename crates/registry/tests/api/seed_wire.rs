@@ -8,15 +8,15 @@ use rollcall_wire::{ErrorBody, Patch, Registration};
 /// a patch, or a DELETE's plain-text body.
 fn captured_url(message: &[u8]) -> String {
     let body = body_of(message);
-    if let Ok(registration) = serde_json::from_slice::<Registration>(body) {
-        if !registration.service_url.is_empty() {
-            return registration.service_url;
-        }
+    if let Ok(registration) = serde_json::from_slice::<Registration>(body)
+        && !registration.service_url.is_empty()
+    {
+        return registration.service_url;
     }
-    if let Ok(patch) = serde_json::from_slice::<Patch>(body) {
-        if let Some(entry) = patch.added.iter().chain(&patch.removed).next() {
-            return entry.url.clone();
-        }
+    if let Ok(patch) = serde_json::from_slice::<Patch>(body)
+        && let Some(entry) = patch.added.iter().chain(&patch.removed).next()
+    {
+        return entry.url.clone();
     }
     String::from_utf8_lossy(body).trim().to_owned()
 }
