@@ -63,6 +63,9 @@ pub(crate) trait React: Send + Sync + std::fmt::Debug {
     /// The subscribers (their service URLs) that still hold `entry`: have not acknowledged its
     /// removal.
     fn holders(&self, entry: &rollcall_wire::PatchEntry) -> Vec<String>;
+
+    /// Notified whenever a subscriber acknowledged a patch (its holdings changed).
+    fn acknowledged(&self) -> &tokio::sync::Notify;
 }
 
 /// What every handler and background task of one registry shares.
@@ -218,6 +221,27 @@ impl Core {
     /// How many live subscribers still hold `entry` (a drained or removed provider whose
     /// `Removed` patch they have not acknowledged yet). A critical subscriber (presumed dead, so
     /// sending nothing) is not waited for.
+    /// Waits until no live subscriber holds `entry`, at most until `deadline` (or shutdown);
+    /// how many still do then. Woken by each acknowledged patch, and every 100 ms besides (a
+    /// subscriber turning critical is not waited for, and says nothing).
+    pub async fn until_let_go(&self, entry: &rollcall_wire::PatchEntry, deadline: tokio::time::Instant) -> usize {
+        loop {
+            let acknowledged = self.reactions.acknowledged().notified();
+            tokio::pin!(acknowledged);
+            acknowledged.as_mut().enable();
+            let holders = self.holders(entry);
+            if holders == 0 || tokio::time::Instant::now() >= deadline || self.shutdown.is_cancelled() {
+                return holders;
+            }
+            let recheck = (tokio::time::Instant::now() + std::time::Duration::from_millis(100)).min(deadline);
+            tokio::select! {
+                () = acknowledged => {}
+                () = tokio::time::sleep_until(recheck) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
     pub fn holders(&self, entry: &rollcall_wire::PatchEntry) -> usize {
         let holders = self.reactions.holders(entry);
         let catalog = self.catalog();

@@ -100,4 +100,8 @@ impl React for Reactor {
     fn holders(&self, entry: &rollcall_wire::PatchEntry) -> Vec<String> {
         self.notifier.holders(entry)
     }
+
+    fn acknowledged(&self) -> &tokio::sync::Notify {
+        self.notifier.acknowledged()
+    }
 }

@@ -207,12 +207,7 @@ async fn drain(
         name: view.service.clone(),
         url: view.url.clone(),
     };
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut holders = core.holders(&entry);
-    while holders > 0 && tokio::time::Instant::now() < deadline && !core.shutdown.is_cancelled() {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        holders = core.holders(&entry);
-    }
+    let holders = core.until_let_go(&entry, tokio::time::Instant::now() + wait).await;
     Ok(([(UNACKNOWLEDGED, holders.to_string())], Json(view)))
 }
 

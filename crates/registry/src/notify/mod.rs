@@ -51,6 +51,8 @@ pub(crate) struct Notifier {
     subscribers: Arc<Subscribers>,
     /// True once the listener that wakes configuration feeds runs.
     listening: std::sync::atomic::AtomicBool,
+    /// Notified whenever a subscriber acknowledged a patch.
+    acknowledged: Arc<Notify>,
 }
 
 type Subscribers = Mutex<HashMap<String, Arc<Subscriber>>>;
@@ -73,6 +75,8 @@ struct Subscriber {
     /// up to date (as far as the queue knows).
     behind_since: Mutex<Option<Instant>>,
     wake: Notify,
+    /// The notifier's: told after each acknowledged patch.
+    acknowledged: Arc<Notify>,
     cancel: CancellationToken,
 }
 
@@ -118,6 +122,7 @@ impl Notifier {
             held: Mutex::new(held),
             behind_since: Mutex::new(Some(Instant::now())),
             wake: Notify::new(),
+            acknowledged: Arc::clone(&self.acknowledged),
             cancel: core.shutdown.child_token(),
         });
         // Catch up with whatever changed between the callback and the catalog update.
@@ -158,6 +163,11 @@ impl Notifier {
             .filter(|s| s.held().contains(entry))
             .map(|s| s.url.clone())
             .collect()
+    }
+
+    /// Notified whenever a subscriber acknowledged a patch (for a drain's wait).
+    pub fn acknowledged(&self) -> &Notify {
+        &self.acknowledged
     }
 
     pub fn counts(&self) -> (usize, usize) {
@@ -259,6 +269,7 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection:
                 }
                 held.extend(patch.added);
                 drop(held);
+                subscriber.acknowledged.notify_waiters();
                 retries = Retries::new();
                 core.metrics.deliveries_ok.inc();
                 if let Some(since) = subscriber.behind().take() {
