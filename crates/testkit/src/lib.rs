@@ -81,6 +81,27 @@ where
     }
 }
 
+/// Watches an instance through `read` until its registry recorded a check (a probe or a
+/// renewal) `span` after the watch began, asserting at every look that it is listed and
+/// passing: an instance kept alive all along. Fails after [`DEADLINE`] plus `span`.
+pub async fn passing_throughout<F, Fut>(span: Duration, mut read: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<rollcall_wire::InstanceView>>,
+{
+    let since = std::time::SystemTime::now() + span;
+    eventually("checks recorded over the whole span", DEADLINE + span, || {
+        let look = read();
+        async move {
+            let instance = look.await.expect("the instance is listed");
+            assert_eq!(instance.state, rollcall_wire::InstanceState::Passing, "{instance:?}");
+            let last = humantime::parse_rfc3339_weak(instance.last_check_at.as_deref()?).ok()?;
+            (last >= since).then_some(())
+        }
+    })
+    .await;
+}
+
 /// `token` with its last digit changed: the right id and shape, a wrong secret.
 pub fn forged_token(token: &str) -> String {
     let mut forged = token.to_owned();

@@ -32,13 +32,11 @@ async fn a_service_the_registry_cannot_reach_stays_discoverable_by_renewing_itse
     let listed = registry.instance("HelloService", &unreachable).await.expect("listed");
     assert_eq!(listed.check.kind, CheckKind::Ttl);
 
-    // Two TTLs later it is still passing: renewals, not probes, keep it there.
-    let watching = Instant::now();
-    while watching.elapsed() < Duration::from_secs(2) {
-        let state = registry.instance("HelloService", &unreachable).await.map(|i| i.state);
-        assert_eq!(state, Some(InstanceState::Passing));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Passing for two TTLs on end: renewals, not probes, keep it there.
+    rollcall_testkit::passing_throughout(Duration::from_secs(2), || {
+        registry.instance("HelloService", &unreachable)
+    })
+    .await;
 
     // A registry back empty: the next renewal finds it unknown, and it registers again.
     let registry = registry.restart_empty().await;

@@ -294,6 +294,8 @@ async fn content(
                 .map_err(|e| invalid_query(format!("wait {text:?} is not a duration like 30s or 5m: {e}")))?
                 .min(MAX_WAIT),
         };
+        let held = core.published.documents().in_force(&key).map_or(0, |r| r.meta.revision) <= known;
+        let _held = held.then(|| super::services::Held::count(&core.metrics.blocking_queries));
         core.published.wait_past(&key, known, wait, &core.shutdown).await;
     }
     let release = if let Some(revision) = revision(query.revision.as_deref(), "revision")? {

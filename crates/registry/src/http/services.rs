@@ -118,10 +118,10 @@ async fn wait_for_change(
 
 /// Counts a held query in `rollcall_blocking_queries` for as long as it is held, however it
 /// ends (a client that goes away drops the handler mid-wait).
-struct Held<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+pub(super) struct Held<'a>(&'a prometheus_client::metrics::gauge::Gauge);
 
 impl<'a> Held<'a> {
-    fn count(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+    pub(super) fn count(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
         gauge.inc();
         Self(gauge)
     }

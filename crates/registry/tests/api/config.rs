@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use rollcall_testkit::{TestRegistry, http_client};
+use rollcall_testkit::{DEADLINE, TestRegistry, eventually, http_client};
 use rollcall_wire::{ErrorBody, ReleaseView};
 
 const LIMITS: &str = "/v1/config/prod/GradingService/limits";
@@ -197,8 +197,11 @@ async fn a_blocking_read_answers_as_soon_as_a_newer_revision_is_published() {
         let url = format!("{}{LIMITS}?index=1&wait=10s", registry.url);
         tokio::spawn(async move { http_client().get(url).send().await.expect("GET") })
     };
-    // Not answered while nothing newer exists.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Held (counted among the blocking queries) while nothing newer exists.
+    eventually("the read to be held", DEADLINE, || async {
+        (registry.metric("rollcall_blocking_queries").await >= 1.0).then_some(())
+    })
+    .await;
     assert!(!waiting.is_finished(), "answered before a new revision");
     publish_json(&registry, "2", &[]).await;
     let answer = tokio::time::timeout(Duration::from_secs(5), waiting)

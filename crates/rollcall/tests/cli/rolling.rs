@@ -89,12 +89,7 @@ async fn a_service_started_with_ttl_renews_itself_and_leaves_when_stopped() {
     assert_eq!(instance.check.kind, rollcall_wire::CheckKind::Ttl);
     assert_eq!(instance.check.ttl.as_deref(), Some("1s"));
     // Passing for two TTLs on end: renewed all along.
-    let watching = std::time::Instant::now();
-    while watching.elapsed() < Duration::from_secs(2) {
-        let state = listed().await.map(|i| i.state);
-        assert_eq!(state, Some(rollcall_wire::InstanceState::Passing));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rollcall_testkit::passing_throughout(Duration::from_secs(2), listed).await;
 
     grades.signal("TERM");
     tokio::task::block_in_place(|| grades.wait_for_exit());
