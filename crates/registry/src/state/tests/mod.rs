@@ -1,13 +1,16 @@
-//! The catalog's rules, each a test named as the sentence it checks; `checks` holds those of
-//! the checks an instance may choose (TTL renewals and expiries, its own tries).
+//! The catalog's rules, each a test named as the sentence it checks, and the helpers they share.
+//! Along the catalog's seams: here registration, health and indexes; `ownership` who may change
+//! what; `restore` what survives a restart and what a subscriber holds; `checks` the checks an
+//! instance may choose (TTL renewals and expiries, its own tries).
 
 mod checks;
+mod ownership;
+mod restore;
 
 use super::*;
 
 const TRIES: u32 = 3;
 const REAP_AFTER: Duration = Duration::from_secs(60);
-
 fn catalog() -> Catalog {
     catalog_with(Limits {
         instances: 1_000,
@@ -185,32 +188,6 @@ fn a_drained_instance_is_out_of_rotation_whatever_its_probes_say_until_undrained
 }
 
 #[test]
-fn a_drain_is_stored_and_a_restored_drained_instance_stays_out_of_rotation() {
-    let mut c = catalog();
-    register(&mut c, "A", "http://a");
-    let drain = |drain| Command::Drain {
-        url: "http://a".to_owned(),
-        by: Actor::default(),
-        drain,
-    };
-    let events = c.apply(drain(true)).expect("drain");
-    let ops = c.store_ops(&events);
-    let [StoreOp::Put(stored)] = ops.as_slice() else {
-        panic!("one put: {ops:?}")
-    };
-    assert!(stored.draining);
-    let mut restarted = catalog();
-    restarted.restore(vec![stored.clone()]);
-    assert_eq!(
-        restarted.instance("http://a").map(|i| i.state),
-        Some(InstanceState::Draining)
-    );
-    assert!(restarted.providers_of(&["A".to_owned()]).is_empty());
-    let events = c.apply(drain(false)).expect("undrain");
-    assert!(matches!(c.store_ops(&events).as_slice(), [StoreOp::Put(s)] if !s.draining));
-}
-
-#[test]
 fn re_registering_a_held_address_unproven_keeps_it_held() {
     let mut c = catalog();
     register(&mut c, "A", "http://a");
@@ -342,209 +319,6 @@ fn results_for_a_replaced_registration_are_ignored() {
     assert_eq!(c.instance("http://a").map(|i| i.state), Some(InstanceState::Passing));
 }
 
-fn actor(peer: &str, token: Option<&str>, admin: bool) -> Actor {
-    Actor {
-        registrant: Registrant {
-            peer: Some(peer.parse().expect("ip")),
-            token: token.map(str::to_owned),
-        },
-        admin,
-    }
-}
-
-fn register_as(c: &mut Catalog, url: &str, by: Actor) -> Result<Vec<Event>, CommandError> {
-    let mut command = register_command(registration("A", url, &[]));
-    if let Command::Register { by: who, .. } = &mut command {
-        *who = by;
-    }
-    c.apply(command)
-}
-
-fn deregister_as(c: &mut Catalog, url: &str, by: Actor) -> Result<Vec<Event>, CommandError> {
-    c.apply(Command::Deregister {
-        url: url.to_owned(),
-        by,
-    })
-}
-
-#[test]
-fn a_registration_made_with_a_token_is_changed_only_by_that_token_or_an_admin() {
-    let mut c = catalog();
-    register_as(&mut c, "http://a", actor("10.0.0.1", Some("t1"), false)).expect("register");
-    let not_owner = Err(CommandError::NotOwner("http://a".to_owned()));
-    assert_eq!(
-        register_as(&mut c, "http://a", actor("10.0.0.1", Some("t2"), false)),
-        not_owner
-    );
-    assert_eq!(
-        register_as(&mut c, "http://a", actor("10.0.0.1", None, false)),
-        not_owner,
-        "not even from its address"
-    );
-    assert_eq!(
-        deregister_as(&mut c, "http://a", actor("10.0.0.1", Some("t2"), false)),
-        not_owner
-    );
-    assert_eq!(c.len(), 1, "refusals change nothing");
-    assert!(
-        register_as(&mut c, "http://a", actor("10.0.0.9", Some("t1"), false)).is_ok(),
-        "its token, from anywhere"
-    );
-    assert!(deregister_as(&mut c, "http://a", actor("10.0.0.2", Some("admin"), true)).is_ok());
-    assert!(c.is_empty());
-}
-
-#[test]
-fn an_anonymous_registration_is_changed_only_from_its_address() {
-    let mut c = catalog();
-    register_as(&mut c, "http://a", actor("127.0.0.1", None, false)).expect("register");
-    let not_owner = Err(CommandError::NotOwner("http://a".to_owned()));
-    assert_eq!(
-        deregister_as(&mut c, "http://a", actor("127.0.0.2", None, false)),
-        not_owner
-    );
-    assert_eq!(
-        register_as(&mut c, "http://a", actor("127.0.0.2", None, false)),
-        not_owner
-    );
-    // The same service restarting, now with a token, takes its registration over.
-    register_as(&mut c, "http://a", actor("127.0.0.1", Some("t1"), false)).expect("taken over");
-    assert_eq!(
-        deregister_as(&mut c, "http://a", actor("127.0.0.1", None, false)),
-        not_owner
-    );
-    assert!(deregister_as(&mut c, "http://a", actor("127.0.0.1", Some("t1"), false)).is_ok());
-}
-
-#[test]
-fn an_instance_whose_registrant_was_never_recorded_yields_to_anyone() {
-    let mut c = catalog();
-    c.restore(vec![StoredInstance {
-        id: "old".to_owned(),
-        registration: registration("A", "http://a", &[]),
-        metadata: BTreeMap::new(),
-        registered_at: SystemTime::UNIX_EPOCH,
-        registrant: Registrant::default(),
-        check: rollcall_wire::Check::default(),
-        draining: false,
-        config_url: None,
-    }]);
-    assert!(deregister_as(&mut c, "http://a", actor("10.0.0.1", None, false)).is_ok());
-}
-
-#[test]
-fn unknown_deregistration_is_refused_and_changes_nothing() {
-    let mut c = catalog();
-    register(&mut c, "A", "http://a");
-    let result = c.apply(Command::Deregister {
-        url: "http://b".to_owned(),
-        by: Actor::default(),
-    });
-    assert_eq!(result, Err(CommandError::UnknownInstance("http://b".to_owned())));
-    assert_eq!(c.len(), 1);
-}
-
-#[test]
-fn a_url_keeps_its_public_id_across_re_registrations_and_restores() {
-    let mut c = catalog();
-    register(&mut c, "A", "http://a");
-    let mut again = register_command(registration("A", "http://a", &[]));
-    if let Command::Register { new_instance_id, .. } = &mut again {
-        *new_instance_id = "another".to_owned();
-    }
-    let events = c.apply(again).expect("register");
-    let stored: Vec<StoredInstance> = c
-        .store_ops(&events)
-        .into_iter()
-        .filter_map(|op| match op {
-            StoreOp::Put(stored) => Some(stored),
-            StoreOp::Delete(_) => None,
-        })
-        .collect();
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].id, "id-http://a");
-
-    let mut restored = catalog();
-    let events = restored.restore(stored);
-    assert_eq!(events.len(), 1);
-    assert!(changed(&events).is_empty(), "a restore announces nothing");
-    let instance = restored.instance_by_id("id-http://a").expect("found by id");
-    assert_eq!(instance.registration.service_url, "http://a");
-}
-
-fn holds(events: &[Event]) -> Vec<(String, BTreeSet<PatchEntry>)> {
-    events
-        .iter()
-        .filter_map(|event| match event {
-            Event::Registered { url, holds, .. } => Some((url.clone(), holds.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn entry(name: &str, url: &str) -> PatchEntry {
-    PatchEntry {
-        name: name.to_owned(),
-        url: url.to_owned(),
-    }
-}
-
-#[test]
-fn a_registration_holds_what_its_callback_delivered() {
-    let mut c = catalog();
-    let mut command = register_command(registration("P", "http://p", &["A"]));
-    if let Command::Register { delivered, .. } = &mut command {
-        delivered.insert(entry("A", "http://a"));
-    }
-    let events = c.apply(command).expect("register");
-    assert_eq!(
-        holds(&events),
-        [("http://p".to_owned(), BTreeSet::from([entry("A", "http://a")]))]
-    );
-}
-
-#[test]
-fn an_instance_stored_before_registrants_were_recorded_reads_back_without_one() {
-    let mut c = catalog();
-    register(&mut c, "A", "http://a");
-    let stored = c.instances.get("http://a").expect("registered").stored();
-    let mut json = serde_json::to_value(&stored).expect("encodes");
-    json.as_object_mut().expect("an object").remove("registrant");
-    let read: StoredInstance = serde_json::from_value(json).expect("an older record still reads");
-    assert_eq!(read.registrant, Registrant::default());
-    assert_eq!(read.registration, stored.registration);
-}
-
-#[test]
-fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
-    let stored = |name: &str, url: &str, required: &[&str]| StoredInstance {
-        id: format!("id-{url}"),
-        registration: registration(name, url, required),
-        metadata: BTreeMap::new(),
-        registered_at: SystemTime::UNIX_EPOCH,
-        registrant: Registrant::default(),
-        check: rollcall_wire::Check::default(),
-        draining: false,
-        config_url: None,
-    };
-    let mut c = catalog();
-    // The dependent comes back before its providers: it still holds them all.
-    let events = c.restore(vec![
-        stored("P", "http://p", &["A"]),
-        stored("A", "http://a1", &[]),
-        stored("A", "http://a2", &[]),
-    ]);
-    let all = BTreeSet::from([entry("A", "http://a1"), entry("A", "http://a2")]);
-    assert_eq!(
-        holds(&events),
-        [
-            ("http://p".to_owned(), all),
-            ("http://a1".to_owned(), BTreeSet::new()),
-            ("http://a2".to_owned(), BTreeSet::new()),
-        ]
-    );
-}
-
 #[test]
 fn a_service_index_moves_only_when_its_listing_does() {
     let mut c = catalog();
@@ -611,4 +385,14 @@ fn a_service_that_leaves_takes_its_version_along_and_comes_back_with_a_new_one()
     assert_eq!(c.version_of("A"), None);
     register(&mut c, "A", "http://a");
     assert!(c.version_of("A").expect("A is back") > before, "never an old version");
+}
+
+fn actor(peer: &str, token: Option<&str>, admin: bool) -> Actor {
+    Actor {
+        registrant: Registrant {
+            peer: Some(peer.parse().expect("ip")),
+            token: token.map(str::to_owned),
+        },
+        admin,
+    }
 }
