@@ -173,6 +173,20 @@ impl Published {
         }
     }
 
+    /// The unified diff from release `from` (0: nothing) to release `to` of `key`, while both
+    /// are kept.
+    pub async fn diff(&self, key: &DocKey, from: u64, to: u64) -> Result<String, PublishError> {
+        let after = self.release(key, to).await?;
+        let before = match from {
+            0 => String::new(),
+            from => self.release(key, from).await?.content.clone(),
+        };
+        Ok(similar::TextDiff::from_lines(&before, &after.content)
+            .unified_diff()
+            .header(&format!("{}@{from}", key.path()), &format!("{}@{to}", key.path()))
+            .to_string())
+    }
+
     /// Publishes release `to`'s content again as the next release of `key`, by `author`, saying
     /// `message`, over revision `expected` when given: a rollback never rewrites history.
     pub async fn rollback(

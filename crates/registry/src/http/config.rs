@@ -31,7 +31,6 @@ use rollcall_wire::{ConfigFormat, DocumentView, ReleaseView, Scope};
 use serde::Deserialize;
 
 use super::audited::Subject;
-use super::services::{DEFAULT_WAIT, MAX_WAIT};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::ApiError;
@@ -288,12 +287,7 @@ async fn content(
     let key = key_of(path.0)?;
     let Query(query) = query.map_err(|e| invalid_query(e.body_text()))?;
     if let Some(known) = revision(query.index.as_deref(), "index")? {
-        let wait = match query.wait.as_deref() {
-            None => DEFAULT_WAIT,
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|e| invalid_query(format!("wait {text:?} is not a duration like 30s or 5m: {e}")))?
-                .min(MAX_WAIT),
-        };
+        let wait = super::services::wait_of(query.wait.as_deref())?;
         let held = core.published.documents().in_force(&key).map_or(0, |r| r.meta.revision) <= known;
         let _held = held.then(|| super::services::Held::count(&core.metrics.blocking_queries));
         core.published.wait_past(&key, known, wait, &core.shutdown).await;
@@ -380,14 +374,6 @@ async fn diff(
     let latest = core.published.documents().in_force(&key)?.meta.revision;
     let to = revision(query.to.as_deref(), "to")?.unwrap_or(latest);
     let from = revision(query.from.as_deref(), "from")?.unwrap_or_else(|| to.saturating_sub(1));
-    let after = core.published.release(&key, to).await?;
-    let before = match from {
-        0 => String::new(),
-        from => core.published.release(&key, from).await?.content.clone(),
-    };
-    let text = similar::TextDiff::from_lines(&before, &after.content)
-        .unified_diff()
-        .header(&format!("{}@{from}", key.path()), &format!("{}@{to}", key.path()))
-        .to_string();
+    let text = core.published.diff(&key, from, to).await?;
     Ok(([(header::CONTENT_TYPE, "text/x-diff; charset=utf-8")], text).into_response())
 }

@@ -75,12 +75,7 @@ impl ListQuery {
             Some("" | "true" | "1") => true,
             Some(other) => return Err(invalid(format!("passing must be true or false, not {other:?}"))),
         };
-        let wait = match raw.wait.as_deref() {
-            None => DEFAULT_WAIT,
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|e| invalid(format!("wait {text:?} is not a duration like 30s or 5m: {e}")))?
-                .min(MAX_WAIT),
-        };
+        let wait = wait_of(raw.wait.as_deref())?;
         let block = match raw.index.as_deref() {
             None => None,
             Some(text) => {
@@ -92,6 +87,21 @@ impl ListQuery {
         };
         Ok(Self { passing_only, block })
     }
+}
+
+/// A blocking query's `wait`: [`DEFAULT_WAIT`] when absent, at most [`MAX_WAIT`].
+pub(super) fn wait_of(text: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_WAIT);
+    };
+    humantime::parse_duration(text)
+        .map(|wait| wait.min(MAX_WAIT))
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("wait {text:?} is not a duration like 30s or 5m: {e}"),
+            )
+        })
 }
 
 /// Waits, if the query asks to, until the index read by `current` differs from the client's.

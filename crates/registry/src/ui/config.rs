@@ -49,8 +49,9 @@ pub(crate) struct DocumentQuery {
 }
 
 pub(crate) async fn list(State(core): State<Arc<Core>>, Query(query): Query<DocumentQuery>) -> Response {
-    let listed = core.published.documents().list(None);
-    let documents = listed
+    let published = core.published.documents();
+    let documents = published
+        .list(None)
         .into_iter()
         .map(|document| {
             let key = DocKey {
@@ -58,9 +59,7 @@ pub(crate) async fn list(State(core): State<Arc<Core>>, Query(query): Query<Docu
                 service: document.latest.service.clone(),
                 name: document.latest.name.clone(),
             };
-            let rollout = core
-                .published
-                .documents()
+            let rollout = published
                 .rollout(&key)
                 .ok()
                 .flatten()
@@ -76,6 +75,7 @@ pub(crate) async fn list(State(core): State<Arc<Core>>, Query(query): Query<Docu
             }
         })
         .collect();
+    drop(published);
     page(
         StatusCode::OK,
         "Configuration",
@@ -115,7 +115,7 @@ pub(crate) async fn document(
     };
     status.rollout = rollout;
     let diff = match query.diff {
-        Some(to) if to > 1 => diff_of(&core, &key, to).await,
+        Some(to) if to > 1 => core.published.diff(&key, to - 1, to).await.ok(),
         _ => None,
     };
     let content_page = DocumentPage {
@@ -126,18 +126,6 @@ pub(crate) async fn document(
         diff,
     };
     page(StatusCode::OK, &key.path(), &content_page, fragment)
-}
-
-/// The unified diff from release `to - 1` to `to`, while both are kept.
-async fn diff_of(core: &Core, key: &DocKey, to: u64) -> Option<String> {
-    let after = core.published.release(key, to).await.ok()?;
-    let before = core.published.release(key, to - 1).await.ok()?;
-    Some(
-        similar::TextDiff::from_lines(&before.content, &after.content)
-            .unified_diff()
-            .header(&format!("{}@{}", key.path(), to - 1), &format!("{}@{to}", key.path()))
-            .to_string(),
-    )
 }
 
 fn missing(fragment: bool) -> Response {
