@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use rollcall_testkit::bench::{THROUGHPUT_REGISTRY_FLAGS, registration_script, verdict};
 use rollcall_testkit::wrk::{self, Load};
-use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, median_p99};
+use rollcall_testkit::{
+    DEADLINE, FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, eventually, median_p99,
+};
 use tokio::net::TcpStream;
 
 fn rollcall() -> &'static Path {
@@ -332,10 +334,36 @@ async fn restart() {
     );
 }
 
-/// The registry's RSS after `settle`.
-async fn rss_after(registry: &ServerProcess, settle: Duration) -> u64 {
-    tokio::time::sleep(settle).await;
+/// The registry's RSS after it ran for `window`: a measurement window (what it holds after that
+/// long under the current load), not a wait for readiness.
+async fn rss_after(registry: &ServerProcess, window: Duration) -> u64 {
+    tokio::time::sleep(window).await;
     cpu_and_rss(registry.pid()).1
+}
+
+/// 100 fake services named `{prefix}{n}`, registered through the seed API with `registry` and
+/// each probed once: the registry's probing is under way when this returns.
+async fn probed_services(registry: &ServerProcess, prefix: &str) -> Vec<FakeService> {
+    let http = reqwest::Client::new();
+    let mut services = Vec::new();
+    for n in 0..100 {
+        let service = FakeService::spawn(&format!("{prefix}{n}"), &[]).await;
+        let answer = http
+            .post(format!("{}/services", registry.url))
+            .json(&service.registration())
+            .send()
+            .await
+            .expect("POST /services");
+        assert_eq!(answer.status(), 200);
+        services.push(service);
+    }
+    for service in &services {
+        eventually("the registry to probe every service", DEADLINE, || async {
+            (service.probes() > 0).then_some(())
+        })
+        .await;
+    }
+    services
 }
 
 fn mib(bytes: u64) -> String {
@@ -349,19 +377,7 @@ async fn endless() {
         c.args(["--max-probes-per-host", "100000"]);
     });
     let idle = rss_after(&registry, Duration::from_secs(2)).await;
-    let mut services = Vec::new();
-    let http = reqwest::Client::new();
-    for n in 0..100 {
-        let service = FakeService::spawn(&format!("Endless{n}"), &[]).await;
-        let answer = http
-            .post(format!("{}/services", registry.url))
-            .json(&service.registration())
-            .send()
-            .await
-            .expect("POST /services");
-        assert_eq!(answer.status(), 200);
-        services.push(service);
-    }
+    let services = probed_services(&registry, "Endless").await;
     let healthy = rss_after(&registry, Duration::from_secs(10)).await;
     for service in &services {
         service.set_heartbeat(HeartbeatMode::EndlessBody);
@@ -412,20 +428,7 @@ async fn idle_sockets() {
     let registry = ServerProcess::start(rollcall(), "registry", |c| {
         c.args(["--health-interval", "100ms", "--max-probes-per-host", "100000"]);
     });
-    let http = reqwest::Client::new();
-    let mut services = Vec::new();
-    for n in 0..100 {
-        let service = FakeService::spawn(&format!("Probed{n}"), &[]).await;
-        let answer = http
-            .post(format!("{}/services", registry.url))
-            .json(&service.registration())
-            .send()
-            .await
-            .expect("POST /services");
-        assert_eq!(answer.status(), 200);
-        services.push(service);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let services = probed_services(&registry, "Probed").await;
     let address = registry.url.trim_start_matches("http://").to_owned();
     // Alternating, each phase shorter than the registry's 10 s header timeout, which would close
     // the idle sockets.

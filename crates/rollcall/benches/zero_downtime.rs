@@ -269,13 +269,8 @@ async fn ttl_expiry() {
         assert_eq!(answer.status(), 201);
         services.push(service);
     }
-    for service in &services {
-        eventually("the probed instance to pass", DEADLINE, || async {
-            (service.probes() > 0).then_some(())
-        })
-        .await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The TTL instances are critical by now: every passing instance is a probed one.
+    every_passing(&registry.url, TRIALS).await;
     let mut failing_since = HashMap::new();
     for service in &services {
         service.set_heartbeat(HeartbeatMode::Failing(axum::http::StatusCode::SERVICE_UNAVAILABLE));
@@ -407,7 +402,7 @@ async fn ttl_side(fleet: &FakeFleet) -> Cost {
             }
         });
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    every_passing(&registry.url, COST_COUNT).await;
     let before = renewals.load(Ordering::Relaxed);
     let (cpu, rss) = cost_over(&registry, COST_WINDOW).await;
     let rate = (renewals.load(Ordering::Relaxed) - before) as f64 / COST_WINDOW.as_secs_f64();
@@ -426,11 +421,20 @@ async fn probed_side(fleet: &FakeFleet) -> Cost {
         fleet_instance(&fleet_url, n, "Probed", &json!(null))
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    every_passing(&registry.url, COST_COUNT).await;
     let before = fleet.heartbeats();
     let (cpu, rss) = cost_over(&registry, COST_WINDOW).await;
     let rate = (fleet.heartbeats() - before) as f64 / COST_WINDOW.as_secs_f64();
     Cost { cpu, rss, rate }
+}
+
+/// Waits until the registry at `url` lists `count` instances as passing: every one proven
+/// alive (probed or renewed), so a measurement starts on a fleet in its steady state.
+async fn every_passing(url: &str, count: usize) {
+    eventually("every instance to pass", DEADLINE, || async {
+        (registry_states(url).await == count).then_some(())
+    })
+    .await;
 }
 
 /// How many instances the registry at `url` lists as passing.

@@ -3,6 +3,7 @@
 //! registry away.
 
 use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse as _;
@@ -43,6 +44,31 @@ async fn next_max(value: &mut rollcall_client::Watched<Limits>) -> u32 {
         .expect("a new value within the deadline")
         .expect("the client runs")
         .max
+}
+
+/// Runs a first GradingService client against `registry_url` with `cache` until its `limits`
+/// value is cached, then stops it; the cached file's path.
+async fn cached_by_a_first_client(registry_url: &str, cache: &Path) -> PathBuf {
+    let stop = CancellationToken::new();
+    let filling = ConfigClient::start(
+        reqwest::Client::new(),
+        registry_url,
+        "default",
+        "GradingService",
+        Some(cache.to_owned()),
+        stop.clone(),
+    );
+    let mut first = filling.value::<Limits, _>("limits", at_most_100);
+    if first.current().is_none() {
+        next_max(&mut first).await;
+    }
+    let cached = cache.join("default/GradingService/limits.json");
+    eventually("the release to be cached", DEADLINE, || async {
+        cached.exists().then_some(())
+    })
+    .await;
+    stop.cancel();
+    cached
 }
 
 #[tokio::test]
@@ -121,27 +147,9 @@ async fn with_the_registry_away_a_client_starts_from_its_cache_at_once_marked_st
     let registry = TestRegistry::spawn().await;
     let cache = tempfile::tempdir().expect("dir");
     publish(&registry, LIMITS, r#"{"max": 70}"#).await;
-    let shutdown = CancellationToken::new();
-    let client = ConfigClient::start(
-        reqwest::Client::new(),
-        &registry.url,
-        "default",
-        "GradingService",
-        Some(cache.path().to_owned()),
-        shutdown.clone(),
-    );
-    let mut limits = client.value::<Limits, _>("limits", at_most_100);
-    if limits.current().is_none() {
-        next_max(&mut limits).await;
-    }
-    let cached = cache.path().join("default/GradingService/limits.json");
-    eventually("the release to be cached", DEADLINE, || async {
-        cached.exists().then_some(())
-    })
-    .await;
+    let cached = cached_by_a_first_client(&registry.url, cache.path()).await;
     let mode = std::fs::metadata(&cached).expect("cached").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    shutdown.cancel();
     registry.stop().await;
 
     let started = Instant::now();
@@ -174,26 +182,7 @@ async fn a_release_the_stream_never_brought_is_found_by_the_revision_check_and_c
         .id;
     publish(&registry, LIMITS, r#"{"max": 60}"#).await;
     let cache = tempfile::tempdir().expect("dir");
-    // A first client fills the cache.
-    let stop = CancellationToken::new();
-    let filling = ConfigClient::start(
-        reqwest::Client::new(),
-        &registry.url,
-        "default",
-        "GradingService",
-        Some(cache.path().to_owned()),
-        stop.clone(),
-    );
-    let mut first = filling.value::<Limits, _>("limits", at_most_100);
-    if first.current().is_none() {
-        next_max(&mut first).await;
-    }
-    let cached = cache.path().join("default/GradingService/limits.json");
-    eventually("the release to be cached", DEADLINE, || async {
-        cached.exists().then_some(())
-    })
-    .await;
-    stop.cancel();
+    cached_by_a_first_client(&registry.url, cache.path()).await;
 
     // A path to the registry that lets everything through but the stream.
     let upstream = registry.url.clone();

@@ -4,6 +4,35 @@ use fantoccini::Locator;
 
 use crate::System;
 
+/// Fills the student page's "Add a Grade" form as a teacher would, and submits it.
+async fn add_grade(client: &fantoccini::Client, title: &str, kind: &str, score: &str) {
+    let field = |id: &'static str| client.find(Locator::Id(id));
+    field("title")
+        .await
+        .expect("the title")
+        .send_keys(title)
+        .await
+        .expect("type the title");
+    field("type")
+        .await
+        .expect("the type")
+        .select_by_value(kind)
+        .await
+        .expect("choose the type");
+    field("score")
+        .await
+        .expect("the score")
+        .send_keys(score)
+        .await
+        .expect("type the score");
+    field("submit")
+        .await
+        .expect("the button")
+        .click()
+        .await
+        .expect("submit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teacher_adds_a_grade_in_a_real_browser_and_sees_the_new_average() {
     let system = System::spawn().await;
@@ -22,29 +51,8 @@ async fn a_teacher_adds_a_grade_in_a_real_browser_and_sees_the_new_average() {
     browser.screenshot("portal-grade-book").await;
     link.click().await.expect("open Nick's page");
 
-    let title = client.wait().for_element(Locator::Id("title")).await.expect("the form");
-    title.send_keys("Quiz 3").await.expect("type the title");
-    client
-        .find(Locator::Id("type"))
-        .await
-        .expect("the type")
-        .select_by_value("Quiz")
-        .await
-        .expect("choose Quiz");
-    client
-        .find(Locator::Id("score"))
-        .await
-        .expect("the score")
-        .send_keys("90")
-        .await
-        .expect("type the score");
-    client
-        .find(Locator::Id("submit"))
-        .await
-        .expect("the button")
-        .click()
-        .await
-        .expect("submit");
+    client.wait().for_element(Locator::Id("title")).await.expect("the form");
+    add_grade(client, "Quiz 3", "Quiz", "90").await;
 
     // Post/redirect/get: the browser lands on the student's page again, with the new grade.
     client
@@ -131,34 +139,7 @@ async fn a_grade_type_published_to_configuration_is_offered_and_accepted_without
             .ok()
     })
     .await;
-    client
-        .find(Locator::Id("title"))
-        .await
-        .expect("the title")
-        .send_keys("Term project")
-        .await
-        .expect("type the title");
-    client
-        .find(Locator::Id("type"))
-        .await
-        .expect("the type")
-        .select_by_value("Project")
-        .await
-        .expect("choose Project");
-    client
-        .find(Locator::Id("score"))
-        .await
-        .expect("the score")
-        .send_keys("95")
-        .await
-        .expect("type the score");
-    client
-        .find(Locator::Id("submit"))
-        .await
-        .expect("the button")
-        .click()
-        .await
-        .expect("submit");
+    add_grade(client, "Term project", "Project", "95").await;
     client
         .wait()
         .for_element(Locator::XPath(

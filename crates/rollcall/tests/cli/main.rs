@@ -30,3 +30,15 @@ fn quick_registry(binary: &std::path::Path) -> rollcall_testkit::ServerProcess {
             .args(["--health-tries", "3", "--health-retry-delay", "100ms"]);
     })
 }
+
+/// A portal process (it keeps no data directory) on a port the OS picks, finding the grading
+/// service through `registry`.
+fn portal(binary: &std::path::Path, registry: &rollcall_testkit::ServerProcess) -> rollcall_testkit::ServerProcess {
+    rollcall_testkit::ServerProcess::start_command(std::process::Command::new(binary).args([
+        "portal",
+        "--listen",
+        "127.0.0.1:0",
+        "--registry",
+        &registry.url,
+    ]))
+}

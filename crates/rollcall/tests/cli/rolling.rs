@@ -23,13 +23,7 @@ async fn a_rolling_restart_of_grading_fails_no_request_of_a_single_attempt_depen
         ServerProcess::start(rollcall(), "grades", with_registry),
         ServerProcess::start(rollcall(), "grades", with_registry),
     ];
-    let portal = ServerProcess::start_command(Command::new(rollcall()).args([
-        "portal",
-        "--listen",
-        "127.0.0.1:0",
-        "--registry",
-        &registry.url,
-    ]));
+    let portal = crate::portal(rollcall(), &registry);
     // A dependent like the seed's Go services: it learns its providers from the registry's
     // patches and makes one attempt per request.
     let dependent = Arc::new(FakeService::spawn("Caller", &["GradingService"]).await);

@@ -1,6 +1,7 @@
 //! The whole system as processes: `rollcall up`, and the four services started one by one so
 //! that the grading service can be killed and brought back under the portal's feet.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,6 +34,31 @@ fn spawn_up(data: &Path) -> tokio::process::Child {
         .expect("rollcall up")
 }
 
+/// What `rollcall up` prints, line by line.
+type Printed = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// The next line `rollcall up` prints, within the deadline.
+async fn next_line(lines: &mut Printed) -> String {
+    tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("read")
+        .expect("a line")
+}
+
+/// The service URLs in the next `count` lines `rollcall up` prints (`name url` each), by name.
+async fn urls_printed(lines: &mut Printed, count: usize) -> BTreeMap<String, String> {
+    let mut urls = BTreeMap::new();
+    for _ in 0..count {
+        let line = next_line(lines).await;
+        let mut words = line.split_whitespace();
+        if let (Some(name), Some(url)) = (words.next(), words.next()) {
+            urls.insert(name.to_owned(), url.to_owned());
+        }
+    }
+    urls
+}
+
 /// The status and body of `GET url`, or `None` when nothing answers.
 async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, String)> {
     let response = http.get(url).send().await.ok()?;
@@ -44,22 +70,12 @@ async fn up_starts_the_four_services_prints_their_urls_and_stops_them_on_ctrl_c(
     let data = tempfile::tempdir().expect("data dir");
     let mut up = spawn_up(data.path());
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let mut urls = std::collections::BTreeMap::new();
-    for _ in 0..4 {
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("a line in time")
-            .expect("read")
-            .expect("a line");
-        let mut words = line.split_whitespace();
-        let (name, url) = (words.next().expect("a name"), words.next().expect("a URL"));
-        urls.insert(name.to_owned(), url.to_owned());
-    }
+    let urls = urls_printed(&mut lines, 4).await;
     assert_eq!(
         urls.keys().collect::<Vec<_>>(),
         ["grades", "logs", "portal", "registry"]
     );
-    let ready = lines.next_line().await.expect("read").expect("a line");
+    let ready = next_line(&mut lines).await;
     assert!(ready.contains(&urls["portal"]), "{ready}");
 
     let http = rollcall_testkit::http_client_without_redirects();
@@ -142,13 +158,7 @@ async fn the_portal_says_503_when_grading_dies_and_recovers_with_every_acknowled
     };
     let logs = ServerProcess::start(rollcall(), "logs", with_registry);
     let mut grades = ServerProcess::start(rollcall(), "grades", with_registry);
-    let portal = ServerProcess::start_command(Command::new(rollcall()).args([
-        "portal",
-        "--listen",
-        "127.0.0.1:0",
-        "--registry",
-        &registry.url,
-    ]));
+    let portal = crate::portal(rollcall(), &registry);
     let http = rollcall_testkit::http_client_without_redirects();
     let students = format!("{}/students", portal.url);
     let (status, _) = get(&http, &students).await.expect("the portal answers");
@@ -239,24 +249,8 @@ async fn up_restarts_a_killed_service_while_the_others_keep_running_and_the_port
     let data = tempfile::tempdir().expect("data dir");
     let mut up = spawn_up(data.path());
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let mut next_line = async || {
-        tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("a line in time")
-            .expect("read")
-            .expect("a line")
-    };
-    let (mut portal, mut registry, mut killed) = (String::new(), String::new(), String::new());
-    for _ in 0..5 {
-        let line = next_line().await;
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("portal"), Some(url)) => portal = url.to_owned(),
-            (Some("registry"), Some(url)) => registry = url.to_owned(),
-            (Some("grades"), Some(url)) => killed = url.to_owned(),
-            _ => {}
-        }
-    }
+    let urls = urls_printed(&mut lines, 5).await;
+    let (portal, registry, killed) = (&urls["portal"], &urls["registry"], &urls["grades"]);
     let up_pid = up.id().expect("pid");
     let grades = child_running(up_pid, "grades").expect("the grading service runs under up");
     let logs = child_running(up_pid, "logs").expect("the log service runs under up");
@@ -268,12 +262,12 @@ async fn up_restarts_a_killed_service_while_the_others_keep_running_and_the_port
             .success()
     );
 
-    let said = next_line().await;
+    let said = next_line(&mut lines).await;
     assert!(
         said.contains("the grades stopped unexpectedly (killed by SIGKILL); restarting it in 1s"),
         "{said}"
     );
-    let again = next_line().await;
+    let again = next_line(&mut lines).await;
     assert!(
         again.starts_with("grades"),
         "the grading service started again: {again}"
@@ -300,7 +294,7 @@ async fn up_restarts_a_killed_service_while_the_others_keep_running_and_the_port
             .json()
             .await
             .ok()?;
-        let state = view.instances.iter().find(|i| i.url == killed)?.state;
+        let state = view.instances.iter().find(|i| i.url == *killed)?.state;
         (state == rollcall_wire::InstanceState::Critical).then_some(())
     })
     .await;
@@ -341,18 +335,7 @@ async fn a_grade_type_published_with_rollcall_config_is_accepted_by_the_running_
     let data = tempfile::tempdir().expect("data dir");
     let mut up = spawn_up(data.path());
     let mut lines = BufReader::new(up.stdout.take().expect("stdout")).lines();
-    let mut urls = std::collections::BTreeMap::new();
-    for _ in 0..5 {
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("a line in time")
-            .expect("read")
-            .expect("a line");
-        let mut words = line.split_whitespace();
-        if let (Some(name), Some(url)) = (words.next(), words.next()) {
-            urls.insert(name.to_owned(), url.to_owned());
-        }
-    }
+    let urls = urls_printed(&mut lines, 5).await;
     let http = rollcall_testkit::http_client_without_redirects();
     let project = [("Title", "Term project"), ("Type", "Project"), ("Score", "95")];
     let submit = || {
