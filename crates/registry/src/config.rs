@@ -14,7 +14,8 @@ pub struct RegistryConfig {
     #[arg(long, env = "ROLLCALL_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
-    /// Directory for the registry's data; created when missing.
+    /// Directory for the registry's data (the catalog unless `--etcd` is given, the
+    /// configuration releases, the token list); created when missing.
     #[arg(long, env = "ROLLCALL_DATA_DIR", default_value = "./rollcall-data/registry")]
     pub data_dir: PathBuf,
 
@@ -81,6 +82,10 @@ pub struct RegistryConfig {
     #[arg(long, env = "ROLLCALL_REQUIRE_TOKENS")]
     pub require_tokens: bool,
 
+    /// Where the catalog is kept when not in the data directory: an etcd cluster.
+    #[command(flatten)]
+    pub etcd: crate::store::EtcdArgs,
+
     /// HTTPS: the certificate and key to serve with.
     #[command(flatten)]
     pub tls: rollcall_http::TlsArgs,
@@ -116,6 +121,10 @@ impl RegistryConfig {
             allow_anonymous: false,
             require_tokens: false,
             audit_shipping: true,
+            etcd: crate::store::EtcdArgs {
+                etcd_prefix: "/rollcall/".to_owned(),
+                ..crate::store::EtcdArgs::default()
+            },
             tls: rollcall_http::TlsArgs::default(),
             ca_file: None,
         }

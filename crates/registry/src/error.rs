@@ -155,7 +155,7 @@ impl From<ApplyError> for ApiError {
             ApplyError::Storage(storage) => {
                 tracing::error!(%storage, "a change could not be made durable");
                 ApiError::Storage(
-                    "the registry could not write its catalog to disk; the change is not acknowledged".to_owned(),
+                    "the registry could not store its catalog durably (on disk, or in etcd); the change is not acknowledged".to_owned(),
                 )
             }
         }

@@ -162,34 +162,55 @@ async fn start_on(
     let tokens = open_tokens(&config)?;
     let scheme = config.tls.scheme();
     let metrics = metrics::Metrics::default();
-    let data_dir = config.data_dir.clone();
-    let (commit_seconds, config_commit_seconds) =
-        (metrics.commit_seconds.clone(), metrics.config_commit_seconds.clone());
-    let opened = tokio::task::spawn_blocking(move || {
-        let catalog = store::RedbStore::open(&data_dir, commit_seconds)?;
-        let releases = store::ReleaseStore::open(&data_dir, config_commit_seconds)?;
-        Ok::<_, store::StoreError>((catalog, releases))
-    });
-    let ((store, stored), (releases, documents)) = opened
-        .await
-        .map_err(|join_error| RunError::Serve(io::Error::other(join_error)))??;
+    let (store, stored, published) = open_stores(&config, &metrics).await?;
     let resolver = Arc::new(outbound::SystemResolver);
     let task = tokio::spawn(serve(
-        listener,
-        config,
-        Box::new(store),
-        stored,
-        published::Published::new(releases, documents),
-        tokens,
-        metrics,
-        resolver,
-        shutdown,
+        listener, config, store, stored, published, tokens, metrics, resolver, shutdown,
     ));
     Ok(RunningRegistry {
         local_addr,
         url: format!("{scheme}://{local_addr}"),
         task,
     })
+}
+
+/// Opens the catalog (in etcd with `--etcd`, in the data directory otherwise) and the
+/// configuration releases (in the data directory), and reads back what they hold.
+async fn open_stores(
+    config: &RegistryConfig,
+    metrics: &metrics::Metrics,
+) -> Result<
+    (
+        Box<dyn store::CatalogStore>,
+        Vec<store::StoredInstance>,
+        published::Published,
+    ),
+    RunError,
+> {
+    let data_dir = config.data_dir.clone();
+    let (commit_seconds, config_commit_seconds) =
+        (metrics.commit_seconds.clone(), metrics.config_commit_seconds.clone());
+    let in_etcd = config.etcd.is_set();
+    let opened = tokio::task::spawn_blocking(move || {
+        let catalog = if in_etcd {
+            None
+        } else {
+            Some(store::RedbStore::open(&data_dir, commit_seconds.clone())?)
+        };
+        let releases = store::ReleaseStore::open(&data_dir, config_commit_seconds)?;
+        Ok::<_, store::StoreError>((catalog, releases))
+    });
+    let (catalog, (releases, documents)) = opened
+        .await
+        .map_err(|join_error| RunError::Serve(io::Error::other(join_error)))??;
+    let (store, stored): (Box<dyn store::CatalogStore>, _) = if let Some((store, stored)) = catalog {
+        (Box::new(store), stored)
+    } else {
+        let (store, stored) = store::EtcdStore::open(&config.etcd, metrics.commit_seconds.clone()).await?;
+        tracing::info!(at = %config.etcd.describe(), instances = stored.len(), "the catalog is kept in etcd");
+        (Box::new(store), stored)
+    };
+    Ok((store, stored, published::Published::new(releases, documents)))
 }
 
 /// Opens the token list in the data directory, and says at every start who is served without

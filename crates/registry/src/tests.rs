@@ -143,7 +143,7 @@ async fn a_failed_commit_answers_503_without_its_cause() {
     assert_eq!(error.error, "storage_unavailable");
     assert_eq!(
         error.message,
-        "the registry could not write its catalog to disk; the change is not acknowledged"
+        "the registry could not store its catalog durably (on disk, or in etcd); the change is not acknowledged"
     );
     registry.shutdown.cancel();
     registry.served.await.expect("joined").expect("stopped cleanly");

@@ -1,6 +1,7 @@
 //! Test helpers for rollcall: spawn the registry in-process on `127.0.0.1:0`, stand up fake
 //! services whose heartbeat and patch endpoints a test controls (and a fake log service, and a
-//! registry that speaks only the seed protocol as the Go original does), replay captured wire
+//! registry that speaks only the seed protocol as the Go original does), start real etcd
+//! clusters and cut connections to them through a proxy, replay captured wire
 //! fixtures, and wait for conditions with a deadline instead of sleeping.
 //!
 //! Helpers are named after the domain (`registry.register(..)`, `service.providers()`) so that
@@ -10,10 +11,12 @@ pub mod bench;
 mod browser;
 mod certs;
 mod counting;
+mod etcd;
 mod fake_service;
 mod fleet;
 mod log_sink;
 mod process;
+mod proxy;
 mod raw_http;
 mod registry;
 mod rolling;
@@ -29,10 +32,12 @@ use tokio_util::sync::CancellationToken;
 pub use browser::Browser;
 pub use certs::{ServerCert, TestCa};
 pub use counting::CountingListener;
+pub use etcd::EtcdCluster;
 pub use fake_service::{FakeService, HeartbeatMode, PatchMode};
 pub use fleet::FakeFleet;
 pub use log_sink::LogSink;
 pub use process::{ServerProcess, cpu_and_rss};
+pub use proxy::TcpProxy;
 pub use raw_http::{RawResponse, body_of, fixture, replace_body, send_raw};
 pub use registry::{TestRegistry, fast_config};
 pub use rolling::{SteadyLoad, Tally, roll};

@@ -254,6 +254,7 @@ fn crash_child() {
     runtime.block_on(async {
         let store = match backend.as_str() {
             "redb" => super::redb::tests::open_at(&location),
+            "etcd" => super::etcd::tests::open_at(&location).await,
             other => panic!("no backend {other}"),
         };
         let mut in_flight = std::collections::VecDeque::new();

@@ -11,12 +11,14 @@
 //! - opening the store reads back every instance whose last acknowledged write was a put.
 //!
 //! [`RedbStore`] is the embedded backend: one redb file in the data directory, group-committed
-//! by a writer thread (`group`). [`repair`] is what `rollcall repair catalog` runs on a catalog
+//! by a writer thread (`group`). [`EtcdStore`] keeps the catalog in an etcd cluster
+//! (`rollcall registry --etcd`), one transaction per group of batches. [`repair`] is what `rollcall repair catalog` runs on a catalog
 //! that no longer opens. [`ReleaseStore`] keeps the configuration releases the same way, in a
 //! file of their own.
 
 #[cfg(test)]
 pub(crate) mod contract;
+mod etcd;
 mod group;
 mod redb;
 mod releases;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+pub use self::etcd::{EtcdArgs, EtcdStore};
 pub use self::redb::{DATABASE_FILE, RedbStore};
 pub use self::releases::{RELEASES_FILE, ReleaseStore};
 pub use self::repair::{Repair, repair, salvage};

@@ -1,10 +1,10 @@
 //! `kill -9` during a registration load: every acknowledged registration is there after the
-//! restart.
+//! restart, whether the catalog is in the data directory or in etcd.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rollcall_testkit::{DEADLINE, FakeFleet, ServerProcess, eventually};
+use rollcall_testkit::{DEADLINE, EtcdCluster, FakeFleet, ServerProcess, eventually};
 use rollcall_wire::{InstanceView, ServicesView};
 use tokio::task::JoinSet;
 
@@ -56,15 +56,38 @@ async fn wait_for_acknowledged(acknowledged: &Acknowledged, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_registration_survives_kill_9() {
+    let registry = ServerProcess::start(rollcall(), "registry", |_| {});
+    acknowledged_registrations_survive(registry, |registry| registry.kill_and_restart(|_| {})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_registration_in_etcd_survives_kill_9_and_the_loss_of_the_data_directory() {
+    let etcd = EtcdCluster::start(1);
+    let on_etcd = || {
+        ServerProcess::start(rollcall(), "registry", |c| {
+            c.args(["--etcd", &etcd.endpoint_list()]);
+        })
+    };
+    // Each restart is on a new, empty data directory: the catalog lives in etcd.
+    acknowledged_registrations_survive(on_etcd(), |mut registry| {
+        registry.kill();
+        on_etcd()
+    })
+    .await;
+}
+
+/// Twice: a registration load, then `restart` (a `kill -9` in the middle of it and a new
+/// start); then every acknowledged registration is listed, with the id it was given.
+async fn acknowledged_registrations_survive(
+    mut registry: ServerProcess,
+    restart: impl Fn(ServerProcess) -> ServerProcess,
+) {
     let fleet = Arc::new(FakeFleet::spawn().await);
     let acknowledged: Acknowledged = Arc::default();
-
-    // Twice: load, then kill -9 in the middle of it, then start again on the same data dir.
-    let mut registry = ServerProcess::start(rollcall(), "registry", |_| {});
     for round in 0..2 {
         let clients = start_load(&registry.url, &fleet, round * 1_000_000, &acknowledged);
         wait_for_acknowledged(&acknowledged, 300 * (round + 1)).await;
-        registry = registry.kill_and_restart(|_| {});
+        registry = restart(registry);
         clients.join_all().await;
     }
 
