@@ -27,7 +27,7 @@ use crate::metrics::{Metrics, Snapshot};
 use crate::outbound::{HostBudget, Outbound};
 use crate::published::Published;
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, StoredInstance};
-use crate::store::{CatalogStore, StoreError};
+use crate::store::{CatalogStore, Change, Feed, StoreError};
 
 /// Why a change was not applied or not made durable.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +209,38 @@ impl Core {
             .unwrap_or_else(PoisonError::into_inner)
             .restore(stored);
         tracing::info!(instances = events.len(), "catalog restored");
+        self.react(&events);
+    }
+
+    /// Takes in, until the registry stops, the changes other registry nodes make to a shared
+    /// catalog: each is applied and reacted to as a local change is (probers, dependents,
+    /// blocking queries, `/v1/events`), but not written: it is durable already.
+    pub fn follow(self: &Arc<Self>, mut feed: Feed) {
+        let core = Arc::clone(self);
+        self.tasks.spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    change = feed.recv() => change,
+                    () = core.shutdown.cancelled() => None,
+                };
+                let Some(change) = change else { return };
+                core.take_in(change);
+            }
+        });
+    }
+
+    fn take_in(self: &Arc<Self>, change: Change) {
+        let command = match change {
+            Change::One(op) => Command::Replicate(op),
+            Change::All(all) => Command::Resync(all),
+        };
+        let events = {
+            let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
+            // Taking in a change is never refused: the node that made it checked it.
+            let Ok(events) = catalog.apply(command) else { return };
+            self.events.record(&catalog, &events);
+            events
+        };
         self.react(&events);
     }
 

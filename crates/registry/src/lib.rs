@@ -162,11 +162,9 @@ async fn start_on(
     let tokens = open_tokens(&config)?;
     let scheme = config.tls.scheme();
     let metrics = metrics::Metrics::default();
-    let (store, stored, published) = open_stores(&config, &metrics).await?;
+    let stores = open_stores(&config, &metrics).await?;
     let resolver = Arc::new(outbound::SystemResolver);
-    let task = tokio::spawn(serve(
-        listener, config, store, stored, published, tokens, metrics, resolver, shutdown,
-    ));
+    let task = tokio::spawn(serve(listener, config, stores, tokens, metrics, resolver, shutdown));
     Ok(RunningRegistry {
         local_addr,
         url: format!("{scheme}://{local_addr}"),
@@ -175,18 +173,9 @@ async fn start_on(
 }
 
 /// Opens the catalog (in etcd with `--etcd`, in the data directory otherwise) and the
-/// configuration releases (in the data directory), and reads back what they hold.
-async fn open_stores(
-    config: &RegistryConfig,
-    metrics: &metrics::Metrics,
-) -> Result<
-    (
-        Box<dyn store::CatalogStore>,
-        Vec<store::StoredInstance>,
-        published::Published,
-    ),
-    RunError,
-> {
+/// configuration releases (in the data directory), and reads back what they hold; a catalog
+/// in etcd also feeds the changes other registry nodes make.
+async fn open_stores(config: &RegistryConfig, metrics: &metrics::Metrics) -> Result<Stores, RunError> {
     let data_dir = config.data_dir.clone();
     let (commit_seconds, config_commit_seconds) =
         (metrics.commit_seconds.clone(), metrics.config_commit_seconds.clone());
@@ -203,14 +192,31 @@ async fn open_stores(
     let (catalog, (releases, documents)) = opened
         .await
         .map_err(|join_error| RunError::Serve(io::Error::other(join_error)))??;
-    let (store, stored): (Box<dyn store::CatalogStore>, _) = if let Some((store, stored)) = catalog {
-        (Box::new(store), stored)
+    let (store, stored, feed): (Box<dyn store::CatalogStore>, _, _) = if let Some((store, stored)) = catalog {
+        (Box::new(store), stored, None)
     } else {
-        let (store, stored) = store::EtcdStore::open(&config.etcd, metrics.commit_seconds.clone()).await?;
+        let (store, stored, feed) = store::EtcdStore::open(&config.etcd, metrics.commit_seconds.clone()).await?;
         tracing::info!(at = %config.etcd.describe(), instances = stored.len(), "the catalog is kept in etcd");
-        (Box::new(store), stored)
+        (Box::new(store), stored, Some(feed))
     };
-    Ok((store, stored, published::Published::new(releases, documents)))
+    Ok(Stores {
+        catalog: store,
+        stored,
+        feed,
+        published: published::Published::new(releases, documents),
+    })
+}
+
+/// The registry's stores, open, and what they held.
+struct Stores {
+    /// Where the catalog is kept.
+    catalog: Box<dyn store::CatalogStore>,
+    /// What it held at start.
+    stored: Vec<store::StoredInstance>,
+    /// The changes other nodes make to it, when it is shared (in etcd).
+    feed: Option<store::Feed>,
+    /// The configuration releases.
+    published: published::Published,
 }
 
 /// Opens the token list in the data directory, and says at every start who is served without
@@ -232,16 +238,14 @@ fn open_tokens(config: &RegistryConfig) -> Result<auth::Tokens, RunError> {
     Ok(tokens)
 }
 
-/// Serves the registry on `listener` over `store`, whose contents were read back as `stored`,
+/// Serves the registry on `listener` over `stores`,
 /// verifying `tokens`, resolving services' names through `resolver`, until `shutdown` is
 /// cancelled (see [`run`]).
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     listener: TcpListener,
     config: RegistryConfig,
-    store: Box<dyn store::CatalogStore>,
-    stored: Vec<store::StoredInstance>,
-    published: published::Published,
+    stores: Stores,
     tokens: auth::Tokens,
     metrics: metrics::Metrics,
     resolver: Arc<dyn outbound::Resolve>,
@@ -256,9 +260,15 @@ async fn serve(
         None => None,
     };
     let reactor = Box::new(reactions::Reactor::default());
+    let Stores {
+        catalog,
+        stored,
+        feed,
+        published,
+    } = stores;
     let core = core::Core::new(
         config,
-        store,
+        catalog,
         published,
         reactor,
         outbound,
@@ -267,6 +277,9 @@ async fn serve(
         shutdown.child_token(),
     );
     core.restore(stored);
+    if let Some(feed) = feed {
+        core.follow(feed);
+    }
     if core.config.audit_shipping {
         let shipping = core.tokens.ephemeral(&rollcall_wire::NewToken {
             name: audit::AUDIT_SERVICE.to_owned(),

@@ -82,12 +82,16 @@ async fn serve_with(
     config.health_retry_delay = health_interval;
     let shutdown = CancellationToken::new();
     let (tokens, _) = crate::auth::Tokens::open(data.path()).expect("tokens");
+    let stores = crate::Stores {
+        catalog: store,
+        stored: Vec::new(),
+        feed: None,
+        published: crate::published::Published::new(config_store, documents),
+    };
     let served = tokio::spawn(crate::serve(
         listener,
         config,
-        store,
-        Vec::new(),
-        crate::published::Published::new(config_store, documents),
+        stores,
         tokens,
         metrics,
         resolver,

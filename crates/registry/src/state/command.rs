@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use rollcall_wire::{Check, InstanceState, InstanceView, PatchEntry, Registration};
 
-use super::{Actor, InstanceId, ProbeFailure, Registrant};
+use super::{Actor, InstanceId, ProbeFailure, Registrant, StoreOp, StoredInstance};
 
 /// A registration's own parts, as [`Catalog::apply`](super::Catalog::apply) hands them on.
 pub(super) struct NewInstance {
@@ -22,10 +22,6 @@ pub(super) struct NewInstance {
 
 /// A change requested of the catalog.
 #[derive(Debug, Clone)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "short-lived: each is applied as soon as it is made"
-)]
 pub enum Command {
     /// Add an instance, or replace the entry with the same ServiceURL.
     Register {
@@ -102,6 +98,10 @@ pub enum Command {
         /// When the probe finished.
         at: SystemTime,
     },
+    /// Take in a change another registry node made to the shared store (see `state::replica`).
+    Replicate(StoreOp),
+    /// Hold exactly what the shared store holds (after this node lost track of its changes).
+    Resync(Vec<StoredInstance>),
 }
 
 /// Something that happened to the catalog, for the I/O around it to react to.

@@ -5,13 +5,14 @@
 //! I/O around it (HTTP handlers, probers, the notifier) reacts to the events after the lock
 //! guarding the catalog is released.
 //!
-//! Four rooms and the tests: this one is the [`Catalog`] and its rules, which all touch the same
+//! Five rooms and the tests: this one is the [`Catalog`] and its rules, which all touch the same
 //! indexes (reading them side by side is how the invariants below are checked); `queries` what
 //! it answers without changing (look-ups, providers, listings); `instance`
 //! holds what the catalog keeps of one instance (its registrant and ownership rule, its view,
 //! and its durable form, [`StoredInstance`] and [`StoreOp`]: the domain decides what survives a
 //! restart, the stores (`crate::store`) only keep it); `command` the words it is spoken to in
-//! and answers with ([`Command`], [`Event`], [`CommandError`]).
+//! and answers with ([`Command`], [`Event`], [`CommandError`]); `replica` how changes other
+//! registry nodes made to a shared store are taken in.
 //!
 //! Invariants:
 //! - an instance is identified by its ServiceURL; registering a URL again replaces its entry;
@@ -34,6 +35,7 @@
 mod command;
 mod instance;
 mod queries;
+mod replica;
 #[cfg(test)]
 mod tests;
 
@@ -180,6 +182,8 @@ impl Catalog {
                 _ => Vec::new(),
             }),
             Command::RecordProbe { url, id, outcome, at } => Ok(self.record_probe(&url, id, outcome, at)),
+            Command::Replicate(change) => Ok(self.replicate(change)),
+            Command::Resync(all) => Ok(self.resync(all)),
         };
         let touched = std::mem::take(&mut self.touched);
         result.map(|mut events| {

@@ -12,7 +12,8 @@
 //!
 //! [`RedbStore`] is the embedded backend: one redb file in the data directory, group-committed
 //! by a writer thread (`group`). [`EtcdStore`] keeps the catalog in an etcd cluster
-//! (`rollcall registry --etcd`), one transaction per group of batches. [`repair`] is what `rollcall repair catalog` runs on a catalog
+//! (`rollcall registry --etcd`), one transaction per group of batches, and feeds each node the
+//! changes the others make ([`Feed`]). [`repair`] is what `rollcall repair catalog` runs on a catalog
 //! that no longer opens. [`ReleaseStore`] keeps the configuration releases the same way, in a
 //! file of their own.
 
@@ -53,6 +54,19 @@ impl StoreError {
         Self(format!("{context}: {error}").into())
     }
 }
+
+/// A change to a shared catalog made by another registry node, for this node's catalog to take in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(clippy::large_enum_variant, reason = "short-lived, and almost every change is one")]
+pub enum Change {
+    /// One instance stored or removed.
+    One(StoreOp),
+    /// The whole catalog as it is now (after this node lost track of the changes).
+    All(Vec<StoredInstance>),
+}
+
+/// The changes other nodes make to a shared catalog, in the order they were made.
+pub type Feed = tokio::sync::mpsc::Receiver<Change>;
 
 /// Waits for a queued batch to be durable.
 pub type Durable = oneshot::Receiver<Result<(), StoreError>>;

@@ -13,11 +13,11 @@ fn rollcall() -> &'static Path {
 }
 
 /// What the registry acknowledged: (ServiceURL, instance id when the v1 API gave one).
-type Acknowledged = Arc<Mutex<Vec<(String, Option<String>)>>>;
+pub(crate) type Acknowledged = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
 /// Eight clients registering fleet instances `first..` as fast as they are answered, half
 /// through the seed protocol and half through `/v1/instances`, until the registry goes away.
-fn start_load(base: &str, fleet: &Arc<FakeFleet>, first: usize, acknowledged: &Acknowledged) -> JoinSet<()> {
+pub(crate) fn start_load(base: &str, fleet: &Arc<FakeFleet>, first: usize, acknowledged: &Acknowledged) -> JoinSet<()> {
     let http = reqwest::Client::new();
     let mut clients = JoinSet::new();
     for client in 0..8_usize {
@@ -47,7 +47,7 @@ fn start_load(base: &str, fleet: &Arc<FakeFleet>, first: usize, acknowledged: &A
     clients
 }
 
-async fn wait_for_acknowledged(acknowledged: &Acknowledged, count: usize) {
+pub(crate) async fn wait_for_acknowledged(acknowledged: &Acknowledged, count: usize) {
     eventually(&format!("{count} acknowledged registrations"), DEADLINE, || async {
         (acknowledged.lock().expect("lock").len() >= count).then_some(())
     })

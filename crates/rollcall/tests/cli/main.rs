@@ -5,6 +5,7 @@ mod config;
 mod durability;
 mod hardening;
 mod logs;
+mod nodes;
 mod registry;
 mod rolling;
 mod services;

@@ -1,10 +1,12 @@
 //! The catalog's rules, each a test named as the sentence it checks, and the helpers they share.
 //! Along the catalog's seams: here registration, health and indexes; `ownership` who may change
 //! what; `restore` what survives a restart and what a subscriber holds; `checks` the checks an
-//! instance may choose (TTL renewals and expiries, its own tries).
+//! instance may choose (TTL renewals and expiries, its own tries); `replica` changes other
+//! registry nodes made, taken in.
 
 mod checks;
 mod ownership;
+mod replica;
 mod restore;
 
 use super::*;

@@ -1,41 +1,45 @@
 //! The catalog in etcd: every registration under one key prefix of an etcd cluster, so that the
-//! registry's data outlives its machine.
+//! registry's data outlives its machine, and several registry nodes share one catalog.
 //!
 //! Keys are `{prefix}catalog/{ServiceURL}`, values the same JSON of a [`StoredInstance`] the
-//! embedded store keeps. One writer task takes every batch queued so far (up to etcd's 128
-//! operations per transaction), folds them into the last word per key, and commits them as one
-//! etcd transaction; each acknowledgement means "committed by etcd", that is on the disks of a
-//! majority of its members.
+//! embedded store keeps. Two tasks per node:
+//! - the writer (`writer`) commits every batch queued so far (up to etcd's 128 operations per
+//!   transaction), folded into the last word per key, as one etcd transaction; each
+//!   acknowledgement means "committed by etcd", on the disks of a majority of its members. Each
+//!   transaction compares every key it writes with the revision this node knows it at, so a
+//!   write never silently undoes a change it did not know about; one whose answer was lost is
+//!   retried (the comparison makes that safe, and a retry that finds its own write counts as
+//!   done); one that finds a key changed by another node is refused, and the catalog corrected;
+//! - the feed (`feed`) watches the prefix from the revision the node read the catalog at and
+//!   hands every change another node made to this node's catalog ([`Change`]).
 //!
-//! Each transaction compares every key it writes with the revision this store last saw it at
-//! (or with absence), so that a write never silently undoes a change it did not know about. A
-//! transaction whose answer was lost (etcd unreachable, a leader change) is retried: the
-//! comparison makes the retry safe, and a retry that finds the keys already as it wanted them
-//! counts as done. A write that finds a key changed by another writer is refused (and the store
-//! learns the key's revision, so the next write of it goes through).
+//! The two share what the node knows of each key (`writer::Known`): the revision of its last
+//! write, and whether a write of this node's is in flight.
 
-use std::collections::{BTreeMap, HashMap};
+mod feed;
+mod writer;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
-};
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use super::{CatalogStore, Durable, StoreError, StoreFuture, StoreOp, StoredInstance};
+#[cfg(test)]
+use self::writer::RETRY_FOR;
+use self::writer::{Batch, Known, Message, Seen, Writer, fold};
+use super::{CatalogStore, Durable, Feed, StoreError, StoreFuture, StoreOp, StoredInstance};
 
-/// Most keys one transaction writes: etcd's default `--max-txn-ops`.
-const MAX_KEYS_PER_TXN: usize = 128;
 /// Keys read per request when the catalog is read back, so that no answer is large.
 const READ_PAGE: i64 = 1_000;
 /// How long one request to etcd may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a write is retried while etcd cannot be reached before it is refused.
-const RETRY_FOR: Duration = Duration::from_secs(3);
+/// Changes from other nodes queued for this node's catalog before the feed waits.
+const FEED_QUEUE: usize = 1_024;
 
 /// How the registry reaches etcd: `rollcall registry --etcd URL[,URL...]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
@@ -102,7 +106,9 @@ impl EtcdArgs {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT);
+            .with_keep_alive(Duration::from_secs(2), REQUEST_TIMEOUT)
+            // A member cut from its leader fails the watch instead of serving nothing.
+            .with_require_leader(true);
         if let (Some(user), Some(password)) = (&self.etcd_user, &self.etcd_password) {
             options = options.with_user(user, password);
         }
@@ -152,44 +158,52 @@ fn parse_endpoint(text: &str) -> Result<String, String> {
 #[derive(Debug)]
 pub struct EtcdStore {
     queue: mpsc::UnboundedSender<Message>,
+    known: Arc<Mutex<Known>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// A batch as the writer takes it: the last word on each ServiceURL it names, a value to put or
-/// `None` to delete.
-struct Batch {
-    words: Folded,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
-enum Message {
-    Write(Batch),
-    /// Commit what came before, then stop.
-    Stop,
+    /// Stops the feed.
+    stop: CancellationToken,
 }
 
 impl EtcdStore {
-    /// Connects to etcd, reads every stored instance, and starts the writer, timing each commit
-    /// in `commit_seconds`.
-    pub async fn open(args: &EtcdArgs, commit_seconds: Histogram) -> Result<(Self, Vec<StoredInstance>), StoreError> {
+    /// Connects to etcd, reads every stored instance, and starts the writer (timing each commit
+    /// in `commit_seconds`) and the feed of other nodes' changes, which the caller takes in.
+    pub async fn open(
+        args: &EtcdArgs,
+        commit_seconds: Histogram,
+    ) -> Result<(Self, Vec<StoredInstance>, Feed), StoreError> {
         let client = args.connect().await?;
         let prefix = args.catalog_prefix();
-        let (stored, revisions) = read_all(&client, &prefix).await?;
+        let (stored, revisions, at) = read_all(&client, &prefix).await?;
+        let known = Arc::new(Mutex::new(Known {
+            revisions,
+            pending: HashMap::new(),
+        }));
+        let (changes, feed) = mpsc::channel(FEED_QUEUE);
+        let stop = CancellationToken::new();
+        tokio::spawn(feed::follow(
+            client.clone(),
+            prefix.clone(),
+            at + 1,
+            Arc::clone(&known),
+            changes.clone(),
+            stop.clone(),
+        ));
         let (queue, messages) = mpsc::unbounded_channel();
         let writer = Writer {
             client,
             prefix,
-            revisions,
+            known: Arc::clone(&known),
+            corrections: changes,
             commit_seconds,
         };
         let task = tokio::spawn(writer.run(messages));
-        Ok((
-            Self {
-                queue,
-                writer: Mutex::new(Some(task)),
-            },
-            stored,
-        ))
+        let store = Self {
+            queue,
+            known,
+            writer: Mutex::new(Some(task)),
+            stop,
+        };
+        Ok((store, stored, feed))
     }
 }
 
@@ -204,6 +218,12 @@ impl CatalogStore for EtcdStore {
                 return durable;
             }
         };
+        {
+            let mut known = writer::lock(&self.known);
+            for url in words.keys() {
+                *known.pending.entry(url.clone()).or_default() += 1;
+            }
+        }
         if let Err(mpsc::error::SendError(Message::Write(batch))) =
             self.queue.send(Message::Write(Batch { words, done }))
         {
@@ -212,9 +232,10 @@ impl CatalogStore for EtcdStore {
         durable
     }
 
-    /// Commits what is queued and stops the writer.
+    /// Stops the feed, commits what is queued and stops the writer.
     fn close(&self) -> StoreFuture<'_> {
         Box::pin(async {
+            self.stop.cancel();
             let _ = self.queue.send(Message::Stop);
             let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(writer) = writer {
@@ -224,14 +245,16 @@ impl CatalogStore for EtcdStore {
     }
 }
 
-/// Reads every instance under `prefix`, a page at a time, and the revision each key was last
-/// written at.
-async fn read_all(client: &Client, prefix: &str) -> Result<(Vec<StoredInstance>, HashMap<String, i64>), StoreError> {
+/// Reads every instance under `prefix`, a page at a time but all at one revision, which it
+/// returns with what this node then knows of each key.
+async fn read_all(
+    client: &Client,
+    prefix: &str,
+) -> Result<(Vec<StoredInstance>, HashMap<String, Seen>, i64), StoreError> {
     let mut kv = client.kv_client();
     let end = prefix_end(prefix);
     let (mut stored, mut revisions) = (Vec::new(), HashMap::new());
     let mut from = prefix.as_bytes().to_vec();
-    // Every page reads at the revision of the first, so that the pages make one snapshot.
     let mut at = 0;
     loop {
         let options = GetOptions::new()
@@ -247,21 +270,29 @@ async fn read_all(client: &Client, prefix: &str) -> Result<(Vec<StoredInstance>,
         }
         for entry in page.kvs() {
             let url = String::from_utf8_lossy(&entry.key()[prefix.len()..]).into_owned();
-            match serde_json::from_slice::<StoredInstance>(entry.value()) {
-                Ok(instance) => stored.push(instance),
-                // As in the embedded store: an unreadable record is skipped, the instance registers again.
-                Err(error) => tracing::warn!(url, %error, "skipping an unreadable stored instance"),
-            }
-            revisions.insert(url, entry.mod_revision());
+            stored.extend(decode(&url, entry.value()));
+            let seen = Seen {
+                revision: entry.mod_revision(),
+                exists: true,
+            };
+            revisions.insert(url, seen);
         }
         match page.kvs().last() {
             Some(last) if page.more() => {
                 from = last.key().to_vec();
                 from.push(0);
             }
-            _ => return Ok((stored, revisions)),
+            _ => return Ok((stored, revisions, at)),
         }
     }
+}
+
+/// The instance stored at `url`, or `None` (and a warning) when this version cannot read it:
+/// as in the embedded store, an unreadable record is skipped, and the instance registers again.
+fn decode(url: &str, value: &[u8]) -> Option<StoredInstance> {
+    serde_json::from_slice(value)
+        .map_err(|error| tracing::warn!(url, %error, "skipping an unreadable stored instance"))
+        .ok()
 }
 
 /// The first key after every key that starts with `prefix`.
@@ -276,176 +307,14 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
-/// The writer task's state: the client, and the revision of every key as this store last saw it.
-struct Writer {
-    client: Client,
-    prefix: String,
-    revisions: HashMap<String, i64>,
-    commit_seconds: Histogram,
-}
-
-/// The last word on each ServiceURL: a value to put, or `None` to delete.
-type Folded = BTreeMap<String, Option<Vec<u8>>>;
-
-impl Writer {
-    /// Commits everything queued, answers, repeats until stopped.
-    async fn run(mut self, mut messages: mpsc::UnboundedReceiver<Message>) {
-        let mut next = None;
-        let mut stopping = false;
-        loop {
-            let first = match next.take() {
-                Some(batch) => batch,
-                None if stopping => return,
-                None => match messages.recv().await {
-                    Some(Message::Write(batch)) => batch,
-                    Some(Message::Stop) | None => return,
-                },
-            };
-            let mut folded = first.words;
-            let mut waiting = vec![first.done];
-            while !stopping {
-                match messages.try_recv() {
-                    Ok(Message::Write(batch)) => {
-                        let more = batch.words.keys().filter(|url| !folded.contains_key(*url)).count();
-                        if folded.len() + more > MAX_KEYS_PER_TXN {
-                            next = Some(batch);
-                            break;
-                        }
-                        folded.extend(batch.words);
-                        waiting.push(batch.done);
-                    }
-                    Ok(Message::Stop) => stopping = true,
-                    Err(_) => break,
-                }
-            }
-            let started = Instant::now();
-            let result = self.commit(&folded).await;
-            self.commit_seconds.observe(started.elapsed().as_secs_f64());
-            if let Err(error) = &result {
-                tracing::error!(%error, "a catalog write to etcd failed");
-            }
-            for done in waiting {
-                let _ = done.send(result.clone());
-            }
-        }
-    }
-
-    /// Commits `folded` as one transaction, retrying while etcd cannot answer.
-    async fn commit(&mut self, folded: &Folded) -> Result<(), StoreError> {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_millis(500))
-            .with_jitter()
-            .without_max_times()
-            .build();
-        let started = Instant::now();
-        loop {
-            match self.try_commit(folded).await {
-                Ok(result) => return result,
-                Err(error) if started.elapsed() < RETRY_FOR => {
-                    tracing::debug!(%error, "etcd did not answer a write; retrying");
-                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_millis(500))).await;
-                }
-                Err(error) => return Err(StoreError::new("etcd did not commit the write", error)),
-            }
-        }
-    }
-
-    /// One attempt: `Err` when etcd did not answer, `Ok(result)` when it did.
-    async fn try_commit(&mut self, folded: &Folded) -> Result<Result<(), StoreError>, etcd_client::Error> {
-        let mut compares = Vec::with_capacity(folded.len());
-        let mut ops = Vec::with_capacity(folded.len());
-        for (url, value) in folded {
-            let key = format!("{}{url}", self.prefix);
-            compares.push(match self.revisions.get(url) {
-                Some(&revision) => Compare::mod_revision(key.clone(), CompareOp::Equal, revision),
-                None => Compare::version(key.clone(), CompareOp::Equal, 0),
-            });
-            match value {
-                Some(value) => ops.push(TxnOp::put(key, value.clone(), None)),
-                None if self.revisions.contains_key(url) => ops.push(TxnOp::delete(key, None)),
-                // Absent, and to stay absent: the comparison is all there is to do.
-                None => {}
-            }
-        }
-        let answer = self
-            .client
-            .kv_client()
-            .txn(Txn::new().when(compares).and_then(ops))
-            .await?;
-        if answer.succeeded() {
-            let revision = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
-            self.learn(
-                folded
-                    .iter()
-                    .map(|(url, value)| (url, value.as_ref().map(|_| revision))),
-            );
-            return Ok(Ok(()));
-        }
-        // Someone else's write, or our own whose answer was lost: see which.
-        let mut current = Vec::with_capacity(folded.len());
-        let mut kv = self.client.kv_client();
-        for url in folded.keys() {
-            let found = kv.get(format!("{}{url}", self.prefix), None).await?;
-            current.push(found.kvs().first().map(|kv| (kv.value().to_vec(), kv.mod_revision())));
-        }
-        let ours = folded
-            .values()
-            .zip(&current)
-            .all(|(wanted, now)| wanted.as_deref() == now.as_ref().map(|(value, _)| value.as_slice()));
-        self.learn(
-            folded
-                .keys()
-                .zip(current.iter().map(|now| now.as_ref().map(|(_, r)| *r))),
-        );
-        Ok(if ours {
-            Ok(())
-        } else {
-            Err(StoreError::new(
-                "cannot write",
-                "another writer changed the same instances in etcd",
-            ))
-        })
-    }
-
-    fn learn<'a>(&mut self, revisions: impl Iterator<Item = (&'a String, Option<i64>)>) {
-        for (url, revision) in revisions {
-            match revision {
-                Some(revision) => self.revisions.insert(url.clone(), revision),
-                None => self.revisions.remove(url),
-            };
-        }
-    }
-}
-
-/// The last word of `ops` on each ServiceURL they name (a later op replaces an earlier one).
-/// Refuses a batch that names more instances than one transaction may write.
-fn fold(ops: &[StoreOp]) -> Result<Folded, StoreError> {
-    let mut folded = Folded::new();
-    for op in ops {
-        let (url, value) = match op {
-            StoreOp::Put(instance) => (
-                instance.registration.service_url.clone(),
-                Some(serde_json::to_vec(instance).map_err(|e| StoreError::new("cannot encode", e))?),
-            ),
-            StoreOp::Delete(url) => (url.clone(), None),
-        };
-        folded.insert(url, value);
-    }
-    if folded.len() > MAX_KEYS_PER_TXN {
-        return Err(StoreError::new(
-            "cannot write",
-            format!("a batch of more than {MAX_KEYS_PER_TXN} instances does not fit one etcd transaction"),
-        ));
-    }
-    Ok(folded)
-}
-
 #[cfg(test)]
 pub(super) mod tests {
+    use std::time::Instant;
+
     use rollcall_testkit::EtcdCluster;
 
     use super::*;
+    use crate::store::Change;
     use crate::store::contract::{self, Backend, instance};
 
     /// A store under its own prefix of a one-member etcd started for the test.
@@ -474,7 +343,7 @@ pub(super) mod tests {
         const NAME: &'static str = "etcd";
 
         async fn open(&self) -> (Box<dyn CatalogStore>, Vec<StoredInstance>) {
-            let (store, stored) = EtcdStore::open(&self.args, histogram()).await.expect("open");
+            let (store, stored, _) = EtcdStore::open(&self.args, histogram()).await.expect("open");
             (Box::new(store), stored)
         }
 
@@ -529,33 +398,70 @@ pub(super) mod tests {
             .expect("answered")
             .expect("durable");
         let other = args(&etcd.cluster.endpoint_list(), "/other/");
-        let (_, stored) = EtcdStore::open(&other, histogram()).await.expect("open");
+        let (_, stored, _) = EtcdStore::open(&other, histogram()).await.expect("open");
         assert!(stored.is_empty(), "{stored:?}");
     }
 
+    async fn write(store: &EtcdStore, ops: Vec<StoreOp>) -> Result<(), StoreError> {
+        store.write(ops).await.expect("answered")
+    }
+
+    async fn next(feed: &mut Feed) -> Change {
+        tokio::time::timeout(rollcall_testkit::DEADLINE, feed.recv())
+            .await
+            .expect("a change in time")
+            .expect("the feed is open")
+    }
+
+    fn put(url: &str, version: u64) -> Vec<StoreOp> {
+        vec![StoreOp::Put(instance(url, version))]
+    }
+
     #[tokio::test]
-    async fn a_write_over_a_change_it_did_not_know_about_is_refused_and_the_next_goes_through() {
+    async fn each_node_is_fed_the_changes_the_others_make_and_not_its_own() {
         let etcd = Etcd::new();
-        let (first, _) = etcd.open().await;
-        let (second, _) = etcd.open().await;
-        let write = |store: &dyn CatalogStore, version| store.write(vec![StoreOp::Put(instance("http://a", version))]);
-        write(&*first, 1)
+        let (a, _, mut a_feed) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+        let (b, _, mut b_feed) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+        write(&a, put("http://a", 1)).await.expect("durable");
+        assert_eq!(next(&mut b_feed).await, Change::One(put("http://a", 1).remove(0)));
+        write(&b, vec![StoreOp::Delete("http://a".to_owned())])
             .await
-            .expect("answered")
-            .expect("the first writer creates it");
-        let stale = write(&*second, 2).await.expect("answered");
-        assert!(
-            stale.is_err(),
-            "the second writer thought it absent: its write is refused"
+            .expect("b knows the revision it was fed");
+        assert_eq!(
+            next(&mut a_feed).await,
+            Change::One(StoreOp::Delete("http://a".to_owned()))
         );
-        write(&*second, 3)
+        write(&a, put("http://z", 1)).await.expect("durable");
+        assert_eq!(
+            next(&mut b_feed).await,
+            Change::One(put("http://z", 1).remove(0)),
+            "nothing of b's own came between"
+        );
+        assert!(a_feed.try_recv().is_err(), "a was not fed its own writes");
+    }
+
+    #[tokio::test]
+    async fn a_write_over_a_change_a_node_was_not_told_of_is_refused_and_its_catalog_corrected() {
+        let etcd = Etcd::new();
+        let (first, _, _) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+        // The second node is cut from its feed's news: it learns nothing of the first's write
+        // until its own write finds it (as when two nodes register one address at once).
+        let (second, _, mut corrections) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+        second.stop.cancel();
+        write(&first, put("http://a", 1)).await.expect("created");
+        let stale = write(&second, put("http://a", 2)).await;
+        assert!(stale.is_err(), "the second node thought it absent: refused");
+        assert_eq!(
+            next(&mut corrections).await,
+            Change::One(put("http://a", 1).remove(0)),
+            "its catalog is told what etcd holds"
+        );
+        write(&second, put("http://a", 3))
             .await
-            .expect("answered")
             .expect("now it knows the revision");
         let (_, stored) = etcd.open().await;
         assert_eq!(stored, vec![instance("http://a", 3)]);
     }
-
     #[tokio::test]
     async fn a_write_while_etcd_is_gone_is_refused_in_bounded_time_and_the_store_recovers() {
         let mut etcd = Etcd::new();

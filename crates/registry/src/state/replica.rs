@@ -1,0 +1,85 @@
+//! Changes other registry nodes made, taken into this node's catalog: [`Command::Replicate`]
+//! (one change to the shared store, as its watch delivered it) and [`Command::Resync`] (the
+//! whole shared catalog, after the watch lost its place).
+//!
+//! A replicated change is the registration as stored, not the request that made it, so the
+//! catalog does here what the stored form says rather than what a request would have asked:
+//! - a put equal to what the catalog holds is nothing (the echo of this node's own write);
+//! - a put that differs from what is held only in being drained drains or undrains it;
+//! - a put with another public id than the one held is a new registration at that ServiceURL:
+//!   the old one leaves, the new one comes, with the stored id;
+//! - any other put is a (re-)registration: it starts pending, like every registration not
+//!   shown alive here, unless its address is already held by dependents;
+//! - limits and ownership are not checked: the node that accepted the write checked them.
+//!
+//! [`Command::Replicate`]: super::Command::Replicate
+//! [`Command::Resync`]: super::Command::Resync
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::{Catalog, Event, NewInstance, StoreOp, StoredInstance};
+
+impl Catalog {
+    /// Takes in one change made elsewhere.
+    pub(super) fn replicate(&mut self, change: StoreOp) -> Vec<Event> {
+        match change {
+            StoreOp::Put(stored) => self.replicate_put(stored),
+            StoreOp::Delete(url) => self.remove(&url, false).unwrap_or_default(),
+        }
+    }
+
+    /// Makes the catalog hold exactly `all`: each put as [`Self::replicate`] would, and every
+    /// instance not in it removed.
+    pub(super) fn resync(&mut self, all: Vec<StoredInstance>) -> Vec<Event> {
+        let kept: HashSet<String> = all.iter().map(|s| s.registration.service_url.clone()).collect();
+        let gone: Vec<String> = self
+            .instances
+            .keys()
+            .filter(|url| !kept.contains(*url))
+            .cloned()
+            .collect();
+        let mut events: Vec<Event> = gone
+            .iter()
+            .flat_map(|url| self.remove(url, false).unwrap_or_default())
+            .collect();
+        for stored in all {
+            events.extend(self.replicate_put(stored));
+        }
+        events
+    }
+
+    fn replicate_put(&mut self, stored: StoredInstance) -> Vec<Event> {
+        let url = stored.registration.service_url.clone();
+        let mut events = Vec::new();
+        if let Some(held) = self.instances.get(&url).map(super::Instance::stored) {
+            if held == stored {
+                return events;
+            }
+            if (StoredInstance {
+                draining: stored.draining,
+                ..held.clone()
+            }) == stored
+            {
+                return self.drain(&url, stored.draining);
+            }
+            if held.id != stored.id {
+                events.extend(self.remove(&url, false).unwrap_or_default());
+            }
+        }
+        let draining = stored.draining;
+        let new = NewInstance {
+            registration: stored.registration,
+            metadata: stored.metadata,
+            check: stored.check,
+            config_url: stored.config_url,
+            registrant: stored.registrant,
+            public_id: stored.id,
+            proven: false,
+        };
+        events.extend(self.register(new, BTreeSet::new(), stored.registered_at));
+        if draining {
+            events.extend(self.drain(&url, true));
+        }
+        events
+    }
+}

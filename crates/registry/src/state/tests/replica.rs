@@ -1,0 +1,113 @@
+//! Changes another registry node made to the shared store, taken into this node's catalog.
+
+use super::*;
+
+/// What node `a` stores after applying `command`: the change its peers replicate.
+fn stored_after(a: &mut Catalog, command: Command) -> Vec<StoreOp> {
+    let events = a.apply(command).expect("applied");
+    a.store_ops(&events)
+}
+
+fn replicate(b: &mut Catalog, ops: Vec<StoreOp>) -> Vec<Event> {
+    ops.into_iter()
+        .flat_map(|op| b.apply(Command::Replicate(op)).expect("replicated"))
+        .collect()
+}
+
+#[test]
+fn a_registration_made_elsewhere_is_listed_pending_with_its_id_until_probed_here() {
+    let (mut a, mut b) = (catalog(), catalog());
+    let ops = stored_after(&mut a, register_command(registration("A", "http://a", &[])));
+    let events = replicate(&mut b, ops);
+    let held = b.instance("http://a").expect("listed");
+    assert_eq!(
+        held.state,
+        InstanceState::Pending,
+        "announced here once a probe here passes"
+    );
+    assert_eq!(held.instance_id, a.instance("http://a").expect("a").instance_id);
+    assert!(matches!(events.first(), Some(Event::Registered { .. })), "{events:?}");
+    assert_eq!(providers_changes(&events), 0);
+}
+
+#[test]
+fn the_echo_of_a_nodes_own_write_changes_nothing() {
+    let mut a = catalog();
+    let ops = stored_after(&mut a, register_command(registration("A", "http://a", &[])));
+    let events = replicate(&mut a, ops);
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn a_drain_made_elsewhere_takes_the_instance_out_of_rotation_here_and_an_undrain_puts_it_back() {
+    let (mut a, mut b) = (catalog(), catalog());
+    for c in [&mut a, &mut b] {
+        register(c, "A", "http://a");
+    }
+    let drain = |drain| Command::Drain {
+        url: "http://a".to_owned(),
+        by: Actor::default(),
+        drain,
+    };
+    let events = replicate(&mut b, stored_after(&mut a, drain(true)));
+    assert_eq!(b.instance("http://a").map(|i| i.state), Some(InstanceState::Draining));
+    assert_eq!(changed(&events), ["A"], "dependents lose it");
+    let events = replicate(&mut b, stored_after(&mut a, drain(false)));
+    assert_eq!(b.instance("http://a").map(|i| i.state), Some(InstanceState::Passing));
+    assert_eq!(changed(&events), ["A"], "and get it back");
+}
+
+#[test]
+fn a_deregistration_made_elsewhere_removes_the_instance_and_tells_its_dependents() {
+    let (mut a, mut b) = (catalog(), catalog());
+    for c in [&mut a, &mut b] {
+        register(c, "A", "http://a");
+    }
+    let deregister = Command::Deregister {
+        url: "http://a".to_owned(),
+        by: Actor::default(),
+    };
+    let events = replicate(&mut b, stored_after(&mut a, deregister));
+    assert!(b.instance("http://a").is_none());
+    assert!(matches!(
+        events.first(),
+        Some(Event::Deregistered { reaped: false, .. })
+    ));
+    assert_eq!(changed(&events), ["A"]);
+}
+
+#[test]
+fn a_new_registration_at_a_held_address_replaces_the_old_one_and_takes_the_new_id() {
+    let (mut a, mut b) = (catalog(), catalog());
+    register(&mut b, "A", "http://a");
+    let mut fresh = register_command(registration("A", "http://a", &[]));
+    if let Command::Register { new_instance_id, .. } = &mut fresh {
+        *new_instance_id = "fresh".to_owned();
+    }
+    replicate(&mut b, stored_after(&mut a, fresh));
+    assert_eq!(b.instance("http://a").map(|i| i.instance_id.as_str()), Some("fresh"));
+    assert_eq!(b.len(), 1);
+}
+
+#[test]
+fn a_resync_holds_exactly_the_shared_catalog() {
+    let (mut a, mut b) = (catalog(), catalog());
+    register(&mut b, "Gone", "http://gone");
+    register(&mut b, "A", "http://a");
+    register(&mut a, "A", "http://a");
+    register(&mut a, "New", "http://new");
+    let all: Vec<StoredInstance> = ["http://a", "http://new"]
+        .iter()
+        .map(|url| a.instance(url).expect("held").stored())
+        .collect();
+    let events = b.apply(Command::Resync(all)).expect("resync");
+    assert!(b.instance("http://gone").is_none());
+    assert!(b.instance("http://new").is_some());
+    assert_eq!(b.len(), 2);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Deregistered { url, .. } if url == "http://a")),
+        "what both hold stays: {events:?}"
+    );
+}

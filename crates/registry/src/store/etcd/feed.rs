@@ -1,0 +1,197 @@
+//! The etcd store's feed: one prefix watch from the revision this node last read, turning every
+//! change another node made into a [`Change`] for this node's catalog.
+//!
+//! A change whose revision this node knows already (its own write, echoed) is dropped; a change
+//! to a key this node is writing is recorded but left to the writer (whose comparison then
+//! decides, and which corrects the catalog if its write loses). When the watch breaks (etcd
+//! unreachable, a member without a leader) it is made again from the next revision, after a
+//! backoff; when etcd compacted that revision away, the whole catalog is read again and handed
+//! over as [`Change::All`].
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use etcd_client::{Client, EventType, WatchOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::writer::{Known, Seen, SharedKnown, lock};
+use super::{decode, read_all};
+use crate::store::{Change, StoreOp};
+
+/// Follows the catalog under `prefix` from revision `from` until `stop`, sending changes to
+/// `changes`.
+pub(super) async fn follow(
+    client: Client,
+    prefix: String,
+    mut from: i64,
+    known: SharedKnown,
+    changes: mpsc::Sender<Change>,
+    stop: CancellationToken,
+) {
+    let mut delays = backoff();
+    while !stop.is_cancelled() {
+        let outcome = tokio::select! {
+            outcome = watch(&client, &prefix, &mut from, &known, &changes) => outcome,
+            () = stop.cancelled() => return,
+        };
+        match outcome {
+            Outcome::Compacted => {
+                tracing::warn!(
+                    revision = from,
+                    "the catalog watch fell behind etcd's compaction; reading it whole"
+                );
+                match read_all(&client, &prefix).await {
+                    Ok((all, revisions, at)) => {
+                        {
+                            let mut known = lock(&known);
+                            let pending = std::mem::take(&mut known.pending);
+                            *known = Known { revisions, pending };
+                        }
+                        from = at + 1;
+                        if changes.send(Change::All(all)).await.is_err() {
+                            return;
+                        }
+                        delays = backoff();
+                        continue;
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot read the catalog again"),
+                }
+            }
+            Outcome::Broken(error) => tracing::warn!(%error, "the catalog watch broke; watching again"),
+            Outcome::Closed => return,
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(1));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+fn backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+enum Outcome {
+    /// The revision to watch from is compacted away.
+    Compacted,
+    /// The watch failed; it can be made again.
+    Broken(String),
+    /// Nobody takes changes any more.
+    Closed,
+}
+
+/// Watches from `from` until the watch ends, advancing `from` past every revision delivered.
+async fn watch(
+    client: &Client,
+    prefix: &str,
+    from: &mut i64,
+    known: &SharedKnown,
+    changes: &mpsc::Sender<Change>,
+) -> Outcome {
+    let options = WatchOptions::new().with_prefix().with_start_revision(*from);
+    let mut stream = match client.watch_client().watch(prefix, Some(options)).await {
+        Ok(stream) => stream,
+        Err(error) => return Outcome::Broken(error.to_string()),
+    };
+    loop {
+        let response = match stream.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return Outcome::Broken("etcd ended the watch".to_owned()),
+            Err(error) => return Outcome::Broken(error.to_string()),
+        };
+        if response.canceled() {
+            return if response.compact_revision() > 0 {
+                Outcome::Compacted
+            } else {
+                Outcome::Broken(format!("etcd cancelled the watch: {}", response.cancel_reason()))
+            };
+        }
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let revision = kv.mod_revision();
+            *from = (*from).max(revision + 1);
+            let url = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
+            let change = {
+                let mut known = lock(known);
+                if let Some(seen) = known.revisions.get(&url).copied()
+                    && seen.revision >= revision
+                {
+                    // Known already (this node's own write). The watch has passed a tombstone
+                    // once it delivers the deletion itself: nothing older can follow.
+                    if !seen.exists && seen.revision == revision {
+                        known.revisions.remove(&url);
+                    }
+                    continue;
+                }
+                match event.event_type() {
+                    EventType::Put => known.revisions.insert(url.clone(), Seen { revision, exists: true }),
+                    EventType::Delete => known.revisions.remove(&url),
+                };
+                if known.pending.contains_key(&url) {
+                    continue;
+                }
+                match event.event_type() {
+                    EventType::Put => match decode(&url, kv.value()) {
+                        Some(stored) => StoreOp::Put(stored),
+                        None => continue,
+                    },
+                    EventType::Delete => StoreOp::Delete(url),
+                }
+            };
+            if changes.send(Change::One(change)).await.is_err() {
+                return Outcome::Closed;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rollcall_testkit::{DEADLINE, EtcdCluster};
+
+    use super::*;
+    use crate::store::EtcdArgs;
+    use crate::store::contract::instance;
+
+    #[tokio::test]
+    async fn a_feed_behind_etcds_compaction_hands_over_the_whole_catalog() {
+        let etcd = EtcdCluster::start(1);
+        let args = EtcdArgs {
+            endpoints: etcd.endpoints(),
+            etcd_prefix: "/test/".to_owned(),
+            ..EtcdArgs::default()
+        };
+        let client = args.connect().await.expect("connect");
+        let prefix = args.catalog_prefix();
+        let mut kv = client.kv_client();
+        for version in 1..=3 {
+            let value = serde_json::to_vec(&instance("http://a", version)).expect("json");
+            kv.put(format!("{prefix}http://a"), value, None).await.expect("put");
+        }
+        let latest = kv.put("/elsewhere", "x", None).await.expect("put");
+        let revision = latest.header().expect("header").revision();
+        kv.compact(revision, None).await.expect("compact");
+
+        let (changes, mut feed) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let known = Arc::default();
+        // From revision 1, long compacted away: the feed reads the catalog again.
+        tokio::spawn(follow(client, prefix, 1, Arc::clone(&known), changes, stop.clone()));
+        let change = tokio::time::timeout(DEADLINE, feed.recv()).await.expect("in time");
+        assert_eq!(change, Some(Change::All(vec![instance("http://a", 3)])));
+        assert!(
+            lock(&known).revisions.contains_key("http://a"),
+            "and learns its revisions"
+        );
+        stop.cancel();
+    }
+}
