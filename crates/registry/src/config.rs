@@ -123,6 +123,7 @@ impl RegistryConfig {
             audit_shipping: true,
             etcd: crate::store::EtcdArgs {
                 etcd_prefix: "/rollcall/".to_owned(),
+                node_ttl: Duration::from_secs(2),
                 ..crate::store::EtcdArgs::default()
             },
             tls: rollcall_http::TlsArgs::default(),

@@ -24,6 +24,7 @@ use crate::config::RegistryConfig;
 use crate::events::EventLog;
 use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
+use crate::nodes::{Membership, Nodes};
 use crate::outbound::{HostBudget, Outbound};
 use crate::published::Published;
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, StoredInstance};
@@ -74,6 +75,8 @@ pub(crate) struct Core {
     catalog: RwLock<Catalog>,
     /// The durable copy of the catalog.
     store: Box<dyn CatalogStore>,
+    /// This node among the nodes sharing the catalog, and which instances it probes.
+    pub nodes: Nodes,
     /// The published configuration documents.
     pub published: Published,
     /// What acts on applied events.
@@ -114,6 +117,7 @@ impl Core {
     pub fn new(
         config: RegistryConfig,
         store: Box<dyn CatalogStore>,
+        nodes: Nodes,
         published: Published,
         reactions: Box<dyn React>,
         outbound: Outbound,
@@ -129,9 +133,14 @@ impl Core {
             tries: config.health_tries,
             deregister_critical_after: config.deregister_critical_after,
         };
+        let mut catalog = Catalog::new(policy, limits, first_index());
+        if config.etcd.is_set() {
+            catalog = catalog.sharing_health();
+        }
         Arc::new(Self {
-            catalog: RwLock::new(Catalog::new(policy, limits, first_index())),
+            catalog: RwLock::new(catalog),
             store,
+            nodes,
             published,
             reactions,
             metrics,
@@ -294,7 +303,24 @@ impl Core {
             snapshot.count(state);
         }
         (snapshot.queues, snapshot.queues_behind) = self.reactions.queue_counts();
+        let (membership, shares) = self.node_shares();
+        snapshot.node_live = membership.live;
+        snapshot.nodes = membership.nodes.len();
+        snapshot.node_instances = shares.get(&self.nodes.me().id).copied().unwrap_or_default();
         self.metrics.encode(&snapshot)
+    }
+
+    /// The live set as this node sees it, and how many instances of the catalog each live node
+    /// probes.
+    pub fn node_shares(&self) -> (Membership, HashMap<String, usize>) {
+        let membership = self.nodes.membership();
+        let mut shares = HashMap::new();
+        for url in self.catalog().urls() {
+            if let Some(owner) = crate::nodes::owner(url, membership.nodes.keys()) {
+                *shares.entry(owner.clone()).or_default() += 1;
+            }
+        }
+        (membership, shares)
     }
 
     /// A receiver that changes when the index of `service` (or, for `None`, of the catalog) does.

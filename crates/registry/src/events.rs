@@ -118,6 +118,6 @@ fn to_catalog_event(catalog: &Catalog, event: &Event) -> Option<CatalogEvent> {
             let instance = catalog.current(url, *id)?.view();
             Some(CatalogEvent::StateChanged { instance, from: *from })
         }
-        Event::IndexChanged { .. } | Event::ProvidersChanged { .. } => None,
+        Event::IndexChanged { .. } | Event::ProvidersChanged { .. } | Event::Renewed { .. } => None,
     }
 }

@@ -22,6 +22,11 @@
 //!
 //! A check's result is applied through the core like any change, so its events reach the
 //! reactions the same way a registration's do.
+//!
+//! When several registry nodes share the catalog, each instance is checked by one of them (see
+//! `crate::nodes`): the others' checkers wait until the live set changes, and one that finds it
+//! has taken the instance over checks it at once. The state changes the checking node finds are
+//! stored, and the other nodes take them in.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -126,6 +131,14 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Runn
             () = core.shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+        if !core.nodes.owns(&url) {
+            // Another node probes it. Should this one take it over, it probes at once.
+            if !another_node_probes(&core, &url).await {
+                return;
+            }
+            delay = Duration::ZERO;
+            continue;
+        }
         let (heartbeat, client, registrant) = {
             let catalog = core.catalog();
             // A deregistered instance is not probed again: its service may be gone, or may take
@@ -181,6 +194,16 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Runn
     }
 }
 
+/// Waits while another registry node does the checking of the instance at `url` (until the
+/// live set changes); false when the registry stops meanwhile.
+async fn another_node_probes(core: &Arc<Core>, url: &str) -> bool {
+    tracing::trace!(%url, "probed by another node");
+    tokio::select! {
+        () = core.shutdown.cancelled() => false,
+        () = core.nodes.changed() => true,
+    }
+}
+
 /// Applies a check's outcome; returns how long to wait for the next check, `None` once the
 /// registration is gone.
 async fn record(core: &Arc<Core>, url: &str, id: InstanceId, command: Command, at: SystemTime) -> Option<Duration> {
@@ -196,9 +219,16 @@ async fn record(core: &Arc<Core>, url: &str, id: InstanceId, command: Command, a
 /// delay) runs out, and counts a failure when nothing was renewed meanwhile. Renewals move the
 /// deadline without waking it: it reads the catalog when it wakes.
 async fn ttl_loop(core: &Arc<Core>, url: &str, id: InstanceId) {
-    // A restored or new instance gets one whole TTL from now.
-    let since = SystemTime::now();
+    // A restored or new instance gets one whole TTL from now (and so does one taken over).
+    let mut since = SystemTime::now();
     loop {
+        if !core.nodes.owns(url) {
+            if !another_node_probes(core, url).await {
+                return;
+            }
+            since = SystemTime::now();
+            continue;
+        }
         let (due, seen, ttl) = {
             let catalog = core.catalog();
             let Some(instance) = catalog.current(url, id) else {

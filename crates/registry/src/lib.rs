@@ -33,6 +33,7 @@ mod health;
 mod http;
 mod lookups;
 mod metrics;
+mod nodes;
 mod notify;
 mod outbound;
 mod published;
@@ -163,8 +164,17 @@ async fn start_on(
     let scheme = config.tls.scheme();
     let metrics = metrics::Metrics::default();
     let stores = open_stores(&config, &metrics).await?;
+    let me = nodes::NodeInfo::new(&format!("{scheme}://{local_addr}"));
+    let nodes = if config.etcd.is_set() {
+        nodes::join(&config.etcd, me, config.etcd.node_ttl, shutdown.child_token()).await?
+    } else {
+        nodes::Nodes::alone(me)
+    };
+    tracing::info!(node = %nodes.me().id, "registry node started");
     let resolver = Arc::new(outbound::SystemResolver);
-    let task = tokio::spawn(serve(listener, config, stores, tokens, metrics, resolver, shutdown));
+    let task = tokio::spawn(serve(
+        listener, config, stores, nodes, tokens, metrics, resolver, shutdown,
+    ));
     Ok(RunningRegistry {
         local_addr,
         url: format!("{scheme}://{local_addr}"),
@@ -246,6 +256,7 @@ async fn serve(
     listener: TcpListener,
     config: RegistryConfig,
     stores: Stores,
+    nodes: nodes::Nodes,
     tokens: auth::Tokens,
     metrics: metrics::Metrics,
     resolver: Arc<dyn outbound::Resolve>,
@@ -269,6 +280,7 @@ async fn serve(
     let core = core::Core::new(
         config,
         catalog,
+        nodes,
         published,
         reactor,
         outbound,

@@ -27,6 +27,9 @@ pub struct Metrics {
     instances: Family<Label, Gauge>,
     queues: Gauge,
     queues_behind: Gauge,
+    node_live: Gauge,
+    nodes: Gauge,
+    node_instances: Gauge,
     /// Prober tasks running (one per registered instance).
     pub probers: Gauge,
     /// Blocking queries being held.
@@ -85,6 +88,20 @@ impl Default for Metrics {
             "delivery_queues_behind",
             "Delivery queues with changes their subscriber does not hold yet",
             queues_behind.clone(),
+        );
+        let node_live = Gauge::default();
+        registry.register(
+            "node_live",
+            "1 while this node holds its place among the registry nodes (always, alone)",
+            node_live.clone(),
+        );
+        let nodes = Gauge::default();
+        registry.register("nodes", "Live registry nodes this node sees", nodes.clone());
+        let node_instances = Gauge::default();
+        registry.register(
+            "node_instances",
+            "Instances this node probes: its share of the catalog",
+            node_instances.clone(),
         );
         let probers = Gauge::default();
         registry.register(
@@ -182,6 +199,9 @@ impl Default for Metrics {
             instances,
             queues,
             queues_behind,
+            node_live,
+            nodes,
+            node_instances,
             probers,
             blocking_queries,
             seed_registrations,
@@ -214,6 +234,12 @@ pub struct Snapshot {
     pub queues: usize,
     /// Delivery queues with undelivered changes.
     pub queues_behind: usize,
+    /// Whether this node holds its place among the registry nodes.
+    pub node_live: bool,
+    /// The live registry nodes this node sees.
+    pub nodes: usize,
+    /// The instances this node probes.
+    pub node_instances: usize,
 }
 
 impl Snapshot {
@@ -250,6 +276,9 @@ impl Metrics {
         }
         self.queues.set(gauge_value(snapshot.queues));
         self.queues_behind.set(gauge_value(snapshot.queues_behind));
+        self.node_live.set(i64::from(snapshot.node_live));
+        self.nodes.set(gauge_value(snapshot.nodes));
+        self.node_instances.set(gauge_value(snapshot.node_instances));
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);

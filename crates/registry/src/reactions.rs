@@ -88,7 +88,7 @@ impl React for Reactor {
                     self.notifier.wake(catalog.dependents_of(service));
                 }
                 // The core wakes blocking queries itself.
-                Event::IndexChanged { .. } => {}
+                Event::IndexChanged { .. } | Event::Renewed { .. } => {}
             }
         }
     }

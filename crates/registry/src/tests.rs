@@ -88,10 +88,12 @@ async fn serve_with(
         feed: None,
         published: crate::published::Published::new(config_store, documents),
     };
+    let me = crate::nodes::NodeInfo::new(&url);
     let served = tokio::spawn(crate::serve(
         listener,
         config,
         stores,
+        crate::nodes::Nodes::alone(me),
         tokens,
         metrics,
         resolver,

@@ -34,7 +34,7 @@ pub use tokens::{
     CreatedToken, MAX_PATTERN_LEN, MAX_SCOPES, MAX_TOKEN_NAME_LEN, NewToken, Scope, TOKEN_PREFIX, TokenText, TokenView,
     UnknownScope, matches_pattern,
 };
-pub use views::{CatalogEvent, ErrorBody, InstanceState, InstanceView, ServiceView, ServicesView};
+pub use views::{CatalogEvent, ErrorBody, InstanceState, InstanceView, NodeView, NodesView, ServiceView, ServicesView};
 
 #[cfg(test)]
 mod fuzz {

@@ -109,6 +109,32 @@ impl ServicesView {
     }
 }
 
+/// The registry nodes sharing one catalog, as answered by `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesView {
+    /// The id of the node that answered.
+    #[serde(rename = "self")]
+    pub this: String,
+    /// Whether the answering node holds its place among the live nodes (false while it cannot
+    /// reach etcd: it then probes and pushes nothing).
+    pub live: bool,
+    /// The live nodes as the answering node sees them, ordered by id.
+    pub nodes: Vec<NodeView>,
+}
+
+/// One live registry node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Its id, new at every start.
+    pub id: String,
+    /// The base URL it serves at.
+    pub url: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Its share: the instances of the catalog it probes.
+    pub instances: usize,
+}
+
 /// One change in the catalog, as `GET /v1/events` streams it (the SSE `event:` field is the
 /// `type`; the `id:` field is its position in the stream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,7 @@ mod events;
 mod fuzz;
 mod instances;
 mod metrics;
+mod nodes;
 mod openapi;
 mod seed;
 mod services;
@@ -66,6 +67,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(config_push::reads())
         .merge(events::router())
         .merge(metrics::router())
+        .merge(nodes::router())
         .merge(crate::ui::router())
         .route_layer(middleware::from_fn_with_state(core.clone(), caller::require_read));
     let routes = Router::new().merge(writes).merge(reads).merge(openapi::router());

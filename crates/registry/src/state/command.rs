@@ -148,6 +148,11 @@ pub enum Event {
         /// Its new index.
         index: u64,
     },
+    /// A TTL-checked instance renewed itself (a passing check, whatever its state was).
+    Renewed {
+        /// Its ServiceURL.
+        url: String,
+    },
     /// The set of discoverable instances of `service` changed: its dependents need a patch.
     ProvidersChanged {
         /// The service name.

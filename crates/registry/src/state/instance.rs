@@ -78,6 +78,13 @@ pub struct StoredInstance {
     /// Where it is sent configuration releases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_url: Option<String>,
+    /// Its health as the node probing it last found it, read back with it from a store shared
+    /// between nodes ([`StoreOp::Health`]); never written as part of the instance.
+    #[serde(skip)]
+    pub health: Option<InstanceState>,
+    /// When a TTL-checked instance was last checked, read back the same way.
+    #[serde(skip)]
+    pub checked_at: Option<SystemTime>,
 }
 
 fn is_default(check: &Check) -> bool {
@@ -92,6 +99,22 @@ pub enum StoreOp {
     Put(StoredInstance),
     /// Remove the instance at this ServiceURL.
     Delete(String),
+    /// The health of the instance at this ServiceURL, as the node probing it found it: kept
+    /// apart from the registration (only by stores shared between nodes; the embedded store
+    /// keeps no health), so that the probing node's writes never race the writes callers make.
+    Health(SharedHealth),
+}
+
+/// An instance's health as shared between the nodes of one catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedHealth {
+    /// The ServiceURL.
+    pub url: String,
+    /// Its state.
+    pub state: InstanceState,
+    /// When a TTL-checked instance was last checked (renewed, or found expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<SystemTime>,
 }
 
 /// One registered instance and what the registry knows of its health.
@@ -173,6 +196,8 @@ impl Instance {
             check: self.check,
             draining: self.state == InstanceState::Draining,
             config_url: self.config_url.clone(),
+            health: None,
+            checked_at: None,
         }
     }
 }

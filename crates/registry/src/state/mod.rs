@@ -27,7 +27,7 @@
 //!   that ran out (failing); only the instance's owner renews it, and only a TTL-checked one;
 //!   an instance is critical after its check's tries (the policy's when it gives none);
 //! - what survives a restart is each registration and whether it was drained; health is probed
-//!   again;
+//!   again (unless health is shared between nodes: then every state change is stored too);
 //! - every [`Event::Registered`] says what the new subscriber already holds: what its
 //!   registration delivered, or after a restore what the restored catalog offers it, so that
 //!   a restart announces nothing by itself.
@@ -46,7 +46,7 @@ use rollcall_wire::{CheckKind, InstanceState, PatchEntry, Registration};
 
 use command::NewInstance;
 pub use command::{Command, CommandError, Event};
-pub use instance::{Actor, Instance, ProbeFailure, Registrant, StoreOp, StoredInstance};
+pub use instance::{Actor, Instance, ProbeFailure, Registrant, SharedHealth, StoreOp, StoredInstance};
 
 /// Identifies one registration of an instance; a re-registration of the same URL gets a new one.
 pub type InstanceId = u64;
@@ -102,6 +102,8 @@ pub struct Catalog {
     last_version: u64,
     /// Services changed by the command being applied.
     touched: BTreeSet<String>,
+    /// Whether health is stored, for the other nodes sharing the store (see [`Self::sharing_health`]).
+    shares_health: bool,
 }
 
 impl Catalog {
@@ -121,7 +123,28 @@ impl Catalog {
             versions: HashMap::new(),
             last_version: 0,
             touched: BTreeSet::new(),
+            shares_health: false,
         }
+    }
+
+    /// The catalog of a node that shares its store with other nodes, each probing its own share
+    /// of the instances: every health state change is stored (with the state) for the others to
+    /// take in, and a restore starts each instance in its stored state.
+    #[must_use]
+    pub fn sharing_health(mut self) -> Self {
+        self.shares_health = true;
+        self
+    }
+
+    /// The health of the instance at `url` to share, when health is shared.
+    fn shared_health(&self, url: &str) -> Option<StoreOp> {
+        let instance = self.instances.get(url).filter(|_| self.shares_health)?;
+        let ttl = instance.check.kind == CheckKind::Ttl;
+        Some(StoreOp::Health(SharedHealth {
+            url: url.to_owned(),
+            state: instance.state,
+            checked_at: instance.last_check_at.filter(|_| ttl),
+        }))
     }
 
     /// Applies `command`, returning what changed.
@@ -168,7 +191,9 @@ impl Catalog {
                 }),
                 Some(instance) => {
                     let id = instance.id;
-                    Ok(self.record_probe(&url, id, Ok(()), at))
+                    let mut events = self.record_probe(&url, id, Ok(()), at);
+                    events.push(Event::Renewed { url });
+                    Ok(events)
                 }
             },
             Command::Expire {
@@ -254,10 +279,10 @@ impl Catalog {
                 check: instance.check,
                 config_url: instance.config_url,
                 registrant: instance.registrant,
-                state: if instance.draining {
-                    InstanceState::Draining
-                } else {
-                    InstanceState::Passing
+                state: match (instance.draining, instance.health) {
+                    (true, _) => InstanceState::Draining,
+                    (false, Some(state)) if self.shares_health => state,
+                    (false, _) => InstanceState::Passing,
                 },
                 registered_at: instance.registered_at,
                 last_check_at: None,
@@ -285,20 +310,27 @@ impl Catalog {
 
     /// The store operations that make the stored catalog match after `events`.
     pub fn store_ops(&self, events: &[Event]) -> Vec<StoreOp> {
-        events
-            .iter()
-            .filter_map(|event| match event {
-                Event::Registered { url, .. } => self.instances.get(url).map(|i| StoreOp::Put(i.stored())),
-                // Drained or undrained: the one state that is stored.
-                Event::StateChanged { url, from, to, .. }
-                    if *from == InstanceState::Draining || *to == InstanceState::Draining =>
-                {
-                    self.instances.get(url).map(|i| StoreOp::Put(i.stored()))
+        let mut ops = Vec::new();
+        for event in events {
+            match event {
+                Event::Registered { url, .. } => {
+                    ops.extend(self.instances.get(url).map(|i| StoreOp::Put(i.stored())));
+                    ops.extend(self.shared_health(url));
                 }
-                Event::Deregistered { url, .. } => Some(StoreOp::Delete(url.clone())),
-                Event::StateChanged { .. } | Event::ProvidersChanged { .. } | Event::IndexChanged { .. } => None,
-            })
-            .collect()
+                Event::StateChanged { url, from, to, .. } => {
+                    // Drained or undrained: the one state stored with the registration.
+                    if *from == InstanceState::Draining || *to == InstanceState::Draining {
+                        ops.extend(self.instances.get(url).map(|i| StoreOp::Put(i.stored())));
+                    }
+                    ops.extend(self.shared_health(url));
+                }
+                // Shared, so that the node timing the TTL sees renewals made through any node.
+                Event::Renewed { url } => ops.extend(self.shared_health(url)),
+                Event::Deregistered { url, .. } => ops.push(StoreOp::Delete(url.clone())),
+                Event::ProvidersChanged { .. } | Event::IndexChanged { .. } => {}
+            }
+        }
+        ops
     }
 
     fn next_id(&mut self) -> InstanceId {

@@ -88,6 +88,11 @@ impl Catalog {
         self.instances.values().map(|i| i.state)
     }
 
+    /// Every registered instance's ServiceURL.
+    pub fn urls(&self) -> impl Iterator<Item = &str> + '_ {
+        self.instances.keys().map(String::as_str)
+    }
+
     /// Number of registered instances.
     pub fn len(&self) -> usize {
         self.instances.len()

@@ -5,17 +5,21 @@
 //! A replicated change is the registration as stored, not the request that made it, so the
 //! catalog does here what the stored form says rather than what a request would have asked:
 //! - a put equal to what the catalog holds is nothing (the echo of this node's own write);
-//! - a put that differs from what is held only in being drained drains or undrains it;
+//! - a put that differs from what is held only in its state (drained, or the shared health the
+//!   node probing it found) puts it in that state;
 //! - a put with another public id than the one held is a new registration at that ServiceURL:
 //!   the old one leaves, the new one comes, with the stored id;
-//! - any other put is a (re-)registration: it starts pending, like every registration not
-//!   shown alive here, unless its address is already held by dependents;
+//! - any other put is a (re-)registration: in its stored state when health is shared, otherwise
+//!   pending, like every registration not shown alive here, unless its address is already held
+//!   by dependents;
 //! - limits and ownership are not checked: the node that accepted the write checked them.
 //!
 //! [`Command::Replicate`]: super::Command::Replicate
 //! [`Command::Resync`]: super::Command::Resync
 
 use std::collections::{BTreeSet, HashSet};
+
+use rollcall_wire::InstanceState;
 
 use super::{Catalog, Event, NewInstance, StoreOp, StoredInstance};
 
@@ -25,6 +29,16 @@ impl Catalog {
         match change {
             StoreOp::Put(stored) => self.replicate_put(stored),
             StoreOp::Delete(url) => self.remove(&url, false).unwrap_or_default(),
+            StoreOp::Health(health) => {
+                let Some(instance) = self.instances.get_mut(&health.url) else {
+                    return Vec::new();
+                };
+                if health.checked_at.is_some() {
+                    instance.last_check_at = health.checked_at;
+                }
+                let draining = instance.state == InstanceState::Draining;
+                self.take_state(&health.url, draining, Some(health.state))
+            }
         }
     }
 
@@ -52,21 +66,26 @@ impl Catalog {
         let url = stored.registration.service_url.clone();
         let mut events = Vec::new();
         if let Some(held) = self.instances.get(&url).map(super::Instance::stored) {
-            if held == stored {
-                return events;
-            }
             if (StoredInstance {
                 draining: stored.draining,
+                health: stored.health,
+                checked_at: stored.checked_at,
                 ..held.clone()
             }) == stored
             {
-                return self.drain(&url, stored.draining);
+                if let Some(instance) = self.instances.get_mut(&url)
+                    && stored.checked_at.is_some()
+                {
+                    instance.last_check_at = stored.checked_at;
+                }
+                // Equal (the echo of this node's own write), or another state.
+                return self.take_state(&url, stored.draining, stored.health);
             }
             if held.id != stored.id {
                 events.extend(self.remove(&url, false).unwrap_or_default());
             }
         }
-        let draining = stored.draining;
+        let (draining, health, checked_at) = (stored.draining, stored.health, stored.checked_at);
         let new = NewInstance {
             registration: stored.registration,
             metadata: stored.metadata,
@@ -77,9 +96,28 @@ impl Catalog {
             proven: false,
         };
         events.extend(self.register(new, BTreeSet::new(), stored.registered_at));
-        if draining {
-            events.extend(self.drain(&url, true));
+        if let Some(instance) = self.instances.get_mut(&url) {
+            instance.last_check_at = checked_at;
         }
+        events.extend(self.take_state(&url, draining, health));
         events
+    }
+
+    /// Puts the instance at `url` in the state stored for it: drained or not, and its shared
+    /// health when it has one.
+    fn take_state(&mut self, url: &str, draining: bool, health: Option<InstanceState>) -> Vec<Event> {
+        let Some(health) = health else {
+            return self.drain(url, draining);
+        };
+        let to = if draining { InstanceState::Draining } else { health };
+        let Some(instance) = self.instances.get_mut(url) else {
+            return Vec::new();
+        };
+        let (from, before) = (instance.state, instance.provides());
+        if from == to {
+            return Vec::new();
+        }
+        instance.state = to;
+        self.changed_events(url, from, before)
     }
 }

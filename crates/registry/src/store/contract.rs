@@ -48,6 +48,8 @@ pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
         check: rollcall_wire::Check::ttl(Duration::from_secs(5)),
         draining: true,
         config_url: Some(format!("{url}/config")),
+        health: None,
+        checked_at: None,
     }
 }
 
@@ -229,6 +231,7 @@ pub(crate) async fn a_kill_9_between_write_and_acknowledgement_loses_nothing_ack
             match op {
                 StoreOp::Put(instance) => expected.insert(instance.registration.service_url.clone(), instance),
                 StoreOp::Delete(url) => expected.remove(&url),
+                StoreOp::Health(_) => None,
             };
         }
     }

@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+pub(crate) use self::etcd::retry_delays;
 pub use self::etcd::{EtcdArgs, EtcdStore};
 pub use self::redb::{DATABASE_FILE, RedbStore};
 pub use self::releases::{RELEASES_FILE, ReleaseStore};

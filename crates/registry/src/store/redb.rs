@@ -88,6 +88,8 @@ impl Commit for StoreOp {
                         .remove(url.as_str())
                         .map_err(|e| StoreError::new("cannot delete", e))?;
                 }
+                // Health is not kept here: a restarted registry probes again.
+                StoreOp::Health(_) => {}
             }
         }
         Ok(())

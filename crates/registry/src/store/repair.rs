@@ -137,6 +137,8 @@ mod tests {
             check: rollcall_wire::Check::default(),
             draining: false,
             config_url: None,
+            health: None,
+            checked_at: None,
         }
     }
 

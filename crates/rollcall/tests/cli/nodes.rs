@@ -1,11 +1,17 @@
 //! Several registry nodes over one etcd cluster: what is registered, drained or deregistered
-//! through any node is what every node lists, and survives the loss of a node.
+//! through any node is what every node lists, and survives the loss of a node; the probing is
+//! shared out, and a killed node's share is taken over.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use rollcall_testkit::{DEADLINE, EtcdCluster, FakeFleet, ServerProcess, eventually, http_client};
-use rollcall_wire::{InstanceState, InstanceView, ServicesView};
+use axum::http::StatusCode;
+use rollcall_testkit::{
+    DEADLINE, EtcdCluster, FakeFleet, FakeService, HeartbeatMode, ServerProcess, TcpProxy, eventually, http_client,
+};
+use rollcall_wire::{InstanceState, InstanceView, NodesView, ServicesView};
 
 use crate::durability::{Acknowledged, start_load, wait_for_acknowledged};
 
@@ -112,6 +118,163 @@ async fn a_drain_and_a_deregistration_through_one_node_are_seen_by_the_others() 
     assert_eq!(removed.status(), 204);
     eventually("a no longer lists it", DEADLINE, || async {
         listed(&a, "Load").await.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// A registry node over `etcd` that probes every 250 ms (3 tries 100 ms apart) and holds its
+/// place with a 1 s lease, so that a test sees a failover within seconds.
+fn quick_node(etcd: &EtcdCluster) -> ServerProcess {
+    ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--etcd", &etcd.endpoint_list(), "--node-ttl", "1s"])
+            .args(["--health-interval", "250ms", "--health-timeout", "100ms"])
+            .args(["--health-tries", "3", "--health-retry-delay", "100ms"]);
+    })
+}
+
+async fn nodes_seen_by(node: &ServerProcess) -> Option<NodesView> {
+    let answer = http_client().get(format!("{}/v1/nodes", node.url)).send().await.ok()?;
+    answer.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probing_is_shared_out_and_a_killed_nodes_share_is_taken_over_within_3_seconds() {
+    const PROVIDERS: usize = 24;
+    let etcd = EtcdCluster::start(3);
+    let mut nodes: Vec<ServerProcess> = (0..3).map(|_| quick_node(&etcd)).collect();
+    let mut providers = Vec::new();
+    for _ in 0..PROVIDERS {
+        let provider = FakeService::spawn("P", &[]).await;
+        crate::register(&nodes[1], &provider).await;
+        providers.push(provider);
+    }
+    let dependent = FakeService::spawn("D", &["P"]).await;
+    crate::register(&nodes[2], &dependent).await;
+    let all: BTreeSet<_> = providers.iter().map(FakeService::entry).collect();
+    dependent.wait_for_providers(&all).await;
+
+    // Every node sees all three, and the shares add up to the catalog, each node with some.
+    let mut shares = Vec::new();
+    for node in &nodes {
+        let seen = eventually("three live nodes", DEADLINE, || async {
+            nodes_seen_by(node).await.filter(|v| v.live && v.nodes.len() == 3)
+        })
+        .await;
+        shares.push(
+            seen.nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.instances))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(
+        shares.windows(2).all(|w| w[0] == w[1]),
+        "every node computes the same shares: {shares:?}"
+    );
+    assert_eq!(shares[0].iter().map(|(_, n)| n).sum::<usize>(), PROVIDERS + 1);
+    let killed_id = nodes_seen_by(&nodes[0]).await.expect("nodes").this;
+    let killed_share = shares[0].iter().find(|(id, _)| *id == killed_id).map_or(0, |(_, n)| *n);
+    assert!(killed_share > 0, "the node to kill probes some instances: {shares:?}");
+
+    nodes[0].kill();
+    let killed = Instant::now();
+    for provider in &providers {
+        provider.set_heartbeat(HeartbeatMode::Failing(StatusCode::SERVICE_UNAVAILABLE));
+    }
+    eventually("every failed provider removed from the dependent", DEADLINE, || async {
+        dependent.providers().is_empty().then_some(())
+    })
+    .await;
+    let last_removal = providers
+        .iter()
+        .filter_map(|p| dependent.arrival_of(&p.entry(), true))
+        .max()
+        .expect("removals arrived");
+    let failover = last_removal.duration_since(killed);
+    assert!(
+        failover < Duration::from_secs(3),
+        "the last failure reached the dependent {failover:?} after the kill"
+    );
+    for survivor in &nodes[1..] {
+        let seen = nodes_seen_by(survivor).await.expect("nodes");
+        assert_eq!(seen.nodes.len(), 2, "{seen:?}");
+    }
+}
+
+/// The instances of `service` node `at` lists as passing.
+async fn passing(at: &ServerProcess, service: &str) -> BTreeSet<String> {
+    listed(at, service)
+        .await
+        .into_iter()
+        .filter(|i| i.state == InstanceState::Passing)
+        .map(|i| i.url)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_etcd_stops_probing_within_its_lease_and_the_others_take_its_share() {
+    let etcd = EtcdCluster::start(1);
+    let target = etcd.endpoints()[0]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let proxy = TcpProxy::start(target).await;
+    let cut = ServerProcess::start(rollcall(), "registry", |c| {
+        c.args(["--etcd", &proxy.url(), "--node-ttl", "1s"])
+            .args(["--health-interval", "250ms", "--health-timeout", "100ms"])
+            .args(["--health-tries", "3", "--health-retry-delay", "100ms"]);
+    });
+    let others = [quick_node(&etcd), quick_node(&etcd)];
+    let mut providers = Vec::new();
+    for _ in 0..12 {
+        let provider = FakeService::spawn("P", &[]).await;
+        crate::register(&others[0], &provider).await;
+        providers.push(provider);
+    }
+    let dependent = FakeService::spawn("D", &["P"]).await;
+    crate::register(&others[1], &dependent).await;
+    for node in [&cut, &others[0], &others[1]] {
+        eventually("three live nodes", DEADLINE, || async {
+            nodes_seen_by(node).await.filter(|v| v.live && v.nodes.len() == 3)
+        })
+        .await;
+    }
+
+    proxy.sever();
+    let severed = Instant::now();
+    eventually("the cut node knows it is not live", DEADLINE, || async {
+        nodes_seen_by(&cut).await.filter(|v| !v.live)
+    })
+    .await;
+    assert!(
+        severed.elapsed() < Duration::from_secs(1),
+        "it stopped {:?} after the cut, past its 1 s lease",
+        severed.elapsed()
+    );
+    let probes_when_stopped: u64 = providers.iter().map(FakeService::probes).sum();
+    for node in &others {
+        eventually("the others see two nodes", DEADLINE, || async {
+            nodes_seen_by(node).await.filter(|v| v.nodes.len() == 2)
+        })
+        .await;
+    }
+    // Half the providers fail: the remaining nodes find it and tell the dependent.
+    for provider in &providers[..6] {
+        provider.set_heartbeat(HeartbeatMode::Failing(StatusCode::SERVICE_UNAVAILABLE));
+    }
+    let alive: BTreeSet<_> = providers[6..].iter().map(FakeService::entry).collect();
+    dependent.wait_for_providers(&alive).await;
+    let catalog = passing(&others[0], "P").await;
+    let held: BTreeSet<String> = dependent.providers().into_iter().map(|e| e.url).collect();
+    assert_eq!(held, catalog, "the dependent holds what the catalog offers");
+    assert!(
+        providers.iter().map(FakeService::probes).sum::<u64>() > probes_when_stopped,
+        "the others probe"
+    );
+
+    proxy.heal();
+    eventually("the cut node holds its place again", DEADLINE, || async {
+        nodes_seen_by(&cut).await.filter(|v| v.live && v.nodes.len() == 3)
     })
     .await;
 }

@@ -79,6 +79,8 @@ fn an_instance_whose_registrant_was_never_recorded_yields_to_anyone() {
         check: rollcall_wire::Check::default(),
         draining: false,
         config_url: None,
+        health: None,
+        checked_at: None,
     }]);
     assert!(deregister_as(&mut c, "http://a", actor("10.0.0.1", None, false)).is_ok());
 }

@@ -111,3 +111,38 @@ fn a_resync_holds_exactly_the_shared_catalog() {
         "what both hold stays: {events:?}"
     );
 }
+
+#[test]
+fn the_health_the_probing_node_finds_is_shared_and_taken_in_by_the_others() {
+    let (mut a, mut b) = (catalog().sharing_health(), catalog().sharing_health());
+    let (id, events) = register(&mut a, "A", "http://a");
+    let ops = a.store_ops(&events);
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, StoreOp::Health(h) if h.state == InstanceState::Passing)),
+        "a registration shares its first state: {ops:?}"
+    );
+    replicate(&mut b, ops);
+    assert_eq!(b.instance("http://a").map(|i| i.state), Some(InstanceState::Passing));
+
+    let mut events = Vec::new();
+    for second in 1..=u64::from(TRIES) {
+        events.extend(probe(&mut a, "http://a", id, false, second));
+    }
+    let ops = a.store_ops(&events);
+    assert!(
+        ops.iter().all(|op| matches!(op, StoreOp::Health(_))),
+        "health goes apart from the registration: {ops:?}"
+    );
+    let taken_in = replicate(&mut b, ops);
+    assert_eq!(b.instance("http://a").map(|i| i.state), Some(InstanceState::Critical));
+    assert_eq!(changed(&taken_in), ["A"], "b's dependents lose it too");
+}
+
+#[test]
+fn a_catalog_that_does_not_share_health_stores_none() {
+    let mut a = catalog();
+    let (id, mut events) = register(&mut a, "A", "http://a");
+    events.extend(probe(&mut a, "http://a", id, false, 1));
+    assert!(!a.store_ops(&events).iter().any(|op| matches!(op, StoreOp::Health(_))));
+}

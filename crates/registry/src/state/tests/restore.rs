@@ -43,7 +43,7 @@ fn a_url_keeps_its_public_id_across_re_registrations_and_restores() {
         .into_iter()
         .filter_map(|op| match op {
             StoreOp::Put(stored) => Some(stored),
-            StoreOp::Delete(_) => None,
+            StoreOp::Delete(_) | StoreOp::Health(_) => None,
         })
         .collect();
     assert_eq!(stored.len(), 1);
@@ -111,6 +111,8 @@ fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
         check: rollcall_wire::Check::default(),
         draining: false,
         config_url: None,
+        health: None,
+        checked_at: None,
     };
     let mut c = catalog();
     // The dependent comes back before its providers: it still holds them all.

@@ -1,5 +1,6 @@
-//! The etcd store's feed: one prefix watch from the revision this node last read, turning every
-//! change another node made into a [`Change`] for this node's catalog.
+//! The etcd store's feed: one watch of the instances and their health from the revision this
+//! node last read, turning every change another node made into a [`Change`] for this node's
+//! catalog.
 //!
 //! A change whose revision this node knows already (its own write, echoed) is dropped; a change
 //! to a key this node is writing is recorded but left to the writer (whose comparison then
@@ -10,13 +11,13 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use etcd_client::{Client, EventType, WatchOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{Known, Seen, SharedKnown, lock};
-use super::{decode, read_all};
+use super::{CATALOG, HEALTH, decode, prefix_end, read_all, retry_delays};
+use crate::state::SharedHealth;
 use crate::store::{Change, StoreOp};
 
 /// Follows the catalog under `prefix` from revision `from` until `stop`, sending changes to
@@ -29,7 +30,7 @@ pub(super) async fn follow(
     changes: mpsc::Sender<Change>,
     stop: CancellationToken,
 ) {
-    let mut delays = backoff();
+    let mut delays = retry_delays();
     while !stop.is_cancelled() {
         let outcome = tokio::select! {
             outcome = watch(&client, &prefix, &mut from, &known, &changes) => outcome,
@@ -52,7 +53,7 @@ pub(super) async fn follow(
                         if changes.send(Change::All(all)).await.is_err() {
                             return;
                         }
-                        delays = backoff();
+                        delays = retry_delays();
                         continue;
                     }
                     Err(error) => tracing::warn!(%error, "cannot read the catalog again"),
@@ -67,15 +68,6 @@ pub(super) async fn follow(
             () = stop.cancelled() => return,
         }
     }
-}
-
-fn backoff() -> backon::ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(1))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 enum Outcome {
@@ -95,8 +87,13 @@ async fn watch(
     known: &SharedKnown,
     changes: &mpsc::Sender<Change>,
 ) -> Outcome {
-    let options = WatchOptions::new().with_prefix().with_start_revision(*from);
-    let mut stream = match client.watch_client().watch(prefix, Some(options)).await {
+    // One watch over the instances and their health (`catalog/` sorts before `health/`; keys
+    // between them are not ours and are skipped).
+    let first = format!("{prefix}{CATALOG}");
+    let options = WatchOptions::new()
+        .with_range(prefix_end(&format!("{prefix}{HEALTH}")))
+        .with_start_revision(*from);
+    let mut stream = match client.watch_client().watch(first, Some(options)).await {
         Ok(stream) => stream,
         Err(error) => return Outcome::Broken(error.to_string()),
     };
@@ -117,33 +114,44 @@ async fn watch(
             let Some(kv) = event.kv() else { continue };
             let revision = kv.mod_revision();
             *from = (*from).max(revision + 1);
-            let url = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
-            let change = {
+            let suffix = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
+            {
                 let mut known = lock(known);
-                if let Some(seen) = known.revisions.get(&url).copied()
+                if let Some(seen) = known.revisions.get(&suffix).copied()
                     && seen.revision >= revision
                 {
                     // Known already (this node's own write). The watch has passed a tombstone
                     // once it delivers the deletion itself: nothing older can follow.
                     if !seen.exists && seen.revision == revision {
-                        known.revisions.remove(&url);
+                        known.revisions.remove(&suffix);
                     }
                     continue;
                 }
                 match event.event_type() {
-                    EventType::Put => known.revisions.insert(url.clone(), Seen { revision, exists: true }),
-                    EventType::Delete => known.revisions.remove(&url),
+                    EventType::Put => known.revisions.insert(suffix.clone(), Seen { revision, exists: true }),
+                    EventType::Delete => known.revisions.remove(&suffix),
                 };
-                if known.pending.contains_key(&url) {
+                if known.pending.contains_key(&suffix) {
                     continue;
                 }
-                match event.event_type() {
-                    EventType::Put => match decode(&url, kv.value()) {
-                        Some(stored) => StoreOp::Put(stored),
-                        None => continue,
-                    },
-                    EventType::Delete => StoreOp::Delete(url),
+            }
+            let put = event.event_type() == EventType::Put;
+            let change = if let Some(url) = suffix.strip_prefix(CATALOG) {
+                if !put {
+                    StoreOp::Delete(url.to_owned())
+                } else if let Some(stored) = decode(url, kv.value()) {
+                    StoreOp::Put(stored)
+                } else {
+                    continue;
                 }
+            } else if suffix.starts_with(HEALTH) && put {
+                match serde_json::from_slice::<SharedHealth>(kv.value()) {
+                    Ok(health) => StoreOp::Health(health),
+                    Err(_) => continue,
+                }
+            } else {
+                // A deleted health key goes with its instance; anything else is not ours.
+                continue;
             };
             if changes.send(Change::One(change)).await.is_err() {
                 return Outcome::Closed;
@@ -171,11 +179,13 @@ mod tests {
             ..EtcdArgs::default()
         };
         let client = args.connect().await.expect("connect");
-        let prefix = args.catalog_prefix();
+        let prefix = args.etcd_prefix.clone();
         let mut kv = client.kv_client();
         for version in 1..=3 {
             let value = serde_json::to_vec(&instance("http://a", version)).expect("json");
-            kv.put(format!("{prefix}http://a"), value, None).await.expect("put");
+            kv.put(format!("{prefix}{CATALOG}http://a"), value, None)
+                .await
+                .expect("put");
         }
         let latest = kv.put("/elsewhere", "x", None).await.expect("put");
         let revision = latest.header().expect("header").revision();
@@ -189,7 +199,7 @@ mod tests {
         let change = tokio::time::timeout(DEADLINE, feed.recv()).await.expect("in time");
         assert_eq!(change, Some(Change::All(vec![instance("http://a", 3)])));
         assert!(
-            lock(&known).revisions.contains_key("http://a"),
+            lock(&known).revisions.contains_key("catalog/http://a"),
             "and learns its revisions"
         );
         stop.cancel();

@@ -2,11 +2,14 @@
 //! registry's data outlives its machine, and several registry nodes share one catalog.
 //!
 //! Keys are `{prefix}catalog/{ServiceURL}`, values the same JSON of a [`StoredInstance`] the
-//! embedded store keeps. Two tasks per node:
+//! embedded store keeps, and `{prefix}health/{ServiceURL}`, the instance's health as the node
+//! probing it found it ([`SharedHealth`]): apart, so that the probing node's writes never race
+//! the registrations and drains callers make through any node. Two tasks per node:
 //! - the writer (`writer`) commits every batch queued so far (up to etcd's 128 operations per
 //!   transaction), folded into the last word per key, as one etcd transaction; each
 //!   acknowledgement means "committed by etcd", on the disks of a majority of its members. Each
-//!   transaction compares every key it writes with the revision this node knows it at, so a
+//!   transaction compares every instance it writes with the revision this node knows it at
+//!   (health is written by one node and compared with nothing), so a
 //!   write never silently undoes a change it did not know about; one whose answer was lost is
 //!   retried (the comparison makes that safe, and a retry that finds its own write counts as
 //!   done); one that finds a key changed by another node is refused, and the catalog corrected;
@@ -33,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use self::writer::RETRY_FOR;
 use self::writer::{Batch, Known, Message, Seen, Writer, fold};
 use super::{CatalogStore, Durable, Feed, StoreError, StoreFuture, StoreOp, StoredInstance};
+use crate::state::SharedHealth;
 
 /// Keys read per request when the catalog is read back, so that no answer is large.
 const READ_PAGE: i64 = 1_000;
@@ -40,6 +44,10 @@ const READ_PAGE: i64 = 1_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Changes from other nodes queued for this node's catalog before the feed waits.
 const FEED_QUEUE: usize = 1_024;
+/// Where the instances are, under the prefix: `catalog/{ServiceURL}`.
+const CATALOG: &str = "catalog/";
+/// Where their shared health is: `health/{ServiceURL}`.
+const HEALTH: &str = "health/";
 
 /// How the registry reaches etcd: `rollcall registry --etcd URL[,URL...]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
@@ -58,6 +66,12 @@ pub struct EtcdArgs {
         value_name = "PREFIX"
     )]
     pub etcd_prefix: String,
+
+    /// With `--etcd`: how long a registry node that stopped renewing its place among the nodes
+    /// (it died, or lost etcd) keeps it; its share of the probing is taken over after this.
+    /// Whole seconds; etcd may make it longer.
+    #[arg(long, env = "ROLLCALL_NODE_TTL", default_value = "2s", value_parser = crate::config::parse_duration)]
+    pub node_ttl: Duration,
 
     /// The etcd user to authenticate as (with `--etcd-password`).
     #[arg(long, env = "ROLLCALL_ETCD_USER", requires = "etcd_password")]
@@ -102,7 +116,7 @@ impl EtcdArgs {
     }
 
     /// Connects to the cluster (lazily: an unreachable etcd shows at the first request).
-    async fn connect(&self) -> Result<Client, StoreError> {
+    pub(crate) async fn connect(&self) -> Result<Client, StoreError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
@@ -136,10 +150,6 @@ impl EtcdArgs {
         }
         Ok(wanted.then_some(tls))
     }
-
-    fn catalog_prefix(&self) -> String {
-        format!("{}catalog/", self.etcd_prefix)
-    }
 }
 
 /// Accepts `http://host:port` and `https://host:port`.
@@ -172,7 +182,7 @@ impl EtcdStore {
         commit_seconds: Histogram,
     ) -> Result<(Self, Vec<StoredInstance>, Feed), StoreError> {
         let client = args.connect().await?;
-        let prefix = args.catalog_prefix();
+        let prefix = args.etcd_prefix.clone();
         let (stored, revisions, at) = read_all(&client, &prefix).await?;
         let known = Arc::new(Mutex::new(Known {
             revisions,
@@ -245,17 +255,49 @@ impl CatalogStore for EtcdStore {
     }
 }
 
-/// Reads every instance under `prefix`, a page at a time but all at one revision, which it
-/// returns with what this node then knows of each key.
+/// Reads every instance under `root` (`{root}catalog/...`) with its shared health
+/// (`{root}health/...`), a page at a time but all at one revision, which it returns with what
+/// this node then knows of each key.
 async fn read_all(
     client: &Client,
-    prefix: &str,
+    root: &str,
 ) -> Result<(Vec<StoredInstance>, HashMap<String, Seen>, i64), StoreError> {
+    let mut revisions = HashMap::new();
+    let (catalog, at) = read_range(client, root, CATALOG, 0, &mut revisions).await?;
+    let (health, _) = read_range(client, root, HEALTH, at, &mut revisions).await?;
+    let mut health: HashMap<String, SharedHealth> = health
+        .into_iter()
+        .filter_map(|(url, value)| serde_json::from_slice::<SharedHealth>(&value).ok().map(|h| (url, h)))
+        .collect();
+    let stored = catalog
+        .into_iter()
+        .filter_map(|(url, value)| {
+            let mut instance = decode(&url, &value)?;
+            if let Some(shared) = health.remove(&url) {
+                instance.health = Some(shared.state);
+                instance.checked_at = shared.checked_at;
+            }
+            Some(instance)
+        })
+        .collect();
+    Ok((stored, revisions, at))
+}
+
+/// Reads the keys under `{root}{part}` at revision `at` (0: the latest), a page at a time,
+/// recording each key's revision; returns each key (without the prefix) and value, and the
+/// revision read at.
+async fn read_range(
+    client: &Client,
+    root: &str,
+    part: &str,
+    mut at: i64,
+    revisions: &mut HashMap<String, Seen>,
+) -> Result<(Vec<(String, Vec<u8>)>, i64), StoreError> {
+    let prefix = format!("{root}{part}");
     let mut kv = client.kv_client();
-    let end = prefix_end(prefix);
-    let (mut stored, mut revisions) = (Vec::new(), HashMap::new());
+    let end = prefix_end(&prefix);
+    let mut found = Vec::new();
     let mut from = prefix.as_bytes().to_vec();
-    let mut at = 0;
     loop {
         let options = GetOptions::new()
             .with_range(end.clone())
@@ -269,22 +311,34 @@ async fn read_all(
             at = page.header().map_or(0, etcd_client::ResponseHeader::revision);
         }
         for entry in page.kvs() {
-            let url = String::from_utf8_lossy(&entry.key()[prefix.len()..]).into_owned();
-            stored.extend(decode(&url, entry.value()));
+            let suffix = String::from_utf8_lossy(&entry.key()[root.len()..]).into_owned();
             let seen = Seen {
                 revision: entry.mod_revision(),
                 exists: true,
             };
-            revisions.insert(url, seen);
+            found.push((suffix[part.len()..].to_owned(), entry.value().to_vec()));
+            revisions.insert(suffix, seen);
         }
         match page.kvs().last() {
             Some(last) if page.more() => {
                 from = last.key().to_vec();
                 from.push(0);
             }
-            _ => return Ok((stored, revisions, at)),
+            _ => return Ok((found, at)),
         }
     }
+}
+
+/// Delays between attempts to reach etcd again: 50 ms doubling to 1 s, with jitter, without end
+/// (the caller bounds the attempts).
+pub(crate) fn retry_delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// The instance stored at `url`, or `None` (and a warning) when this version cannot read it:
@@ -462,6 +516,37 @@ pub(super) mod tests {
         let (_, stored) = etcd.open().await;
         assert_eq!(stored, vec![instance("http://a", 3)]);
     }
+    #[tokio::test]
+    async fn health_is_kept_apart_read_back_with_its_instance_and_deleted_with_it() {
+        let etcd = Etcd::new();
+        let (store, _, _) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+        let health = |url: &str| {
+            StoreOp::Health(SharedHealth {
+                url: url.to_owned(),
+                state: rollcall_wire::InstanceState::Critical,
+                checked_at: None,
+            })
+        };
+        let mut ops = put("http://a", 1);
+        ops.push(health("http://a"));
+        ops.extend(put("http://b", 1));
+        ops.push(health("http://b"));
+        write(&store, ops).await.expect("durable");
+        write(&store, vec![StoreOp::Delete("http://b".to_owned())])
+            .await
+            .expect("durable");
+        let (_, stored, _) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].health, Some(rollcall_wire::InstanceState::Critical));
+        let client = etcd.args.connect().await.expect("connect");
+        let left = client
+            .kv_client()
+            .get("/test/health/", Some(GetOptions::new().with_prefix().with_keys_only()))
+            .await
+            .expect("get");
+        assert_eq!(left.kvs().len(), 1, "the deleted instance's health went with it");
+    }
+
     #[tokio::test]
     async fn a_write_while_etcd_is_gone_is_refused_in_bounded_time_and_the_store_recovers() {
         let mut etcd = Etcd::new();

@@ -2,20 +2,20 @@
 //! transaction, comparing each key it writes with the revision this node knows it at
 //! ([`Known`], shared with the feed), retrying while etcd cannot answer.
 //!
-//! A write that finds a key changed by another node is refused; the keys' current values are
-//! handed to the feed as corrections, so that this node's catalog, which applied the refused
+//! A write that finds an instance changed by another node is refused, and only it: the other
+//! batches of its transaction are committed again without it; the instance's current value is
+//! handed to the feed as a correction, so that this node's catalog, which applied the refused
 //! change already, comes back to what etcd holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{REQUEST_TIMEOUT, decode};
+use super::{CATALOG, HEALTH, REQUEST_TIMEOUT, decode, retry_delays};
 use crate::store::{Change, StoreError, StoreOp};
 
 /// Most keys one transaction writes: etcd's default `--max-txn-ops`.
@@ -23,7 +23,7 @@ const MAX_KEYS_PER_TXN: usize = 128;
 /// How long a write is retried while etcd cannot be reached before it is refused.
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(3);
 
-/// The last word on each ServiceURL: a value to put, or `None` to delete.
+/// The last word on each key (under the prefix): a value to put, or `None` to delete.
 pub(super) type Folded = BTreeMap<String, Option<Vec<u8>>>;
 
 /// A batch as the writer takes it, folded.
@@ -76,6 +76,14 @@ pub(super) struct Writer {
     pub(super) commit_seconds: Histogram,
 }
 
+/// How etcd answered one transaction.
+enum Answer {
+    /// Committed (or found committed by an earlier attempt whose answer was lost).
+    Committed,
+    /// Refused: another node changed these instances' keys since this node last saw them.
+    Conflict(HashSet<String>),
+}
+
 impl Writer {
     /// Commits everything queued, answers, repeats until stopped.
     pub(super) async fn run(mut self, mut messages: mpsc::UnboundedReceiver<Message>) {
@@ -90,50 +98,79 @@ impl Writer {
                     Some(Message::Stop) | None => return,
                 },
             };
-            let mut folded = first.words;
-            let mut waiting = vec![first.done];
+            let mut keys: HashSet<String> = first.words.keys().cloned().collect();
+            let mut group = vec![first];
             while !stopping {
                 match messages.try_recv() {
                     Ok(Message::Write(batch)) => {
-                        let more = batch.words.keys().filter(|url| !folded.contains_key(*url)).count();
-                        if folded.len() + more > MAX_KEYS_PER_TXN {
+                        let more = batch.words.keys().filter(|key| !keys.contains(*key)).count();
+                        if keys.len() + more > MAX_KEYS_PER_TXN {
                             next = Some(batch);
                             break;
                         }
-                        // Each batch counted its keys as pending once: count what folding merges.
-                        release(&self.known, batch.words.keys().filter(|url| folded.contains_key(*url)));
-                        folded.extend(batch.words);
-                        waiting.push(batch.done);
+                        keys.extend(batch.words.keys().cloned());
+                        group.push(batch);
                     }
                     Ok(Message::Stop) => stopping = true,
                     Err(_) => break,
                 }
             }
+            self.commit_group(group).await;
+        }
+    }
+
+    /// Commits `group` as one transaction. When some of its instances were changed by another
+    /// node, the batches that write them are refused and the others committed without them.
+    async fn commit_group(&mut self, mut group: Vec<Batch>) {
+        while !group.is_empty() {
+            let mut folded = Folded::new();
+            for batch in &group {
+                folded.extend(batch.words.iter().map(|(key, word)| (key.clone(), word.clone())));
+            }
             let started = Instant::now();
-            let result = self.commit(&folded).await;
+            let answer = self.commit(&folded).await;
             self.commit_seconds.observe(started.elapsed().as_secs_f64());
-            release(&self.known, folded.keys());
-            if let Err(error) = &result {
-                tracing::error!(%error, "a catalog write to etcd failed");
+            let conflicts = match answer {
+                Ok(Answer::Committed) => HashSet::new(),
+                Ok(Answer::Conflict(keys)) => keys,
+                Err(error) => {
+                    tracing::error!(%error, "a catalog write to etcd failed");
+                    return self.answer(group, &Err(error));
+                }
+            };
+            let (refused, rest) = group
+                .into_iter()
+                .partition::<Vec<_>, _>(|batch| batch.words.keys().any(|key| conflicts.contains(key)));
+            let committed = conflicts.is_empty();
+            if !refused.is_empty() {
+                let error = StoreError::new(
+                    "cannot write",
+                    "another registry node changed the same instances in etcd",
+                );
+                tracing::warn!(%error, "a catalog write lost a race");
+                self.answer(refused, &Err(error));
             }
-            for done in waiting {
-                let _ = done.send(result.clone());
+            if committed {
+                return self.answer(rest, &Ok(()));
             }
+            group = rest;
+        }
+    }
+
+    fn answer(&self, group: Vec<Batch>, result: &Result<(), StoreError>) {
+        for batch in group {
+            release(&self.known, batch.words.keys());
+            let _ = batch.done.send(result.clone());
         }
     }
 
     /// Commits `folded` as one transaction, retrying while etcd cannot answer.
-    async fn commit(&mut self, folded: &Folded) -> Result<(), StoreError> {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_millis(500))
-            .with_jitter()
-            .without_max_times()
-            .build();
+    async fn commit(&mut self, folded: &Folded) -> Result<Answer, StoreError> {
+        let mut delays = retry_delays();
         let started = Instant::now();
         loop {
             match self.try_commit(folded).await {
-                Ok(result) => return result,
+                Ok(answer) => return Ok(answer),
                 Err(error) if started.elapsed() + REQUEST_TIMEOUT < RETRY_FOR => {
                     tracing::debug!(%error, "etcd did not answer a write; retrying");
                     tokio::time::sleep(delays.next().unwrap_or(Duration::from_millis(500))).await;
@@ -143,20 +180,23 @@ impl Writer {
         }
     }
 
-    /// One attempt: `Err` when etcd did not answer, `Ok(result)` when it did.
-    async fn try_commit(&mut self, folded: &Folded) -> Result<Result<(), StoreError>, etcd_client::Error> {
+    /// One attempt: `Err` when etcd did not answer.
+    async fn try_commit(&mut self, folded: &Folded) -> Result<Answer, etcd_client::Error> {
         let mut compares = Vec::with_capacity(folded.len());
         let mut ops = Vec::with_capacity(folded.len());
         {
             let known = lock(&self.known);
-            for (url, value) in folded {
-                let key = format!("{}{url}", self.prefix);
-                compares.push(match known.revisions.get(url) {
-                    Some(&Seen { revision, exists: true }) => {
-                        Compare::mod_revision(key.clone(), CompareOp::Equal, revision)
-                    }
-                    _ => Compare::version(key.clone(), CompareOp::Equal, 0),
-                });
+            for (suffix, value) in folded {
+                let key = format!("{}{suffix}", self.prefix);
+                // Health is written by the one node probing the instance: no comparison.
+                if suffix.starts_with(CATALOG) {
+                    compares.push(match known.revisions.get(suffix) {
+                        Some(&Seen { revision, exists: true }) => {
+                            Compare::mod_revision(key.clone(), CompareOp::Equal, revision)
+                        }
+                        _ => Compare::version(key.clone(), CompareOp::Equal, 0),
+                    });
+                }
                 ops.push(match value {
                     Some(value) => TxnOp::put(key, value.clone(), None),
                     None => TxnOp::delete(key, None),
@@ -172,26 +212,24 @@ impl Writer {
             let revision = answer.header().map_or(0, etcd_client::ResponseHeader::revision);
             learn(
                 &self.known,
-                folded.iter().map(|(url, value)| {
-                    (
-                        url,
-                        Seen {
-                            revision,
-                            exists: value.is_some(),
-                        },
-                    )
+                folded.iter().map(|(key, value)| {
+                    let seen = Seen {
+                        revision,
+                        exists: value.is_some(),
+                    };
+                    (key, seen)
                 }),
             );
-            return Ok(Ok(()));
+            return Ok(Answer::Committed);
         }
-        // Someone else's write, or our own whose answer was lost: see which.
-        let mut current = Vec::with_capacity(folded.len());
-        let mut seen = Vec::with_capacity(folded.len());
+        // Another node's write, or this node's own whose answer was lost: see which, for each
+        // instance.
+        let mut conflicts = HashSet::new();
         let mut kv = self.client.kv_client();
-        for url in folded.keys() {
-            let found = kv.get(format!("{}{url}", self.prefix), None).await?;
+        for (suffix, wanted) in folded.iter().filter(|(key, _)| key.starts_with(CATALOG)) {
+            let found = kv.get(format!("{}{suffix}", self.prefix), None).await?;
             let now = found.kvs().first().map(|kv| (kv.value().to_vec(), kv.mod_revision()));
-            seen.push(match &now {
+            let seen = match &now {
                 Some((_, revision)) => Seen {
                     revision: *revision,
                     exists: true,
@@ -200,34 +238,30 @@ impl Writer {
                     revision: found.header().map_or(0, etcd_client::ResponseHeader::revision),
                     exists: false,
                 },
-            });
-            current.push(now);
-        }
-        learn(&self.known, folded.keys().zip(seen));
-        let mut ours = true;
-        for ((url, wanted), now) in folded.iter().zip(current) {
+            };
+            learn(&self.known, std::iter::once((suffix, seen)));
             let now = now.map(|(value, _)| value);
             if wanted.as_deref() == now.as_deref() {
                 continue;
             }
-            ours = false;
+            conflicts.insert(suffix.clone());
+            // This node's catalog applied the refused change already: tell it what etcd holds.
+            let url = &suffix[CATALOG.len()..];
             let correction = match now {
                 Some(value) => match decode(url, &value) {
                     Some(stored) => StoreOp::Put(stored),
                     None => continue,
                 },
-                None => StoreOp::Delete(url.clone()),
+                None => StoreOp::Delete(url.to_owned()),
             };
             let _ = self.corrections.send(Change::One(correction)).await;
         }
-        Ok(if ours {
-            Ok(())
-        } else {
-            Err(StoreError::new(
-                "cannot write",
-                "another registry node changed the same instances in etcd",
-            ))
-        })
+        if conflicts.is_empty() {
+            // Every instance is as this node wanted: its own earlier attempt went through, but
+            // not necessarily the health in it. Write again, compared with what it now knows.
+            return Box::pin(self.try_commit(folded)).await;
+        }
+        Ok(Answer::Conflict(conflicts))
     }
 }
 
@@ -252,24 +286,34 @@ fn release<'a>(known: &SharedKnown, urls: impl Iterator<Item = &'a String>) {
     }
 }
 
-/// The last word of `ops` on each ServiceURL they name (a later op replaces an earlier one).
-/// Refuses a batch that names more instances than one transaction may write.
+/// The last word of `ops` on each key they name (a later op replaces an earlier one): an
+/// instance's `catalog/` key, and its `health/` key (a deletion removes both). Refuses a batch
+/// that names more keys than one transaction may write.
 pub(super) fn fold(ops: &[StoreOp]) -> Result<Folded, StoreError> {
+    let encode = |value: Result<Vec<u8>, serde_json::Error>| value.map_err(|e| StoreError::new("cannot encode", e));
     let mut folded = Folded::new();
     for op in ops {
-        let (url, value) = match op {
-            StoreOp::Put(instance) => (
-                instance.registration.service_url.clone(),
-                Some(serde_json::to_vec(instance).map_err(|e| StoreError::new("cannot encode", e))?),
-            ),
-            StoreOp::Delete(url) => (url.clone(), None),
-        };
-        folded.insert(url, value);
+        match op {
+            StoreOp::Put(instance) => {
+                let key = format!("{CATALOG}{}", instance.registration.service_url);
+                folded.insert(key, Some(encode(serde_json::to_vec(instance))?));
+            }
+            StoreOp::Delete(url) => {
+                folded.insert(format!("{CATALOG}{url}"), None);
+                folded.insert(format!("{HEALTH}{url}"), None);
+            }
+            StoreOp::Health(health) => {
+                folded.insert(
+                    format!("{HEALTH}{}", health.url),
+                    Some(encode(serde_json::to_vec(health))?),
+                );
+            }
+        }
     }
     if folded.len() > MAX_KEYS_PER_TXN {
         return Err(StoreError::new(
             "cannot write",
-            format!("a batch of more than {MAX_KEYS_PER_TXN} instances does not fit one etcd transaction"),
+            format!("a batch of more than {MAX_KEYS_PER_TXN} keys does not fit one etcd transaction"),
         ));
     }
     Ok(folded)
