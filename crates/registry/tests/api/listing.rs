@@ -125,6 +125,7 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         ("/v1/services/{name}", "get"),
         ("/v1/events", "get"),
         ("/metrics", "get"),
+        ("/v1/nodes", "get"),
         ("/v1/openapi.json", "get"),
         ("/v1/tokens", "get"),
         ("/v1/tokens", "post"),
@@ -172,5 +173,22 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         }
     }
     let paths = document["paths"].as_object().expect("paths").len();
-    assert_eq!(paths, 24, "a path is described that the list above does not check");
+    assert_eq!(paths, 25, "a path is described that the list above does not check");
+}
+
+#[tokio::test]
+async fn a_registry_alone_is_one_live_node_probing_every_instance() {
+    let registry = TestRegistry::spawn().await;
+    let service = FakeService::spawn("A", &[]).await;
+    registry.register(&service.registration()).await;
+    let nodes: rollcall_wire::NodesView = reqwest::get(format!("{}/v1/nodes", registry.url))
+        .await
+        .expect("GET /v1/nodes")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(nodes.live);
+    assert_eq!(nodes.nodes.len(), 1);
+    assert_eq!(nodes.nodes[0].id, nodes.this);
+    assert_eq!(nodes.nodes[0].instances, 1);
 }
