@@ -27,7 +27,7 @@ use crate::metrics::{Metrics, Snapshot};
 use crate::nodes::{Membership, Nodes};
 use crate::outbound::{HostBudget, Outbound};
 use crate::published::Published;
-use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, StoredInstance};
+use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, SharedHeld, StoreOp, StoredInstance};
 use crate::store::{CatalogStore, Change, Feed, StoreError};
 
 /// Why a change was not applied or not made durable.
@@ -67,6 +67,9 @@ pub(crate) trait React: Send + Sync + std::fmt::Debug {
 
     /// Notified whenever a subscriber acknowledged a patch (its holdings changed).
     fn acknowledged(&self) -> &tokio::sync::Notify;
+
+    /// Takes in what a subscriber acknowledged holding, as another node shared it.
+    fn take_held(&self, url: &str, held: std::collections::BTreeSet<rollcall_wire::PatchEntry>);
 }
 
 /// What every handler and background task of one registry shares.
@@ -240,6 +243,7 @@ impl Core {
 
     fn take_in(self: &Arc<Self>, change: Change) {
         let command = match change {
+            Change::One(StoreOp::Held(shared)) => return self.reactions.take_held(&shared.url, shared.held),
             Change::One(op) => Command::Replicate(op),
             Change::All(all) => Command::Resync(all),
         };
@@ -251,6 +255,18 @@ impl Core {
             events
         };
         self.react(&events);
+    }
+
+    /// Shares what the subscriber at `url` acknowledged holding with the other nodes, when the
+    /// catalog is shared (without waiting: a node that takes the deliveries over before it is
+    /// written sends the patch again).
+    pub fn share_held(&self, url: &str, held: &std::collections::BTreeSet<rollcall_wire::PatchEntry>) {
+        if self.config.etcd.is_set() {
+            drop(self.store.write(vec![StoreOp::Held(SharedHeld {
+                url: url.to_owned(),
+                held: held.clone(),
+            })]));
+        }
     }
 
     /// Makes what is queued durable and closes the stores.

@@ -104,4 +104,8 @@ impl React for Reactor {
     fn acknowledged(&self) -> &tokio::sync::Notify {
         self.notifier.acknowledged()
     }
+
+    fn take_held(&self, url: &str, held: std::collections::BTreeSet<rollcall_wire::PatchEntry>) {
+        self.notifier.take_held(url, held);
+    }
 }

@@ -7,6 +7,7 @@
 //! cluster's directory, so no peer port has to be guessed free in advance. A restarted member
 //! listens on the port it had, so the endpoints a registry was given stay right.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -74,6 +75,35 @@ impl EtcdCluster {
         assert!(self.members[n].child.is_none(), "member {n} is running");
         let (child, _) = spawn(self.dir.path(), self.members.len(), n, self.members[n].port);
         self.members[n].child = Some(child);
+    }
+}
+
+impl EtcdCluster {
+    /// Every key under `prefix` and its value (as text), read from the first live member.
+    pub async fn read_prefix(&self, prefix: &str) -> BTreeMap<String, String> {
+        let endpoints: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("http://127.0.0.1:{}", m.port))
+            .collect();
+        let client = etcd_client::Client::connect(endpoints, None)
+            .await
+            .expect("connect to etcd");
+        let read = client
+            .kv_client()
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .expect("read from etcd");
+        read.kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect()
     }
 }
 

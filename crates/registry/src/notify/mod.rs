@@ -15,6 +15,12 @@
 //! - a subscriber is never sent a patch that repeats what it already holds;
 //! - a slow or dead subscriber only ever delays its own task, never another's.
 //!
+//! When several registry nodes share the catalog, each subscriber's queue delivers from one of
+//! them (the node that owns its ServiceURL, see `crate::nodes`); the queues on the other nodes
+//! keep what the subscriber holds as the delivering node shares it after each acknowledged
+//! patch, and the queue of a node that takes the subscriber over resumes from there (a patch
+//! delivered but not yet shared is sent again: at least once, never lost).
+//!
 //! A failed delivery is retried with exponential backoff and jitter ([`Retries`]), at most
 //! [`MAX_ATTEMPTS`] attempts in a row; after that the queue waits for the next change (or for the
 //! subscriber to pass a health check again) and then sends everything it missed in one patch.
@@ -165,6 +171,15 @@ impl Notifier {
             .collect()
     }
 
+    /// Takes in what the subscriber at `url` acknowledged holding, as the node delivering to
+    /// it shared it: this node's queue resumes from there if it takes the deliveries over.
+    pub fn take_held(&self, url: &str, held: BTreeSet<PatchEntry>) {
+        if let Some(subscriber) = lock(&self.subscribers).get(url) {
+            *subscriber.held() = held;
+        }
+        self.acknowledged.notify_waiters();
+    }
+
     /// Notified whenever a subscriber acknowledged a patch (for a drain's wait).
     pub fn acknowledged(&self) -> &Notify {
         &self.acknowledged
@@ -222,17 +237,25 @@ async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>, _leave: Leave) 
         tokio::select! {
             () = subscriber.cancel.cancelled() => return,
             () = subscriber.wake.notified() => {}
+            // Another node may have left: this one may have to take the deliveries over.
+            () = core.nodes.changed() => {}
         }
         if core.catalog().current(&subscriber.url, subscriber.id).is_none() {
             return;
         }
-        deliver_until_current(&core, &subscriber, &mut connection).await;
+        if core.nodes.owns(&subscriber.url) {
+            deliver_until_current(&core, &subscriber, &mut connection).await;
+        }
     }
 }
 
 async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection: &mut PatchConnection) {
     let mut retries = Retries::new();
     loop {
+        // Deliveries to one subscriber come from one node at a time.
+        if !core.nodes.owns(&subscriber.url) {
+            return;
+        }
         let desired = core.catalog().providers_of(&subscriber.required);
         let patch = difference(&subscriber.held(), &desired);
         if patch.is_empty() {
@@ -268,6 +291,7 @@ async fn deliver_until_current(core: &Core, subscriber: &Subscriber, connection:
                     held.remove(removed);
                 }
                 held.extend(patch.added);
+                core.share_held(&subscriber.url, &held);
                 drop(held);
                 subscriber.acknowledged.notify_waiters();
                 retries = Retries::new();

@@ -2,7 +2,7 @@
 //! registered it ([`Registrant`]) and who may change it ([`Actor`]), why its last probe failed
 //! ([`ProbeFailure`]), and what of it survives a restart ([`StoredInstance`], [`StoreOp`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -103,6 +103,19 @@ pub enum StoreOp {
     /// apart from the registration (only by stores shared between nodes; the embedded store
     /// keeps no health), so that the probing node's writes never race the writes callers make.
     Health(SharedHealth),
+    /// What the subscriber at this ServiceURL acknowledged holding, as the node delivering to it
+    /// last knew it (only by stores shared between nodes), so that a node taking its deliveries
+    /// over resumes from there.
+    Held(SharedHeld),
+}
+
+/// What a subscriber acknowledged holding, as shared between the nodes of one catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedHeld {
+    /// The subscriber's ServiceURL.
+    pub url: String,
+    /// The providers it acknowledged.
+    pub held: BTreeSet<PatchEntry>,
 }
 
 /// An instance's health as shared between the nodes of one catalog.

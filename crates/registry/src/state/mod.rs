@@ -46,7 +46,7 @@ use rollcall_wire::{CheckKind, InstanceState, PatchEntry, Registration};
 
 use command::NewInstance;
 pub use command::{Command, CommandError, Event};
-pub use instance::{Actor, Instance, ProbeFailure, Registrant, SharedHealth, StoreOp, StoredInstance};
+pub use instance::{Actor, Instance, ProbeFailure, Registrant, SharedHealth, SharedHeld, StoreOp, StoredInstance};
 
 /// Identifies one registration of an instance; a re-registration of the same URL gets a new one.
 pub type InstanceId = u64;

@@ -39,6 +39,8 @@ impl Catalog {
                 let draining = instance.state == InstanceState::Draining;
                 self.take_state(&health.url, draining, Some(health.state))
             }
+            // What a subscriber holds is the delivery queues' business (the core hands it over).
+            StoreOp::Held(_) => Vec::new(),
         }
     }
 

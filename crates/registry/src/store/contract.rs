@@ -231,7 +231,7 @@ pub(crate) async fn a_kill_9_between_write_and_acknowledgement_loses_nothing_ack
             match op {
                 StoreOp::Put(instance) => expected.insert(instance.registration.service_url.clone(), instance),
                 StoreOp::Delete(url) => expected.remove(&url),
-                StoreOp::Health(_) => None,
+                StoreOp::Health(_) | StoreOp::Held(_) => None,
             };
         }
     }

@@ -88,8 +88,9 @@ impl Commit for StoreOp {
                         .remove(url.as_str())
                         .map_err(|e| StoreError::new("cannot delete", e))?;
                 }
-                // Health is not kept here: a restarted registry probes again.
-                StoreOp::Health(_) => {}
+                // Neither is kept here: a restarted registry probes again, and takes each
+                // subscriber to hold what the restored catalog offers it.
+                StoreOp::Health(_) | StoreOp::Held(_) => {}
             }
         }
         Ok(())

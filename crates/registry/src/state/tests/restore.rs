@@ -43,7 +43,7 @@ fn a_url_keeps_its_public_id_across_re_registrations_and_restores() {
         .into_iter()
         .filter_map(|op| match op {
             StoreOp::Put(stored) => Some(stored),
-            StoreOp::Delete(_) | StoreOp::Health(_) => None,
+            StoreOp::Delete(_) | StoreOp::Health(_) | StoreOp::Held(_) => None,
         })
         .collect();
     assert_eq!(stored.len(), 1);

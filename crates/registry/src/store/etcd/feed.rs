@@ -16,20 +16,24 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{Known, Seen, SharedKnown, lock};
-use super::{CATALOG, HEALTH, decode, prefix_end, read_all, retry_delays};
-use crate::state::SharedHealth;
+use super::{CATALOG, HEALTH, HELD, decode, prefix_end, read_all, retry_delays};
+use crate::state::{SharedHealth, SharedHeld};
 use crate::store::{Change, StoreOp};
 
-/// Follows the catalog under `prefix` from revision `from` until `stop`, sending changes to
-/// `changes`.
+/// Hands over what subscribers held at revision `from - 1` (`held`), then follows the catalog
+/// under `prefix` from revision `from` until `stop`, sending changes to `changes`.
 pub(super) async fn follow(
     client: Client,
     prefix: String,
+    held: Vec<SharedHeld>,
     mut from: i64,
     known: SharedKnown,
     changes: mpsc::Sender<Change>,
     stop: CancellationToken,
 ) {
+    if !hand_over(held, &changes).await {
+        return;
+    }
     let mut delays = retry_delays();
     while !stop.is_cancelled() {
         let outcome = tokio::select! {
@@ -43,14 +47,19 @@ pub(super) async fn follow(
                     "the catalog watch fell behind etcd's compaction; reading it whole"
                 );
                 match read_all(&client, &prefix).await {
-                    Ok((all, revisions, at)) => {
+                    Ok(snapshot) => {
                         {
                             let mut known = lock(&known);
                             let pending = std::mem::take(&mut known.pending);
-                            *known = Known { revisions, pending };
+                            *known = Known {
+                                revisions: snapshot.revisions,
+                                pending,
+                            };
                         }
-                        from = at + 1;
-                        if changes.send(Change::All(all)).await.is_err() {
+                        from = snapshot.at + 1;
+                        if changes.send(Change::All(snapshot.stored)).await.is_err()
+                            || !hand_over(snapshot.held, &changes).await
+                        {
                             return;
                         }
                         delays = retry_delays();
@@ -70,6 +79,16 @@ pub(super) async fn follow(
     }
 }
 
+/// Sends what each subscriber held; false once nobody takes changes any more.
+async fn hand_over(held: Vec<SharedHeld>, changes: &mpsc::Sender<Change>) -> bool {
+    for held in held {
+        if changes.send(Change::One(StoreOp::Held(held))).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 enum Outcome {
     /// The revision to watch from is compacted away.
     Compacted,
@@ -87,11 +106,11 @@ async fn watch(
     known: &SharedKnown,
     changes: &mpsc::Sender<Change>,
 ) -> Outcome {
-    // One watch over the instances and their health (`catalog/` sorts before `health/`; keys
-    // between them are not ours and are skipped).
+    // One watch over the instances, their health and their subscribers' holdings (`catalog/`
+    // sorts before `health/`, and that before `held/`; keys between them are not ours).
     let first = format!("{prefix}{CATALOG}");
     let options = WatchOptions::new()
-        .with_range(prefix_end(&format!("{prefix}{HEALTH}")))
+        .with_range(prefix_end(&format!("{prefix}{HELD}")))
         .with_start_revision(*from);
     let mut stream = match client.watch_client().watch(first, Some(options)).await {
         Ok(stream) => stream,
@@ -149,8 +168,13 @@ async fn watch(
                     Ok(health) => StoreOp::Health(health),
                     Err(_) => continue,
                 }
+            } else if suffix.starts_with(HELD) && put {
+                match serde_json::from_slice::<SharedHeld>(kv.value()) {
+                    Ok(held) => StoreOp::Held(held),
+                    Err(_) => continue,
+                }
             } else {
-                // A deleted health key goes with its instance; anything else is not ours.
+                // A deleted health or held key goes with its instance; anything else is not ours.
                 continue;
             };
             if changes.send(Change::One(change)).await.is_err() {
@@ -195,7 +219,15 @@ mod tests {
         let stop = CancellationToken::new();
         let known = Arc::default();
         // From revision 1, long compacted away: the feed reads the catalog again.
-        tokio::spawn(follow(client, prefix, 1, Arc::clone(&known), changes, stop.clone()));
+        tokio::spawn(follow(
+            client,
+            prefix,
+            Vec::new(),
+            1,
+            Arc::clone(&known),
+            changes,
+            stop.clone(),
+        ));
         let change = tokio::time::timeout(DEADLINE, feed.recv()).await.expect("in time");
         assert_eq!(change, Some(Change::All(vec![instance("http://a", 3)])));
         assert!(

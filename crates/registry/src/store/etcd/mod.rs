@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use self::writer::RETRY_FOR;
 use self::writer::{Batch, Known, Message, Seen, Writer, fold};
 use super::{CatalogStore, Durable, Feed, StoreError, StoreFuture, StoreOp, StoredInstance};
-use crate::state::SharedHealth;
+use crate::state::{SharedHealth, SharedHeld};
 
 /// Keys read per request when the catalog is read back, so that no answer is large.
 const READ_PAGE: i64 = 1_000;
@@ -48,6 +48,9 @@ const FEED_QUEUE: usize = 1_024;
 const CATALOG: &str = "catalog/";
 /// Where their shared health is: `health/{ServiceURL}`.
 const HEALTH: &str = "health/";
+/// Where what each subscriber acknowledged holding is: `held/{ServiceURL}` (sorts after
+/// `health/`, so that one watch from `catalog/` to the end of `held/` sees all three).
+const HELD: &str = "held/";
 
 /// How the registry reaches etcd: `rollcall registry --etcd URL[,URL...]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
@@ -183,7 +186,12 @@ impl EtcdStore {
     ) -> Result<(Self, Vec<StoredInstance>, Feed), StoreError> {
         let client = args.connect().await?;
         let prefix = args.etcd_prefix.clone();
-        let (stored, revisions, at) = read_all(&client, &prefix).await?;
+        let Snapshot {
+            stored,
+            held,
+            revisions,
+            at,
+        } = read_all(&client, &prefix).await?;
         let known = Arc::new(Mutex::new(Known {
             revisions,
             pending: HashMap::new(),
@@ -193,6 +201,7 @@ impl EtcdStore {
         tokio::spawn(feed::follow(
             client.clone(),
             prefix.clone(),
+            held,
             at + 1,
             Arc::clone(&known),
             changes.clone(),
@@ -255,16 +264,30 @@ impl CatalogStore for EtcdStore {
     }
 }
 
+/// Everything a node reads of the shared catalog at one revision.
+struct Snapshot {
+    /// Every instance, with its shared health.
+    stored: Vec<StoredInstance>,
+    /// What each subscriber acknowledged holding.
+    held: Vec<SharedHeld>,
+    /// The revision of every key read.
+    revisions: HashMap<String, Seen>,
+    /// The revision read at.
+    at: i64,
+}
+
 /// Reads every instance under `root` (`{root}catalog/...`) with its shared health
-/// (`{root}health/...`), a page at a time but all at one revision, which it returns with what
-/// this node then knows of each key.
-async fn read_all(
-    client: &Client,
-    root: &str,
-) -> Result<(Vec<StoredInstance>, HashMap<String, Seen>, i64), StoreError> {
+/// (`{root}health/...`), and the subscribers' holdings (`{root}held/...`), a page at a time but
+/// all at one revision.
+async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
     let mut revisions = HashMap::new();
     let (catalog, at) = read_range(client, root, CATALOG, 0, &mut revisions).await?;
     let (health, _) = read_range(client, root, HEALTH, at, &mut revisions).await?;
+    let (held, _) = read_range(client, root, HELD, at, &mut revisions).await?;
+    let held = held
+        .into_iter()
+        .filter_map(|(_, value)| serde_json::from_slice::<SharedHeld>(&value).ok())
+        .collect();
     let mut health: HashMap<String, SharedHealth> = health
         .into_iter()
         .filter_map(|(url, value)| serde_json::from_slice::<SharedHealth>(&value).ok().map(|h| (url, h)))
@@ -280,7 +303,12 @@ async fn read_all(
             Some(instance)
         })
         .collect();
-    Ok((stored, revisions, at))
+    Ok(Snapshot {
+        stored,
+        held,
+        revisions,
+        at,
+    })
 }
 
 /// Reads the keys under `{root}{part}` at revision `at` (0: the latest), a page at a time,

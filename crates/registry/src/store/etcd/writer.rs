@@ -15,7 +15,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CATALOG, HEALTH, REQUEST_TIMEOUT, decode, retry_delays};
+use super::{CATALOG, HEALTH, HELD, REQUEST_TIMEOUT, decode, retry_delays};
 use crate::store::{Change, StoreError, StoreOp};
 
 /// Most keys one transaction writes: etcd's default `--max-txn-ops`.
@@ -287,7 +287,8 @@ fn release<'a>(known: &SharedKnown, urls: impl Iterator<Item = &'a String>) {
 }
 
 /// The last word of `ops` on each key they name (a later op replaces an earlier one): an
-/// instance's `catalog/` key, and its `health/` key (a deletion removes both). Refuses a batch
+/// instance's `catalog/` key, its `health/` key and its subscriber's `held/` key (a deletion
+/// removes all three). Refuses a batch
 /// that names more keys than one transaction may write.
 pub(super) fn fold(ops: &[StoreOp]) -> Result<Folded, StoreError> {
     let encode = |value: Result<Vec<u8>, serde_json::Error>| value.map_err(|e| StoreError::new("cannot encode", e));
@@ -301,6 +302,10 @@ pub(super) fn fold(ops: &[StoreOp]) -> Result<Folded, StoreError> {
             StoreOp::Delete(url) => {
                 folded.insert(format!("{CATALOG}{url}"), None);
                 folded.insert(format!("{HEALTH}{url}"), None);
+                folded.insert(format!("{HELD}{url}"), None);
+            }
+            StoreOp::Held(held) => {
+                folded.insert(format!("{HELD}{}", held.url), Some(encode(serde_json::to_vec(held))?));
             }
             StoreOp::Health(health) => {
                 folded.insert(
