@@ -1,5 +1,6 @@
 //! Who a request speaks for, as handlers take it: the [`Caller`] extractor (a verified token,
-//! or nobody), and [`require_read`], the layer in front of every reading route.
+//! or nobody), and [`require_read`], the layer in front of every reading route (which also
+//! marks a read answered while this node cannot reach etcd with [`STALE_HEADER`]).
 //!
 //! A request that presents a token the registry does not know (revoked, mistyped, another
 //! registry's) is refused with 401 `invalid_token` even where anonymous requests are served:
@@ -8,8 +9,8 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rollcall_wire::Scope;
@@ -72,7 +73,19 @@ pub(super) async fn require_read(State(core): State<Arc<Core>>, request: Request
         .await
         .and_then(|caller| caller.may(&Scope::Read).map_err(ApiError::from));
     match allowed {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Ok(()) => {
+            let mut answer = next.run(Request::from_parts(parts, body)).await;
+            if !core.nodes.membership().live {
+                answer
+                    .headers_mut()
+                    .insert(STALE_HEADER, HeaderValue::from_static("etcd-unreachable"));
+            }
+            answer
+        }
         Err(refused) => refused.into_response(),
     }
 }
+
+/// Marks a read answered while this node cannot reach etcd: the catalog it shows may miss
+/// changes made through other nodes since.
+pub const STALE_HEADER: HeaderName = HeaderName::from_static("x-rollcall-stale");

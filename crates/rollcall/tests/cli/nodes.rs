@@ -353,3 +353,95 @@ async fn each_change_reaches_a_dependent_from_one_node_and_a_killed_nodes_depend
         }
     }
 }
+
+/// Registers fleet instance `n` through `node`; the answer's status and JSON body.
+async fn register_v1(node: &ServerProcess, fleet: &FakeFleet, n: usize) -> (u16, serde_json::Value) {
+    let answer = http_client()
+        .post(format!("{}/v1/instances", node.url))
+        .json(&fleet.registration(n, "Load"))
+        .send()
+        .await
+        .expect("POST /v1/instances");
+    (answer.status().as_u16(), answer.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_etcds_quorum_refuses_writes_serves_marked_reads_and_loses_nothing_acknowledged() {
+    let mut etcd = EtcdCluster::start(3);
+    let nodes = [quick_node(&etcd), quick_node(&etcd)];
+    let fleet = FakeFleet::spawn().await;
+    let mut acknowledged = BTreeSet::new();
+    for n in 0..20 {
+        let (status, body) = register_v1(&nodes[n % 2], &fleet, n).await;
+        assert_eq!(status, 201, "{body}");
+        acknowledged.insert(fleet.registration(n, "Load").service_url);
+    }
+
+    etcd.kill(1);
+    etcd.kill(2);
+    let (status, body) = register_v1(&nodes[0], &fleet, 100).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "storage_unavailable", "{body}");
+    for node in &nodes {
+        let answer = eventually("a read marked stale", DEADLINE, || async {
+            let answer = http_client()
+                .get(format!("{}/v1/services", node.url))
+                .send()
+                .await
+                .ok()?;
+            answer.headers().contains_key("x-rollcall-stale").then_some(answer)
+        })
+        .await;
+        assert_eq!(answer.status(), 200);
+        let listed: ServicesView = answer.json().await.expect("JSON");
+        let urls: BTreeSet<String> = listed
+            .service("Load")
+            .map(|s| s.instances.iter().map(|i| i.url.clone()).collect())
+            .unwrap_or_default();
+        assert!(
+            acknowledged.is_subset(&urls),
+            "reads are served from what the node holds"
+        );
+    }
+
+    etcd.restart(1);
+    etcd.restart(2);
+    for (n, node) in nodes.iter().enumerate() {
+        eventually("writes go through again", DEADLINE, || async {
+            // A retry of a registration refused before may find it applied (200) or not (201).
+            matches!(register_v1(node, &fleet, 200 + n).await.0, 200 | 201).then_some(())
+        })
+        .await;
+        acknowledged.insert(fleet.registration(200 + n, "Load").service_url);
+    }
+    // The refused registration is not in etcd, and the node that applied it lets it go.
+    let refused = fleet.registration(100, "Load").service_url;
+    eventually("the refused registration gone", DEADLINE, || async {
+        (!listed(&nodes[0], "Load").await.iter().any(|i| i.url == refused)).then_some(())
+    })
+    .await;
+    let kept = etcd.read_prefix("/rollcall/catalog/").await;
+    assert!(!kept.contains_key(&format!("/rollcall/catalog/{refused}")));
+    for url in &acknowledged {
+        assert!(kept.contains_key(&format!("/rollcall/catalog/{url}")), "{url} was lost");
+    }
+    for node in &nodes {
+        eventually("every acknowledged registration listed, unmarked", DEADLINE, || async {
+            let answer = http_client()
+                .get(format!("{}/v1/services", node.url))
+                .send()
+                .await
+                .ok()?;
+            if answer.headers().contains_key("x-rollcall-stale") {
+                return None;
+            }
+            let listed: ServicesView = answer.json().await.ok()?;
+            let urls: BTreeSet<String> = listed
+                .service("Load")
+                .map(|s| s.instances.iter().map(|i| i.url.clone()).collect())
+                .unwrap_or_default();
+            acknowledged.is_subset(&urls).then_some(())
+        })
+        .await;
+    }
+}

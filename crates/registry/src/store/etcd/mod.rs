@@ -214,6 +214,7 @@ impl EtcdStore {
             known: Arc::clone(&known),
             corrections: changes,
             commit_seconds,
+            doubtful: std::collections::BTreeSet::new(),
         };
         let task = tokio::spawn(writer.run(messages));
         let store = Self {

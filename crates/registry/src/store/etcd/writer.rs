@@ -2,12 +2,15 @@
 //! transaction, comparing each key it writes with the revision this node knows it at
 //! ([`Known`], shared with the feed), retrying while etcd cannot answer.
 //!
-//! A write that finds an instance changed by another node is refused, and only it: the other
+//! A write etcd does not answer within [`RETRY_FOR`] is refused, and its instances are read
+//! again after the next write etcd answers (or every second, while nothing is written), so that this node's catalog, which applied the
+//! change, comes back to what etcd holds. A write that finds an instance changed by another
+//! node is refused, and only it: the other
 //! batches of its transaction are committed again without it; the instance's current value is
 //! handed to the feed as a correction, so that this node's catalog, which applied the refused
 //! change already, comes back to what etcd holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -74,6 +77,9 @@ pub(super) struct Writer {
     /// Where corrections go: the feed's queue to the catalog.
     pub(super) corrections: mpsc::Sender<Change>,
     pub(super) commit_seconds: Histogram,
+    /// Instances whose write etcd did not answer: this node's catalog applied a change etcd may
+    /// not hold. Read again, and corrected, after the next write etcd answers.
+    pub(super) doubtful: BTreeSet<String>,
 }
 
 /// How etcd answered one transaction.
@@ -93,10 +99,23 @@ impl Writer {
             let first = match next.take() {
                 Some(batch) => batch,
                 None if stopping => return,
-                None => match messages.recv().await {
-                    Some(Message::Write(batch)) => batch,
-                    Some(Message::Stop) | None => return,
-                },
+                None => {
+                    // Doubts are resolved after the next answered write, or once a second
+                    // while nothing is written.
+                    let waited = if self.doubtful.is_empty() {
+                        Ok(messages.recv().await)
+                    } else {
+                        tokio::time::timeout(Duration::from_secs(1), messages.recv()).await
+                    };
+                    match waited {
+                        Ok(Some(Message::Write(batch))) => batch,
+                        Ok(Some(Message::Stop) | None) => return,
+                        Err(_) => {
+                            self.resolve_doubts().await;
+                            continue;
+                        }
+                    }
+                }
             };
             let mut keys: HashSet<String> = first.words.keys().cloned().collect();
             let mut group = vec![first];
@@ -135,9 +154,12 @@ impl Writer {
                 Ok(Answer::Conflict(keys)) => keys,
                 Err(error) => {
                     tracing::error!(%error, "a catalog write to etcd failed");
+                    self.doubtful
+                        .extend(folded.keys().filter(|key| key.starts_with(CATALOG)).cloned());
                     return self.answer(group, &Err(error));
                 }
             };
+            self.resolve_doubts().await;
             let (refused, rest) = group
                 .into_iter()
                 .partition::<Vec<_>, _>(|batch| batch.words.keys().any(|key| conflicts.contains(key)));
@@ -154,6 +176,24 @@ impl Writer {
                 return self.answer(rest, &Ok(()));
             }
             group = rest;
+        }
+    }
+
+    /// Reads the instances whose write etcd did not answer, and hands what etcd holds of each to
+    /// the catalog; those it cannot read stay doubtful.
+    async fn resolve_doubts(&mut self) {
+        let mut kv = self.client.kv_client();
+        for suffix in std::mem::take(&mut self.doubtful) {
+            let Ok(found) = kv.get(format!("{}{suffix}", self.prefix), None).await else {
+                self.doubtful.insert(suffix);
+                continue;
+            };
+            let url = &suffix[CATALOG.len()..];
+            let correction = match found.kvs().first().and_then(|kv| decode(url, kv.value())) {
+                Some(stored) => StoreOp::Put(stored),
+                None => StoreOp::Delete(url.to_owned()),
+            };
+            let _ = self.corrections.send(Change::One(correction)).await;
         }
     }
 
