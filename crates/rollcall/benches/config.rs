@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rollcall_client::ConfigClient;
-use rollcall_testkit::bench::verdict;
+use rollcall_testkit::bench::{seed_fan_out_once, verdict};
 use rollcall_testkit::{DEADLINE, FakeService, ServerProcess, cpu_and_rss, eventually, median_p99};
 use tokio_util::sync::CancellationToken;
 
@@ -153,7 +153,7 @@ async fn push() {
         let started = Instant::now();
         publish(&http, &registry.url, "prod/Fan/doc", format!("{{\"n\": {trial}}}")).await;
         config.push(arrived(trial).await - started);
-        patches.push(fan_out_once(&http, &registry.url, &dependents).await);
+        patches.push(seed_fan_out_once(&http, &registry.url, &dependents, DEADLINE).await);
     }
     let registry_cpu = cpu_and_rss(registry.pid()).0 - registry_cpu_before;
     let (median, p99) = median_p99(&mut config);
@@ -168,46 +168,6 @@ async fn push() {
         verdict(p99 <= Duration::from_millis(50))
     );
     stop.cancel();
-}
-
-/// Registers a new provider of `Fan` through the seed protocol and waits until every dependent
-/// holds it; then deregisters it and waits until every dependent let go. The first wait's time.
-async fn fan_out_once(http: &reqwest::Client, base: &str, dependents: &[FakeService]) -> Duration {
-    let mut provider = FakeService::spawn("Fan", &[]).await;
-    // A port the OS hands out again would make an earlier trial's arrival look like this one's.
-    while dependents[0].arrival_of(&provider.entry(), false).is_some() {
-        provider = FakeService::spawn("Fan", &[]).await;
-    }
-    let started = Instant::now();
-    let answer = http
-        .post(format!("{base}/services"))
-        .json(&provider.registration())
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(answer.status(), 200);
-    let mut last = started;
-    for dependent in dependents {
-        let at = eventually("every dependent to hold the provider", DEADLINE, || async {
-            dependent.arrival_of(&provider.entry(), false)
-        })
-        .await;
-        last = last.max(at);
-    }
-    let answer = http
-        .delete(format!("{base}/services"))
-        .body(provider.url.clone())
-        .send()
-        .await
-        .expect("deregister");
-    assert_eq!(answer.status(), 200);
-    for dependent in dependents {
-        eventually("every dependent to let go", DEADLINE, || async {
-            dependent.arrival_of(&provider.entry(), true)
-        })
-        .await;
-    }
-    last - started
 }
 
 async fn publish_ack() {

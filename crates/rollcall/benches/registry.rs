@@ -47,9 +47,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use rollcall_testkit::bench::{THROUGHPUT_REGISTRY_FLAGS, build_go, registration_script, verdict};
+use rollcall_testkit::bench::{ETCD_PUT_SCRIPT, THROUGHPUT_REGISTRY_FLAGS, build_go, registration_script, verdict};
 use rollcall_testkit::wrk::{self, Load};
-use rollcall_testkit::{FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, eventually, median_p99};
+use rollcall_testkit::{
+    EtcdCluster, FakeFleet, FakeService, HeartbeatMode, ServerProcess, cpu_and_rss, eventually, median_p99,
+};
 use rollcall_wire::{Patch, PatchEntry, Registration};
 use tokio::task::JoinSet;
 
@@ -584,83 +586,6 @@ const RUNS: usize = 3;
 /// wrk Lua: every request puts a new key with a 300-byte value into etcd through its JSON
 /// gateway (`POST /v3/kv/put`; keys and values in base64, so the body is about the size of a
 /// registration).
-const ETCD_PUT_SCRIPT: &str = r#"wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
--- Any run of base64 digits whose length is a multiple of 4 is a valid key or value.
-local value = string.rep("eHh4", 100)
-local count = 0
-function request()
-  count = count + 1
-  local body = string.format('{"key":"L3NlcnZpY2VzL0xvYWQv%04d%012d","value":"%s"}', thread_id, count, value)
-  return wrk.format(nil, "/v3/kv/put", nil, body)
-end
-"#;
-
-/// A loopback port nobody listens on right now, for etcd, which cannot be told to bind port 0
-/// and report it.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// etcd 3.4 (Debian's `etcd-server`, installed by `scripts/bench`) from a temporary data
-/// directory on loopback ports: the reference for durable writes.
-struct Etcd {
-    url: String,
-    child: std::process::Child,
-    _data: tempfile::TempDir,
-}
-
-impl Etcd {
-    /// Starts etcd and waits until it answers; `None` when etcd is not installed.
-    async fn start() -> Option<Self> {
-        let data = tempfile::tempdir().expect("etcd data dir");
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = std::process::Command::new("etcd")
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let health = format!("{url}/health");
-        let http = reqwest::Client::new();
-        eventually("etcd to answer /health", LONG, || async {
-            let response = http.get(&health).send().await.ok()?;
-            response.status().is_success().then_some(())
-        })
-        .await;
-        Some(Self {
-            url,
-            child,
-            _data: data,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Durable registrations and lookups per second, each beside the baseline server under the same
 /// load generator (wrk), and etcd's durable puts under the same generator as a reference.
 async fn throughput() {
@@ -688,11 +613,13 @@ async fn throughput() {
     let commit = mean_commit(&registry.url).await;
     let baseline = start_baseline(post_bytes, get_bytes, Duration::ZERO);
     let held = start_baseline(post_bytes, get_bytes, commit);
-    let etcd = Etcd::start().await;
+    let etcd = EtcdCluster::installed().then(|| EtcdCluster::start_with_gateway(1));
     let etcd_puts = Load::new(CONNECTIONS, WINDOW).script(ETCD_PUT_SCRIPT);
     let (registry_url, baseline_url, held_url) = (registry.url.clone(), baseline.url.clone(), held.url.clone());
     let (baseline_pid, held_pid) = (baseline.pid(), held.pid());
-    let etcd_target = etcd.as_ref().map(|etcd| (etcd.url.clone(), etcd.pid()));
+    let etcd_target = etcd
+        .as_ref()
+        .map(|etcd| (etcd.endpoints()[0].clone(), etcd.pid(0).expect("running")));
     // Interleaved run by run: the registry, the baseline, the held baseline and etcd take turns.
     let figures = tokio::task::spawn_blocking(move || {
         let mut targets = vec![

@@ -35,9 +35,22 @@ impl EtcdCluster {
     /// Starts a cluster of `size` members and waits until every one serves clients (which etcd
     /// does only once the cluster has a leader).
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, false)
+    }
+
+    /// Like [`Self::start`], with etcd's HTTP gateway (`/v3/kv/put` in JSON) serving on the
+    /// client ports too, for benchmarks that drive etcd with the same HTTP load generator as
+    /// rollcall. The gateway dials the client port it was given, so the ports are picked free
+    /// beforehand (a port taken in between fails the start: a benchmark, not a test, uses it).
+    pub fn start_with_gateway(size: usize) -> Self {
+        Self::start_with(size, true)
+    }
+
+    fn start_with(size: usize, gateway: bool) -> Self {
         assert!(size > 0, "a cluster has members");
         let dir = tempfile::tempdir().expect("etcd dir");
-        let starting: Vec<_> = (0..size).map(|n| spawn(dir.path(), size, n, 0)).collect();
+        let port = || if gateway { free_port() } else { 0 };
+        let starting: Vec<_> = (0..size).map(|n| spawn(dir.path(), size, n, port())).collect();
         let members = starting
             .into_iter()
             .map(|(child, port)| Member {
@@ -59,6 +72,19 @@ impl EtcdCluster {
     /// [`Self::endpoints`] as `--etcd` takes them, comma-separated.
     pub fn endpoint_list(&self) -> String {
         self.endpoints().join(",")
+    }
+
+    /// Whether etcd is installed (`scripts/install test` installs it).
+    pub fn installed() -> bool {
+        Command::new("etcd")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// The process id of member `n`, while it runs.
+    pub fn pid(&self, n: usize) -> Option<u32> {
+        self.members[n].child.as_ref().map(Child::id)
     }
 
     /// Kills member `n` with SIGKILL and waits until it is gone.
@@ -142,7 +168,7 @@ fn spawn(dir: &Path, size: usize, n: usize, port: u16) -> (Child, mpsc::Receiver
         ])
         // Elections in half a second instead of one, so that losing a member costs tests less.
         .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-        .args(["--enable-grpc-gateway=false"])
+        .arg(format!("--enable-grpc-gateway={}", port != 0))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -158,6 +184,14 @@ fn spawn(dir: &Path, size: usize, n: usize, port: u16) -> (Child, mpsc::Receiver
         }
     });
     (child, rx)
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 fn serving_port(line: &str) -> Option<u16> {

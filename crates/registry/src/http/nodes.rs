@@ -15,6 +15,11 @@ pub(super) fn router() -> Router<Arc<Core>> {
 }
 
 async fn nodes(State(core): State<Arc<Core>>) -> Json<NodesView> {
+    Json(nodes_view(&core))
+}
+
+/// The live nodes as `core`'s node sees them, each with its share (also shown by the dashboard).
+pub(crate) fn nodes_view(core: &Core) -> NodesView {
     let (membership, shares) = core.node_shares();
     let nodes = membership
         .nodes
@@ -26,9 +31,9 @@ async fn nodes(State(core): State<Arc<Core>>) -> Json<NodesView> {
             started_at: node.started_at,
         })
         .collect();
-    Json(NodesView {
+    NodesView {
         this: core.nodes.me().id.clone(),
         live: membership.live,
         nodes,
-    })
+    }
 }

@@ -136,9 +136,14 @@ impl Catalog {
         self
     }
 
-    /// The health of the instance at `url` to share, when health is shared.
+    /// The health of the instance at `url` to share, when health is shared. Pending is not
+    /// shared: it is what every node gives a registration it has no health for, by the same
+    /// rule (so a `/v1` registration costs one write, and its first passing probe another).
     fn shared_health(&self, url: &str) -> Option<StoreOp> {
-        let instance = self.instances.get(url).filter(|_| self.shares_health)?;
+        let instance = self
+            .instances
+            .get(url)
+            .filter(|i| self.shares_health && i.state != InstanceState::Pending)?;
         let ttl = instance.check.kind == CheckKind::Ttl;
         Some(StoreOp::Health(SharedHealth {
             url: url.to_owned(),

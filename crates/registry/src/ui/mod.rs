@@ -19,7 +19,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use rollcall_wire::InstanceView;
+use rollcall_wire::{InstanceView, NodesView};
 use serde::Deserialize;
 use tower_http::compression::CompressionLayer;
 
@@ -81,6 +81,7 @@ struct Overview {
     filter: String,
     services: Vec<ServiceSummary>,
     graph: Graph,
+    nodes: NodesView,
 }
 
 #[derive(Template)]
@@ -127,6 +128,7 @@ async fn overview(State(core): State<Arc<Core>>, query: Result<Query<PageQuery>,
         filter: query.filter.trim().to_owned(),
         services,
         graph,
+        nodes: crate::http::nodes_view(&core),
     };
     page(StatusCode::OK, "Services", &overview, query.fragment.is_some())
 }
@@ -143,6 +145,7 @@ async fn service(
             filter: name.clone(),
             services: Vec::new(),
             graph: Graph::default(),
+            nodes: crate::http::nodes_view(&core),
         };
         return page(
             StatusCode::NOT_FOUND,

@@ -257,3 +257,23 @@ async fn a_browser_on_a_configuration_page_sees_a_new_release_without_a_reload()
     browser.screenshot("dashboard-config-document").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn the_overview_shows_the_registry_nodes_and_this_ones_share() {
+    let registry = TestRegistry::spawn().await;
+    let service = FakeService::spawn("A", &[]).await;
+    register(&registry, &service).await;
+    let nodes: rollcall_wire::NodesView = registry.get("/v1/nodes").await.json().await.expect("JSON");
+    let (status, page) = html(&registry, "/ui").await;
+    assert_eq!(status, 200);
+    let row = format!(
+        r#"<tr data-node="{}"><td>{} <span class="badge passing">this node</span>"#,
+        nodes.this, nodes.this
+    );
+    assert!(page.contains(&row), "{page}");
+    assert!(
+        page.contains(r#"<td class="num">1</td></tr>"#),
+        "it probes the one instance: {page}"
+    );
+    assert!(!page.contains("cannot reach etcd"));
+}
