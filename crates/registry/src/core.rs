@@ -326,6 +326,27 @@ impl Core {
         self.metrics.encode(&snapshot)
     }
 
+    /// The live nodes as this node sees them, each with its share (`GET /v1/nodes`, the
+    /// dashboard).
+    pub fn nodes_view(&self) -> rollcall_wire::NodesView {
+        let (membership, shares) = self.node_shares();
+        let nodes = membership
+            .nodes
+            .into_values()
+            .map(|node| rollcall_wire::NodeView {
+                instances: shares.get(&node.id).copied().unwrap_or_default(),
+                id: node.id,
+                url: node.url,
+                started_at: node.started_at,
+            })
+            .collect();
+        rollcall_wire::NodesView {
+            this: self.nodes.me().id.clone(),
+            live: membership.live,
+            nodes,
+        }
+    }
+
     /// The live set as this node sees it, and how many instances of the catalog each live node
     /// probes.
     pub fn node_shares(&self) -> (Membership, HashMap<String, usize>) {

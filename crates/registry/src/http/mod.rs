@@ -35,7 +35,6 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
-pub(crate) use self::nodes::nodes_view;
 use crate::core::Core;
 use rollcall_http::answer::json_fallbacks;
 use rollcall_http::{Defences, Guard, WriteLimits};

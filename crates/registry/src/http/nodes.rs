@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use rollcall_wire::{NodeView, NodesView};
+use rollcall_wire::NodesView;
 
 use crate::core::Core;
 
@@ -15,25 +15,5 @@ pub(super) fn router() -> Router<Arc<Core>> {
 }
 
 async fn nodes(State(core): State<Arc<Core>>) -> Json<NodesView> {
-    Json(nodes_view(&core))
-}
-
-/// The live nodes as `core`'s node sees them, each with its share (also shown by the dashboard).
-pub(crate) fn nodes_view(core: &Core) -> NodesView {
-    let (membership, shares) = core.node_shares();
-    let nodes = membership
-        .nodes
-        .into_values()
-        .map(|node| NodeView {
-            instances: shares.get(&node.id).copied().unwrap_or_default(),
-            id: node.id,
-            url: node.url,
-            started_at: node.started_at,
-        })
-        .collect();
-    NodesView {
-        this: core.nodes.me().id.clone(),
-        live: membership.live,
-        nodes,
-    }
+    Json(core.nodes_view())
 }

@@ -128,7 +128,7 @@ async fn overview(State(core): State<Arc<Core>>, query: Result<Query<PageQuery>,
         filter: query.filter.trim().to_owned(),
         services,
         graph,
-        nodes: crate::http::nodes_view(&core),
+        nodes: core.nodes_view(),
     };
     page(StatusCode::OK, "Services", &overview, query.fragment.is_some())
 }
@@ -145,7 +145,7 @@ async fn service(
             filter: name.clone(),
             services: Vec::new(),
             graph: Graph::default(),
-            nodes: crate::http::nodes_view(&core),
+            nodes: core.nodes_view(),
         };
         return page(
             StatusCode::NOT_FOUND,

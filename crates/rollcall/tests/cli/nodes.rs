@@ -73,9 +73,9 @@ async fn registrations_through_every_node_are_listed_by_the_others_after_one_is_
 }
 
 #[tokio::test]
-async fn a_drain_and_a_deregistration_through_one_node_are_seen_by_the_others() {
+async fn a_drain_through_one_node_holds_on_the_others_and_across_its_death_and_a_deregistration_too() {
     let etcd = EtcdCluster::start(1);
-    let (a, b) = (node(&etcd), node(&etcd));
+    let (mut a, b) = (node(&etcd), node(&etcd));
     let fleet = FakeFleet::spawn().await;
     let http = http_client();
     let registered: InstanceView = http
@@ -110,14 +110,50 @@ async fn a_drain_and_a_deregistration_through_one_node_are_seen_by_the_others() 
     })
     .await;
 
+    // The node the drain went through dies; a new node starts: the drain holds everywhere.
+    a.kill();
+    let c = node(&etcd);
+    for live in [&b, &c] {
+        eventually("two live nodes, a's share taken over", DEADLINE, || async {
+            nodes_seen_by(live).await.filter(|v| v.live && v.nodes.len() == 2)
+        })
+        .await;
+    }
+    let drained_on = |at: &ServerProcess| {
+        let at = at.url.clone();
+        let id = registered.id.clone();
+        async move {
+            let listed: ServicesView = http_client()
+                .get(format!("{at}/v1/services"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            listed
+                .service("Load")?
+                .instances
+                .iter()
+                .find(|i| i.id == id)
+                .map(|i| i.state)
+        }
+    };
+    assert_eq!(drained_on(&b).await, Some(InstanceState::Draining));
+    assert_eq!(
+        drained_on(&c).await,
+        Some(InstanceState::Draining),
+        "read from etcd at start"
+    );
+
     let removed = http
         .delete(format!("{}/v1/instances/{}", b.url, registered.id))
         .send()
         .await
         .expect("deregister");
     assert_eq!(removed.status(), 204);
-    eventually("a no longer lists it", DEADLINE, || async {
-        listed(&a, "Load").await.is_empty().then_some(())
+    eventually("c no longer lists it", DEADLINE, || async {
+        listed(&c, "Load").await.is_empty().then_some(())
     })
     .await;
 }

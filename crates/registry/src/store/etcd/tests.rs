@@ -1,0 +1,238 @@
+//! The etcd store against a real etcd started for each test: the catalog-store contract, and
+//! what sharing one etcd between nodes adds (prefixes apart, the feed, conflicts, health kept
+//! apart, etcd away).
+
+use std::time::Instant;
+
+use rollcall_testkit::EtcdCluster;
+
+use super::*;
+use crate::store::Change;
+use crate::store::contract::{self, Backend, instance};
+
+/// A store under its own prefix of a one-member etcd started for the test.
+struct Etcd {
+    cluster: EtcdCluster,
+    args: EtcdArgs,
+}
+
+impl Etcd {
+    fn new() -> Self {
+        let cluster = EtcdCluster::start(1);
+        let args = args(&cluster.endpoint_list(), "/test/");
+        Self { cluster, args }
+    }
+}
+
+fn args(endpoints: &str, prefix: &str) -> EtcdArgs {
+    EtcdArgs {
+        endpoints: endpoints.split(',').map(str::to_owned).collect(),
+        etcd_prefix: prefix.to_owned(),
+        ..EtcdArgs::default()
+    }
+}
+
+impl Backend for Etcd {
+    const NAME: &'static str = "etcd";
+
+    async fn open(&self) -> (Box<dyn CatalogStore>, Vec<StoredInstance>) {
+        let (store, stored, _) = EtcdStore::open(&self.args, histogram()).await.expect("open");
+        (Box::new(store), stored)
+    }
+
+    fn location(&self) -> String {
+        format!("{} {}", self.cluster.endpoint_list(), self.args.etcd_prefix)
+    }
+}
+
+fn histogram() -> Histogram {
+    Histogram::new([1.0])
+}
+
+/// Opens the store at `location` (endpoints and prefix) for the crash test's child process.
+pub(crate) async fn open_at(location: &str) -> Box<dyn CatalogStore> {
+    let (endpoints, prefix) = location.split_once(' ').expect("endpoints and prefix");
+    Box::new(
+        EtcdStore::open(&args(endpoints, prefix), histogram())
+            .await
+            .expect("open")
+            .0,
+    )
+}
+
+#[tokio::test]
+async fn what_was_acknowledged_is_read_back_after_reopening() {
+    contract::what_was_acknowledged_is_read_back_after_reopening(&Etcd::new()).await;
+}
+
+#[tokio::test]
+async fn batches_take_effect_whole_and_in_the_order_they_were_queued() {
+    contract::batches_take_effect_whole_and_in_the_order_they_were_queued(&Etcd::new()).await;
+}
+
+#[tokio::test]
+async fn writers_queued_together_are_all_acknowledged() {
+    contract::writers_queued_together_are_all_acknowledged(&Etcd::new()).await;
+}
+
+#[tokio::test]
+async fn a_kill_9_between_write_and_acknowledgement_loses_nothing_acknowledged_and_no_half_batch() {
+    contract::a_kill_9_between_write_and_acknowledgement_loses_nothing_acknowledged_and_no_half_batch(&Etcd::new())
+        .await;
+}
+
+#[tokio::test]
+async fn registries_under_different_prefixes_do_not_see_each_other() {
+    let etcd = Etcd::new();
+    let (store, _) = etcd.open().await;
+    store
+        .write(vec![StoreOp::Put(instance("http://a", 1))])
+        .await
+        .expect("answered")
+        .expect("durable");
+    let other = args(&etcd.cluster.endpoint_list(), "/other/");
+    let (_, stored, _) = EtcdStore::open(&other, histogram()).await.expect("open");
+    assert!(stored.is_empty(), "{stored:?}");
+}
+
+async fn write(store: &EtcdStore, ops: Vec<StoreOp>) -> Result<(), StoreError> {
+    store.write(ops).await.expect("answered")
+}
+
+async fn next(feed: &mut Feed) -> Change {
+    tokio::time::timeout(rollcall_testkit::DEADLINE, feed.recv())
+        .await
+        .expect("a change in time")
+        .expect("the feed is open")
+}
+
+fn put(url: &str, version: u64) -> Vec<StoreOp> {
+    vec![StoreOp::Put(instance(url, version))]
+}
+
+#[tokio::test]
+async fn each_node_is_fed_the_changes_the_others_make_and_not_its_own() {
+    let etcd = Etcd::new();
+    let (a, _, mut a_feed) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    let (b, _, mut b_feed) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    write(&a, put("http://a", 1)).await.expect("durable");
+    assert_eq!(next(&mut b_feed).await, Change::One(put("http://a", 1).remove(0)));
+    write(&b, vec![StoreOp::Delete("http://a".to_owned())])
+        .await
+        .expect("b knows the revision it was fed");
+    assert_eq!(
+        next(&mut a_feed).await,
+        Change::One(StoreOp::Delete("http://a".to_owned()))
+    );
+    write(&a, put("http://z", 1)).await.expect("durable");
+    assert_eq!(
+        next(&mut b_feed).await,
+        Change::One(put("http://z", 1).remove(0)),
+        "nothing of b's own came between"
+    );
+    assert!(a_feed.try_recv().is_err(), "a was not fed its own writes");
+}
+
+#[tokio::test]
+async fn a_write_over_a_change_a_node_was_not_told_of_is_refused_and_its_catalog_corrected() {
+    let etcd = Etcd::new();
+    let (first, _, _) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    // The second node is cut from its feed's news: it learns nothing of the first's write
+    // until its own write finds it (as when two nodes register one address at once).
+    let (second, _, mut corrections) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    second.stop.cancel();
+    write(&first, put("http://a", 1)).await.expect("created");
+    let stale = write(&second, put("http://a", 2)).await;
+    assert!(stale.is_err(), "the second node thought it absent: refused");
+    assert_eq!(
+        next(&mut corrections).await,
+        Change::One(put("http://a", 1).remove(0)),
+        "its catalog is told what etcd holds"
+    );
+    write(&second, put("http://a", 3))
+        .await
+        .expect("now it knows the revision");
+    let (_, stored) = etcd.open().await;
+    assert_eq!(stored, vec![instance("http://a", 3)]);
+}
+#[tokio::test]
+async fn health_is_kept_apart_read_back_with_its_instance_and_deleted_with_it() {
+    let etcd = Etcd::new();
+    let (store, _, _) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    let health = |url: &str| {
+        StoreOp::Health(SharedHealth {
+            url: url.to_owned(),
+            state: rollcall_wire::InstanceState::Critical,
+            checked_at: None,
+        })
+    };
+    let mut ops = put("http://a", 1);
+    ops.push(health("http://a"));
+    ops.extend(put("http://b", 1));
+    ops.push(health("http://b"));
+    write(&store, ops).await.expect("durable");
+    write(&store, vec![StoreOp::Delete("http://b".to_owned())])
+        .await
+        .expect("durable");
+    let (_, stored, _) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].health, Some(rollcall_wire::InstanceState::Critical));
+    let client = etcd.args.connect().await.expect("connect");
+    let left = client
+        .kv_client()
+        .get("/test/health/", Some(GetOptions::new().with_prefix().with_keys_only()))
+        .await
+        .expect("get");
+    assert_eq!(left.kvs().len(), 1, "the deleted instance's health went with it");
+}
+
+#[tokio::test]
+async fn a_write_while_etcd_is_gone_is_refused_in_bounded_time_and_the_store_recovers() {
+    let mut etcd = Etcd::new();
+    let (store, _) = etcd.open().await;
+    etcd.cluster.kill(0);
+    let started = Instant::now();
+    let refused = store
+        .write(vec![StoreOp::Put(instance("http://a", 1))])
+        .await
+        .expect("answered");
+    assert!(refused.is_err(), "nothing committed it");
+    assert!(
+        started.elapsed() < RETRY_FOR + 2 * REQUEST_TIMEOUT,
+        "refused after {:?}",
+        started.elapsed()
+    );
+    etcd.cluster.restart(0);
+    let deadline = Instant::now() + rollcall_testkit::DEADLINE;
+    loop {
+        let written = store
+            .write(vec![StoreOp::Put(instance("http://a", 2))])
+            .await
+            .expect("answered");
+        if written.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd back, writes still refused: {written:?}"
+        );
+    }
+    let (_, stored) = etcd.open().await;
+    assert_eq!(stored, vec![instance("http://a", 2)]);
+}
+
+#[test]
+fn a_node_lease_lives_whole_seconds_and_an_endpoint_is_an_http_url() {
+    assert_eq!(parse_ttl("2s"), Ok(Duration::from_secs(2)));
+    assert_eq!(parse_ttl("1m"), Ok(Duration::from_secs(60)));
+    assert!(parse_ttl("500ms").is_err());
+    assert!(parse_ttl("1500ms").is_err());
+    assert!(parse_ttl("0s").is_err());
+    assert_eq!(
+        parse_endpoint(" http://10.0.0.1:2379/ "),
+        Ok("http://10.0.0.1:2379".to_owned())
+    );
+    assert!(parse_endpoint("https://etcd.internal:2379").is_ok());
+    assert!(parse_endpoint("10.0.0.1:2379").is_err());
+    assert!(parse_endpoint("unix:///run/etcd.sock").is_err());
+}
