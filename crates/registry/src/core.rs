@@ -77,7 +77,7 @@ pub(crate) trait React: Send + Sync + std::fmt::Debug {
 pub(crate) struct Core {
     catalog: RwLock<Catalog>,
     /// The durable copy of the catalog.
-    store: Box<dyn CatalogStore>,
+    store: Arc<dyn CatalogStore>,
     /// This node among the nodes sharing the catalog, and which instances it probes.
     pub nodes: Nodes,
     /// The published configuration documents.
@@ -119,7 +119,7 @@ impl Core {
     )]
     pub fn new(
         config: RegistryConfig,
-        store: Box<dyn CatalogStore>,
+        store: Arc<dyn CatalogStore>,
         nodes: Nodes,
         published: Published,
         reactions: Box<dyn React>,
@@ -236,13 +236,14 @@ impl Core {
                     () = core.shutdown.cancelled() => None,
                 };
                 let Some(change) = change else { return };
-                core.take_in(change);
+                core.take_in(change).await;
             }
         });
     }
 
-    fn take_in(self: &Arc<Self>, change: Change) {
+    async fn take_in(self: &Arc<Self>, change: Change) {
         let command = match change {
+            Change::Release(release) => return self.published.take_in(*release).await,
             Change::One(StoreOp::Held(shared)) => return self.reactions.take_held(&shared.url, shared.held),
             Change::One(op) => Command::Replicate(op),
             Change::All(all) => Command::Resync(all),

@@ -202,25 +202,28 @@ async fn open_stores(config: &RegistryConfig, metrics: &metrics::Metrics) -> Res
     let (catalog, (releases, documents)) = opened
         .await
         .map_err(|join_error| RunError::Serve(io::Error::other(join_error)))??;
-    let (store, stored, feed): (Box<dyn store::CatalogStore>, _, _) = if let Some((store, stored)) = catalog {
-        (Box::new(store), stored, None)
+    let (store, stored, feed, shared): (Arc<dyn store::CatalogStore>, _, _, _) = if let Some((store, stored)) = catalog
+    {
+        (Arc::new(store), stored, None, None)
     } else {
         let (store, stored, feed) = store::EtcdStore::open(&config.etcd, metrics.commit_seconds.clone()).await?;
         tracing::info!(at = %config.etcd.describe(), instances = stored.len(), "the catalog is kept in etcd");
-        (Box::new(store), stored, Some(feed))
+        let store = Arc::new(store);
+        let shared: Arc<dyn store::ShareReleases> = Arc::clone(&store) as _;
+        (store, stored, Some(feed), Some(shared))
     };
     Ok(Stores {
         catalog: store,
         stored,
         feed,
-        published: published::Published::new(releases, documents),
+        published: published::Published::new(releases, documents, shared),
     })
 }
 
 /// The registry's stores, open, and what they held.
 struct Stores {
     /// Where the catalog is kept.
-    catalog: Box<dyn store::CatalogStore>,
+    catalog: Arc<dyn store::CatalogStore>,
     /// What it held at start.
     stored: Vec<store::StoredInstance>,
     /// The changes other nodes make to it, when it is shared (in etcd).

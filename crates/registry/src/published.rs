@@ -9,6 +9,10 @@
 //! sent to the feed, and the change acknowledged. So no reader is shown a release a crash could
 //! still take back, and no lock is held across I/O. Older releases' contents are read from the
 //! store, off the async workers.
+//!
+//! Over etcd every release is also shared (`ShareReleases`) before the answer, and a release
+//! published through another node is taken in ([`Published::take_in`]): kept in this node's
+//! file and told to its readers like one published here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -20,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::releases::acks::{Acks, Reader};
 use crate::releases::rollout::{GrayInstance, Transition};
 use crate::releases::{DocKey, Documents, Draft, ReleaseError, ReleaseOp, StoredRelease};
-use crate::store::{ReleaseStore, StoreError};
+use crate::store::{ReleaseStore, ShareReleases, StoreError};
 
 /// Why a release was not made, found, or made durable.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,8 @@ const SWEEP_WATCHES_AT: usize = 1024;
 pub(crate) struct Published {
     documents: RwLock<Documents>,
     store: Arc<ReleaseStore>,
+    /// Where releases are shared with the other nodes of a catalog in etcd, if it is.
+    shared: Option<Arc<dyn ShareReleases>>,
     /// Blocking queries waiting on one document: its revision in force.
     watches: Mutex<HashMap<DocKey, watch::Sender<u64>>>,
     /// A document whose releases changed (a new one, or a rollout's step), once durable, for
@@ -56,11 +62,12 @@ pub(crate) struct Published {
 const LIVE_CAPACITY: usize = 1024;
 
 impl Published {
-    /// The documents read back from `store`.
-    pub fn new(store: ReleaseStore, documents: Documents) -> Self {
+    /// The documents read back from `store`, sharing releases through `shared` when given.
+    pub fn new(store: ReleaseStore, documents: Documents, shared: Option<Arc<dyn ShareReleases>>) -> Self {
         Self {
             documents: RwLock::new(documents),
             store: Arc::new(store),
+            shared,
             watches: Mutex::new(HashMap::new()),
             live: broadcast::Sender::new(LIVE_CAPACITY),
             rollout_timer: std::sync::atomic::AtomicBool::new(false),
@@ -88,18 +95,28 @@ impl Published {
         key: &DocKey,
         change: impl FnOnce(&mut Documents) -> Result<(T, Vec<ReleaseOp>), ReleaseError>,
     ) -> Result<T, PublishError> {
-        let (answer, durable) = {
+        let (answer, shared, durable) = {
             let mut documents = self.documents.write().unwrap_or_else(PoisonError::into_inner);
             let (answer, ops) = change(&mut documents)?;
-            (answer, (!ops.is_empty()).then(|| self.store.write(ops)))
+            let shared = self.shared.as_ref().filter(|_| !ops.is_empty()).map(|s| s.share(&ops));
+            (answer, shared, (!ops.is_empty()).then(|| self.store.write(ops)))
         };
-        if let Some(durable) = durable {
+        // Shared (etcd: a release another node published at the same revision refuses it)
+        // and on this node's disk, both before the answer.
+        for durable in shared.into_iter().chain(durable) {
             match durable.await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return Err(PublishError::Storage(error)),
                 Err(_) => return Err(PublishError::Storage(StoreError::closed())),
             }
         }
+        self.tell(key);
+        Ok(answer)
+    }
+
+    /// Wakes `key`'s blocking reads with its revision in force, and tells the streams and
+    /// webhook queues it changed.
+    fn tell(&self, key: &DocKey) {
         let in_force = self.documents().in_force(key).map_or(0, |r| r.meta.revision);
         let watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(watch) = watches.get(key) {
@@ -107,7 +124,38 @@ impl Published {
         }
         // Nobody listening is fine.
         let _ = self.live.send(key.clone());
-        Ok(answer)
+    }
+
+    /// Takes in a release another node published (read from the shared store): kept here too
+    /// (older contents are read from this node's file), and its readers told, as for a publish
+    /// here. One this node holds already is nothing.
+    pub async fn take_in(&self, release: StoredRelease) {
+        let key = release.key.clone();
+        let ops = {
+            let mut documents = self.documents.write().unwrap_or_else(PoisonError::into_inner);
+            if documents.meta(&key, release.meta.revision).is_ok() {
+                return;
+            }
+            let revision = release.meta.revision;
+            let kept = Arc::new(release.clone());
+            let purged = documents.restore(release);
+            if purged.contains(&revision) {
+                return; // older than everything retained
+            }
+            let forget = purged.into_iter().map(|revision| ReleaseOp::Purge {
+                key: key.clone(),
+                revision,
+            });
+            std::iter::once(ReleaseOp::Put(kept)).chain(forget).collect()
+        };
+        match self.store.write(ops).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "a release published through another node is not on this node's disk");
+            }
+            Err(_) => return,
+        }
+        self.tell(&key);
     }
 
     /// Moves `key`'s running rollout on at `now` given its gray instances; what happened.

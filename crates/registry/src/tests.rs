@@ -71,9 +71,9 @@ async fn serve_with(
     let (inner, _) = RedbStore::open(data.path(), metrics.commit_seconds.clone()).expect("open");
     let (config_store, documents) =
         crate::store::ReleaseStore::open(data.path(), metrics.config_commit_seconds.clone()).expect("open");
-    let store: Box<dyn CatalogStore> = match gate {
-        Some((released, fail)) => Box::new(Gated { inner, released, fail }),
-        None => Box::new(inner),
+    let store: Arc<dyn CatalogStore> = match gate {
+        Some((released, fail)) => Arc::new(Gated { inner, released, fail }),
+        None => Arc::new(inner),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -86,7 +86,7 @@ async fn serve_with(
         catalog: store,
         stored: Vec::new(),
         feed: None,
-        published: crate::published::Published::new(config_store, documents),
+        published: crate::published::Published::new(config_store, documents, None),
     };
     let me = crate::nodes::NodeInfo::new(&url);
     let served = tokio::spawn(crate::serve(

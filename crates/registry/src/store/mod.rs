@@ -64,10 +64,19 @@ pub enum Change {
     One(StoreOp),
     /// The whole catalog as it is now (after this node lost track of the changes).
     All(Vec<StoredInstance>),
+    /// A configuration release published through another node.
+    Release(Box<crate::releases::StoredRelease>),
 }
 
 /// The changes other nodes make to a shared catalog, in the order they were made.
 pub type Feed = tokio::sync::mpsc::Receiver<Change>;
+
+/// Where configuration releases are shared with the other nodes of a catalog (etcd): the
+/// releases a publish keeps or purges, each acknowledged once the other nodes can read it.
+pub trait ShareReleases: Send + Sync + std::fmt::Debug + 'static {
+    /// Queues `ops` to be shared; the receiver answers once they are durable where shared.
+    fn share(&self, ops: &[crate::releases::ReleaseOp]) -> Durable;
+}
 
 /// Waits for a queued batch to be durable.
 pub type Durable = oneshot::Receiver<Result<(), StoreError>>;

@@ -481,3 +481,57 @@ async fn losing_etcds_quorum_refuses_writes_serves_marked_reads_and_loses_nothin
         .await;
     }
 }
+
+/// Publishes `body` as the next release of `prod/GradingService/limits` through `node`.
+async fn publish(node: &ServerProcess, body: &str) -> reqwest::StatusCode {
+    http_client()
+        .put(format!("{}/v1/config/prod/GradingService/limits", node.url))
+        .header("content-type", "text/plain")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("PUT")
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_and_a_node_started_later() {
+    let etcd = EtcdCluster::start(1);
+    let (a, b) = (node(&etcd), node(&etcd));
+    let mut stream =
+        rollcall_testkit::SseClient::connect(&format!("{}/v1/config/prod/GradingService", b.url), None).await;
+    let first = stream.next().await.expect("an event");
+    assert_eq!(first.event, "ready", "nothing published yet");
+
+    assert_eq!(publish(&a, "limit = 1").await, 201);
+    let message = stream.next().await.expect("a release through b's stream");
+    assert_eq!(message.event, "release");
+    let release: rollcall_wire::ReleaseEvent = message.json();
+    assert_eq!((release.content.as_str(), release.release.revision), ("limit = 1", 1));
+
+    // b publishes the next release over what a published; a serves it too.
+    assert!(publish(&b, "limit = 2").await.is_success());
+    eventually("a serves b's release", DEADLINE, || async {
+        let answer = http_client()
+            .get(format!("{}/v1/config/prod/GradingService/limits", a.url))
+            .send()
+            .await
+            .ok()?;
+        (answer.text().await.ok()? == "limit = 2").then_some(())
+    })
+    .await;
+    // A node started now reads every retained release from etcd, history included.
+    let c = node(&etcd);
+    eventually("c has the history", DEADLINE, || async {
+        let history: serde_json::Value = http_client()
+            .get(format!("{}/v1/config/prod/GradingService/limits/history", c.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (history.to_string().matches("\"revision\"").count() == 2).then_some(())
+    })
+    .await;
+}

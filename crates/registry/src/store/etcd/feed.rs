@@ -16,22 +16,24 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{Known, Seen, SharedKnown, lock};
-use super::{CATALOG, HEALTH, HELD, decode, prefix_end, read_all, retry_delays};
+use super::{CATALOG, HEALTH, HELD, RELEASES, decode, prefix_end, read_all, retry_delays};
+use crate::releases::StoredRelease;
 use crate::state::{SharedHealth, SharedHeld};
 use crate::store::{Change, StoreOp};
 
-/// Hands over what subscribers held at revision `from - 1` (`held`), then follows the catalog
-/// under `prefix` from revision `from` until `stop`, sending changes to `changes`.
+/// Hands over `handed` (what subscribers held and the releases, read at revision `from - 1`),
+/// then follows the catalog under `prefix` from revision `from` until `stop`, sending changes
+/// to `changes`.
 pub(super) async fn follow(
     client: Client,
     prefix: String,
-    held: Vec<SharedHeld>,
+    handed: Vec<Change>,
     mut from: i64,
     known: SharedKnown,
     changes: mpsc::Sender<Change>,
     stop: CancellationToken,
 ) {
-    if !hand_over(held, &changes).await {
+    if !hand_over(handed, &changes).await {
         return;
     }
     let mut delays = retry_delays();
@@ -47,18 +49,19 @@ pub(super) async fn follow(
                     "the catalog watch fell behind etcd's compaction; reading it whole"
                 );
                 match read_all(&client, &prefix).await {
-                    Ok(snapshot) => {
+                    Ok(mut snapshot) => {
                         {
                             let mut known = lock(&known);
                             let pending = std::mem::take(&mut known.pending);
                             *known = Known {
-                                revisions: snapshot.revisions,
+                                revisions: std::mem::take(&mut snapshot.revisions),
                                 pending,
                             };
                         }
                         from = snapshot.at + 1;
-                        if changes.send(Change::All(snapshot.stored)).await.is_err()
-                            || !hand_over(snapshot.held, &changes).await
+                        let all = std::mem::take(&mut snapshot.stored);
+                        if changes.send(Change::All(all)).await.is_err()
+                            || !hand_over(snapshot.handed(), &changes).await
                         {
                             return;
                         }
@@ -79,10 +82,11 @@ pub(super) async fn follow(
     }
 }
 
-/// Sends what each subscriber held; false once nobody takes changes any more.
-async fn hand_over(held: Vec<SharedHeld>, changes: &mpsc::Sender<Change>) -> bool {
-    for held in held {
-        if changes.send(Change::One(StoreOp::Held(held))).await.is_err() {
+/// Sends `handed` (what each subscriber held, the releases) as changes; false once nobody
+/// takes changes any more.
+async fn hand_over(handed: Vec<Change>, changes: &mpsc::Sender<Change>) -> bool {
+    for change in handed {
+        if changes.send(change).await.is_err() {
             return false;
         }
     }
@@ -106,11 +110,11 @@ async fn watch(
     known: &SharedKnown,
     changes: &mpsc::Sender<Change>,
 ) -> Outcome {
-    // One watch over the instances, their health and their subscribers' holdings (`catalog/`
-    // sorts before `health/`, and that before `held/`; keys between them are not ours).
+    // One watch over the instances, their health, their subscribers' holdings and the
+    // configuration releases (see `RELEASES` for the order; the nodes' keys between are skipped).
     let first = format!("{prefix}{CATALOG}");
     let options = WatchOptions::new()
-        .with_range(prefix_end(&format!("{prefix}{HELD}")))
+        .with_range(prefix_end(&format!("{prefix}{RELEASES}")))
         .with_start_revision(*from);
     let mut stream = match client.watch_client().watch(first, Some(options)).await {
         Ok(stream) => stream,
@@ -155,29 +159,35 @@ async fn watch(
                 }
             }
             let put = event.event_type() == EventType::Put;
-            let change = if let Some(url) = suffix.strip_prefix(CATALOG) {
+            let change = if suffix.starts_with(RELEASES) {
+                // A purge is each node's own business (its history keeps what it retains).
+                match serde_json::from_slice::<StoredRelease>(kv.value()) {
+                    Ok(release) if put => Change::Release(Box::new(release)),
+                    _ => continue,
+                }
+            } else if let Some(url) = suffix.strip_prefix(CATALOG) {
                 if !put {
-                    StoreOp::Delete(url.to_owned())
+                    Change::One(StoreOp::Delete(url.to_owned()))
                 } else if let Some(stored) = decode(url, kv.value()) {
-                    StoreOp::Put(stored)
+                    Change::One(StoreOp::Put(stored))
                 } else {
                     continue;
                 }
             } else if suffix.starts_with(HEALTH) && put {
                 match serde_json::from_slice::<SharedHealth>(kv.value()) {
-                    Ok(health) => StoreOp::Health(health),
+                    Ok(health) => Change::One(StoreOp::Health(health)),
                     Err(_) => continue,
                 }
             } else if suffix.starts_with(HELD) && put {
                 match serde_json::from_slice::<SharedHeld>(kv.value()) {
-                    Ok(held) => StoreOp::Held(held),
+                    Ok(held) => Change::One(StoreOp::Held(held)),
                     Err(_) => continue,
                 }
             } else {
                 // A deleted health or held key goes with its instance; anything else is not ours.
                 continue;
             };
-            if changes.send(Change::One(change)).await.is_err() {
+            if changes.send(change).await.is_err() {
                 return Outcome::Closed;
             }
         }

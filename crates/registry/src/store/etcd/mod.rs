@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(test)]
 use self::writer::RETRY_FOR;
-use self::writer::{Batch, Known, Message, Seen, Writer, fold};
-use super::{CatalogStore, Durable, Feed, StoreError, StoreFuture, StoreOp, StoredInstance};
+use self::writer::{Batch, Folded, Known, Message, Seen, Writer, fold, fold_releases};
+use super::{CatalogStore, Change, Durable, Feed, ShareReleases, StoreError, StoreFuture, StoreOp, StoredInstance};
+use crate::releases::{ReleaseOp, StoredRelease};
 use crate::state::{SharedHealth, SharedHeld};
 
 /// Keys read per request when the catalog is read back, so that no answer is large.
@@ -48,9 +49,12 @@ const FEED_QUEUE: usize = 1_024;
 const CATALOG: &str = "catalog/";
 /// Where their shared health is: `health/{ServiceURL}`.
 const HEALTH: &str = "health/";
-/// Where what each subscriber acknowledged holding is: `held/{ServiceURL}` (sorts after
-/// `health/`, so that one watch from `catalog/` to the end of `held/` sees all three).
+/// Where what each subscriber acknowledged holding is: `held/{ServiceURL}`.
 const HELD: &str = "held/";
+/// Where the configuration releases are: `releases/{namespace}/{service}/{name}/{revision}`.
+/// (`catalog/` < `health/` < `held/` < `nodes/` < `releases/`: one watch from the first to the
+/// end of the last sees them all, and skips the nodes' keys.)
+const RELEASES: &str = "releases/";
 
 /// How the registry reaches etcd: `rollcall registry --etcd URL[,URL...]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
@@ -195,12 +199,12 @@ impl EtcdStore {
     ) -> Result<(Self, Vec<StoredInstance>, Feed), StoreError> {
         let client = args.connect().await?;
         let prefix = args.etcd_prefix.clone();
-        let Snapshot {
-            stored,
-            held,
-            revisions,
-            at,
-        } = read_all(&client, &prefix).await?;
+        let mut snapshot = read_all(&client, &prefix).await?;
+        let (stored, revisions, at) = (
+            std::mem::take(&mut snapshot.stored),
+            std::mem::take(&mut snapshot.revisions),
+            snapshot.at,
+        );
         let known = Arc::new(Mutex::new(Known {
             revisions,
             pending: HashMap::new(),
@@ -210,7 +214,7 @@ impl EtcdStore {
         tokio::spawn(feed::follow(
             client.clone(),
             prefix.clone(),
-            held,
+            snapshot.handed(),
             at + 1,
             Arc::clone(&known),
             changes.clone(),
@@ -236,11 +240,11 @@ impl EtcdStore {
     }
 }
 
-impl CatalogStore for EtcdStore {
-    /// Queues `ops` to be committed with whatever else is queued.
-    fn write(&self, ops: Vec<StoreOp>) -> Durable {
+impl EtcdStore {
+    /// Queues `words` for the writer, counting their keys as pending until it answers.
+    fn queue(&self, words: Result<Folded, StoreError>) -> Durable {
         let (done, durable) = oneshot::channel();
-        let words = match fold(&ops) {
+        let words = match words {
             Ok(words) => words,
             Err(error) => {
                 let _ = done.send(Err(error));
@@ -249,8 +253,8 @@ impl CatalogStore for EtcdStore {
         };
         {
             let mut known = writer::lock(&self.known);
-            for url in words.keys() {
-                *known.pending.entry(url.clone()).or_default() += 1;
+            for key in words.keys() {
+                *known.pending.entry(key.clone()).or_default() += 1;
             }
         }
         if let Err(mpsc::error::SendError(Message::Write(batch))) =
@@ -259,6 +263,21 @@ impl CatalogStore for EtcdStore {
             let _ = batch.done.send(Err(StoreError::closed()));
         }
         durable
+    }
+}
+
+impl ShareReleases for EtcdStore {
+    /// Queues the releases `ops` keep or purge, each release under its own key (a release
+    /// already in etcd is not written again: the write is refused).
+    fn share(&self, ops: &[ReleaseOp]) -> Durable {
+        self.queue(fold_releases(ops))
+    }
+}
+
+impl CatalogStore for EtcdStore {
+    /// Queues `ops` to be committed with whatever else is queued.
+    fn write(&self, ops: Vec<StoreOp>) -> Durable {
+        self.queue(fold(&ops))
     }
 
     /// Stops the feed, commits what is queued and stops the writer.
@@ -280,6 +299,8 @@ struct Snapshot {
     stored: Vec<StoredInstance>,
     /// What each subscriber acknowledged holding.
     held: Vec<SharedHeld>,
+    /// Every configuration release kept.
+    releases: Vec<StoredRelease>,
     /// The revision of every key read.
     revisions: HashMap<String, Seen>,
     /// The revision read at.
@@ -294,6 +315,11 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
     let (catalog, at) = read_range(client, root, CATALOG, 0, &mut revisions).await?;
     let (health, _) = read_range(client, root, HEALTH, at, &mut revisions).await?;
     let (held, _) = read_range(client, root, HELD, at, &mut revisions).await?;
+    let (releases, _) = read_range(client, root, RELEASES, at, &mut revisions).await?;
+    let releases = releases
+        .into_iter()
+        .filter_map(|(_, value)| serde_json::from_slice::<StoredRelease>(&value).ok())
+        .collect();
     let held = held
         .into_iter()
         .filter_map(|(_, value)| serde_json::from_slice::<SharedHeld>(&value).ok())
@@ -316,9 +342,19 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
     Ok(Snapshot {
         stored,
         held,
+        releases,
         revisions,
         at,
     })
+}
+
+impl Snapshot {
+    /// What the feed hands over besides the instances: holdings and releases, as changes.
+    fn handed(self) -> Vec<Change> {
+        let held = self.held.into_iter().map(|h| Change::One(StoreOp::Held(h)));
+        let releases = self.releases.into_iter().map(|r| Change::Release(Box::new(r)));
+        held.chain(releases).collect()
+    }
 }
 
 /// Reads the keys under `{root}{part}` at revision `at` (0: the latest), a page at a time,

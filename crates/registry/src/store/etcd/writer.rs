@@ -18,11 +18,15 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CATALOG, HEALTH, HELD, REQUEST_TIMEOUT, decode, retry_delays};
+use super::{CATALOG, HEALTH, HELD, RELEASES, REQUEST_TIMEOUT, decode, retry_delays};
+use crate::releases::{DocKey, ReleaseOp};
 use crate::store::{Change, StoreError, StoreOp};
 
 /// Most keys one transaction writes: etcd's default `--max-txn-ops`.
 const MAX_KEYS_PER_TXN: usize = 128;
+/// Most bytes of values one transaction writes when it folds several batches (etcd refuses
+/// requests over 1.5 MiB by default); a larger batch goes alone.
+const MAX_BYTES_PER_TXN: usize = 1024 * 1024;
 /// How long a write is retried while etcd cannot be reached before it is refused.
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(3);
 
@@ -118,16 +122,18 @@ impl Writer {
                 }
             };
             let mut keys: HashSet<String> = first.words.keys().cloned().collect();
+            let mut bytes = size(&first.words);
             let mut group = vec![first];
             while !stopping {
                 match messages.try_recv() {
                     Ok(Message::Write(batch)) => {
                         let more = batch.words.keys().filter(|key| !keys.contains(*key)).count();
-                        if keys.len() + more > MAX_KEYS_PER_TXN {
+                        if keys.len() + more > MAX_KEYS_PER_TXN || bytes + size(&batch.words) > MAX_BYTES_PER_TXN {
                             next = Some(batch);
                             break;
                         }
                         keys.extend(batch.words.keys().cloned());
+                        bytes += size(&batch.words);
                         group.push(batch);
                     }
                     Ok(Message::Stop) => stopping = true,
@@ -228,7 +234,8 @@ impl Writer {
             let known = lock(&self.known);
             for (suffix, value) in folded {
                 let key = format!("{}{suffix}", self.prefix);
-                // Health is written by the one node probing the instance: no comparison.
+                // Health is written by the one node probing the instance: no comparison. A
+                // release is written once: it must not exist yet (purges compare nothing).
                 if suffix.starts_with(CATALOG) {
                     compares.push(match known.revisions.get(suffix) {
                         Some(&Seen { revision, exists: true }) => {
@@ -236,6 +243,11 @@ impl Writer {
                         }
                         _ => Compare::version(key.clone(), CompareOp::Equal, 0),
                     });
+                } else if suffix.starts_with(RELEASES) && value.is_some() {
+                    if known.revisions.get(suffix).is_some_and(|seen| seen.exists) {
+                        continue; // written already (an earlier attempt whose answer was lost)
+                    }
+                    compares.push(Compare::version(key.clone(), CompareOp::Equal, 0));
                 }
                 ops.push(match value {
                     Some(value) => TxnOp::put(key, value.clone(), None),
@@ -266,7 +278,11 @@ impl Writer {
         // instance.
         let mut conflicts = HashSet::new();
         let mut kv = self.client.kv_client();
-        for (suffix, wanted) in folded.iter().filter(|(key, _)| key.starts_with(CATALOG)) {
+        // The keys the transaction compared: instances, and the releases it put.
+        let checked = |(key, value): &(&String, &Option<Vec<u8>>)| {
+            key.starts_with(CATALOG) || (key.starts_with(RELEASES) && value.is_some())
+        };
+        for (suffix, wanted) in folded.iter().filter(checked) {
             let found = kv.get(format!("{}{suffix}", self.prefix), None).await?;
             let now = found.kvs().first().map(|kv| (kv.value().to_vec(), kv.mod_revision()));
             let seen = match &now {
@@ -286,7 +302,11 @@ impl Writer {
             }
             conflicts.insert(suffix.clone());
             // This node's catalog applied the refused change already: tell it what etcd holds.
-            let url = &suffix[CATALOG.len()..];
+            // (A release published at the same revision through two nodes at once: the other
+            // node's reaches this one through the feed.)
+            let Some(url) = suffix.strip_prefix(CATALOG) else {
+                continue;
+            };
             let correction = match now {
                 Some(value) => match decode(url, &value) {
                     Some(stored) => StoreOp::Put(stored),
@@ -303,6 +323,11 @@ impl Writer {
         }
         Ok(Answer::Conflict(conflicts))
     }
+}
+
+/// The bytes of values `words` writes.
+fn size(words: &Folded) -> usize {
+    words.values().map(|value| value.as_ref().map_or(0, Vec::len)).sum()
 }
 
 /// Records what this node now knows of each key.
@@ -324,6 +349,29 @@ fn release<'a>(known: &SharedKnown, urls: impl Iterator<Item = &'a String>) {
             }
         }
     }
+}
+
+/// The keys and values of `ops` on configuration releases: each release at
+/// `releases/{namespace}/{service}/{name}/{revision, 20 digits}` (so that a document's releases
+/// sort by revision), a purge deleting it.
+pub(super) fn fold_releases(ops: &[ReleaseOp]) -> Result<Folded, StoreError> {
+    let mut folded = Folded::new();
+    for op in ops {
+        match op {
+            ReleaseOp::Put(release) => {
+                let value = serde_json::to_vec(&**release).map_err(|e| StoreError::new("cannot encode", e))?;
+                folded.insert(release_key(&release.key, release.meta.revision), Some(value));
+            }
+            ReleaseOp::Purge { key, revision } => {
+                folded.insert(release_key(key, *revision), None);
+            }
+        }
+    }
+    Ok(folded)
+}
+
+fn release_key(key: &DocKey, revision: u64) -> String {
+    format!("{RELEASES}{}/{revision:020}", key.path())
 }
 
 /// The last word of `ops` on each key they name (a later op replaces an earlier one): an
