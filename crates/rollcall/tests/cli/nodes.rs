@@ -483,7 +483,7 @@ async fn losing_etcds_quorum_refuses_writes_serves_marked_reads_and_loses_nothin
 }
 
 /// Publishes `body` as the next release of `prod/GradingService/limits` through `node`.
-async fn publish(node: &ServerProcess, body: &str) -> reqwest::StatusCode {
+async fn publish(node: &ServerProcess, body: &str) -> StatusCode {
     http_client()
         .put(format!("{}/v1/config/prod/GradingService/limits", node.url))
         .header("content-type", "text/plain")
