@@ -39,6 +39,7 @@ use tokio::task::AbortHandle;
 use crate::config::RegistryConfig;
 use crate::core::Core;
 use crate::metrics::Metrics;
+use crate::nodes::Changes;
 use crate::state::{Command, Instance, InstanceId, ProbeFailure};
 
 /// The longest wait between two probes of a critical instance (unless the interval is longer).
@@ -131,9 +132,10 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Runn
             () = core.shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+        let mut changes = core.nodes.changes();
         if !core.nodes.owns(&url) {
             // Another node probes it. Should this one take it over, it probes at once.
-            if !another_node_probes(&core, &url).await {
+            if !another_node_probes(&core, &url, &mut changes).await {
                 return;
             }
             delay = Duration::ZERO;
@@ -194,13 +196,13 @@ async fn probe_loop(core: Arc<Core>, url: String, id: InstanceId, _running: Runn
     }
 }
 
-/// Waits while another registry node does the checking of the instance at `url` (until the
-/// live set changes); false when the registry stops meanwhile.
-async fn another_node_probes(core: &Arc<Core>, url: &str) -> bool {
+/// Waits while another registry node does the checking of the instance at `url`, until the
+/// live set `changes`; false when the registry stops meanwhile.
+async fn another_node_probes(core: &Arc<Core>, url: &str, changes: &mut Changes) -> bool {
     tracing::trace!(%url, "probed by another node");
     tokio::select! {
         () = core.shutdown.cancelled() => false,
-        () = core.nodes.changed() => true,
+        () = changes.next() => true,
     }
 }
 
@@ -222,8 +224,9 @@ async fn ttl_loop(core: &Arc<Core>, url: &str, id: InstanceId) {
     // A restored or new instance gets one whole TTL from now (and so does one taken over).
     let mut since = SystemTime::now();
     loop {
+        let mut changes = core.nodes.changes();
         if !core.nodes.owns(url) {
-            if !another_node_probes(core, url).await {
+            if !another_node_probes(core, url, &mut changes).await {
                 return;
             }
             since = SystemTime::now();

@@ -86,12 +86,24 @@ impl Nodes {
         view.live && owner(key, view.nodes.keys()) == Some(&self.me.id)
     }
 
-    /// Waits until the live set (or this node's place in it) changes, or forever once nobody
-    /// can change it any more.
-    pub async fn changed(&self) {
+    /// The changes of the live set (or of this node's place in it) from now on. Take it before
+    /// looking at [`Self::owns`], so that no change between the look and the wait is missed.
+    pub fn changes(&self) -> Changes {
         let mut view = self.view.clone();
         view.borrow_and_update();
-        if view.changed().await.is_err() {
+        Changes(view)
+    }
+}
+
+/// The changes of the live set, as [`Nodes::changes`] gives them.
+#[derive(Debug)]
+pub(crate) struct Changes(watch::Receiver<Membership>);
+
+impl Changes {
+    /// Waits until the live set changed since this was taken (or since the last wait), or
+    /// forever once nobody can change it any more (a node alone).
+    pub async fn next(&mut self) {
+        if self.0.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -174,5 +186,25 @@ mod tests {
         });
         let cut = Nodes { me, view };
         assert!(!keys().iter().any(|key| cut.owns(key)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_between_looking_and_waiting_is_not_missed_and_a_node_alone_never_changes() {
+        let me = NodeInfo::new("http://127.0.0.1:1");
+        let (sender, view) = watch::channel(Membership::default());
+        let nodes = Nodes { me: me.clone(), view };
+        let mut changes = nodes.changes();
+        assert!(!nodes.owns("http://a"), "looked: not ours");
+        sender.send_modify(|m| {
+            m.live = true;
+            m.nodes.insert(me.id.clone(), me.clone());
+        });
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(1), changes.next()).await;
+        assert!(seen.is_ok(), "the change made before the wait is seen");
+        assert!(nodes.owns("http://a"));
+
+        let alone = Nodes::alone(me);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(3600), alone.changes().next()).await;
+        assert!(waited.is_err(), "a node alone waits for ever, without spinning");
     }
 }

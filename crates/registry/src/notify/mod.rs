@@ -233,12 +233,14 @@ impl Subscriber {
 /// It ends when cancelled or once its registration is no longer current.
 async fn run_queue(core: Arc<Core>, subscriber: Arc<Subscriber>, _leave: Leave) {
     let mut connection = PatchConnection::new(subscriber.update_url.clone(), subscriber.registrant);
+    // Taken once: a change of the live set while a delivery runs is seen at the next wait.
+    let mut changes = core.nodes.changes();
     loop {
         tokio::select! {
             () = subscriber.cancel.cancelled() => return,
             () = subscriber.wake.notified() => {}
             // Another node may have left: this one may have to take the deliveries over.
-            () = core.nodes.changed() => {}
+            () = changes.next() => {}
         }
         if core.catalog().current(&subscriber.url, subscriber.id).is_none() {
             return;
