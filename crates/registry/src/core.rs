@@ -242,17 +242,22 @@ impl Core {
     }
 
     async fn take_in(self: &Arc<Self>, change: Change) {
-        let command = match change {
+        let (command, whole) = match change {
             Change::Release(release) => return self.published.take_in(*release).await,
             Change::One(StoreOp::Held(shared)) => return self.reactions.take_held(&shared.url, shared.held),
-            Change::One(op) => Command::Replicate(op),
-            Change::All(all) => Command::Resync(all),
+            Change::One(op) => (Command::Replicate(op), false),
+            Change::All(all) => (Command::Resync(all), true),
         };
         let events = {
             let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
             // Taking in a change is never refused: the node that made it checked it.
             let Ok(events) = catalog.apply(command) else { return };
-            self.events.record(&catalog, &events);
+            if whole {
+                // The changes in between are not known one by one: event streams start over.
+                self.events.reset(&catalog);
+            } else {
+                self.events.record(&catalog, &events);
+            }
             events
         };
         self.react(&events);

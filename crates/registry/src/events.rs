@@ -5,7 +5,8 @@
 //! [`RETAINED_EVENTS`] are kept so that a client reconnecting with `Last-Event-ID` resumes
 //! without a gap; a client whose id is no longer retained (or who has none) starts from a
 //! `reset` carrying the whole catalog. Ids start at the time in microseconds, so ids from before
-//! a restart are never mistaken for current ones: such a client gets a reset.
+//! a restart are never mistaken for current ones: such a client gets a reset. A node over etcd
+//! that had to read the catalog whole again sends every stream a reset ([`EventLog::reset`]).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
@@ -72,6 +73,25 @@ impl EventLog {
         }
     }
 
+    /// Starts over from `catalog` as it is now: a `reset` carrying the whole catalog, sent to
+    /// every stream and retained alone, so that a client resuming from any older id gets it
+    /// too. For a catalog that had to be read whole again (a node whose etcd watch fell behind
+    /// etcd's compaction): the changes in between are not known one by one. Call it with the
+    /// catalog's write lock held.
+    pub fn reset(&self, catalog: &Catalog) {
+        let mut inner = self.lock();
+        inner.last_id += 1;
+        let numbered = (
+            inner.last_id,
+            CatalogEvent::Reset {
+                services: catalog.services(false),
+            },
+        );
+        inner.retained.clear();
+        inner.retained.push_back(numbered.clone());
+        let _ = self.live.send(numbered); // nobody listening is fine
+    }
+
     /// The first events of a stream for a client that last saw `last_seen` (the retained ones
     /// after it, or a reset when it cannot resume), and the live feed from there on. Call it
     /// with the catalog's read lock held (`catalog`), so that a reset and the feed fit together
@@ -119,5 +139,38 @@ fn to_catalog_event(catalog: &Catalog, event: &Event) -> Option<CatalogEvent> {
             Some(CatalogEvent::StateChanged { instance, from: *from })
         }
         Event::IndexChanged { .. } | Event::ProvidersChanged { .. } | Event::Renewed { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{HealthPolicy, Limits};
+
+    #[tokio::test]
+    async fn a_reset_reaches_live_streams_and_every_client_resuming_from_before_it() {
+        let catalog = Catalog::new(
+            HealthPolicy {
+                tries: 3,
+                deregister_critical_after: std::time::Duration::from_secs(60),
+            },
+            Limits {
+                instances: 10,
+                per_service: 10,
+            },
+            1_000,
+        );
+        let log = EventLog::new(1_000);
+        let (_, mut live) = log.subscribe(&catalog, None);
+        log.reset(&catalog);
+        let (id, event) = live.recv().await.expect("the live stream gets it");
+        assert!(matches!(event, CatalogEvent::Reset { .. }));
+        let (resumed, _) = log.subscribe(&catalog, Some(id - 1));
+        assert!(
+            matches!(resumed.as_slice(), [(_, CatalogEvent::Reset { .. })]),
+            "{resumed:?}"
+        );
+        let (current, _) = log.subscribe(&catalog, Some(id));
+        assert!(current.is_empty(), "a client that saw the reset resumes after it");
     }
 }
