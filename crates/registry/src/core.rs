@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::audit::Audit;
 use crate::auth::Tokens;
 use crate::config::RegistryConfig;
+use crate::echoes::Echoes;
 use crate::events::EventLog;
 use crate::lookups::LookupCache;
 use crate::metrics::{Metrics, Snapshot};
@@ -28,7 +29,7 @@ use crate::nodes::{Membership, Nodes};
 use crate::outbound::{HostBudget, Outbound};
 use crate::published::Published;
 use crate::state::{Catalog, Command, CommandError, Event, HealthPolicy, Limits, SharedHeld, StoreOp, StoredInstance};
-use crate::store::{CatalogStore, Change, Feed, StoreError};
+use crate::store::{CatalogStore, Change, Fed, Feed, StoreError};
 
 /// Why a change was not applied or not made durable.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,17 @@ pub enum ApplyError {
     /// The catalog changed in memory but could not be written to disk: not acknowledged.
     #[error("the catalog could not be written: {0}")]
     Storage(StoreError),
+}
+
+/// The services whose listing `events` changed.
+fn touched(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::IndexChanged { service, .. } => Some(service.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Past this many watched services, entries nobody waits on are swept before adding one.
@@ -108,6 +120,8 @@ pub(crate) struct Core {
     service_watches: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Blocking queries waiting on the whole catalog: the latest catalog-wide index.
     catalog_watch: watch::Sender<u64>,
+    /// This node's own changes to a shared catalog, waiting for their revision.
+    echoes: Echoes,
 }
 
 impl Core {
@@ -160,6 +174,7 @@ impl Core {
             lookups: LookupCache::default(),
             service_watches: Mutex::new(HashMap::new()),
             catalog_watch: watch::Sender::new(0),
+            echoes: Echoes::default(),
         })
     }
 
@@ -183,19 +198,32 @@ impl Core {
         command: Command,
         read: impl FnOnce(&Catalog, &[Event]) -> T,
     ) -> Result<(Vec<Event>, T), ApplyError> {
-        let (events, read, durable) = {
+        let (events, read, durable, waiting) = {
             let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
             let events = catalog.apply(command)?;
-            self.events.record(&catalog, &events);
             let ops = catalog.store_ops(&events);
+            // Shared: the events and indexes wait for the write's revision (`crate::echoes`).
+            let waiting = if self.config.etcd.is_set() {
+                let described = EventLog::describe(&catalog, &events);
+                self.echoes.wait(&ops, described, touched(&events))
+            } else {
+                self.events.record(&catalog, &events);
+                None
+            };
             let read = read(&catalog, &events);
-            (events, read, (!ops.is_empty()).then(|| self.store.write(ops)))
+            (events, read, (!ops.is_empty()).then(|| self.store.write(ops)), waiting)
         };
         if let Some(durable) = durable {
-            match durable.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(ApplyError::Storage(error)),
-                Err(_) => return Err(ApplyError::Storage(StoreError::closed())),
+            let failed = match durable.await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error),
+                Err(_) => Some(StoreError::closed()),
+            };
+            if let Some(error) = failed {
+                if let Some(waiting) = &waiting {
+                    self.echoes.forget(waiting);
+                }
+                return Err(ApplyError::Storage(error));
             }
         }
         self.react(&events);
@@ -204,7 +232,10 @@ impl Core {
 
     fn react(self: &Arc<Self>, events: &[Event]) {
         for event in events {
-            if let Event::IndexChanged { service, index } = event {
+            // Index 0: a shared catalog's change whose revision is not known yet.
+            if let Event::IndexChanged { service, index } = event
+                && *index > 0
+            {
                 self.wake_watchers(service, *index);
             }
         }
@@ -227,7 +258,8 @@ impl Core {
     /// Takes in, until the registry stops, the changes other registry nodes make to a shared
     /// catalog: each is applied and reacted to as a local change is (probers, dependents,
     /// blocking queries, `/v1/events`), but not written: it is durable already.
-    pub fn follow(self: &Arc<Self>, mut feed: Feed) {
+    pub fn follow(self: &Arc<Self>, mut feed: Feed, read_at: u64) {
+        self.events.start_at(read_at);
         let core = Arc::clone(self);
         self.tasks.spawn(async move {
             loop {
@@ -241,26 +273,42 @@ impl Core {
         });
     }
 
-    async fn take_in(self: &Arc<Self>, change: Change) {
+    async fn take_in(self: &Arc<Self>, fed: Fed) {
+        let Fed { revision, change } = fed;
         let (command, whole) = match change {
             Change::Release(release) => return self.published.take_in(*release).await,
             Change::One(StoreOp::Held(shared)) => return self.reactions.take_held(&shared.url, shared.held),
+            Change::Echo(key) => return self.echoed(&key, revision),
             Change::One(op) => (Command::Replicate(op), false),
             Change::All(all) => (Command::Resync(all), true),
         };
         let events = {
             let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
             // Taking in a change is never refused: the node that made it checked it.
-            let Ok(events) = catalog.apply(command) else { return };
+            let Ok(mut events) = catalog.apply(command) else { return };
             if whole {
                 // The changes in between are not known one by one: event streams start over.
                 self.events.reset(&catalog);
             } else {
-                self.events.record(&catalog, &events);
+                self.events.record_at(revision, EventLog::describe(&catalog, &events));
             }
+            let moved = catalog.index_at(&touched(&events), revision);
+            events.extend(moved);
             events
         };
         self.react(&events);
+    }
+
+    /// This node's own write of `key` came back at `revision`: the change it was part of takes
+    /// its place in the shared order (its events and indexes), if it has not yet.
+    fn echoed(self: &Arc<Self>, key: &str, revision: u64) {
+        let Some(waiting) = self.echoes.echoed(key) else { return };
+        let moved = {
+            let mut catalog = self.catalog.write().unwrap_or_else(PoisonError::into_inner);
+            self.events.record_at(revision, waiting.described.clone());
+            catalog.index_at(&waiting.services, revision)
+        };
+        self.react(&moved);
     }
 
     /// Shares what the subscriber at `url` acknowledged holding with the other nodes, when the

@@ -27,6 +27,7 @@ mod audit;
 mod auth;
 mod config;
 mod core;
+mod echoes;
 mod error;
 mod events;
 mod health;
@@ -210,7 +211,8 @@ async fn open_stores(config: &RegistryConfig, metrics: &metrics::Metrics) -> Res
         tracing::info!(at = %config.etcd.describe(), instances = stored.len(), "the catalog is kept in etcd");
         let store = Arc::new(store);
         let shared: Arc<dyn store::ShareReleases> = Arc::clone(&store) as _;
-        (store, stored, Some(feed), Some(shared))
+        let read_at = store.read_at();
+        (store, stored, Some((feed, read_at)), Some(shared))
     };
     Ok(Stores {
         catalog: store,
@@ -226,8 +228,8 @@ struct Stores {
     catalog: Arc<dyn store::CatalogStore>,
     /// What it held at start.
     stored: Vec<store::StoredInstance>,
-    /// The changes other nodes make to it, when it is shared (in etcd).
-    feed: Option<store::Feed>,
+    /// The changes made to it, when it is shared (in etcd), and the revision it was read at.
+    feed: Option<(store::Feed, u64)>,
     /// The configuration releases.
     published: published::Published,
 }
@@ -292,8 +294,8 @@ async fn serve(
         shutdown.child_token(),
     );
     core.restore(stored);
-    if let Some(feed) = feed {
-        core.follow(feed);
+    if let Some((feed, read_at)) = feed {
+        core.follow(feed, read_at);
     }
     if core.config.audit_shipping {
         let shipping = core.tokens.ephemeral(&rollcall_wire::NewToken {

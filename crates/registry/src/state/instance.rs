@@ -85,6 +85,10 @@ pub struct StoredInstance {
     /// When a TTL-checked instance was last checked, read back the same way.
     #[serde(skip)]
     pub checked_at: Option<SystemTime>,
+    /// The shared store's revision of the instance's last change (its registration or its
+    /// health, whichever is later), read back with it; 0 from the embedded store.
+    #[serde(skip)]
+    pub revision: u64,
 }
 
 fn is_default(check: &Check) -> bool {
@@ -211,6 +215,7 @@ impl Instance {
             config_url: self.config_url.clone(),
             health: None,
             checked_at: None,
+            revision: 0,
         }
     }
 }

@@ -11,8 +11,9 @@
 //! holds what the catalog keeps of one instance (its registrant and ownership rule, its view,
 //! and its durable form, [`StoredInstance`] and [`StoreOp`]: the domain decides what survives a
 //! restart, the stores (`crate::store`) only keep it); `command` the words it is spoken to in
-//! and answers with ([`Command`], [`Event`], [`CommandError`]); `replica` how changes other
-//! registry nodes made to a shared store are taken in.
+//! and answers with ([`Command`], [`Event`], [`CommandError`]); `replica` a catalog shared
+//! between registry nodes: what it shares, its indexes, and how the changes other nodes made to
+//! the shared store are taken in.
 //!
 //! Invariants:
 //! - an instance is identified by its ServiceURL; registering a URL again replaces its entry;
@@ -127,31 +128,6 @@ impl Catalog {
         }
     }
 
-    /// The catalog of a node that shares its store with other nodes, each probing its own share
-    /// of the instances: every health state change is stored (with the state) for the others to
-    /// take in, and a restore starts each instance in its stored state.
-    #[must_use]
-    pub fn sharing_health(mut self) -> Self {
-        self.shares_health = true;
-        self
-    }
-
-    /// The health of the instance at `url` to share, when health is shared. Pending is not
-    /// shared: it is what every node gives a registration it has no health for, by the same
-    /// rule (so a `/v1` registration costs one write, and its first passing probe another).
-    fn shared_health(&self, url: &str) -> Option<StoreOp> {
-        let instance = self
-            .instances
-            .get(url)
-            .filter(|i| self.shares_health && i.state != InstanceState::Pending)?;
-        let ttl = instance.check.kind == CheckKind::Ttl;
-        Some(StoreOp::Health(SharedHealth {
-            url: url.to_owned(),
-            state: instance.state,
-            checked_at: instance.last_check_at.filter(|_| ttl),
-        }))
-    }
-
     /// Applies `command`, returning what changed.
     pub fn apply(&mut self, command: Command) -> Result<Vec<Event>, CommandError> {
         let result = match command {
@@ -218,7 +194,8 @@ impl Catalog {
         let touched = std::mem::take(&mut self.touched);
         result.map(|mut events| {
             events.extend(touched.into_iter().map(|service| {
-                let index = self.index_of(&service);
+                // Shared: 0 until the change's revision is known (`index_at`).
+                let index = if self.shares_health { 0 } else { self.index_of(&service) };
                 Event::IndexChanged { service, index }
             }));
             events
@@ -250,8 +227,11 @@ impl Catalog {
     }
 
     fn touch(&mut self, service: &str) {
-        self.last_index += 1;
-        self.indexes.insert(service.to_owned(), self.last_index);
+        // A shared catalog's indexes are the shared store's revisions, set by `index_at`.
+        if !self.shares_health {
+            self.last_index += 1;
+            self.indexes.insert(service.to_owned(), self.last_index);
+        }
         self.touched.insert(service.to_owned());
         self.changed(service);
     }
@@ -276,6 +256,10 @@ impl Catalog {
         for instance in stored {
             let id = self.next_id();
             let url = instance.registration.service_url.clone();
+            if self.shares_health {
+                let service = [instance.registration.service_name.clone()];
+                self.index_at(&service, instance.revision);
+            }
             self.index(Instance {
                 id,
                 instance_id: instance.id,
@@ -297,6 +281,7 @@ impl Catalog {
             });
             restored.push((id, url));
         }
+        self.touched.clear();
         restored
             .into_iter()
             .map(|(id, url)| {

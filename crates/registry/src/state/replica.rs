@@ -1,4 +1,6 @@
-//! Changes other registry nodes made, taken into this node's catalog: [`Command::Replicate`]
+//! A catalog shared between registry nodes ([`Catalog::sharing_health`]): what it shares of its
+//! own changes (health, apart from registrations), its indexes (the shared store's revisions,
+//! [`Catalog::index_at`]), and the changes other nodes made, taken in: [`Command::Replicate`]
 //! (one change to the shared store, as its watch delivered it) and [`Command::Resync`] (the
 //! whole shared catalog, after the watch lost its place).
 //!
@@ -19,11 +21,55 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use rollcall_wire::InstanceState;
+use rollcall_wire::{CheckKind, InstanceState};
 
-use super::{Catalog, Event, NewInstance, StoreOp, StoredInstance};
+use super::{Catalog, Event, NewInstance, SharedHealth, StoreOp, StoredInstance};
 
 impl Catalog {
+    /// The catalog of a node that shares its store with other nodes, each probing its own share
+    /// of the instances: every health state change is stored (with the state) for the others to
+    /// take in, a restore starts each instance in its stored state, and the indexes are the
+    /// shared store's revisions (set by [`Self::index_at`], the same on every node).
+    #[must_use]
+    pub fn sharing_health(mut self) -> Self {
+        self.shares_health = true;
+        self.last_index = 0;
+        self
+    }
+
+    /// The health of the instance at `url` to share, when health is shared. Pending is not
+    /// shared: it is what every node gives a registration it has no health for, by the same
+    /// rule (so a `/v1` registration costs one write, and its first passing probe another).
+    pub(super) fn shared_health(&self, url: &str) -> Option<StoreOp> {
+        let instance = self
+            .instances
+            .get(url)
+            .filter(|i| self.shares_health && i.state != InstanceState::Pending)?;
+        let ttl = instance.check.kind == CheckKind::Ttl;
+        Some(StoreOp::Health(SharedHealth {
+            url: url.to_owned(),
+            state: instance.state,
+            checked_at: instance.last_check_at.filter(|_| ttl),
+        }))
+    }
+
+    /// Moves the index of each of `services` to `revision`, the shared store's revision of the
+    /// change that touched them (never back); the [`Event::IndexChanged`] of each that moved.
+    pub fn index_at<'a>(&mut self, services: impl IntoIterator<Item = &'a String>, revision: u64) -> Vec<Event> {
+        let mut moved = Vec::new();
+        for service in services {
+            if self.index_of(service) < revision {
+                self.indexes.insert(service.clone(), revision);
+                moved.push(Event::IndexChanged {
+                    service: service.clone(),
+                    index: revision,
+                });
+            }
+        }
+        self.last_index = self.last_index.max(revision);
+        moved
+    }
+
     /// Takes in one change made elsewhere.
     pub(super) fn replicate(&mut self, change: StoreOp) -> Vec<Event> {
         match change {

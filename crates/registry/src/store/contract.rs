@@ -50,6 +50,7 @@ pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
         config_url: Some(format!("{url}/config")),
         health: None,
         checked_at: None,
+        revision: 0,
     }
 }
 
@@ -57,10 +58,12 @@ async fn write(store: &dyn CatalogStore, ops: Vec<StoreOp>) {
     store.write(ops).await.expect("answered").expect("durable");
 }
 
-fn by_url(stored: Vec<StoredInstance>) -> BTreeMap<String, StoredInstance> {
+/// What was read back, by ServiceURL, as it was written (without the revision a shared store
+/// reads it at).
+pub(crate) fn by_url(stored: Vec<StoredInstance>) -> BTreeMap<String, StoredInstance> {
     stored
         .into_iter()
-        .map(|s| (s.registration.service_url.clone(), s))
+        .map(|s| (s.registration.service_url.clone(), StoredInstance { revision: 0, ..s }))
         .collect()
 }
 

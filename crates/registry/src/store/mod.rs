@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-pub(crate) use self::etcd::retry_delays;
 pub use self::etcd::{EtcdArgs, EtcdStore};
+pub(crate) use self::etcd::{retry_delays, shared_key};
 pub use self::redb::{DATABASE_FILE, RedbStore};
 pub use self::releases::{RELEASES_FILE, ReleaseStore};
 pub use self::repair::{Repair, repair, salvage};
@@ -66,10 +66,23 @@ pub enum Change {
     All(Vec<StoredInstance>),
     /// A configuration release published through another node.
     Release(Box<crate::releases::StoredRelease>),
+    /// This node's own write of this key (under the prefix: `catalog/{url}`, `health/{url}`)
+    /// came back through the watch: its revision is now the shared order's.
+    Echo(String),
 }
 
-/// The changes other nodes make to a shared catalog, in the order they were made.
-pub type Feed = tokio::sync::mpsc::Receiver<Change>;
+/// A change and the shared store's revision it was made at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fed {
+    /// The revision.
+    pub revision: u64,
+    /// The change.
+    pub change: Change,
+}
+
+/// The changes made to a shared catalog (by other nodes, and this node's own as they come
+/// back), in the order they were made.
+pub type Feed = tokio::sync::mpsc::Receiver<Fed>;
 
 /// Where configuration releases are shared with the other nodes of a catalog (etcd): the
 /// releases a publish keeps or purges, each acknowledged once the other nodes can read it.

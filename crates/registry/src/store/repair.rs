@@ -139,6 +139,7 @@ mod tests {
             config_url: None,
             health: None,
             checked_at: None,
+            revision: 0,
         }
     }
 

@@ -535,3 +535,89 @@ async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_
     })
     .await;
 }
+
+/// `GET /v1/services/Load` on `node` with `query`: the index it reflects and its instances' URLs.
+async fn load_listing(node: &ServerProcess, query: &str) -> (u64, BTreeSet<String>) {
+    let answer = http_client()
+        .get(format!("{}/v1/services/Load{query}", node.url))
+        .send()
+        .await
+        .expect("GET");
+    let index = answer.headers()["x-rollcall-index"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("a number");
+    let view: rollcall_wire::ServiceView = answer.json().await.expect("JSON");
+    (index, view.instances.into_iter().map(|i| i.url).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_query_and_an_event_stream_moved_to_another_node_resume_without_a_gap() {
+    let etcd = EtcdCluster::start(1);
+    let (a, b) = (node(&etcd), node(&etcd));
+    let fleet = FakeFleet::spawn().await;
+    for n in 0..3 {
+        assert_eq!(register_v1(&a, &fleet, n).await.0, 201);
+    }
+    // The index means the same on both nodes, once both took every change in.
+    let (index, listed) = eventually("both nodes at the same index", DEADLINE, || async {
+        let (on_a, listed) = load_listing(&a, "").await;
+        let (on_b, _) = load_listing(&b, "").await;
+        (on_a == on_b && listed.len() == 3).then_some((on_a, listed))
+    })
+    .await;
+    assert_eq!(listed.len(), 3);
+
+    // A client that read a's index waits on b: b holds it until the next change.
+    let waiting = {
+        let b_url = b.url.clone();
+        tokio::spawn(async move {
+            let answer = http_client()
+                .get(format!("{b_url}/v1/services/Load?index={index}&wait=9s"))
+                .send()
+                .await
+                .expect("GET");
+            let moved: u64 = answer.headers()["x-rollcall-index"]
+                .to_str()
+                .expect("text")
+                .parse()
+                .expect("number");
+            let view: rollcall_wire::ServiceView = answer.json().await.expect("JSON");
+            (moved, view.instances.len())
+        })
+    };
+    // An event stream read on a up to now moves to b with its last id.
+    let mut on_a = rollcall_testkit::SseClient::connect(&format!("{}/v1/events", a.url), None).await;
+    let reset = on_a.next().await.expect("the reset");
+    assert_eq!(reset.event, "reset");
+    let last_seen = reset.id.clone().expect("an id");
+
+    assert_eq!(register_v1(&a, &fleet, 3).await.0, 201);
+    let (moved, count) = waiting.await.expect("the blocking query");
+    assert!(
+        moved > index,
+        "it answered on the change, with a later index: {moved} after {index}"
+    );
+    assert_eq!(count, 4, "it answered with the change");
+    eventually("both nodes at the same index again", DEADLINE, || async {
+        let (on_a, _) = load_listing(&a, "").await;
+        let (on_b, _) = load_listing(&b, "").await;
+        (on_a == on_b && on_a >= moved).then_some(())
+    })
+    .await;
+
+    let mut on_b = rollcall_testkit::SseClient::connect(&format!("{}/v1/events", b.url), Some(&last_seen)).await;
+    // Every event after the client's last one, from b: no reset, and the change made since.
+    let added = fleet.registration(3, "Load").service_url;
+    loop {
+        let message = tokio::time::timeout(DEADLINE, on_b.next())
+            .await
+            .expect("an event in time")
+            .expect("an event");
+        assert_ne!(message.event, "reset", "b resumes a's stream: no reset");
+        if message.event == "registered" && message.data.contains(&added) {
+            break;
+        }
+    }
+}

@@ -81,6 +81,7 @@ fn an_instance_whose_registrant_was_never_recorded_yields_to_anyone() {
         config_url: None,
         health: None,
         checked_at: None,
+        revision: 0,
     }]);
     assert!(deregister_as(&mut c, "http://a", actor("10.0.0.1", None, false)).is_ok());
 }

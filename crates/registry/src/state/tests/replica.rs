@@ -146,3 +146,32 @@ fn a_catalog_that_does_not_share_health_stores_none() {
     events.extend(probe(&mut a, "http://a", id, false, 1));
     assert!(!a.store_ops(&events).iter().any(|op| matches!(op, StoreOp::Health(_))));
 }
+
+#[test]
+fn a_shared_catalogs_indexes_are_the_revisions_of_its_changes_and_never_move_back() {
+    let mut a = catalog().sharing_health();
+    let (_, events) = register(&mut a, "A", "http://a");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::IndexChanged { service, index: 0 } if service == "A")),
+        "touched, its revision not known yet: {events:?}"
+    );
+    assert_eq!(a.index_of("A"), 0);
+    let moved = a.index_at(&["A".to_owned()], 42);
+    assert_eq!(
+        moved,
+        [Event::IndexChanged {
+            service: "A".to_owned(),
+            index: 42
+        }]
+    );
+    assert!(a.index_at(&["A".to_owned()], 40).is_empty(), "never back");
+    assert_eq!((a.index_of("A"), a.last_index()), (42, 42));
+
+    let mut restarted = catalog().sharing_health();
+    let mut stored = a.instance("http://a").expect("held").stored();
+    stored.revision = 42;
+    restarted.restore(vec![stored]);
+    assert_eq!(restarted.index_of("A"), 42, "a node starting reads the same index");
+}

@@ -113,6 +113,7 @@ fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
         config_url: None,
         health: None,
         checked_at: None,
+        revision: 0,
     };
     let mut c = catalog();
     // The dependent comes back before its providers: it still holds them all.

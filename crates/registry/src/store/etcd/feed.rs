@@ -19,7 +19,7 @@ use super::writer::{Known, Seen, SharedKnown, lock};
 use super::{CATALOG, HEALTH, HELD, RELEASES, decode, prefix_end, read_all, retry_delays};
 use crate::releases::StoredRelease;
 use crate::state::{SharedHealth, SharedHeld};
-use crate::store::{Change, StoreOp};
+use crate::store::{Change, Fed, StoreOp};
 
 /// Hands over `handed` (what subscribers held and the releases, read at revision `from - 1`),
 /// then follows the catalog under `prefix` from revision `from` until `stop`, sending changes
@@ -30,10 +30,10 @@ pub(super) async fn follow(
     handed: Vec<Change>,
     mut from: i64,
     known: SharedKnown,
-    changes: mpsc::Sender<Change>,
+    changes: mpsc::Sender<Fed>,
     stop: CancellationToken,
 ) {
-    if !hand_over(handed, &changes).await {
+    if !hand_over(handed, u64::try_from(from - 1).unwrap_or(0), &changes).await {
         return;
     }
     let mut delays = retry_delays();
@@ -60,8 +60,15 @@ pub(super) async fn follow(
                         }
                         from = snapshot.at + 1;
                         let all = std::mem::take(&mut snapshot.stored);
-                        if changes.send(Change::All(all)).await.is_err()
-                            || !hand_over(snapshot.handed(), &changes).await
+                        let revision = u64::try_from(snapshot.at).unwrap_or(0);
+                        if changes
+                            .send(Fed {
+                                revision,
+                                change: Change::All(all),
+                            })
+                            .await
+                            .is_err()
+                            || !hand_over(snapshot.handed(), revision, &changes).await
                         {
                             return;
                         }
@@ -84,9 +91,9 @@ pub(super) async fn follow(
 
 /// Sends `handed` (what each subscriber held, the releases) as changes; false once nobody
 /// takes changes any more.
-async fn hand_over(handed: Vec<Change>, changes: &mpsc::Sender<Change>) -> bool {
+async fn hand_over(handed: Vec<Change>, revision: u64, changes: &mpsc::Sender<Fed>) -> bool {
     for change in handed {
-        if changes.send(change).await.is_err() {
+        if changes.send(Fed { revision, change }).await.is_err() {
             return false;
         }
     }
@@ -108,7 +115,7 @@ async fn watch(
     prefix: &str,
     from: &mut i64,
     known: &SharedKnown,
-    changes: &mpsc::Sender<Change>,
+    changes: &mpsc::Sender<Fed>,
 ) -> Outcome {
     // One watch over the instances, their health, their subscribers' holdings and the
     // configuration releases (see `RELEASES` for the order; the nodes' keys between are skipped).
@@ -138,25 +145,40 @@ async fn watch(
             let revision = kv.mod_revision();
             *from = (*from).max(revision + 1);
             let suffix = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
-            {
+            let echo = {
                 let mut known = lock(known);
                 if let Some(seen) = known.revisions.get(&suffix).copied()
                     && seen.revision >= revision
                 {
-                    // Known already (this node's own write). The watch has passed a tombstone
+                    // Known already: this node's own write. The watch has passed a tombstone
                     // once it delivers the deletion itself: nothing older can follow.
                     if !seen.exists && seen.revision == revision {
                         known.revisions.remove(&suffix);
                     }
-                    continue;
+                    true
+                } else {
+                    match event.event_type() {
+                        EventType::Put => known.revisions.insert(suffix.clone(), Seen { revision, exists: true }),
+                        EventType::Delete => known.revisions.remove(&suffix),
+                    };
+                    // A key this node is writing: its own write, come back before its answer
+                    // (or another node's, which the writer's comparison will settle).
+                    known.pending.contains_key(&suffix)
                 }
-                match event.event_type() {
-                    EventType::Put => known.revisions.insert(suffix.clone(), Seen { revision, exists: true }),
-                    EventType::Delete => known.revisions.remove(&suffix),
-                };
-                if known.pending.contains_key(&suffix) {
-                    continue;
+            };
+            let revision = u64::try_from(revision).unwrap_or(0);
+            if echo {
+                if changes
+                    .send(Fed {
+                        revision,
+                        change: Change::Echo(suffix),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Outcome::Closed;
                 }
+                continue;
             }
             let put = event.event_type() == EventType::Put;
             let change = if suffix.starts_with(RELEASES) {
@@ -187,7 +209,7 @@ async fn watch(
                 // A deleted health or held key goes with its instance; anything else is not ours.
                 continue;
             };
-            if changes.send(change).await.is_err() {
+            if changes.send(Fed { revision, change }).await.is_err() {
                 return Outcome::Closed;
             }
         }
@@ -239,7 +261,17 @@ mod tests {
             stop.clone(),
         ));
         let change = tokio::time::timeout(DEADLINE, feed.recv()).await.expect("in time");
-        assert_eq!(change, Some(Change::All(vec![instance("http://a", 3)])));
+        let Some(Fed {
+            change: Change::All(all),
+            ..
+        }) = change
+        else {
+            panic!("the whole catalog: {change:?}")
+        };
+        assert_eq!(
+            crate::store::contract::by_url(all).into_values().collect::<Vec<_>>(),
+            vec![instance("http://a", 3)]
+        );
         assert!(
             lock(&known).revisions.contains_key("catalog/http://a"),
             "and learns its revisions"

@@ -188,6 +188,8 @@ pub struct EtcdStore {
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Stops the feed.
     stop: CancellationToken,
+    /// The revision the catalog was read at when the store opened.
+    read_at: u64,
 }
 
 impl EtcdStore {
@@ -235,12 +237,19 @@ impl EtcdStore {
             known,
             writer: Mutex::new(Some(task)),
             stop,
+            read_at: u64::try_from(at).unwrap_or(0),
         };
         Ok((store, stored, feed))
     }
 }
 
 impl EtcdStore {
+    /// The revision the catalog was read at when the store opened: the feed follows from the
+    /// next one.
+    pub fn read_at(&self) -> u64 {
+        self.read_at
+    }
+
     /// Queues `words` for the writer, counting their keys as pending until it answers.
     fn queue(&self, words: Result<Folded, StoreError>) -> Durable {
         let (done, durable) = oneshot::channel();
@@ -336,6 +345,12 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
                 instance.health = Some(shared.state);
                 instance.checked_at = shared.checked_at;
             }
+            let revision = |part: &str| {
+                revisions
+                    .get(&format!("{part}{url}"))
+                    .map_or(0, |seen: &Seen| seen.revision)
+            };
+            instance.revision = u64::try_from(revision(CATALOG).max(revision(HEALTH))).unwrap_or(0);
             Some(instance)
         })
         .collect();
@@ -400,6 +415,17 @@ async fn read_range(
             }
             _ => return Ok((found, at)),
         }
+    }
+}
+
+/// The key (under the prefix) of what `op` writes that the watch brings back to the node that
+/// wrote it: an instance's, or its health's; `None` for a subscriber's holdings.
+pub(crate) fn shared_key(op: &StoreOp) -> Option<String> {
+    match op {
+        StoreOp::Put(instance) => Some(format!("{CATALOG}{}", instance.registration.service_url)),
+        StoreOp::Delete(url) => Some(format!("{CATALOG}{url}")),
+        StoreOp::Health(health) => Some(format!("{HEALTH}{}", health.url)),
+        StoreOp::Held(_) => None,
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{CATALOG, HEALTH, HELD, RELEASES, REQUEST_TIMEOUT, decode, retry_delays};
 use crate::releases::{DocKey, ReleaseOp};
-use crate::store::{Change, StoreError, StoreOp};
+use crate::store::{Change, Fed, StoreError, StoreOp};
 
 /// Most keys one transaction writes: etcd's default `--max-txn-ops`.
 const MAX_KEYS_PER_TXN: usize = 128;
@@ -79,7 +79,7 @@ pub(super) struct Writer {
     pub(super) prefix: String,
     pub(super) known: SharedKnown,
     /// Where corrections go: the feed's queue to the catalog.
-    pub(super) corrections: mpsc::Sender<Change>,
+    pub(super) corrections: mpsc::Sender<Fed>,
     pub(super) commit_seconds: Histogram,
     /// Instances whose write etcd did not answer: this node's catalog applied a change etcd may
     /// not hold. Read again, and corrected, after the next write etcd answers.
@@ -199,8 +199,18 @@ impl Writer {
                 Some(stored) => StoreOp::Put(stored),
                 None => StoreOp::Delete(url.to_owned()),
             };
-            let _ = self.corrections.send(Change::One(correction)).await;
+            let revision = found.header().map_or(0, etcd_client::ResponseHeader::revision);
+            self.correct(revision, correction).await;
         }
+    }
+
+    /// Hands the catalog what etcd holds of an instance, as of `revision`.
+    async fn correct(&self, revision: i64, correction: StoreOp) {
+        let fed = Fed {
+            revision: u64::try_from(revision).unwrap_or(0),
+            change: Change::One(correction),
+        };
+        let _ = self.corrections.send(fed).await;
     }
 
     fn answer(&self, group: Vec<Batch>, result: &Result<(), StoreError>) {
@@ -314,7 +324,7 @@ impl Writer {
                 },
                 None => StoreOp::Delete(url.to_owned()),
             };
-            let _ = self.corrections.send(Change::One(correction)).await;
+            self.correct(seen.revision, correction).await;
         }
         if conflicts.is_empty() {
             // Every instance is as this node wanted: its own earlier attempt went through, but
