@@ -288,6 +288,7 @@ impl Core {
             let Ok(mut events) = catalog.apply(command) else { return };
             if whole {
                 // The changes in between are not known one by one: event streams start over.
+                self.echoes.clear();
                 self.events.reset(&catalog);
             } else {
                 self.events.record_at(revision, EventLog::describe(&catalog, &events));

@@ -80,6 +80,14 @@ impl Echoes {
         }
     }
 
+    /// Forgets every change waiting: the catalog was read whole again, and event streams
+    /// start over from it (their echoes may never come: etcd compacted them away).
+    pub fn clear(&self) {
+        for waiting in self.lock().drain().flat_map(|(_, queue)| queue) {
+            waiting.taken.store(true, Ordering::Release);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Arc<Waiting>>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -135,5 +143,16 @@ mod tests {
             held: std::collections::BTreeSet::new(),
         });
         assert!(echoes.wait(&[held], Vec::new(), Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_catalog_read_whole_again_forgets_every_change_waiting() {
+        let echoes = Echoes::default();
+        echoes
+            .wait(&[health("http://a")], Vec::new(), Vec::new())
+            .expect("waits");
+        echoes.clear();
+        assert!(echoes.echoed("health/http://a").is_none());
+        assert!(echoes.lock().is_empty());
     }
 }
