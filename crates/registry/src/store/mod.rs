@@ -13,7 +13,7 @@
 //! [`RedbStore`] is the embedded backend: one redb file in the data directory, group-committed
 //! by a writer thread (`group`). [`EtcdStore`] keeps the catalog in an etcd cluster
 //! (`rollcall registry --etcd`), one transaction per group of batches, and feeds each node the
-//! changes the others make ([`Feed`]). [`repair`] is what `rollcall repair catalog` runs on a catalog
+//! changes the others make and the echoes of its own, in etcd's order ([`Feed`]). [`repair`] is what `rollcall repair catalog` runs on a catalog
 //! that no longer opens. [`ReleaseStore`] keeps the configuration releases the same way, in a
 //! file of their own.
 

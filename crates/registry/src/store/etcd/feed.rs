@@ -1,10 +1,12 @@
-//! The etcd store's feed: one watch of the instances and their health from the revision this
-//! node last read, turning every change another node made into a [`Change`] for this node's
-//! catalog.
+//! The etcd store's feed: one watch of the instances, their health, their subscribers' holdings
+//! and the configuration releases from the revision this node last read, turning every change
+//! into a [`Fed`] change, with its revision, for this node.
 //!
-//! A change whose revision this node knows already (its own write, echoed) is dropped; a change
-//! to a key this node is writing is recorded but left to the writer (whose comparison then
-//! decides, and which corrects the catalog if its write loses). When the watch breaks (etcd
+//! A change another node made becomes what it changed ([`Change::One`], [`Change::Release`]).
+//! This node's own write comes back as [`Change::Echo`] (its revision is known, or its key is
+//! still being written: the writer's comparison settles a race with another node, and corrects
+//! the catalog if its write loses): the catalog has it already, only its place in the shared
+//! order is news. When the watch breaks (etcd
 //! unreachable, a member without a leader) it is made again from the next revision, after a
 //! backoff; when etcd compacted that revision away, the whole catalog is read again and handed
 //! over as [`Change::All`].

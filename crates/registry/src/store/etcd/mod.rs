@@ -2,9 +2,11 @@
 //! registry's data outlives its machine, and several registry nodes share one catalog.
 //!
 //! Keys are `{prefix}catalog/{ServiceURL}`, values the same JSON of a [`StoredInstance`] the
-//! embedded store keeps, and `{prefix}health/{ServiceURL}`, the instance's health as the node
+//! embedded store keeps; `{prefix}health/{ServiceURL}`, the instance's health as the node
 //! probing it found it ([`SharedHealth`]): apart, so that the probing node's writes never race
-//! the registrations and drains callers make through any node. Two tasks per node:
+//! the registrations and drains callers make through any node; `{prefix}held/{ServiceURL}`, what
+//! a subscriber acknowledged holding; `{prefix}releases/...`, the configuration releases
+//! ([`ShareReleases`]). Two tasks per node:
 //! - the writer (`writer`) commits every batch queued so far (up to etcd's 128 operations per
 //!   transaction), folded into the last word per key, as one etcd transaction; each
 //!   acknowledgement means "committed by etcd", on the disks of a majority of its members. Each
@@ -14,7 +16,8 @@
 //!   retried (the comparison makes that safe, and a retry that finds its own write counts as
 //!   done); one that finds a key changed by another node is refused, and the catalog corrected;
 //! - the feed (`feed`) watches the prefix from the revision the node read the catalog at and
-//!   hands every change another node made to this node's catalog ([`Change`]).
+//!   hands every change, with its revision, to this node ([`Fed`]): another node's as what it
+//!   changed, this node's own as an echo.
 //!
 //! The two share what the node knows of each key (`writer::Known`): the revision of its last
 //! write, and whether a write of this node's is in flight.
