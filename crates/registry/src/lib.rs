@@ -203,22 +203,25 @@ async fn open_stores(config: &RegistryConfig, metrics: &metrics::Metrics) -> Res
     let (catalog, (releases, documents)) = opened
         .await
         .map_err(|join_error| RunError::Serve(io::Error::other(join_error)))??;
-    let (store, stored, feed, shared): (Arc<dyn store::CatalogStore>, _, _, _) = if let Some((store, stored)) = catalog
-    {
-        (Arc::new(store), stored, None, None)
-    } else {
-        let (store, stored, feed) = store::EtcdStore::open(&config.etcd, metrics.commit_seconds.clone()).await?;
-        tracing::info!(at = %config.etcd.describe(), instances = stored.len(), "the catalog is kept in etcd");
-        let store = Arc::new(store);
-        let shared: Arc<dyn store::ShareReleases> = Arc::clone(&store) as _;
-        let read_at = store.read_at();
-        (store, stored, Some((feed, read_at)), Some(shared))
-    };
+    if let Some((store, stored)) = catalog {
+        return Ok(Stores {
+            catalog: Arc::new(store),
+            stored,
+            feed: None,
+            published: published::Published::new(releases, documents, None),
+            tokens_shared: None,
+        });
+    }
+    let (store, stored, feed) = store::EtcdStore::open(&config.etcd, metrics.commit_seconds.clone()).await?;
+    tracing::info!(at = %config.etcd.describe(), instances = stored.len(), "the catalog is kept in etcd");
+    let store = Arc::new(store);
+    let read_at = store.read_at();
     Ok(Stores {
-        catalog: store,
+        catalog: Arc::clone(&store) as _,
         stored,
-        feed,
-        published: published::Published::new(releases, documents, shared),
+        feed: Some((feed, read_at)),
+        published: published::Published::new(releases, documents, Some(Arc::clone(&store) as _)),
+        tokens_shared: Some(store),
     })
 }
 
@@ -232,6 +235,8 @@ struct Stores {
     feed: Option<(store::Feed, u64)>,
     /// The configuration releases.
     published: published::Published,
+    /// Where the token list is shared, when the catalog is (in etcd).
+    tokens_shared: Option<Arc<dyn store::ShareTokens>>,
 }
 
 /// Opens the token list in the data directory, and says at every start who is served without
@@ -281,7 +286,11 @@ async fn serve(
         stored,
         feed,
         published,
+        tokens_shared,
     } = stores;
+    if let Some(shared) = tokens_shared {
+        tokens.share_through(shared);
+    }
     let core = core::Core::new(
         config,
         catalog,

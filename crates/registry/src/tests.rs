@@ -87,6 +87,7 @@ async fn serve_with(
         stored: Vec::new(),
         feed: None,
         published: crate::published::Published::new(config_store, documents, None),
+        tokens_shared: None,
     };
     let me = crate::nodes::NodeInfo::new(&url);
     let served = tokio::spawn(crate::serve(

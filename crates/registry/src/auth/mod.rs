@@ -10,6 +10,7 @@
 //! the text is never logged, listed or answered again.
 
 mod file;
+mod shared;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -192,6 +193,9 @@ pub enum TokenError {
     /// The token file could not be written: nothing changed.
     #[error(transparent)]
     File(#[from] TokenFileError),
+    /// The token could not be shared with the other registry nodes (etcd): nothing changed.
+    #[error("cannot share the token: {0}")]
+    Shared(crate::store::StoreError),
 }
 
 /// Every token the registry has issued and not revoked.
@@ -201,6 +205,8 @@ pub struct Tokens {
     by_id: RwLock<HashMap<String, Entry>>,
     /// Serialises changes, so that the file is written in the order they are made.
     writing: tokio::sync::Mutex<()>,
+    /// Where the list is shared with the other nodes of a catalog in etcd, once it is.
+    shared: std::sync::OnceLock<Arc<dyn crate::store::ShareTokens>>,
 }
 
 impl Tokens {
@@ -230,6 +236,7 @@ impl Tokens {
             path,
             by_id: RwLock::new(by_id),
             writing: tokio::sync::Mutex::new(()),
+            shared: std::sync::OnceLock::new(),
         };
         Ok((tokens, admin_file))
     }
@@ -273,6 +280,7 @@ impl Tokens {
         }
         let (token, text) = new_token(request)?;
         let view = token.view.clone();
+        self.share(&view.id, Some(&token)).await?;
         self.change(|all| {
             all.insert(view.id.clone(), token.into());
         })
@@ -306,11 +314,22 @@ impl Tokens {
         {
             return Ok(false);
         }
+        self.share(id, None).await?;
         self.change(|all| {
             all.remove(id);
         })
         .await?;
         Ok(true)
+    }
+
+    /// Every token kept, as kept.
+    fn entries(&self) -> Vec<Entry> {
+        self.by_id
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Writes the list as `change` leaves it, then makes it current: the file first, so that

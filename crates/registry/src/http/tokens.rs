@@ -84,5 +84,11 @@ fn token_error(error: TokenError) -> ApiError {
             tracing::error!(%file, "the token list could not be written");
             ApiError::Storage("the registry could not write its token list; nothing changed".to_owned())
         }
+        TokenError::Shared(shared) => {
+            tracing::error!(%shared, "a token could not be shared with the other registry nodes");
+            ApiError::Storage(
+                "the registry could not share the token with its other nodes (etcd); nothing changed".to_owned(),
+            )
+        }
     }
 }

@@ -66,6 +66,8 @@ pub enum Change {
     All(Vec<StoredInstance>),
     /// A configuration release published through another node.
     Release(Box<crate::releases::StoredRelease>),
+    /// A token issued (its JSON) or revoked (`None`) through another node, by id.
+    Token(String, Option<Vec<u8>>),
     /// This node's own write of this key (under the prefix: `catalog/{url}`, `health/{url}`)
     /// came back through the watch: its revision is now the shared order's.
     Echo(String),
@@ -89,6 +91,14 @@ pub type Feed = tokio::sync::mpsc::Receiver<Fed>;
 pub trait ShareReleases: Send + Sync + std::fmt::Debug + 'static {
     /// Queues `ops` to be shared; the receiver answers once they are durable where shared.
     fn share(&self, ops: &[crate::releases::ReleaseOp]) -> Durable;
+}
+
+/// Where the token list is shared with the other nodes of a catalog (etcd): each token as its
+/// listing and the digest of its text (never the text), under its id.
+pub trait ShareTokens: Send + Sync + std::fmt::Debug + 'static {
+    /// Queues the token `id` to be shared as `value` (its JSON), or withdrawn (`None`); the
+    /// receiver answers once that is durable where shared.
+    fn share_token(&self, id: &str, value: Option<Vec<u8>>) -> Durable;
 }
 
 /// Waits for a queued batch to be durable.

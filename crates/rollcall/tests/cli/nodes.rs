@@ -621,3 +621,72 @@ async fn a_blocking_query_and_an_event_stream_moved_to_another_node_resume_witho
         }
     }
 }
+
+/// The status of `GET /v1/services` on `node` presenting `token`.
+async fn read_with(node: &ServerProcess, token: &str) -> u16 {
+    http_client()
+        .get(format!("{}/v1/services", node.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_or(0, |answer| answer.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_issued_or_revoked_through_one_node_is_verified_or_refused_by_the_others() {
+    let etcd = EtcdCluster::start(1);
+    let start = || {
+        ServerProcess::start(rollcall(), "registry", |c| {
+            c.args(["--etcd", &etcd.endpoint_list(), "--require-tokens"]);
+        })
+    };
+    let (a, b) = (start(), start());
+    let admin = std::fs::read_to_string(a.data_path().join("admin.token")).expect("a's admin token");
+    let admin = admin.trim();
+    eventually("a's admin token verified by b", DEADLINE, || async {
+        (read_with(&b, admin).await == 200).then_some(())
+    })
+    .await;
+
+    let created: rollcall_wire::CreatedToken = http_client()
+        .post(format!("{}/v1/tokens", a.url))
+        .bearer_auth(admin)
+        .json(&rollcall_wire::NewToken {
+            name: "dashboard".to_owned(),
+            scopes: vec![rollcall_wire::Scope::Read],
+        })
+        .send()
+        .await
+        .expect("POST /v1/tokens")
+        .json()
+        .await
+        .expect("the token");
+    eventually("the new token verified by b", DEADLINE, || async {
+        (read_with(&b, &created.token).await == 200).then_some(())
+    })
+    .await;
+
+    let revoked = http_client()
+        .delete(format!("{}/v1/tokens/{}", b.url, created.view.id))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(
+        read_with(&b, &created.token).await,
+        401,
+        "refused where revoked, at once"
+    );
+    eventually("the revoked token refused by a", DEADLINE, || async {
+        (read_with(&a, &created.token).await == 401).then_some(())
+    })
+    .await;
+    // A node started now knows the tokens of the others, and not the revoked one.
+    let c = start();
+    eventually("a's admin token verified by c", DEADLINE, || async {
+        (read_with(&c, admin).await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(read_with(&c, &created.token).await, 401);
+}

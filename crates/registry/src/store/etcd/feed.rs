@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{Known, Seen, SharedKnown, lock};
-use super::{CATALOG, HEALTH, HELD, RELEASES, decode, prefix_end, read_all, retry_delays};
+use super::{CATALOG, HEALTH, HELD, RELEASES, TOKENS, decode, prefix_end, read_all, retry_delays};
 use crate::releases::StoredRelease;
 use crate::state::{SharedHealth, SharedHeld};
 use crate::store::{Change, Fed, StoreOp};
@@ -123,7 +123,7 @@ async fn watch(
     // configuration releases (see `RELEASES` for the order; the nodes' keys between are skipped).
     let first = format!("{prefix}{CATALOG}");
     let options = WatchOptions::new()
-        .with_range(prefix_end(&format!("{prefix}{RELEASES}")))
+        .with_range(prefix_end(&format!("{prefix}{TOKENS}")))
         .with_start_revision(*from);
     let mut stream = match client.watch_client().watch(first, Some(options)).await {
         Ok(stream) => stream,
@@ -183,7 +183,9 @@ async fn watch(
                 continue;
             }
             let put = event.event_type() == EventType::Put;
-            let change = if suffix.starts_with(RELEASES) {
+            let change = if let Some(id) = suffix.strip_prefix(TOKENS) {
+                Change::Token(id.to_owned(), put.then(|| kv.value().to_vec()))
+            } else if suffix.starts_with(RELEASES) {
                 // A purge is each node's own business (its history keeps what it retains).
                 match serde_json::from_slice::<StoredRelease>(kv.value()) {
                     Ok(release) if put => Change::Release(Box::new(release)),

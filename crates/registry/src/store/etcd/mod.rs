@@ -38,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 #[cfg(test)]
 use self::writer::RETRY_FOR;
 use self::writer::{Batch, Folded, Known, Message, Seen, Writer, fold, fold_releases};
-use super::{CatalogStore, Change, Durable, Feed, ShareReleases, StoreError, StoreFuture, StoreOp, StoredInstance};
+use super::{
+    CatalogStore, Change, Durable, Feed, ShareReleases, ShareTokens, StoreError, StoreFuture, StoreOp, StoredInstance,
+};
 use crate::releases::{ReleaseOp, StoredRelease};
 use crate::state::{SharedHealth, SharedHeld};
 
@@ -55,9 +57,11 @@ const HEALTH: &str = "health/";
 /// Where what each subscriber acknowledged holding is: `held/{ServiceURL}`.
 const HELD: &str = "held/";
 /// Where the configuration releases are: `releases/{namespace}/{service}/{name}/{revision}`.
-/// (`catalog/` < `health/` < `held/` < `nodes/` < `releases/`: one watch from the first to the
-/// end of the last sees them all, and skips the nodes' keys.)
 const RELEASES: &str = "releases/";
+/// Where the tokens are: `tokens/{id}`, each its listing and the digest of its text.
+/// (`catalog/` < `health/` < `held/` < `nodes/` < `releases/` < `tokens/`: one watch from the
+/// first to the end of the last sees them all, and skips the nodes' keys.)
+const TOKENS: &str = "tokens/";
 
 /// How the registry reaches etcd: `rollcall registry --etcd URL[,URL...]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
@@ -286,6 +290,13 @@ impl ShareReleases for EtcdStore {
     }
 }
 
+impl ShareTokens for EtcdStore {
+    /// Queues the token under its own key (ids are random: nothing to compare).
+    fn share_token(&self, id: &str, value: Option<Vec<u8>>) -> Durable {
+        self.queue(Ok(Folded::from([(format!("{TOKENS}{id}"), value)])))
+    }
+}
+
 impl CatalogStore for EtcdStore {
     /// Queues `ops` to be committed with whatever else is queued.
     fn write(&self, ops: Vec<StoreOp>) -> Durable {
@@ -313,6 +324,8 @@ struct Snapshot {
     held: Vec<SharedHeld>,
     /// Every configuration release kept.
     releases: Vec<StoredRelease>,
+    /// Every token shared: its id and JSON.
+    tokens: Vec<(String, Vec<u8>)>,
     /// The revision of every key read.
     revisions: HashMap<String, Seen>,
     /// The revision read at.
@@ -328,6 +341,7 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
     let (health, _) = read_range(client, root, HEALTH, at, &mut revisions).await?;
     let (held, _) = read_range(client, root, HELD, at, &mut revisions).await?;
     let (releases, _) = read_range(client, root, RELEASES, at, &mut revisions).await?;
+    let (tokens, _) = read_range(client, root, TOKENS, at, &mut revisions).await?;
     let releases = releases
         .into_iter()
         .filter_map(|(_, value)| serde_json::from_slice::<StoredRelease>(&value).ok())
@@ -361,6 +375,7 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
         stored,
         held,
         releases,
+        tokens,
         revisions,
         at,
     })
@@ -371,7 +386,11 @@ impl Snapshot {
     fn handed(self) -> Vec<Change> {
         let held = self.held.into_iter().map(|h| Change::One(StoreOp::Held(h)));
         let releases = self.releases.into_iter().map(|r| Change::Release(Box::new(r)));
-        held.chain(releases).collect()
+        let tokens = self
+            .tokens
+            .into_iter()
+            .map(|(id, value)| Change::Token(id, Some(value)));
+        held.chain(releases).chain(tokens).collect()
     }
 }
 
