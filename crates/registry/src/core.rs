@@ -280,6 +280,7 @@ impl Core {
             Change::One(StoreOp::Held(shared)) => return self.reactions.take_held(&shared.url, shared.held),
             Change::Echo(key) => return self.echoed(&key, revision),
             Change::Token(id, value) => return self.tokens.take_in(&id, value).await,
+            Change::Ack(shared) => return self.published.take_ack(&shared.key, &shared.ack),
             Change::One(op) => (Command::Replicate(op), false),
             Change::All(all) => (Command::Resync(all), true),
         };

@@ -12,7 +12,8 @@
 //!
 //! Over etcd every release is also shared (`ShareReleases`) before the answer, and a release
 //! published through another node is taken in ([`Published::take_in`]): kept in this node's
-//! file and told to its readers like one published here.
+//! file and told to its readers like one published here. Instances' reports are shared too
+//! (without waiting: they are kept in memory only), and taken in ([`Published::take_ack`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -21,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::releases::acks::{Acks, Reader};
+use crate::releases::acks::{Acks, Reader, SharedAck};
 use crate::releases::rollout::{GrayInstance, Transition};
 use crate::releases::{DocKey, Documents, Draft, ReleaseError, ReleaseOp, StoredRelease};
 use crate::store::{ReleaseStore, ShareReleases, StoreError};
@@ -181,8 +182,33 @@ impl Published {
     /// Records instance `id`'s report on `revision` of `key` (a webhook's answer, from its
     /// delivery queue).
     pub fn record(&self, key: &DocKey, id: &str, revision: u64, status: rollcall_wire::AckStatus, reason: String) {
+        let ack = rollcall_wire::Ack {
+            instance: id.to_owned(),
+            revision,
+            status,
+            reason,
+            missed_push: false,
+        };
+        self.keep_ack(key, &ack);
+    }
+
+    /// Keeps `ack` and shares it with the other nodes, if any (without waiting: a report is
+    /// kept in memory only, and an instance reports again).
+    fn keep_ack(&self, key: &DocKey, ack: &rollcall_wire::Ack) {
+        self.take_ack(key, ack);
+        if let Some(shared) = &self.shared {
+            let shared_ack = SharedAck {
+                key: key.clone(),
+                ack: ack.clone(),
+            };
+            drop(shared.share_ack(&shared_ack));
+        }
+    }
+
+    /// Takes in an instance's report on a release of `key`, made here or to another node.
+    pub fn take_ack(&self, key: &DocKey, ack: &rollcall_wire::Ack) {
         let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
-        acks.record(key, id, revision, status, reason);
+        acks.record(key, &ack.instance, ack.revision, ack.status, ack.reason.clone());
     }
 
     /// Each document whose releases change from now on.
@@ -311,8 +337,7 @@ impl Published {
                 documents.meta(key, ack.revision)?;
             }
         }
-        let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
-        acks.record(key, &ack.instance, ack.revision, ack.status, ack.reason.clone());
+        self.keep_ack(key, ack);
         Ok(())
     }
 

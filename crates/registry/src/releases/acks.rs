@@ -33,6 +33,15 @@ pub struct Reader {
     pub metadata: std::collections::BTreeMap<String, String>,
 }
 
+/// An instance's report on a release of `key`, as shared between the nodes of one catalog.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedAck {
+    /// The document.
+    pub key: DocKey,
+    /// The report.
+    pub ack: rollcall_wire::Ack,
+}
+
 /// Every instance's newest report on every document.
 #[derive(Debug, Default)]
 pub struct Acks {

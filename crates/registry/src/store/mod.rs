@@ -66,6 +66,8 @@ pub enum Change {
     All(Vec<StoredInstance>),
     /// A configuration release published through another node.
     Release(Box<crate::releases::StoredRelease>),
+    /// An instance's report on a release, made to another node.
+    Ack(Box<crate::releases::acks::SharedAck>),
     /// A token issued (its JSON) or revoked (`None`) through another node, by id.
     Token(String, Option<Vec<u8>>),
     /// This node's own write of this key (under the prefix: `catalog/{url}`, `health/{url}`)
@@ -91,6 +93,10 @@ pub type Feed = tokio::sync::mpsc::Receiver<Fed>;
 pub trait ShareReleases: Send + Sync + std::fmt::Debug + 'static {
     /// Queues `ops` to be shared; the receiver answers once they are durable where shared.
     fn share(&self, ops: &[crate::releases::ReleaseOp]) -> Durable;
+
+    /// Queues an instance's report on a release to be shared (the newest per instance and
+    /// document is kept).
+    fn share_ack(&self, ack: &crate::releases::acks::SharedAck) -> Durable;
 }
 
 /// Where the token list is shared with the other nodes of a catalog (etcd): each token as its

@@ -495,7 +495,8 @@ async fn publish(node: &ServerProcess, body: &str) -> StatusCode {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_and_a_node_started_later() {
+async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_and_a_node_started_later_and_reports_reach_every_node()
+ {
     let etcd = EtcdCluster::start(1);
     let (a, b) = (node(&etcd), node(&etcd));
     let mut stream =
@@ -520,6 +521,38 @@ async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_
         (answer.text().await.ok()? == "limit = 2").then_some(())
     })
     .await;
+    // An instance attached to b reports to b; a counts the report.
+    let grades = FakeService::spawn("GradingService", &[]).await;
+    let instance: InstanceView = http_client()
+        .post(format!("{}/v1/instances", b.url))
+        .json(&grades.registration())
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("instance");
+    let ack = serde_json::json!({"instance": instance.id, "revision": 2, "status": "applied"});
+    let reported = http_client()
+        .post(format!("{}/v1/config/prod/GradingService/limits/acks", b.url))
+        .json(&ack)
+        .send()
+        .await
+        .expect("POST acks");
+    assert_eq!(reported.status(), 204);
+    eventually("a counts the report made to b", DEADLINE, || async {
+        let status: rollcall_wire::RolloutStatus = http_client()
+            .get(format!("{}/v1/config/prod/GradingService/limits/status", a.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (status.total == 1 && status.applied == 1).then_some(())
+    })
+    .await;
+
     // A node started now reads every retained release from etcd, history included.
     let c = node(&etcd);
     eventually("c has the history", DEADLINE, || async {

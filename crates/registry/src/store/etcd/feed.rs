@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{Known, Seen, SharedKnown, lock};
-use super::{CATALOG, HEALTH, HELD, RELEASES, TOKENS, decode, prefix_end, read_all, retry_delays};
+use super::{ACKS, CATALOG, HEALTH, HELD, RELEASES, TOKENS, decode, prefix_end, read_all, retry_delays};
 use crate::releases::StoredRelease;
+use crate::releases::acks::SharedAck;
 use crate::state::{SharedHealth, SharedHeld};
 use crate::store::{Change, Fed, StoreOp};
 
@@ -121,7 +122,7 @@ async fn watch(
 ) -> Outcome {
     // One watch over the instances, their health, their subscribers' holdings and the
     // configuration releases (see `RELEASES` for the order; the nodes' keys between are skipped).
-    let first = format!("{prefix}{CATALOG}");
+    let first = format!("{prefix}{ACKS}");
     let options = WatchOptions::new()
         .with_range(prefix_end(&format!("{prefix}{TOKENS}")))
         .with_start_revision(*from);
@@ -183,7 +184,12 @@ async fn watch(
                 continue;
             }
             let put = event.event_type() == EventType::Put;
-            let change = if let Some(id) = suffix.strip_prefix(TOKENS) {
+            let change = if suffix.starts_with(ACKS) {
+                match serde_json::from_slice::<SharedAck>(kv.value()) {
+                    Ok(ack) if put => Change::Ack(Box::new(ack)),
+                    _ => continue,
+                }
+            } else if let Some(id) = suffix.strip_prefix(TOKENS) {
                 Change::Token(id.to_owned(), put.then(|| kv.value().to_vec()))
             } else if suffix.starts_with(RELEASES) {
                 // A purge is each node's own business (its history keeps what it retains).

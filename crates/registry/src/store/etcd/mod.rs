@@ -41,6 +41,7 @@ use self::writer::{Batch, Folded, Known, Message, Seen, Writer, fold, fold_relea
 use super::{
     CatalogStore, Change, Durable, Feed, ShareReleases, ShareTokens, StoreError, StoreFuture, StoreOp, StoredInstance,
 };
+use crate::releases::acks::SharedAck;
 use crate::releases::{ReleaseOp, StoredRelease};
 use crate::state::{SharedHealth, SharedHeld};
 
@@ -50,6 +51,8 @@ const READ_PAGE: i64 = 1_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Changes from other nodes queued for this node's catalog before the feed waits.
 const FEED_QUEUE: usize = 1_024;
+/// Where instances' reports on releases are: `acks/{namespace}/{service}/{name}/{instance id}`.
+const ACKS: &str = "acks/";
 /// Where the instances are, under the prefix: `catalog/{ServiceURL}`.
 const CATALOG: &str = "catalog/";
 /// Where their shared health is: `health/{ServiceURL}`.
@@ -59,8 +62,8 @@ const HELD: &str = "held/";
 /// Where the configuration releases are: `releases/{namespace}/{service}/{name}/{revision}`.
 const RELEASES: &str = "releases/";
 /// Where the tokens are: `tokens/{id}`, each its listing and the digest of its text.
-/// (`catalog/` < `health/` < `held/` < `nodes/` < `releases/` < `tokens/`: one watch from the
-/// first to the end of the last sees them all, and skips the nodes' keys.)
+/// (`acks/` < `catalog/` < `health/` < `held/` < `nodes/` < `releases/` < `tokens/`: one watch
+/// from the first to the end of the last sees them all, and skips the nodes' keys.)
 const TOKENS: &str = "tokens/";
 
 /// How the registry reaches etcd: `rollcall registry --etcd URL[,URL...]`.
@@ -288,6 +291,14 @@ impl ShareReleases for EtcdStore {
     fn share(&self, ops: &[ReleaseOp]) -> Durable {
         self.queue(fold_releases(ops))
     }
+
+    /// Queues the report under its instance's key for the document (nothing to compare: the
+    /// newest report wins, as it does in memory).
+    fn share_ack(&self, shared: &SharedAck) -> Durable {
+        let key = format!("{ACKS}{}/{}", shared.key.path(), shared.ack.instance);
+        let value = serde_json::to_vec(shared).map_err(|e| StoreError::new("cannot encode", e));
+        self.queue(value.map(|value| Folded::from([(key, Some(value))])))
+    }
 }
 
 impl ShareTokens for EtcdStore {
@@ -326,6 +337,8 @@ struct Snapshot {
     releases: Vec<StoredRelease>,
     /// Every token shared: its id and JSON.
     tokens: Vec<(String, Vec<u8>)>,
+    /// Every instance's last report on each document.
+    acks: Vec<SharedAck>,
     /// The revision of every key read.
     revisions: HashMap<String, Seen>,
     /// The revision read at.
@@ -342,6 +355,11 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
     let (held, _) = read_range(client, root, HELD, at, &mut revisions).await?;
     let (releases, _) = read_range(client, root, RELEASES, at, &mut revisions).await?;
     let (tokens, _) = read_range(client, root, TOKENS, at, &mut revisions).await?;
+    let (acks, _) = read_range(client, root, ACKS, at, &mut revisions).await?;
+    let acks = acks
+        .into_iter()
+        .filter_map(|(_, value)| serde_json::from_slice::<SharedAck>(&value).ok())
+        .collect();
     let releases = releases
         .into_iter()
         .filter_map(|(_, value)| serde_json::from_slice::<StoredRelease>(&value).ok())
@@ -376,6 +394,7 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
         held,
         releases,
         tokens,
+        acks,
         revisions,
         at,
     })
@@ -390,7 +409,8 @@ impl Snapshot {
             .tokens
             .into_iter()
             .map(|(id, value)| Change::Token(id, Some(value)));
-        held.chain(releases).chain(tokens).collect()
+        let acks = self.acks.into_iter().map(|ack| Change::Ack(Box::new(ack)));
+        held.chain(releases).chain(tokens).chain(acks).collect()
     }
 }
 
