@@ -169,7 +169,12 @@ fn quick_node(etcd: &EtcdCluster) -> ServerProcess {
 }
 
 async fn nodes_seen_by(node: &ServerProcess) -> Option<NodesView> {
-    let answer = http_client().get(format!("{}/v1/nodes", node.url)).send().await.ok()?;
+    get_json(node, "/v1/nodes").await
+}
+
+/// `GET path` on `node`, read as JSON; `None` when it cannot be.
+async fn get_json<T: serde::de::DeserializeOwned>(node: &ServerProcess, path: &str) -> Option<T> {
+    let answer = http_client().get(format!("{}{path}", node.url)).send().await.ok()?;
     answer.json().await.ok()
 }
 
@@ -541,14 +546,7 @@ async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_
         .expect("POST acks");
     assert_eq!(reported.status(), 204);
     eventually("a counts the report made to b", DEADLINE, || async {
-        let status: rollcall_wire::RolloutStatus = http_client()
-            .get(format!("{}/v1/config/prod/GradingService/limits/status", a.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let status: rollcall_wire::RolloutStatus = get_json(&a, "/v1/config/prod/GradingService/limits/status").await?;
         (status.total == 1 && status.applied == 1).then_some(())
     })
     .await;
@@ -556,14 +554,7 @@ async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_
     // A node started now reads every retained release from etcd, history included.
     let c = node(&etcd);
     eventually("c has the history", DEADLINE, || async {
-        let history: serde_json::Value = http_client()
-            .get(format!("{}/v1/config/prod/GradingService/limits/history", c.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let history: serde_json::Value = get_json(&c, "/v1/config/prod/GradingService/limits/history").await?;
         (history.to_string().matches("\"revision\"").count() == 2).then_some(())
     })
     .await;
