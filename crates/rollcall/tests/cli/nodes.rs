@@ -714,3 +714,25 @@ async fn a_token_issued_or_revoked_through_one_node_is_verified_or_refused_by_th
     .await;
     assert_eq!(read_with(&c, &created.token).await, 401);
 }
+
+#[tokio::test]
+async fn a_gray_rollout_is_refused_while_other_nodes_share_the_catalog() {
+    let etcd = EtcdCluster::start(1);
+    let (a, b) = (node(&etcd), node(&etcd));
+    for live in [&a, &b] {
+        eventually("two live nodes", DEADLINE, || async {
+            nodes_seen_by(live).await.filter(|v| v.live && v.nodes.len() == 2)
+        })
+        .await;
+    }
+    let answer = http_client()
+        .put(format!("{}/v1/config/prod/GradingService/limits?rollout=10,50", a.url))
+        .header("content-type", "text/plain")
+        .body("limit = 1")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(answer.status(), StatusCode::CONFLICT);
+    let error: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(error["error"], "rollout_needs_one_node", "{error}");
+}
