@@ -408,12 +408,13 @@ impl Core {
     /// probes.
     pub fn node_shares(&self) -> (Membership, HashMap<String, usize>) {
         let membership = self.nodes.membership();
-        let mut shares = HashMap::new();
+        let mut shares: HashMap<&String, usize> = HashMap::new();
         for url in self.catalog().urls() {
             if let Some(owner) = crate::nodes::owner(url, membership.nodes.keys()) {
-                *shares.entry(owner.clone()).or_default() += 1;
+                *shares.entry(owner).or_default() += 1;
             }
         }
+        let shares = shares.into_iter().map(|(id, n)| (id.clone(), n)).collect();
         (membership, shares)
     }
 

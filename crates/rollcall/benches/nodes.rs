@@ -33,7 +33,7 @@ use rollcall_testkit::bench::{
     ETCD_PUT_SCRIPT, THROUGHPUT_REGISTRY_FLAGS, registration_script_tagged, seed_fan_out_once, verdict,
 };
 use rollcall_testkit::wrk::{self, Load, Report};
-use rollcall_testkit::{EtcdCluster, FakeFleet, FakeService, ServerProcess, eventually, median_p99};
+use rollcall_testkit::{EtcdCluster, FakeFleet, FakeService, ServerProcess, eventually, get_json, median_p99};
 use tokio::task::JoinSet;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -72,17 +72,9 @@ fn nodes(etcd: &EtcdCluster, count: usize, flags: &[&str]) -> Vec<ServerProcess>
 
 /// Waits until every node sees `count` live nodes.
 async fn settled(nodes: &[ServerProcess], count: usize) {
-    let http = reqwest::Client::new();
     for node in nodes {
         eventually("every node live", LONG, || async {
-            let view: rollcall_wire::NodesView = http
-                .get(format!("{}/v1/nodes", node.url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let view: rollcall_wire::NodesView = get_json(&format!("{}/v1/nodes", node.url)).await?;
             (view.live && view.nodes.len() == count).then_some(())
         })
         .await;
@@ -178,14 +170,7 @@ async fn lookups() {
     }
     for node in &three {
         eventually("ten instances on every node", LONG, || async {
-            let view: rollcall_wire::ServiceView = http
-                .get(format!("{}{LOOKUP_PATH}", node.url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let view: rollcall_wire::ServiceView = get_json(&format!("{}{LOOKUP_PATH}", node.url)).await?;
             (view.instances.len() == 10).then_some(())
         })
         .await;

@@ -47,6 +47,12 @@ pub use sse::{SseClient, SseMessage};
 /// How long tests wait for something that should happen "soon" before they fail.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// `GET url` with [`http_client`], read as JSON: `None` when it cannot be (nobody answers yet,
+/// or the answer is not JSON of that shape), for tests that poll with [`eventually`].
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
+    http_client().get(url).send().await.ok()?.json().await.ok()
+}
+
 /// The HTTP client tests use: no proxy (everything is on loopback), every request bounded by
 /// [`DEADLINE`].
 pub fn http_client() -> reqwest::Client {

@@ -186,6 +186,15 @@ impl TestRegistry {
             .expect("POST /v1/instances")
     }
 
+    /// Registers `registration` through `POST /v1/instances`: the instance as the answer lists it.
+    pub async fn register_v1(&self, registration: &Registration) -> InstanceView {
+        self.register_instance(&serde_json::to_value(registration).expect("encode"))
+            .await
+            .json()
+            .await
+            .expect("the instance")
+    }
+
     /// `DELETE {path}` on the registry.
     pub async fn delete(&self, path: &str) -> reqwest::Response {
         self.http

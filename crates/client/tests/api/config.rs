@@ -75,13 +75,7 @@ async fn cached_by_a_first_client(registry_url: &str, cache: &Path) -> PathBuf {
 async fn a_typed_value_follows_releases_and_a_release_the_service_refuses_is_rejected_and_reported() {
     let registry = TestRegistry::spawn().await;
     let grades = FakeService::spawn("GradingService", &[]).await;
-    let id = registry
-        .register_instance(&serde_json::to_value(grades.registration()).expect("encode"))
-        .await
-        .json::<rollcall_wire::InstanceView>()
-        .await
-        .expect("instance")
-        .id;
+    let id = registry.register_v1(&grades.registration()).await.id;
     publish(&registry, LIMITS, r#"{"max": 100}"#).await;
 
     let shutdown = CancellationToken::new();
@@ -173,13 +167,7 @@ async fn with_the_registry_away_a_client_starts_from_its_cache_at_once_marked_st
 async fn a_release_the_stream_never_brought_is_found_by_the_revision_check_and_counted_as_missed() {
     let registry = TestRegistry::spawn().await;
     let grades = FakeService::spawn("GradingService", &[]).await;
-    let id = registry
-        .register_instance(&serde_json::to_value(grades.registration()).expect("encode"))
-        .await
-        .json::<rollcall_wire::InstanceView>()
-        .await
-        .expect("instance")
-        .id;
+    let id = registry.register_v1(&grades.registration()).await.id;
     publish(&registry, LIMITS, r#"{"max": 60}"#).await;
     let cache = tempfile::tempdir().expect("dir");
     cached_by_a_first_client(&registry.url, cache.path()).await;

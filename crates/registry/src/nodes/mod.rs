@@ -113,7 +113,13 @@ impl Changes {
 /// highest (rendezvous hashing). The hash is SHA-256, the same in every version and on every
 /// machine, so that nodes of different builds agree during a rolling upgrade.
 pub(crate) fn owner<'a>(key: &str, nodes: impl IntoIterator<Item = &'a String>) -> Option<&'a String> {
-    nodes.into_iter().max_by_key(|node| weight(node, key))
+    let mut nodes = nodes.into_iter().peekable();
+    let first = nodes.next()?;
+    if nodes.peek().is_none() {
+        // Alone (every probe of an embedded registry asks): no hash to compute.
+        return Some(first);
+    }
+    std::iter::once(first).chain(nodes).max_by_key(|node| weight(node, key))
 }
 
 fn weight(node: &str, key: &str) -> u64 {

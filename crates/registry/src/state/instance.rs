@@ -91,6 +91,26 @@ pub struct StoredInstance {
     pub revision: u64,
 }
 
+impl StoredInstance {
+    /// Instance `id` of `registration`, registered `at`, with nothing else chosen: no metadata,
+    /// the default check, not drained, no registrant recorded, nothing read from a shared store.
+    pub fn new(id: String, registration: Registration, at: SystemTime) -> Self {
+        Self {
+            id,
+            registration,
+            metadata: BTreeMap::new(),
+            registered_at: at,
+            registrant: Registrant::default(),
+            check: Check::default(),
+            draining: false,
+            config_url: None,
+            health: None,
+            checked_at: None,
+            revision: 0,
+        }
+    }
+}
+
 fn is_default(check: &Check) -> bool {
     *check == Check::default()
 }
@@ -205,17 +225,12 @@ impl Instance {
     /// What of the instance survives a restart.
     pub fn stored(&self) -> StoredInstance {
         StoredInstance {
-            id: self.instance_id.clone(),
-            registration: self.registration.clone(),
             metadata: self.metadata.clone(),
-            registered_at: self.registered_at,
             registrant: self.registrant.clone(),
             check: self.check,
             draining: self.state == InstanceState::Draining,
             config_url: self.config_url.clone(),
-            health: None,
-            checked_at: None,
-            revision: 0,
+            ..StoredInstance::new(self.instance_id.clone(), self.registration.clone(), self.registered_at)
         }
     }
 }

@@ -29,17 +29,15 @@ pub(crate) trait Backend: Sync {
 
 /// An instance at `url` whose metadata says `version`.
 pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
+    let registration = Registration {
+        service_name: "A".to_owned(),
+        service_url: url.to_owned(),
+        required_services: vec!["B".to_owned()],
+        service_update_url: format!("{url}/services"),
+        heartbeat_url: format!("{url}/heartbeat"),
+    };
     StoredInstance {
-        id: format!("id-{url}"),
-        registration: Registration {
-            service_name: "A".to_owned(),
-            service_url: url.to_owned(),
-            required_services: vec!["B".to_owned()],
-            service_update_url: format!("{url}/services"),
-            heartbeat_url: format!("{url}/heartbeat"),
-        },
         metadata: BTreeMap::from([("version".to_owned(), version.to_string())]),
-        registered_at: SystemTime::UNIX_EPOCH,
         registrant: Registrant {
             peer: Some(std::net::IpAddr::from([192, 0, 2, 7])),
             token: Some("0123456789abcdef".to_owned()),
@@ -48,9 +46,7 @@ pub(crate) fn instance(url: &str, version: u64) -> StoredInstance {
         check: rollcall_wire::Check::ttl(Duration::from_secs(5)),
         draining: true,
         config_url: Some(format!("{url}/config")),
-        health: None,
-        checked_at: None,
-        revision: 0,
+        ..StoredInstance::new(format!("id-{url}"), registration, SystemTime::UNIX_EPOCH)
     }
 }
 

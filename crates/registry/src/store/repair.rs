@@ -122,24 +122,17 @@ mod tests {
 
     fn instance(n: usize) -> StoredInstance {
         let url = format!("http://127.0.0.1:{}/i/{n}", 10_000 + n);
+        let registration = Registration {
+            service_name: format!("Service{}", n % 7),
+            service_url: url.clone(),
+            required_services: vec!["LogService".to_owned()],
+            service_update_url: format!("{url}/services"),
+            heartbeat_url: format!("{url}/heartbeat"),
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(n as u64);
         StoredInstance {
-            id: format!("{n:032x}"),
-            registration: Registration {
-                service_name: format!("Service{}", n % 7),
-                service_url: url.clone(),
-                required_services: vec!["LogService".to_owned()],
-                service_update_url: format!("{url}/services"),
-                heartbeat_url: format!("{url}/heartbeat"),
-            },
             metadata: BTreeMap::from([("n".to_owned(), n.to_string())]),
-            registered_at: SystemTime::UNIX_EPOCH + Duration::from_secs(n as u64),
-            registrant: crate::state::Registrant::default(),
-            check: rollcall_wire::Check::default(),
-            draining: false,
-            config_url: None,
-            health: None,
-            checked_at: None,
-            revision: 0,
+            ..StoredInstance::new(format!("{n:032x}"), registration, at)
         }
     }
 

@@ -312,22 +312,11 @@ async fn instances_report_applied_or_rejected_and_the_status_counts_them() {
     let mut ids = Vec::new();
     for _ in 0..3 {
         let grades = rollcall_testkit::FakeService::spawn("GradingService", &[]).await;
-        let view: rollcall_wire::InstanceView = registry
-            .register_instance(&serde_json::to_value(grades.registration()).expect("encode"))
-            .await
-            .json()
-            .await
-            .expect("instance");
+        let view: rollcall_wire::InstanceView = registry.register_v1(&grades.registration()).await;
         ids.push((view.id, grades));
     }
     let portal = rollcall_testkit::FakeService::spawn("Portal", &[]).await;
-    let portal_id = registry
-        .register_instance(&serde_json::to_value(portal.registration()).expect("encode"))
-        .await
-        .json::<rollcall_wire::InstanceView>()
-        .await
-        .expect("instance")
-        .id;
+    let portal_id = registry.register_v1(&portal.registration()).await.id;
     publish_json(&registry, r#"{"maxScore": 100}"#, &[]).await;
     let ack = |body: serde_json::Value| {
         http_client()

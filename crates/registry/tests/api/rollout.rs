@@ -13,12 +13,7 @@ async fn three_instances(registry: &TestRegistry) -> Vec<(String, FakeService)> 
     let mut instances = Vec::new();
     for _ in 0..3 {
         let grades = FakeService::spawn("GradingService", &[]).await;
-        let view: InstanceView = registry
-            .register_instance(&serde_json::to_value(grades.registration()).expect("encode"))
-            .await
-            .json()
-            .await
-            .expect("instance");
+        let view: InstanceView = registry.register_v1(&grades.registration()).await;
         registry
             .wait_for_state("GradingService", &grades.url, InstanceState::Passing)
             .await;

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use rollcall_testkit::{
-    DEADLINE, EtcdCluster, FakeFleet, FakeService, HeartbeatMode, ServerProcess, TcpProxy, eventually, http_client,
+    DEADLINE, EtcdCluster, FakeFleet, FakeService, HeartbeatMode, ServerProcess, TcpProxy, eventually, get_json,
+    http_client,
 };
 use rollcall_wire::{InstanceState, InstanceView, NodesView, ServicesView};
 
@@ -123,14 +124,7 @@ async fn a_drain_through_one_node_holds_on_the_others_and_across_its_death_and_a
         let at = at.url.clone();
         let id = registered.id.clone();
         async move {
-            let listed: ServicesView = http_client()
-                .get(format!("{at}/v1/services"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let listed: ServicesView = get_json(&format!("{at}/v1/services")).await?;
             listed
                 .service("Load")?
                 .instances
@@ -169,13 +163,7 @@ fn quick_node(etcd: &EtcdCluster) -> ServerProcess {
 }
 
 async fn nodes_seen_by(node: &ServerProcess) -> Option<NodesView> {
-    get_json(node, "/v1/nodes").await
-}
-
-/// `GET path` on `node`, read as JSON; `None` when it cannot be.
-async fn get_json<T: serde::de::DeserializeOwned>(node: &ServerProcess, path: &str) -> Option<T> {
-    let answer = http_client().get(format!("{}{path}", node.url)).send().await.ok()?;
-    answer.json().await.ok()
+    get_json(&format!("{}/v1/nodes", node.url)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -546,7 +534,8 @@ async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_
         .expect("POST acks");
     assert_eq!(reported.status(), 204);
     eventually("a counts the report made to b", DEADLINE, || async {
-        let status: rollcall_wire::RolloutStatus = get_json(&a, "/v1/config/prod/GradingService/limits/status").await?;
+        let status: rollcall_wire::RolloutStatus =
+            get_json(&format!("{}/v1/config/prod/GradingService/limits/status", a.url)).await?;
         (status.total == 1 && status.applied == 1).then_some(())
     })
     .await;
@@ -554,7 +543,8 @@ async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_
     // A node started now reads every retained release from etcd, history included.
     let c = node(&etcd);
     eventually("c has the history", DEADLINE, || async {
-        let history: serde_json::Value = get_json(&c, "/v1/config/prod/GradingService/limits/history").await?;
+        let history: serde_json::Value =
+            get_json(&format!("{}/v1/config/prod/GradingService/limits/history", c.url)).await?;
         (history.to_string().matches("\"revision\"").count() == 2).then_some(())
     })
     .await;

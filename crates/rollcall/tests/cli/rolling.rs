@@ -62,16 +62,10 @@ async fn a_service_started_with_ttl_renews_itself_and_leaves_when_stopped() {
     let mut grades = ServerProcess::start(rollcall(), "grades", |c| {
         c.args(["--registry", &registry.url, "--ttl", "1s"]);
     });
-    let (http, url) = (rollcall_testkit::http_client(), grades.url.clone());
+    let url = grades.url.clone();
     let listed = || async {
-        let view: rollcall_wire::ServiceView = http
-            .get(format!("{}/v1/services/GradingService", registry.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let view: rollcall_wire::ServiceView =
+            rollcall_testkit::get_json(&format!("{}/v1/services/GradingService", registry.url)).await?;
         view.instances.into_iter().find(|i| i.url == url)
     };
     let instance = eventually("the TTL instance to pass", rollcall_testkit::DEADLINE, || async {

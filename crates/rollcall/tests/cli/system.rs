@@ -113,14 +113,11 @@ async fn up_starts_the_four_services_prints_their_urls_and_stops_them_on_ctrl_c(
         "the grading service and the portal to apply the rules",
         DEADLINE,
         || async {
-            let status: rollcall_wire::RolloutStatus = http
-                .get(format!("{}/v1/config/default/_shared/grading/status", urls["registry"]))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let status: rollcall_wire::RolloutStatus = rollcall_testkit::get_json(&format!(
+                "{}/v1/config/default/_shared/grading/status",
+                urls["registry"]
+            ))
+            .await?;
             let applied: Vec<&str> = status
                 .instances
                 .iter()

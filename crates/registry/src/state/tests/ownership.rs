@@ -70,19 +70,11 @@ fn an_anonymous_registration_is_changed_only_from_its_address() {
 #[test]
 fn an_instance_whose_registrant_was_never_recorded_yields_to_anyone() {
     let mut c = catalog();
-    c.restore(vec![StoredInstance {
-        id: "old".to_owned(),
-        registration: registration("A", "http://a", &[]),
-        metadata: BTreeMap::new(),
-        registered_at: SystemTime::UNIX_EPOCH,
-        registrant: Registrant::default(),
-        check: rollcall_wire::Check::default(),
-        draining: false,
-        config_url: None,
-        health: None,
-        checked_at: None,
-        revision: 0,
-    }]);
+    c.restore(vec![StoredInstance::new(
+        "old".to_owned(),
+        registration("A", "http://a", &[]),
+        SystemTime::UNIX_EPOCH,
+    )]);
     assert!(deregister_as(&mut c, "http://a", actor("10.0.0.1", None, false)).is_ok());
 }
 

@@ -102,18 +102,12 @@ fn an_instance_stored_before_registrants_were_recorded_reads_back_without_one() 
 
 #[test]
 fn a_restored_subscriber_holds_what_the_restored_catalog_offers_it() {
-    let stored = |name: &str, url: &str, required: &[&str]| StoredInstance {
-        id: format!("id-{url}"),
-        registration: registration(name, url, required),
-        metadata: BTreeMap::new(),
-        registered_at: SystemTime::UNIX_EPOCH,
-        registrant: Registrant::default(),
-        check: rollcall_wire::Check::default(),
-        draining: false,
-        config_url: None,
-        health: None,
-        checked_at: None,
-        revision: 0,
+    let stored = |name: &str, url: &str, required: &[&str]| {
+        StoredInstance::new(
+            format!("id-{url}"),
+            registration(name, url, required),
+            SystemTime::UNIX_EPOCH,
+        )
     };
     let mut c = catalog();
     // The dependent comes back before its providers: it still holds them all.

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(test)]
 use self::writer::RETRY_FOR;
-use self::writer::{Batch, Folded, Known, Message, Seen, Writer, fold, fold_releases};
+use self::writer::{Folded, Known, Message, Queued, Seen, Words, Writer, fold_releases};
 use super::{
     CatalogStore, Change, Durable, Feed, ShareReleases, ShareTokens, StoreError, StoreFuture, StoreOp, StoredInstance,
 };
@@ -260,26 +260,35 @@ impl EtcdStore {
         self.read_at
     }
 
-    /// Queues `words` for the writer, counting their keys as pending until it answers.
-    fn queue(&self, words: Result<Folded, StoreError>) -> Durable {
-        let (done, durable) = oneshot::channel();
-        let words = match words {
-            Ok(words) => words,
-            Err(error) => {
-                let _ = done.send(Err(error));
-                return durable;
+    /// Queues folded `words` for the writer (see [`Self::queue`]).
+    fn queue_folded(&self, words: Result<Folded, StoreError>) -> Durable {
+        match words {
+            Ok(words) => {
+                let keys = words.keys().cloned().collect();
+                self.queue(Words::Folded(words), keys)
             }
-        };
+            Err(error) => {
+                let (done, durable) = oneshot::channel();
+                let _ = done.send(Err(error));
+                durable
+            }
+        }
+    }
+
+    /// Queues `words` for the writer, counting `keys`, the keys they write, as pending until
+    /// it answers.
+    fn queue(&self, words: Words, keys: Vec<String>) -> Durable {
+        let (done, durable) = oneshot::channel();
         {
             let mut known = writer::lock(&self.known);
-            for key in words.keys() {
+            for key in &keys {
                 *known.pending.entry(key.clone()).or_default() += 1;
             }
         }
-        if let Err(mpsc::error::SendError(Message::Write(batch))) =
-            self.queue.send(Message::Write(Batch { words, done }))
-        {
-            let _ = batch.done.send(Err(StoreError::closed()));
+        let queued = Queued { words, keys, done };
+        if let Err(mpsc::error::SendError(Message::Write(queued))) = self.queue.send(Message::Write(queued)) {
+            writer::release(&self.known, queued.keys.iter());
+            let _ = queued.done.send(Err(StoreError::closed()));
         }
         durable
     }
@@ -289,7 +298,7 @@ impl ShareReleases for EtcdStore {
     /// Queues the releases `ops` keep or purge, each release under its own key (a release
     /// already in etcd is not written again: the write is refused).
     fn share(&self, ops: &[ReleaseOp]) -> Durable {
-        self.queue(fold_releases(ops))
+        self.queue_folded(fold_releases(ops))
     }
 
     /// Queues the report under its instance's key for the document (nothing to compare: the
@@ -297,21 +306,23 @@ impl ShareReleases for EtcdStore {
     fn share_ack(&self, shared: &SharedAck) -> Durable {
         let key = format!("{ACKS}{}/{}", shared.key.path(), shared.ack.instance);
         let value = serde_json::to_vec(shared).map_err(|e| StoreError::new("cannot encode", e));
-        self.queue(value.map(|value| Folded::from([(key, Some(value))])))
+        self.queue_folded(value.map(|value| Folded::from([(key, Some(value))])))
     }
 }
 
 impl ShareTokens for EtcdStore {
     /// Queues the token under its own key (ids are random: nothing to compare).
     fn share_token(&self, id: &str, value: Option<Vec<u8>>) -> Durable {
-        self.queue(Ok(Folded::from([(format!("{TOKENS}{id}"), value)])))
+        self.queue_folded(Ok(Folded::from([(format!("{TOKENS}{id}"), value)])))
     }
 }
 
 impl CatalogStore for EtcdStore {
     /// Queues `ops` to be committed with whatever else is queued.
+    /// Queues `ops`; the writer encodes them (the caller holds the catalog's lock).
     fn write(&self, ops: Vec<StoreOp>) -> Durable {
-        self.queue(fold(&ops))
+        let keys = writer::keys_of(&ops);
+        self.queue(Words::Ops(ops), keys)
     }
 
     /// Stops the feed, commits what is queued and stops the writer.

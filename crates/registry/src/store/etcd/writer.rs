@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{CATALOG, HEALTH, HELD, RELEASES, REQUEST_TIMEOUT, decode, retry_delays};
 use crate::releases::{DocKey, ReleaseOp};
-use crate::store::{Change, Fed, StoreError, StoreOp};
+use crate::state::{SharedHealth, SharedHeld};
+use crate::store::{Change, Fed, StoreError, StoreOp, StoredInstance};
 
 /// Most keys one transaction writes: etcd's default `--max-txn-ops`.
 const MAX_KEYS_PER_TXN: usize = 128;
@@ -39,9 +40,26 @@ pub(super) struct Batch {
     pub(super) done: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// A batch as it is queued: the catalog's operations are encoded by the writer, not by the
+/// caller, who holds the catalog's lock; its keys are counted as pending already.
+pub(super) struct Queued {
+    pub(super) words: Words,
+    /// The keys it writes (counted as pending when it was queued).
+    pub(super) keys: Vec<String>,
+    pub(super) done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What a queued batch writes.
+pub(super) enum Words {
+    /// The catalog's operations, to fold.
+    Ops(Vec<StoreOp>),
+    /// Keys and values folded already (releases, tokens, reports).
+    Folded(Folded),
+}
+
 /// What the writer task is sent.
 pub(super) enum Message {
-    Write(Batch),
+    Write(Queued),
     /// Commit what came before, then stop.
     Stop,
 }
@@ -112,7 +130,10 @@ impl Writer {
                         tokio::time::timeout(Duration::from_secs(1), messages.recv()).await
                     };
                     match waited {
-                        Ok(Some(Message::Write(batch))) => batch,
+                        Ok(Some(Message::Write(queued))) => match self.fold(queued) {
+                            Some(batch) => batch,
+                            None => continue,
+                        },
                         Ok(Some(Message::Stop) | None) => return,
                         Err(_) => {
                             self.resolve_doubts().await;
@@ -126,7 +147,8 @@ impl Writer {
             let mut group = vec![first];
             while !stopping {
                 match messages.try_recv() {
-                    Ok(Message::Write(batch)) => {
+                    Ok(Message::Write(queued)) => {
+                        let Some(batch) = self.fold(queued) else { continue };
                         let more = batch.words.keys().filter(|key| !keys.contains(*key)).count();
                         if keys.len() + more > MAX_KEYS_PER_TXN || bytes + size(&batch.words) > MAX_BYTES_PER_TXN {
                             next = Some(batch);
@@ -141,6 +163,25 @@ impl Writer {
                 }
             }
             self.commit_group(group).await;
+        }
+    }
+
+    /// The batch `queued` folded, or `None` (and the batch answered) when it cannot be.
+    fn fold(&self, queued: Queued) -> Option<Batch> {
+        let folded = match queued.words {
+            Words::Ops(ops) => fold(&ops),
+            Words::Folded(folded) => Ok(folded),
+        };
+        match folded {
+            Ok(words) => Some(Batch {
+                words,
+                done: queued.done,
+            }),
+            Err(error) => {
+                release(&self.known, queued.keys.iter());
+                let _ = queued.done.send(Err(error));
+                None
+            }
         }
     }
 
@@ -349,7 +390,7 @@ fn learn<'a>(known: &SharedKnown, revisions: impl Iterator<Item = (&'a String, S
 }
 
 /// Counts one write of each of `urls` as no longer pending.
-fn release<'a>(known: &SharedKnown, urls: impl Iterator<Item = &'a String>) {
+pub(super) fn release<'a>(known: &SharedKnown, urls: impl Iterator<Item = &'a String>) {
     let mut known = lock(known);
     for url in urls {
         if let Some(count) = known.pending.get_mut(url) {
@@ -384,34 +425,50 @@ fn release_key(key: &DocKey, revision: u64) -> String {
     format!("{RELEASES}{}/{revision:020}", key.path())
 }
 
-/// The last word of `ops` on each key they name (a later op replaces an earlier one): an
-/// instance's `catalog/` key, its `health/` key and its subscriber's `held/` key (a deletion
-/// removes all three). Refuses a batch
-/// that names more keys than one transaction may write.
+/// What one catalog operation writes at one key (under the prefix).
+enum Value<'a> {
+    Instance(&'a StoredInstance),
+    Health(&'a SharedHealth),
+    Held(&'a SharedHeld),
+    /// Nothing: the key is deleted.
+    Gone,
+}
+
+/// Each key `op` writes, with what it writes there: an instance's `catalog/` key, its
+/// `health/` key and its subscriber's `held/` key (a deletion removes all three).
+fn words_of(op: &StoreOp) -> Vec<(String, Value<'_>)> {
+    match op {
+        StoreOp::Put(instance) => vec![(
+            format!("{CATALOG}{}", instance.registration.service_url),
+            Value::Instance(instance),
+        )],
+        StoreOp::Delete(url) => [CATALOG, HEALTH, HELD]
+            .iter()
+            .map(|part| (format!("{part}{url}"), Value::Gone))
+            .collect(),
+        StoreOp::Health(health) => vec![(format!("{HEALTH}{}", health.url), Value::Health(health))],
+        StoreOp::Held(held) => vec![(format!("{HELD}{}", held.url), Value::Held(held))],
+    }
+}
+
+/// The keys `ops` write: what is pending while they are queued.
+pub(super) fn keys_of(ops: &[StoreOp]) -> Vec<String> {
+    ops.iter().flat_map(words_of).map(|(key, _)| key).collect()
+}
+
+/// The last word of `ops` on each key they name (a later op replaces an earlier one).
+/// Refuses a batch that names more keys than one transaction may write.
 pub(super) fn fold(ops: &[StoreOp]) -> Result<Folded, StoreError> {
-    let encode = |value: Result<Vec<u8>, serde_json::Error>| value.map_err(|e| StoreError::new("cannot encode", e));
+    let encoded = |value: Result<Vec<u8>, serde_json::Error>| value.map_err(|e| StoreError::new("cannot encode", e));
     let mut folded = Folded::new();
-    for op in ops {
-        match op {
-            StoreOp::Put(instance) => {
-                let key = format!("{CATALOG}{}", instance.registration.service_url);
-                folded.insert(key, Some(encode(serde_json::to_vec(instance))?));
-            }
-            StoreOp::Delete(url) => {
-                folded.insert(format!("{CATALOG}{url}"), None);
-                folded.insert(format!("{HEALTH}{url}"), None);
-                folded.insert(format!("{HELD}{url}"), None);
-            }
-            StoreOp::Held(held) => {
-                folded.insert(format!("{HELD}{}", held.url), Some(encode(serde_json::to_vec(held))?));
-            }
-            StoreOp::Health(health) => {
-                folded.insert(
-                    format!("{HEALTH}{}", health.url),
-                    Some(encode(serde_json::to_vec(health))?),
-                );
-            }
-        }
+    for (key, value) in ops.iter().flat_map(words_of) {
+        let value = match value {
+            Value::Instance(instance) => Some(encoded(serde_json::to_vec(instance))?),
+            Value::Health(health) => Some(encoded(serde_json::to_vec(health))?),
+            Value::Held(held) => Some(encoded(serde_json::to_vec(held))?),
+            Value::Gone => None,
+        };
+        folded.insert(key, value);
     }
     if folded.len() > MAX_KEYS_PER_TXN {
         return Err(StoreError::new(
