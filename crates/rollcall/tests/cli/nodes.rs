@@ -582,14 +582,22 @@ async fn a_blocking_query_and_an_event_stream_moved_to_another_node_resume_witho
     for n in 0..3 {
         assert_eq!(register_v1(&a, &fleet, n).await.0, 201);
     }
-    // The index means the same on both nodes, once both took every change in.
-    let (index, listed) = eventually("both nodes at the same index", DEADLINE, || async {
-        let (on_a, listed) = load_listing(&a, "").await;
+    // The index means the same on both nodes, once both took every change in (the three first
+    // probes included: a pending instance's first passing probe is a change that would answer
+    // the blocking query below before the registration it waits for).
+    let (index, urls) = eventually("both nodes at the same index, all passing", DEADLINE, || async {
+        let passing = |instances: Vec<InstanceView>| {
+            instances.len() == 3 && instances.iter().all(|i| i.state == InstanceState::Passing)
+        };
+        if !(passing(listed(&a, "Load").await) && passing(listed(&b, "Load").await)) {
+            return None;
+        }
+        let (on_a, urls) = load_listing(&a, "").await;
         let (on_b, _) = load_listing(&b, "").await;
-        (on_a == on_b && listed.len() == 3).then_some((on_a, listed))
+        (on_a == on_b).then_some((on_a, urls))
     })
     .await;
-    assert_eq!(listed.len(), 3);
+    assert_eq!(urls.len(), 3);
 
     // A client that read a's index waits on b: b holds it until the next change.
     let waiting = {
