@@ -277,6 +277,7 @@ impl Core {
         let Fed { revision, change } = fed;
         let (command, whole) = match change {
             Change::Release(release) => return self.published.take_in(*release).await,
+            Change::Rollout(kept) => return self.published.take_rollout(*kept).await,
             Change::One(StoreOp::Held(shared)) => return self.reactions.take_held(&shared.url, shared.held),
             Change::Echo(key) => return self.echoed(&key, revision),
             Change::Token(id, value) => return self.tokens.take_in(&id, value).await,

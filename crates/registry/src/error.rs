@@ -70,11 +70,6 @@ pub enum ApiError {
     /// A rollout over a service none of whose instances is live.
     #[error("{0}")]
     NoLiveInstance(String),
-    /// A gray rollout asked of a registry that shares its catalog with other live nodes.
-    #[error(
-        "gray rollouts are run by one registry node: this catalog has {0} live nodes (publish without ?rollout, or roll out with one node)"
-    )]
-    RolloutNeedsOneNode(usize),
     /// A document published without a format it could be told by.
     #[error(
         "say the document's format with ?format=json|yaml|toml|properties|text or its Content-Type (application/json, application/yaml, application/toml, text/x-java-properties, text/plain)"
@@ -114,7 +109,6 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::NoLiveInstance(_) => (StatusCode::CONFLICT, "no_live_instance"),
-            Self::RolloutNeedsOneNode(_) => (StatusCode::CONFLICT, "rollout_needs_one_node"),
             Self::Release(error) => match error {
                 ReleaseError::BadKey(_) => (StatusCode::BAD_REQUEST, "invalid_config_path"),
                 ReleaseError::Malformed { .. } => (StatusCode::BAD_REQUEST, "malformed_document"),

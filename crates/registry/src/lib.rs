@@ -303,6 +303,7 @@ async fn serve(
         shutdown.child_token(),
     );
     core.restore(stored);
+    rollouts::follow(&core);
     if let Some((feed, read_at)) = feed {
         core.follow(feed, read_at);
     }

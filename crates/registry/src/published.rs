@@ -12,7 +12,9 @@
 //!
 //! Over etcd every release is also shared (`ShareReleases`) before the answer, and a release
 //! published through another node is taken in ([`Published::take_in`]): kept in this node's
-//! file and told to its readers like one published here. Instances' reports are shared too
+//! file and told to its readers like one published here. So is a rollout's state: written by
+//! the node that moved it on, taken in by the others ([`Published::take_rollout`]), so that
+//! every node sends the instances attached to it what they are to run. Instances' reports are shared too
 //! (without waiting: they are kept in memory only), and taken in ([`Published::take_ack`]).
 
 use std::collections::HashMap;
@@ -23,7 +25,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::releases::acks::{Acks, Reader, SharedAck};
-use crate::releases::rollout::{GrayInstance, Transition};
+use crate::releases::rollout::{DocRollout, GrayInstance, Phase, Transition};
 use crate::releases::{DocKey, Documents, Draft, ReleaseError, ReleaseOp, StoredRelease};
 use crate::store::{ReleaseStore, ShareReleases, StoreError};
 
@@ -97,7 +99,7 @@ impl Published {
         change: impl FnOnce(&mut Documents) -> Result<(T, Vec<ReleaseOp>), ReleaseError>,
     ) -> Result<T, PublishError> {
         let (answer, shared, durable) = {
-            let mut documents = self.documents.write().unwrap_or_else(PoisonError::into_inner);
+            let mut documents = self.documents_mut();
             let (answer, ops) = change(&mut documents)?;
             let shared = self.shared.as_ref().filter(|_| !ops.is_empty()).map(|s| s.share(&ops));
             (answer, shared, (!ops.is_empty()).then(|| self.store.write(ops)))
@@ -129,15 +131,25 @@ impl Published {
 
     /// Takes in a release another node published (read from the shared store): kept here too
     /// (older contents are read from this node's file), and its readers told, as for a publish
-    /// here. One this node holds already is nothing.
+    /// here. One this node holds already in the same words is nothing; in other words (this
+    /// node's file is older than the shared store), it is taken as the shared store has it.
     pub async fn take_in(&self, release: StoredRelease) {
         let key = release.key.clone();
-        let ops = {
-            let mut documents = self.documents.write().unwrap_or_else(PoisonError::into_inner);
-            if documents.meta(&key, release.meta.revision).is_ok() {
+        let held = self.documents().meta(&key, release.meta.revision).ok().cloned();
+        if let Some(held) = held {
+            if held == release.meta {
                 return;
             }
+            let base = self.base_for(&key, release.meta.revision, release.meta.staged).await;
+            let ops = self.documents_mut().retake(Arc::new(release), base);
+            return self.keep_taken(&key, ops).await;
+        }
+        let ops = {
+            let mut documents = self.documents_mut();
             let revision = release.meta.revision;
+            if documents.meta(&key, revision).is_ok() {
+                return; // published here meanwhile: the shared store settles which stands
+            }
             let kept = Arc::new(release.clone());
             let purged = documents.restore(release);
             if purged.contains(&revision) {
@@ -149,6 +161,42 @@ impl Published {
             });
             std::iter::once(ReleaseOp::Put(kept)).chain(forget).collect()
         };
+        self.keep_taken(&key, ops).await;
+    }
+
+    /// Takes in the state of a document's rollout another node moved on (see
+    /// [`Documents::take_rollout`]): kept in this node's file, and the document's readers told,
+    /// since what each instance is to run may have changed.
+    pub async fn take_rollout(&self, kept: DocRollout) {
+        let DocRollout { key, rollout } = kept;
+        let base = self
+            .base_for(&key, rollout.candidate, rollout.phase != Phase::Promoted)
+            .await;
+        let ops = self.documents_mut().take_rollout(&key, rollout, base);
+        self.keep_taken(&key, ops).await;
+    }
+
+    /// The release that goes back in force when release `revision` of `key` is `staged`
+    /// (again), read from this node's file; `None` when none does.
+    async fn base_for(&self, key: &DocKey, revision: u64, staged: bool) -> Option<Arc<StoredRelease>> {
+        let back = staged
+            .then(|| self.documents().falls_back_to(key, revision))
+            .flatten()?;
+        match self.release(key, back).await {
+            Ok(base) => Some(base),
+            Err(error) => {
+                tracing::error!(%error, document = %key.path(), "cannot read the release to put back in force");
+                None
+            }
+        }
+    }
+
+    /// Keeps `ops`, what another node changed of `key`, in this node's file, then tells the
+    /// document's readers.
+    async fn keep_taken(&self, key: &DocKey, ops: Vec<ReleaseOp>) {
+        if ops.is_empty() {
+            return;
+        }
         match self.store.write(ops).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -156,7 +204,11 @@ impl Published {
             }
             Err(_) => return,
         }
-        self.tell(&key);
+        self.tell(key);
+    }
+
+    fn documents_mut(&self) -> std::sync::RwLockWriteGuard<'_, Documents> {
+        self.documents.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Moves `key`'s running rollout on at `now` given its gray instances; what happened.

@@ -2,6 +2,11 @@
 //! instances (their health in the catalog, their reports on the candidate) and moves it on:
 //! back when one turned critical or rejected the candidate, to its next step (or promoted)
 //! once the step baked. It runs only while a rollout does, so an idle registry has no timer.
+//! When registry nodes share a catalog, every node runs it while a rollout runs, but only the
+//! rollout's owner among the live nodes moves it on (`Nodes::owns`, by the document's path);
+//! its steps reach the other nodes through etcd. A rollout's bake is measured with the clock of
+//! the node that moves it on, from the time its step began (written with it): nodes' clocks
+//! should agree to well within a bake.
 //! Which instances read a document ([`readers`]) is decided here too, for the timer, the
 //! status and the publish of a rollout alike.
 
@@ -10,9 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::broadcast;
+
 use crate::core::Core;
 use crate::releases::acks::Reader;
-use crate::releases::rollout::{GrayInstance, Transition};
+use crate::releases::rollout::{GrayInstance, Phase, Transition};
 use crate::releases::{DocKey, SHARED};
 
 /// How often running rollouts are looked at.
@@ -44,8 +51,41 @@ pub(crate) fn metadata_of(core: &Core, id: Option<&str>) -> BTreeMap<String, Str
         .unwrap_or_default()
 }
 
+/// Starts the timer now if a rollout runs (one a restarted registry goes on with), and from
+/// now on whenever a document with a running rollout changes (a rollout published here, or
+/// taken in from another node).
+pub(crate) fn follow(core: &Arc<Core>) {
+    let mut documents = core.published.subscribe();
+    if !core.published.documents().running_rollouts().is_empty() {
+        watch(core);
+    }
+    let follower = Arc::clone(core);
+    core.tasks.spawn(async move {
+        loop {
+            let changed = tokio::select! {
+                () = follower.shutdown.cancelled() => return,
+                changed = documents.recv() => changed,
+            };
+            let running = match changed {
+                Ok(key) => follower
+                    .published
+                    .documents()
+                    .rollout(&key)
+                    .is_ok_and(|r| r.is_some_and(|r| r.phase == Phase::Running)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    !follower.published.documents().running_rollouts().is_empty()
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if running {
+                watch(&follower);
+            }
+        }
+    });
+}
+
 /// Starts the timer unless it runs.
-pub(crate) fn watch(core: &Arc<Core>) {
+fn watch(core: &Arc<Core>) {
     if core.published.rollout_timer.swap(true, Ordering::AcqRel) {
         return;
     }
@@ -70,6 +110,12 @@ async fn run(core: Arc<Core>) {
             continue;
         }
         for (key, rollout) in running {
+            // Over etcd, each rollout is moved on by one live node: its owner, chosen as for
+            // an instance's probing; the others take its steps in (and one of them takes it
+            // over if that node leaves).
+            if !core.nodes.owns(&key.path()) {
+                continue;
+            }
             let gray: Vec<GrayInstance> = readers(&core, &key)
                 .into_iter()
                 .filter(|reader| rollout.runs_candidate(&reader.id, &reader.metadata))

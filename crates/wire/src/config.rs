@@ -227,6 +227,9 @@ pub struct RolloutView {
     /// Why it was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// While it runs, the id of the registry node that moves it on (as `/v1/nodes` lists it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[cfg(test)]

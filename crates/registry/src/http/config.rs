@@ -195,12 +195,6 @@ async fn publish(
     let format = format_of(&query, &headers)?;
     let rollout = rollout_of(&query)?;
     if rollout.is_some() {
-        // The other nodes would take the staged release in without its rollout: the instances
-        // attached to them would never be sent the candidate.
-        let nodes = core.nodes.membership().nodes.len();
-        if nodes > 1 {
-            return Err(ApiError::RolloutNeedsOneNode(nodes));
-        }
         let live = crate::rollouts::readers(&core, &key)
             .iter()
             .any(|reader| reader.state.is_discoverable());
@@ -227,11 +221,7 @@ async fn publish(
         rollout,
         at: SystemTime::now(),
     };
-    let staged = draft.rollout.is_some();
     let release = core.published.publish(&key, draft).await?;
-    if staged {
-        crate::rollouts::watch(&core);
-    }
     Ok(published(&release))
 }
 

@@ -185,6 +185,9 @@ async fn status(
         .documents()
         .rollout(&key)?
         .map(crate::releases::rollout::Rollout::view);
+    if let Some(view) = status.rollout.as_mut().filter(|view| view.state == "running") {
+        view.node = core.nodes.owner_of(&key.path());
+    }
     Ok(Json(status))
 }
 

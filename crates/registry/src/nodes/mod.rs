@@ -80,10 +80,16 @@ impl Nodes {
         self.view.borrow().clone()
     }
 
-    /// Whether this node does the work of `key` (an instance's ServiceURL) now.
+    /// Whether this node does the work of `key` (an instance's ServiceURL, a rollout's
+    /// document's path) now.
     pub fn owns(&self, key: &str) -> bool {
         let view = self.view.borrow();
         view.live && owner(key, view.nodes.keys()) == Some(&self.me.id)
+    }
+
+    /// The live node that does the work of `key` now, by id (as [`Self::owns`] decides).
+    pub fn owner_of(&self, key: &str) -> Option<String> {
+        owner(key, self.view.borrow().nodes.keys()).cloned()
     }
 
     /// The changes of the live set (or of this node's place in it) from now on. Take it before

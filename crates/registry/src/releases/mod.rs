@@ -20,6 +20,7 @@ pub mod acks;
 pub mod format;
 pub mod rollout;
 pub mod schema;
+mod shared;
 
 use std::time::Duration;
 
@@ -154,6 +155,12 @@ impl ReleaseMeta {
 pub enum ReleaseOp {
     /// Keep this release.
     Put(Arc<StoredRelease>),
+    /// Keep this release in place of its staged self: a rollout's candidate, promoted. (In etcd
+    /// a release is written once; its rollout's record there says it was promoted.)
+    Promote(Arc<StoredRelease>),
+    /// Keep this state of a document's rollout (a file keeps the last one per document, etcd
+    /// one per candidate).
+    Rollout(rollout::DocRollout),
     /// Forget release `revision` of `key` (pushed out of the retained history).
     Purge {
         /// The document.
@@ -330,7 +337,7 @@ impl Documents {
             revision,
         }));
         if let Some(document) = self.documents.get_mut(key) {
-            document.start_rollout(draft.rollout, &release, draft.at);
+            ops.extend(document.start_rollout(draft.rollout, &release, draft.at));
         }
         Ok((release, ops))
     }

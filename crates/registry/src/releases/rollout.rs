@@ -15,12 +15,12 @@ use std::time::{Duration, SystemTime};
 use std::sync::Arc;
 
 use rollcall_wire::{AckStatus, InstanceState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{DocKey, Documents, ReleaseError, ReleaseOp, StoredRelease};
 
 /// Which instances a step takes in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Selector {
     /// This percentage of the instances (1 to 100), chosen by a stable hash of their id.
@@ -91,7 +91,7 @@ fn bucket(id: &str) -> u32 {
 }
 
 /// Where a rollout stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "reason")]
 pub enum Phase {
     /// Baking at a step.
@@ -102,8 +102,9 @@ pub enum Phase {
     RolledBack(String),
 }
 
-/// One rollout of a candidate release of a document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One rollout of a candidate release of a document. Kept with the releases (`config.redb`,
+/// and etcd's `rollouts/` keys), so that a restarted registry, or another node, goes on with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     /// The release being rolled out.
     pub candidate: u64,
@@ -210,6 +211,7 @@ impl Rollout {
             bake: humantime::format_duration(self.bake).to_string(),
             state: state.to_owned(),
             reason,
+            node: None,
         }
     }
 
@@ -230,32 +232,49 @@ impl Rollout {
         self.phase = Phase::RolledBack(why.clone());
         Transition::RolledBack(why)
     }
+
+    /// The store operation that keeps it as it stands, for `key`.
+    pub fn record(&self, key: &DocKey) -> ReleaseOp {
+        ReleaseOp::Rollout(DocRollout {
+            key: key.clone(),
+            rollout: self.clone(),
+        })
+    }
+}
+
+/// A document's rollout as the stores keep it: this node's file, and etcd's `rollouts/` keys,
+/// where the node that moved it on wrote it and the others take it in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocRollout {
+    /// The document.
+    pub key: DocKey,
+    /// The rollout.
+    pub rollout: Rollout,
 }
 
 impl super::Document {
     /// Starts a rollout of `release` when `plan` says so; a release for everyone ends a running
-    /// rollout, which it supersedes.
+    /// rollout, which it supersedes. Returns the operation that keeps the rollout, if it changed.
     pub(super) fn start_rollout(
         &mut self,
         plan: Option<(Vec<Selector>, Duration)>,
         release: &StoredRelease,
         at: SystemTime,
-    ) {
-        match plan {
-            Some((steps, bake)) => {
-                let in_force = self.in_force.meta.revision;
-                self.rollout = Some(Rollout::new(release.meta.revision, in_force, steps, bake, at));
-            }
-            None => {
-                if let Some(rollout) = self.rollout.as_mut().filter(|r| r.phase == Phase::Running) {
-                    rollout.roll_back(format!("superseded by revision {}", release.meta.revision));
-                }
-            }
-        }
+    ) -> Option<ReleaseOp> {
+        let Some((steps, bake)) = plan else {
+            let rollout = self.rollout.as_mut().filter(|r| r.phase == Phase::Running)?;
+            rollout.roll_back(format!("superseded by revision {}", release.meta.revision));
+            return Some(rollout.record(&release.key));
+        };
+        let in_force = self.in_force.meta.revision;
+        let rollout = Rollout::new(release.meta.revision, in_force, steps, bake, at);
+        let record = rollout.record(&release.key);
+        self.rollout = Some(rollout);
+        Some(record)
     }
 
     /// After a promotion: the candidate is in force, stored so (no longer staged).
-    fn promote_candidate(&mut self) -> Vec<ReleaseOp> {
+    fn promote_candidate(&mut self) -> ReleaseOp {
         let mut promoted = StoredRelease::clone(&self.latest);
         promoted.meta.staged = false;
         let promoted = Arc::new(promoted);
@@ -264,7 +283,7 @@ impl super::Document {
         }
         self.latest = Arc::clone(&promoted);
         self.in_force = Arc::clone(&promoted);
-        vec![ReleaseOp::Put(promoted)]
+        ReleaseOp::Promote(promoted)
     }
 }
 
@@ -310,7 +329,7 @@ impl Documents {
     }
 
     /// Moves `key`'s running rollout on (see [`Rollout::advance`]); returns what happened and
-    /// the store operations a promotion makes.
+    /// the store operations that keep it (and a promotion).
     pub fn advance(
         &mut self,
         key: &DocKey,
@@ -318,12 +337,12 @@ impl Documents {
         gray: &[GrayInstance],
     ) -> Option<(Transition, Vec<ReleaseOp>)> {
         let document = self.documents.get_mut(key)?;
-        let transition = document.rollout.as_mut()?.advance(now, gray)?;
-        let ops = if transition == Transition::Promoted {
-            document.promote_candidate()
-        } else {
-            Vec::new()
-        };
+        let rollout = document.rollout.as_mut()?;
+        let transition = rollout.advance(now, gray)?;
+        let mut ops = vec![rollout.record(key)];
+        if transition == Transition::Promoted {
+            ops.insert(0, document.promote_candidate());
+        }
         Some((transition, ops))
     }
 
@@ -344,9 +363,11 @@ impl Documents {
         };
         if promote {
             rollout.phase = Phase::Promoted;
-            Ok((Transition::Promoted, document.promote_candidate()))
+            let record = rollout.record(key);
+            Ok((Transition::Promoted, vec![document.promote_candidate(), record]))
         } else {
-            Ok((rollout.roll_back(why), Vec::new()))
+            let transition = rollout.roll_back(why);
+            Ok((transition, vec![rollout.record(key)]))
         }
     }
 }

@@ -66,6 +66,9 @@ pub enum Change {
     All(Vec<StoredInstance>),
     /// A configuration release published through another node.
     Release(Box<crate::releases::StoredRelease>),
+    /// The state of a document's rollout, as another node moved it on (or as etcd holds it,
+    /// after this node's own change of it was refused).
+    Rollout(Box<crate::releases::rollout::DocRollout>),
     /// An instance's report on a release, made to another node.
     Ack(Box<crate::releases::acks::SharedAck>),
     /// A token issued (its JSON) or revoked (`None`) through another node, by id.

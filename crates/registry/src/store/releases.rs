@@ -2,11 +2,12 @@
 //! database of its own in the data directory (`config.redb`), so that damage to one file costs
 //! the catalog or the configuration, never both.
 //!
-//! One table maps (`namespace/service/name`, revision) to a [`StoredRelease`] (JSON). Writes
-//! are group-committed like the catalog's (`group`): a publish is acknowledged once its release
-//! is on disk. Opening reads every release back into [`Documents`] (which keeps the latest
-//! content of each document and the facts of the rest); an older release's content is read from
-//! disk when asked for.
+//! One table maps (`namespace/service/name`, revision) to a [`StoredRelease`] (JSON), another
+//! each document to its last rollout (JSON of a [`DocRollout`]), so that a restarted registry goes
+//! on with a running rollout. Writes are group-committed like the catalog's (`group`): a publish,
+//! a rollout's step, are acknowledged once on disk. Opening reads every release back into
+//! [`Documents`] (which keeps the latest content of each document and the facts of the rest),
+//! then the rollouts; an older release's content is read from disk when asked for.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,10 +17,13 @@ use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
 use super::group::{Commit, GroupCommit, read_table};
 use super::{Durable, StoreError};
+use crate::releases::rollout::DocRollout;
 use crate::releases::{DocKey, Documents, ReleaseOp, StoredRelease};
 
 /// (`namespace/service/name`, revision) → JSON of a [`StoredRelease`].
 const RELEASES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("releases");
+/// `namespace/service/name` → JSON of the document's last rollout ([`DocRollout`]).
+const ROLLOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rollouts");
 
 /// The name of the database file in the data directory.
 pub const RELEASES_FILE: &str = "config.redb";
@@ -98,6 +102,14 @@ fn read_all(database: &Database) -> Result<Documents, StoreError> {
             Err(error) => tracing::warn!(path, revision, %error, "skipping an unreadable stored release"),
         }
     })?;
+    read_table(database, ROLLOUTS, |path, value| {
+        match serde_json::from_slice::<DocRollout>(value) {
+            Ok(kept) => {
+                documents.take_rollout(&kept.key, kept.rollout, None);
+            }
+            Err(error) => tracing::warn!(path, %error, "skipping an unreadable stored rollout"),
+        }
+    })?;
     Ok(documents)
 }
 
@@ -106,9 +118,12 @@ impl Commit for ReleaseOp {
         let mut table = transaction
             .open_table(RELEASES)
             .map_err(|e| StoreError::new("cannot open the table", e))?;
+        let mut rollouts = transaction
+            .open_table(ROLLOUTS)
+            .map_err(|e| StoreError::new("cannot open the table", e))?;
         for op in ops {
             match op {
-                ReleaseOp::Put(release) => {
+                ReleaseOp::Put(release) | ReleaseOp::Promote(release) => {
                     let value = serde_json::to_vec(&**release).map_err(|e| StoreError::new("cannot encode", e))?;
                     table
                         .insert((release.key.path().as_str(), release.meta.revision), value.as_slice())
@@ -118,6 +133,12 @@ impl Commit for ReleaseOp {
                     table
                         .remove((key.path().as_str(), *revision))
                         .map_err(|e| StoreError::new("cannot delete", e))?;
+                }
+                ReleaseOp::Rollout(kept) => {
+                    let value = serde_json::to_vec(kept).map_err(|e| StoreError::new("cannot encode", e))?;
+                    rollouts
+                        .insert(kept.key.path().as_str(), value.as_slice())
+                        .map_err(|e| StoreError::new("cannot write", e))?;
                 }
             }
         }

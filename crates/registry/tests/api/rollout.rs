@@ -190,3 +190,40 @@ async fn a_rollout_needs_a_release_in_force_and_a_live_instance() {
     let bad = put(&registry, "?rollout=150", "two").await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_registry_restarted_during_a_rollout_goes_on_with_it() {
+    let registry = TestRegistry::spawn().await;
+    let instances = three_instances(&registry).await;
+    put(&registry, "", "one").await;
+    let gray = &instances[0].0;
+    let staged = put(&registry, &format!("?rollout=instances:{gray},100&bake=1h"), "two").await;
+    assert_eq!(staged.status(), StatusCode::OK);
+
+    let registry = registry.restart().await;
+    let running = status(&registry).await.rollout.expect("the rollout");
+    assert_eq!(
+        (running.state.as_str(), running.candidate, running.step),
+        ("running", 2, 0),
+        "at the step it was at"
+    );
+    let as_gray = registry.get(&format!("{LIMITS}?instance={gray}")).await;
+    assert_eq!(
+        as_gray.text().await.expect("body"),
+        "two",
+        "the gray instance still runs the candidate"
+    );
+    let as_other = registry.get(&format!("{LIMITS}?instance={}", instances[1].0)).await;
+    assert_eq!(as_other.text().await.expect("body"), "one");
+
+    let promoted = http_client()
+        .post(format!("{}{LIMITS}/rollout/promote", registry.url))
+        .send()
+        .await
+        .expect("POST promote");
+    assert_eq!(promoted.status(), StatusCode::OK);
+    // The promotion is kept too: after another restart revision 2 is in force for everyone.
+    let registry = registry.restart().await;
+    assert_eq!(registry.get(LIMITS).await.text().await.expect("body"), "two");
+    assert_eq!(status(&registry).await.rollout.expect("the rollout").state, "promoted");
+}

@@ -483,16 +483,16 @@ async fn losing_etcds_quorum_refuses_writes_serves_marked_reads_and_loses_nothin
     }
 }
 
-/// Publishes `body` as the next release of `prod/GradingService/limits` through `node`.
-async fn publish(node: &ServerProcess, body: &str) -> StatusCode {
+/// Publishes `body` as the next release of `document` (`namespace/service/name`, with a query
+/// if any) through `node`; the status.
+async fn publish(node: &ServerProcess, document: &str, body: &str) -> u16 {
     http_client()
-        .put(format!("{}/v1/config/prod/GradingService/limits", node.url))
+        .put(format!("{}/v1/config/{document}", node.url))
         .header("content-type", "text/plain")
         .body(body.to_owned())
         .send()
         .await
-        .expect("PUT")
-        .status()
+        .map_or(0, |answer| answer.status().as_u16())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,14 +505,14 @@ async fn a_release_published_through_one_node_reaches_the_streams_of_the_others_
     let first = stream.next().await.expect("an event");
     assert_eq!(first.event, "ready", "nothing published yet");
 
-    assert_eq!(publish(&a, "limit = 1").await, 201);
+    assert_eq!(publish(&a, "prod/GradingService/limits", "limit = 1").await, 201);
     let message = stream.next().await.expect("a release through b's stream");
     assert_eq!(message.event, "release");
     let release: rollcall_wire::ReleaseEvent = message.json();
     assert_eq!((release.content.as_str(), release.release.revision), ("limit = 1", 1));
 
     // b publishes the next release over what a published; a serves it too.
-    assert!(publish(&b, "limit = 2").await.is_success());
+    assert_eq!(publish(&b, "prod/GradingService/limits", "limit = 2").await, 200);
     eventually("a serves b's release", DEADLINE, || async {
         let answer = http_client()
             .get(format!("{}/v1/config/prod/GradingService/limits", a.url))
@@ -721,24 +721,110 @@ async fn a_token_issued_or_revoked_through_one_node_is_verified_or_refused_by_th
     assert_eq!(read_with(&c, &created.token).await, 401);
 }
 
-#[tokio::test]
-async fn a_gray_rollout_is_refused_while_other_nodes_share_the_catalog() {
+/// What `node` answers instance `id` reads of `prod/Load/limits`.
+async fn limits_for(node: &ServerProcess, id: &str) -> String {
+    let Ok(answer) = http_client()
+        .get(format!("{}/v1/config/prod/Load/limits?instance={id}", node.url))
+        .send()
+        .await
+    else {
+        return String::new();
+    };
+    answer.text().await.unwrap_or_default()
+}
+
+/// The revision of the next release `stream` sends.
+async fn next_revision(stream: &mut rollcall_testkit::SseClient) -> u64 {
+    loop {
+        let message = tokio::time::timeout(DEADLINE, stream.next())
+            .await
+            .expect("an event in time")
+            .expect("an event");
+        if message.event == "release" {
+            return message.json::<rollcall_wire::ReleaseEvent>().release.revision;
+        }
+    }
+}
+
+async fn limits_rollout(node: &ServerProcess) -> Option<rollcall_wire::RolloutView> {
+    let status: rollcall_wire::RolloutStatus =
+        get_json(&format!("{}/v1/config/prod/Load/limits/status", node.url)).await?;
+    status.rollout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gray_rollout_reaches_the_instances_of_every_node_and_outlives_the_node_moving_it_on() {
     let etcd = EtcdCluster::start(1);
-    let (a, b) = (node(&etcd), node(&etcd));
-    for live in [&a, &b] {
-        eventually("two live nodes", DEADLINE, || async {
-            nodes_seen_by(live).await.filter(|v| v.live && v.nodes.len() == 2)
+    let nodes = [quick_node(&etcd), quick_node(&etcd)];
+    let fleet = FakeFleet::spawn().await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let (status, view) = register_v1(&nodes[0], &fleet, n).await;
+        assert_eq!(status, 201);
+        ids.push(view["id"].as_str().expect("an id").to_owned());
+    }
+    for node in &nodes {
+        eventually("two live nodes, both instances passing", DEADLINE, || async {
+            let live = nodes_seen_by(node).await.is_some_and(|v| v.live && v.nodes.len() == 2);
+            (live && passing(node, "Load").await.len() == 2).then_some(())
         })
         .await;
     }
-    let answer = http_client()
-        .put(format!("{}/v1/config/prod/GradingService/limits?rollout=10,50", a.url))
-        .header("content-type", "text/plain")
-        .body("limit = 1")
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(answer.status(), StatusCode::CONFLICT);
-    let error: serde_json::Value = answer.json().await.expect("JSON");
-    assert_eq!(error["error"], "rollout_needs_one_node", "{error}");
+    assert_eq!(publish(&nodes[0], "prod/Load/limits", "one").await, 201);
+    // The gray instance's stream is held by the node that did not publish the candidate.
+    let (gray, other) = (&ids[0], &ids[1]);
+    let mut stream =
+        rollcall_testkit::SseClient::connect(&format!("{}/v1/config/prod/Load?instance={gray}", nodes[0].url), None)
+            .await;
+    assert_eq!(next_revision(&mut stream).await, 1);
+
+    let rollout = format!("prod/Load/limits?rollout=instances:{gray},100&bake=2s");
+    assert_eq!(publish(&nodes[1], &rollout, "two").await, 200);
+    assert_eq!(
+        next_revision(&mut stream).await,
+        2,
+        "the other node sends its gray instance the candidate"
+    );
+    for node in &nodes {
+        eventually(
+            "every node answers each instance what it is to run",
+            DEADLINE,
+            || async {
+                (limits_for(node, gray).await == "two" && limits_for(node, other).await == "one").then_some(())
+            },
+        )
+        .await;
+    }
+    // Both nodes name the same node as the one moving it on; kill that one.
+    let mover = eventually("the rollout running on both nodes", DEADLINE, || async {
+        let (first, second) = (limits_rollout(&nodes[0]).await?, limits_rollout(&nodes[1]).await?);
+        (first.state == "running" && first.node.is_some() && first.node == second.node).then_some(first.node)
+    })
+    .await
+    .expect("a node");
+    let mut killed = None;
+    let mut survivor = None;
+    for node in nodes {
+        if nodes_seen_by(&node).await.expect("nodes").this == mover {
+            killed = Some(node);
+        } else {
+            survivor = Some(node);
+        }
+    }
+    let (mut killed, survivor) = (killed.expect("the mover"), survivor.expect("the other"));
+    killed.kill();
+
+    // The survivor takes the rollout over: its next step after the bake, then the promotion.
+    eventually("the rollout promoted by the surviving node", DEADLINE, || async {
+        let view = limits_rollout(&survivor).await?;
+        (view.state == "promoted").then_some(())
+    })
+    .await;
+    assert_eq!(
+        limits_for(&survivor, other).await,
+        "two",
+        "revision 2 in force for everyone"
+    );
+    let in_etcd = etcd.read_prefix("/rollcall/rollouts/").await;
+    assert_eq!(in_etcd.len(), 1, "one rollout kept in etcd: {in_etcd:?}");
 }

@@ -1,5 +1,5 @@
-//! The etcd store's feed: one watch of the instances, their health, their subscribers' holdings
-//! and the configuration releases from the revision this node last read, turning every change
+//! The etcd store's feed: one watch of the instances, their health, their subscribers' holdings,
+//! the configuration releases and their rollouts from the revision this node last read, turning every change
 //! into a [`Fed`] change, with its revision, for this node.
 //!
 //! A change another node made becomes what it changed ([`Change::One`], [`Change::Release`]).
@@ -18,11 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{Known, Seen, SharedKnown, lock};
-use super::{ACKS, CATALOG, HEALTH, HELD, RELEASES, TOKENS, decode, prefix_end, read_all, retry_delays};
-use crate::releases::StoredRelease;
-use crate::releases::acks::SharedAck;
-use crate::state::{SharedHealth, SharedHeld};
-use crate::store::{Change, Fed, StoreOp};
+use super::{ACKS, TOKENS, change_of, prefix_end, read_all, retry_delays};
+use crate::store::{Change, Fed};
 
 /// Hands over `handed` (what subscribers held and the releases, read at revision `from - 1`),
 /// then follows the catalog under `prefix` from revision `from` until `stop`, sending changes
@@ -184,39 +181,7 @@ async fn watch(
                 continue;
             }
             let put = event.event_type() == EventType::Put;
-            let change = if suffix.starts_with(ACKS) {
-                match serde_json::from_slice::<SharedAck>(kv.value()) {
-                    Ok(ack) if put => Change::Ack(Box::new(ack)),
-                    _ => continue,
-                }
-            } else if let Some(id) = suffix.strip_prefix(TOKENS) {
-                Change::Token(id.to_owned(), put.then(|| kv.value().to_vec()))
-            } else if suffix.starts_with(RELEASES) {
-                // A purge is each node's own business (its history keeps what it retains).
-                match serde_json::from_slice::<StoredRelease>(kv.value()) {
-                    Ok(release) if put => Change::Release(Box::new(release)),
-                    _ => continue,
-                }
-            } else if let Some(url) = suffix.strip_prefix(CATALOG) {
-                if !put {
-                    Change::One(StoreOp::Delete(url.to_owned()))
-                } else if let Some(stored) = decode(url, kv.value()) {
-                    Change::One(StoreOp::Put(stored))
-                } else {
-                    continue;
-                }
-            } else if suffix.starts_with(HEALTH) && put {
-                match serde_json::from_slice::<SharedHealth>(kv.value()) {
-                    Ok(health) => Change::One(StoreOp::Health(health)),
-                    Err(_) => continue,
-                }
-            } else if suffix.starts_with(HELD) && put {
-                match serde_json::from_slice::<SharedHeld>(kv.value()) {
-                    Ok(held) => Change::One(StoreOp::Held(held)),
-                    Err(_) => continue,
-                }
-            } else {
-                // A deleted health or held key goes with its instance; anything else is not ours.
+            let Some(change) = change_of(&suffix, put.then(|| kv.value())) else {
                 continue;
             };
             if changes.send(Fed { revision, change }).await.is_err() {
@@ -235,6 +200,7 @@ mod tests {
     use super::*;
     use crate::store::EtcdArgs;
     use crate::store::contract::instance;
+    use crate::store::etcd::CATALOG;
 
     #[tokio::test]
     async fn a_feed_behind_etcds_compaction_hands_over_the_whole_catalog() {

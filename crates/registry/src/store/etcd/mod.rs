@@ -5,8 +5,8 @@
 //! embedded store keeps; `{prefix}health/{ServiceURL}`, the instance's health as the node
 //! probing it found it ([`SharedHealth`]): apart, so that the probing node's writes never race
 //! the registrations and drains callers make through any node; `{prefix}held/{ServiceURL}`, what
-//! a subscriber acknowledged holding; `{prefix}releases/...`, the configuration releases
-//! ([`ShareReleases`]). Two tasks per node:
+//! a subscriber acknowledged holding; `{prefix}releases/...` and `{prefix}rollouts/...`, the
+//! configuration releases and their rollouts' states ([`ShareReleases`]). Two tasks per node:
 //! - the writer (`writer`) commits every batch queued so far (up to etcd's 128 operations per
 //!   transaction), folded into the last word per key, as one etcd transaction; each
 //!   acknowledgement means "committed by etcd", on the disks of a majority of its members. Each
@@ -25,7 +25,7 @@
 mod feed;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -42,7 +42,8 @@ use super::{
     CatalogStore, Change, Durable, Feed, ShareReleases, ShareTokens, StoreError, StoreFuture, StoreOp, StoredInstance,
 };
 use crate::releases::acks::SharedAck;
-use crate::releases::{ReleaseOp, StoredRelease};
+use crate::releases::rollout::{DocRollout, Phase};
+use crate::releases::{DocKey, ReleaseOp, StoredRelease};
 use crate::state::{SharedHealth, SharedHeld};
 
 /// Keys read per request when the catalog is read back, so that no answer is large.
@@ -61,9 +62,12 @@ const HEALTH: &str = "health/";
 const HELD: &str = "held/";
 /// Where the configuration releases are: `releases/{namespace}/{service}/{name}/{revision}`.
 const RELEASES: &str = "releases/";
+/// Where the rollouts' states are: `rollouts/{namespace}/{service}/{name}/{candidate}`.
+const ROLLOUTS: &str = "rollouts/";
 /// Where the tokens are: `tokens/{id}`, each its listing and the digest of its text.
-/// (`acks/` < `catalog/` < `health/` < `held/` < `nodes/` < `releases/` < `tokens/`: one watch
-/// from the first to the end of the last sees them all, and skips the nodes' keys.)
+/// (`acks/` < `catalog/` < `health/` < `held/` < `nodes/` < `releases/` < `rollouts/` <
+/// `tokens/`: one watch from the first to the end of the last sees them all, and skips the
+/// nodes' keys.)
 const TOKENS: &str = "tokens/";
 
 /// How the registry reaches etcd: `rollcall registry --etcd URL[,URL...]`.
@@ -344,8 +348,10 @@ struct Snapshot {
     stored: Vec<StoredInstance>,
     /// What each subscriber acknowledged holding.
     held: Vec<SharedHeld>,
-    /// Every configuration release kept.
+    /// Every configuration release kept (a promoted rollout's candidate no longer staged).
     releases: Vec<StoredRelease>,
+    /// The state of every rollout kept, oldest candidate first.
+    rollouts: Vec<DocRollout>,
     /// Every token shared: its id and JSON.
     tokens: Vec<(String, Vec<u8>)>,
     /// Every instance's last report on each document.
@@ -365,15 +371,29 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
     let (health, _) = read_range(client, root, HEALTH, at, &mut revisions).await?;
     let (held, _) = read_range(client, root, HELD, at, &mut revisions).await?;
     let (releases, _) = read_range(client, root, RELEASES, at, &mut revisions).await?;
+    let (rollouts, _) = read_range(client, root, ROLLOUTS, at, &mut revisions).await?;
     let (tokens, _) = read_range(client, root, TOKENS, at, &mut revisions).await?;
     let (acks, _) = read_range(client, root, ACKS, at, &mut revisions).await?;
     let acks = acks
         .into_iter()
         .filter_map(|(_, value)| serde_json::from_slice::<SharedAck>(&value).ok())
         .collect();
+    let rollouts: Vec<DocRollout> = rollouts
+        .into_iter()
+        .filter_map(|(_, value)| serde_json::from_slice::<DocRollout>(&value).ok())
+        .collect();
+    let promoted: HashSet<(&DocKey, u64)> = rollouts
+        .iter()
+        .filter(|kept| kept.rollout.phase == Phase::Promoted)
+        .map(|kept| (&kept.key, kept.rollout.candidate))
+        .collect();
     let releases = releases
         .into_iter()
         .filter_map(|(_, value)| serde_json::from_slice::<StoredRelease>(&value).ok())
+        .map(|mut release| {
+            release.meta.staged &= !promoted.contains(&(&release.key, release.meta.revision));
+            release
+        })
         .collect();
     let held = held
         .into_iter()
@@ -404,6 +424,7 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
         stored,
         held,
         releases,
+        rollouts,
         tokens,
         acks,
         revisions,
@@ -411,17 +432,57 @@ async fn read_all(client: &Client, root: &str) -> Result<Snapshot, StoreError> {
     })
 }
 
+/// What a write of `value` (`None`: a deletion) at `suffix` changed, for this node (another
+/// node's, from the feed; etcd's value when this node's own write was refused, from the
+/// writer); `None` for what it does not take in (a deleted report, release, rollout, health or
+/// holding goes with its instance or purged release; anything else is not the registry's).
+pub(super) fn change_of(suffix: &str, value: Option<&[u8]>) -> Option<Change> {
+    if suffix.starts_with(ACKS) {
+        let ack = serde_json::from_slice::<SharedAck>(value?).ok()?;
+        return Some(Change::Ack(Box::new(ack)));
+    }
+    if let Some(id) = suffix.strip_prefix(TOKENS) {
+        return Some(Change::Token(id.to_owned(), value.map(<[u8]>::to_vec)));
+    }
+    if suffix.starts_with(ROLLOUTS) {
+        let kept = serde_json::from_slice::<DocRollout>(value?).ok()?;
+        return Some(Change::Rollout(Box::new(kept)));
+    }
+    if suffix.starts_with(RELEASES) {
+        let release = serde_json::from_slice::<StoredRelease>(value?).ok()?;
+        return Some(Change::Release(Box::new(release)));
+    }
+    if let Some(url) = suffix.strip_prefix(CATALOG) {
+        let op = match value {
+            None => StoreOp::Delete(url.to_owned()),
+            Some(value) => StoreOp::Put(decode(url, value)?),
+        };
+        return Some(Change::One(op));
+    }
+    if suffix.starts_with(HEALTH) {
+        let health = serde_json::from_slice::<SharedHealth>(value?).ok()?;
+        return Some(Change::One(StoreOp::Health(health)));
+    }
+    if suffix.starts_with(HELD) {
+        let held = serde_json::from_slice::<SharedHeld>(value?).ok()?;
+        return Some(Change::One(StoreOp::Held(held)));
+    }
+    None
+}
+
 impl Snapshot {
-    /// What the feed hands over besides the instances: holdings and releases, as changes.
+    /// What the feed hands over besides the instances, as changes: holdings, releases (before
+    /// the rollouts of them), tokens and reports.
     fn handed(self) -> Vec<Change> {
         let held = self.held.into_iter().map(|h| Change::One(StoreOp::Held(h)));
         let releases = self.releases.into_iter().map(|r| Change::Release(Box::new(r)));
+        let rollouts = self.rollouts.into_iter().map(|r| Change::Rollout(Box::new(r)));
         let tokens = self
             .tokens
             .into_iter()
             .map(|(id, value)| Change::Token(id, Some(value)));
         let acks = self.acks.into_iter().map(|ack| Change::Ack(Box::new(ack)));
-        held.chain(releases).chain(tokens).chain(acks).collect()
+        held.chain(releases).chain(rollouts).chain(tokens).chain(acks).collect()
     }
 }
 

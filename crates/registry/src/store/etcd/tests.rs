@@ -171,6 +171,62 @@ async fn a_write_over_a_change_a_node_was_not_told_of_is_refused_and_its_catalog
         vec![instance("http://a", 3)]
     );
 }
+/// A document with release 1 in force and candidate 2 rolling out, and the operations that
+/// made them.
+fn rolling_out() -> (crate::releases::Documents, DocKey, Vec<ReleaseOp>) {
+    use crate::releases::{Documents, Draft, rollout::Selector};
+    let key = DocKey::new("prod", "A", "limits").expect("key");
+    let draft = |content: &str, rollout| Draft {
+        format: rollcall_wire::ConfigFormat::Text,
+        content: content.to_owned(),
+        author: "ops".to_owned(),
+        message: String::new(),
+        expected: None,
+        rolled_back_from: None,
+        rollout,
+        at: std::time::SystemTime::UNIX_EPOCH,
+    };
+    let mut documents = Documents::new();
+    let (_, mut ops) = documents.publish(&key, draft("v1", None)).expect("first");
+    let plan = Some((vec![Selector::Percent(50)], Duration::from_secs(60)));
+    ops.extend(documents.publish(&key, draft("v2", plan)).expect("candidate").1);
+    (documents, key, ops)
+}
+
+async fn share(store: &EtcdStore, ops: &[ReleaseOp]) -> Result<(), StoreError> {
+    store.share(ops).await.expect("answered")
+}
+
+#[tokio::test]
+async fn a_rollouts_state_moved_on_by_two_nodes_at_once_is_kept_once_and_the_loser_told() {
+    let etcd = Etcd::new();
+    let (a, _, _) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    let (mut on_a, key, ops) = rolling_out();
+    let (mut on_b, _, _) = rolling_out();
+    share(&a, &ops).await.expect("published");
+    // b read the candidate and its rollout, then is cut from its feed (as when two nodes move
+    // one rollout on at the same moment).
+    let (b, _, mut b_feed) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    let mut handed = Vec::new();
+    while handed.len() < 3 {
+        handed.push(next(&mut b_feed).await);
+    }
+    assert!(
+        matches!(handed.last(), Some(Change::Rollout(kept)) if kept.rollout.candidate == 2),
+        "a node starting is handed the releases, then their rollouts: {handed:?}"
+    );
+    b.stop.cancel();
+
+    let (_, aborted) = on_a.settle(&key, false, "aborted by ops".to_owned()).expect("aborted");
+    share(&a, &aborted).await.expect("a's abort is kept");
+    let (_, promoted) = on_b.settle(&key, true, String::new()).expect("promoted");
+    assert!(share(&b, &promoted).await.is_err(), "b's promotion over it is refused");
+    let told = next(&mut b_feed).await;
+    assert!(
+        matches!(&told, Change::Rollout(kept) if kept.rollout.view().state == "rolled_back"),
+        "b is told the state etcd keeps: {told:?}"
+    );
+}
 #[tokio::test]
 async fn health_is_kept_apart_read_back_with_its_instance_and_deleted_with_it() {
     let etcd = Etcd::new();
@@ -254,4 +310,24 @@ fn a_node_lease_lives_whole_seconds_and_an_endpoint_is_an_http_url() {
     assert!(parse_endpoint("https://etcd.internal:2379").is_ok());
     assert!(parse_endpoint("10.0.0.1:2379").is_err());
     assert!(parse_endpoint("unix:///run/etcd.sock").is_err());
+}
+
+#[tokio::test]
+async fn a_node_starting_after_a_promotion_is_handed_the_candidate_in_force() {
+    let etcd = Etcd::new();
+    let (a, _, _) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    let (mut documents, key, ops) = rolling_out();
+    share(&a, &ops).await.expect("published");
+    let (_, promoted) = documents.settle(&key, true, String::new()).expect("promoted");
+    share(&a, &promoted).await.expect("promoted");
+
+    let (_, _, mut feed) = EtcdStore::open(&etcd.args, histogram()).await.expect("open");
+    let candidate = loop {
+        if let Change::Release(release) = next(&mut feed).await
+            && release.meta.revision == 2
+        {
+            break release;
+        }
+    };
+    assert!(!candidate.meta.staged, "written staged once, handed over promoted");
 }

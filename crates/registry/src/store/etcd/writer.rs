@@ -18,7 +18,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CATALOG, HEALTH, HELD, RELEASES, REQUEST_TIMEOUT, decode, retry_delays};
+use super::{CATALOG, HEALTH, HELD, RELEASES, REQUEST_TIMEOUT, ROLLOUTS, change_of, retry_delays};
 use crate::releases::{DocKey, ReleaseOp};
 use crate::state::{SharedHealth, SharedHeld};
 use crate::store::{Change, Fed, StoreError, StoreOp, StoredInstance};
@@ -201,8 +201,8 @@ impl Writer {
                 Ok(Answer::Conflict(keys)) => keys,
                 Err(error) => {
                     tracing::error!(%error, "a catalog write to etcd failed");
-                    self.doubtful
-                        .extend(folded.keys().filter(|key| key.starts_with(CATALOG)).cloned());
+                    let doubtful = folded.iter().filter(|(key, value)| compared(key, value.as_ref()));
+                    self.doubtful.extend(doubtful.map(|(key, _)| key.clone()));
                     return self.answer(group, &Err(error));
                 }
             };
@@ -226,8 +226,8 @@ impl Writer {
         }
     }
 
-    /// Reads the instances whose write etcd did not answer, and hands what etcd holds of each to
-    /// the catalog; those it cannot read stay doubtful.
+    /// Reads the instances and rollouts whose write etcd did not answer, and hands what etcd
+    /// holds of each to this node; those it cannot read stay doubtful.
     async fn resolve_doubts(&mut self) {
         let mut kv = self.client.kv_client();
         for suffix in std::mem::take(&mut self.doubtful) {
@@ -235,21 +235,18 @@ impl Writer {
                 self.doubtful.insert(suffix);
                 continue;
             };
-            let url = &suffix[CATALOG.len()..];
-            let correction = match found.kvs().first().and_then(|kv| decode(url, kv.value())) {
-                Some(stored) => StoreOp::Put(stored),
-                None => StoreOp::Delete(url.to_owned()),
-            };
             let revision = found.header().map_or(0, etcd_client::ResponseHeader::revision);
-            self.correct(revision, correction).await;
+            if let Some(correction) = change_of(&suffix, found.kvs().first().map(etcd_client::KeyValue::value)) {
+                self.correct(revision, correction).await;
+            }
         }
     }
 
-    /// Hands the catalog what etcd holds of an instance, as of `revision`.
-    async fn correct(&self, revision: i64, correction: StoreOp) {
+    /// Hands this node what etcd holds of a key, as of `revision`.
+    async fn correct(&self, revision: i64, correction: Change) {
         let fed = Fed {
             revision: u64::try_from(revision).unwrap_or(0),
-            change: Change::One(correction),
+            change: correction,
         };
         let _ = self.corrections.send(fed).await;
     }
@@ -286,8 +283,10 @@ impl Writer {
             for (suffix, value) in folded {
                 let key = format!("{}{suffix}", self.prefix);
                 // Health is written by the one node probing the instance: no comparison. A
-                // release is written once: it must not exist yet (purges compare nothing).
-                if suffix.starts_with(CATALOG) {
+                // release is written once: it must not exist yet (purges compare nothing). A
+                // rollout's state is compared like an instance: two nodes moving it on at once
+                // (a step and an abort) cannot both win.
+                if compared(suffix, value.as_ref()) {
                     compares.push(match known.revisions.get(suffix) {
                         Some(&Seen { revision, exists: true }) => {
                             Compare::mod_revision(key.clone(), CompareOp::Equal, revision)
@@ -329,9 +328,9 @@ impl Writer {
         // instance.
         let mut conflicts = HashSet::new();
         let mut kv = self.client.kv_client();
-        // The keys the transaction compared: instances, and the releases it put.
+        // The keys the transaction compared: instances, rollouts, and the releases it put.
         let checked = |(key, value): &(&String, &Option<Vec<u8>>)| {
-            key.starts_with(CATALOG) || (key.starts_with(RELEASES) && value.is_some())
+            compared(key, value.as_ref()) || (key.starts_with(RELEASES) && value.is_some())
         };
         for (suffix, wanted) in folded.iter().filter(checked) {
             let found = kv.get(format!("{}{suffix}", self.prefix), None).await?;
@@ -352,20 +351,10 @@ impl Writer {
                 continue;
             }
             conflicts.insert(suffix.clone());
-            // This node's catalog applied the refused change already: tell it what etcd holds.
-            // (A release published at the same revision through two nodes at once: the other
-            // node's reaches this one through the feed.)
-            let Some(url) = suffix.strip_prefix(CATALOG) else {
-                continue;
-            };
-            let correction = match now {
-                Some(value) => match decode(url, &value) {
-                    Some(stored) => StoreOp::Put(stored),
-                    None => continue,
-                },
-                None => StoreOp::Delete(url.to_owned()),
-            };
-            self.correct(seen.revision, correction).await;
+            // This node applied the refused change already: tell it what etcd holds.
+            if let Some(correction) = change_of(suffix, now.as_deref()) {
+                self.correct(seen.revision, correction).await;
+            }
         }
         if conflicts.is_empty() {
             // Every instance is as this node wanted: its own earlier attempt went through, but
@@ -374,6 +363,12 @@ impl Writer {
         }
         Ok(Answer::Conflict(conflicts))
     }
+}
+
+/// True for the keys a write compares with the revision this node knows them at (or with
+/// absence): instances, and the rollouts' states it puts.
+fn compared(suffix: &str, value: Option<&Vec<u8>>) -> bool {
+    suffix.starts_with(CATALOG) || (suffix.starts_with(ROLLOUTS) && value.is_some())
 }
 
 /// The bytes of values `words` writes.
@@ -404,25 +399,35 @@ pub(super) fn release<'a>(known: &SharedKnown, urls: impl Iterator<Item = &'a St
 
 /// The keys and values of `ops` on configuration releases: each release at
 /// `releases/{namespace}/{service}/{name}/{revision, 20 digits}` (so that a document's releases
-/// sort by revision), a purge deleting it.
+/// sort by revision), written once; the state of the rollout of each candidate at
+/// `rollouts/{namespace}/{service}/{name}/{candidate, 20 digits}` (a promotion is said there:
+/// the release's own key is not written again); a purge deleting both.
 pub(super) fn fold_releases(ops: &[ReleaseOp]) -> Result<Folded, StoreError> {
+    let encode = |e| StoreError::new("cannot encode", e);
     let mut folded = Folded::new();
     for op in ops {
         match op {
             ReleaseOp::Put(release) => {
-                let value = serde_json::to_vec(&**release).map_err(|e| StoreError::new("cannot encode", e))?;
-                folded.insert(release_key(&release.key, release.meta.revision), Some(value));
+                let value = serde_json::to_vec(&**release).map_err(encode)?;
+                folded.insert(doc_key(RELEASES, &release.key, release.meta.revision), Some(value));
+            }
+            ReleaseOp::Promote(_) => {}
+            ReleaseOp::Rollout(kept) => {
+                let value = serde_json::to_vec(kept).map_err(encode)?;
+                folded.insert(doc_key(ROLLOUTS, &kept.key, kept.rollout.candidate), Some(value));
             }
             ReleaseOp::Purge { key, revision } => {
-                folded.insert(release_key(key, *revision), None);
+                folded.insert(doc_key(RELEASES, key, *revision), None);
+                folded.insert(doc_key(ROLLOUTS, key, *revision), None);
             }
         }
     }
     Ok(folded)
 }
 
-fn release_key(key: &DocKey, revision: u64) -> String {
-    format!("{RELEASES}{}/{revision:020}", key.path())
+/// `{part}{namespace}/{service}/{name}/{revision, 20 digits}`.
+fn doc_key(part: &str, key: &DocKey, revision: u64) -> String {
+    format!("{part}{}/{revision:020}", key.path())
 }
 
 /// What one catalog operation writes at one key (under the prefix).
