@@ -28,9 +28,6 @@ pub(crate) enum ApiError {
     /// A `Content-Encoding` other than identity or gzip.
     #[error("Content-Encoding {0:?} is not supported: send identity or gzip")]
     UnsupportedEncoding(String),
-    /// OTLP in protobuf.
-    #[error("OTLP protobuf is not supported: configure the exporter for http/json")]
-    OtlpProtobuf,
     /// The store refused the records.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -88,7 +85,6 @@ impl ApiError {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
-            Self::OtlpProtobuf => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Store(StoreError::Busy(_)) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Self::Store(StoreError::Write) => (StatusCode::INSUFFICIENT_STORAGE, "write_failed"),
             Self::Store(StoreError::Closed) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),

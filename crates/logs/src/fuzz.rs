@@ -19,11 +19,15 @@ fn the_ingest_formats_never_panic() {
         let now = SystemTime::UNIX_EPOCH;
         if let Ok(text) = std::str::from_utf8(bytes) {
             let _ = ingest::seed_line(text, now);
+            let _ = ingest::loki::labels(text);
+            let _ = crate::timestamp::parse(text);
         }
         let _ = ingest::native(bytes, false, now);
         let _ = ingest::native(bytes, true, now);
-        let _ = ingest::otlp(bytes, now);
-        let _ = ingest::loki(bytes);
+        let _ = ingest::otlp::json(bytes, now);
+        let _ = ingest::otlp::protobuf(bytes, now);
+        let _ = ingest::loki::json(bytes);
+        let _ = ingest::loki::protobuf(bytes);
     });
 }
 

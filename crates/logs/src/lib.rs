@@ -29,6 +29,7 @@ mod metrics;
 mod query;
 mod record;
 mod store;
+mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -41,12 +41,9 @@ impl Entry {
     pub(crate) fn new(record: &LogRecord, now: SystemTime) -> Result<Self, String> {
         let time = match &record.time {
             None => unix_nanos(now)?,
-            Some(RecordTime::UnixNanos(nanos)) => *nanos,
-            Some(RecordTime::Text(text)) => {
-                let parsed = humantime::parse_rfc3339_weak(text)
-                    .map_err(|e| format!("time {text:?} is not RFC 3339 in UTC: {e}"))?;
-                unix_nanos(parsed)?
-            }
+            Some(RecordTime::Epoch(count)) => crate::timestamp::from_epoch(*count)?,
+            Some(RecordTime::Seconds(seconds)) => crate::timestamp::from_seconds(*seconds)?,
+            Some(RecordTime::Text(text)) => crate::timestamp::parse(text)?,
         };
         Self::from_parts(time, &record.service, record.level, &record.message, &record.fields)
     }

@@ -229,7 +229,8 @@ fn print_record(out: &mut impl Write, record: &LogRecord, json: bool) -> anyhow:
     }
     let time = match &record.time {
         Some(RecordTime::Text(text)) => cli::printable(text).into_owned(),
-        Some(RecordTime::UnixNanos(nanos)) => nanos.to_string(),
+        Some(RecordTime::Epoch(count)) => count.to_string(),
+        Some(RecordTime::Seconds(seconds)) => seconds.to_string(),
         None => "-".to_owned(),
     };
     write!(

@@ -118,14 +118,19 @@ pub struct LogRecord {
     pub sender: Option<String>,
 }
 
-/// A record's time as written: RFC 3339 text, or Unix nanoseconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A record's time as written: RFC 3339 text (with any UTC offset), or a count since the Unix
+/// epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RecordTime {
-    /// `2026-11-25T12:00:00.123Z`
+    /// `2026-11-25T12:00:00.123Z`, `2026-11-25T13:00:00.123+01:00`
     Text(String),
-    /// Nanoseconds since the Unix epoch.
-    UnixNanos(i64),
+    /// An integer count since the Unix epoch, in seconds, milliseconds, microseconds or
+    /// nanoseconds: the log service tells the unit by its magnitude (below 10^11 seconds, below
+    /// 10^14 milliseconds, below 10^17 microseconds, nanoseconds above).
+    Epoch(i64),
+    /// Seconds since the Unix epoch with a fraction (`1764795600.25`).
+    Seconds(f64),
 }
 
 /// The answer to a batch: how many records were stored, and why each other one was not.
@@ -174,7 +179,7 @@ mod tests {
         let record: LogRecord =
             serde_json::from_str(r#"{"service":"A","message":"m","time":1700000000000000000}"#).expect("decodes");
         assert_eq!(record.level, Level::Info);
-        assert_eq!(record.time, Some(RecordTime::UnixNanos(1_700_000_000_000_000_000)));
+        assert_eq!(record.time, Some(RecordTime::Epoch(1_700_000_000_000_000_000)));
         assert!(record.fields.is_empty());
     }
 }

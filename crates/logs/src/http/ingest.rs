@@ -143,40 +143,65 @@ async fn native_batch(
     Ok(axum::Json(result).into_response())
 }
 
-/// OTLP/HTTP JSON logs: `{}` when all were stored, else `partialSuccess` with the count and why.
+/// True when the request says its body is protobuf.
+fn is_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("protobuf"))
+}
+
+/// OTLP/HTTP logs, JSON or protobuf: answered in the request's encoding, empty (`{}`) when all
+/// were stored, else `partialSuccess` with the count and why.
 #[tracing::instrument(level = "debug", skip_all)]
 async fn otlp(
     State(state): State<AppState>,
     IngestBody { sender, headers, body }: IngestBody,
 ) -> Result<Response, ApiError> {
-    let is_protobuf = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.contains("protobuf"));
-    if is_protobuf {
-        return Err(ApiError::OtlpProtobuf);
-    }
-    let parsed =
-        ingest::otlp(&body, SystemTime::now()).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
+    let protobuf = is_protobuf(&headers);
+    let parsed = if protobuf {
+        ingest::otlp::protobuf(&body, SystemTime::now())
+            .map_err(|reason| ApiError::bad_request("invalid_protobuf", reason))?
+    } else {
+        ingest::otlp::json(&body, SystemTime::now()).map_err(|reason| ApiError::bad_request("invalid_json", reason))?
+    };
     let result = store(&state, &sender, Format::Otlp, parsed).await?;
-    let answer = match result.rejected.first() {
+    let why = result.rejected.first().map(|first| {
+        format!(
+            "record {} (and {} more): {}",
+            first.index,
+            result.rejected.len() - 1,
+            first.reason
+        )
+    });
+    if protobuf {
+        let answer = ingest::otlp::protobuf_answer(result.rejected.len(), why);
+        return Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], answer).into_response());
+    }
+    let answer = match why {
         None => serde_json::json!({}),
-        Some(first) => serde_json::json!({"partialSuccess": {
+        Some(why) => serde_json::json!({"partialSuccess": {
             "rejectedLogRecords": result.rejected.len(),
-            "errorMessage": format!("record {} (and {} more): {}", first.index, result.rejected.len() - 1, first.reason),
+            "errorMessage": why,
         }}),
     };
     Ok(axum::Json(answer).into_response())
 }
 
-/// Loki's push API (JSON): 204 when every entry was stored; 400 naming the refused entries
-/// otherwise (the valid ones are stored: a Loki client does not retry a 400).
+/// Loki's push API, JSON or snappy-compressed protobuf: 204 when every entry was stored; 400
+/// naming the refused entries otherwise (the valid ones are stored: a Loki client does not
+/// retry a 400).
 #[tracing::instrument(level = "debug", skip_all)]
 async fn loki(
     State(state): State<AppState>,
-    IngestBody { sender, body, .. }: IngestBody,
+    IngestBody { sender, headers, body }: IngestBody,
 ) -> Result<StatusCode, ApiError> {
-    let parsed = ingest::loki(&body).map_err(|reason| ApiError::bad_request("invalid_json", reason))?;
+    let parsed = if is_protobuf(&headers) {
+        let raw = unsnappy(&body, state.max_body)?;
+        ingest::loki::protobuf(&raw).map_err(|reason| ApiError::bad_request("invalid_protobuf", reason))?
+    } else {
+        ingest::loki::json(&body).map_err(|reason| ApiError::bad_request("invalid_json", reason))?
+    };
     let result = store(&state, &sender, Format::Loki, parsed).await?;
     match result.rejected.first() {
         None => Ok(StatusCode::NO_CONTENT),
@@ -191,4 +216,16 @@ async fn loki(
             ),
         )),
     }
+}
+
+/// A snappy block (Loki's protobuf body) decompressed, refused before any allocation when it
+/// says it is larger than `max` bytes.
+fn unsnappy(body: &[u8], max: usize) -> Result<Vec<u8>, ApiError> {
+    let invalid =
+        |e: snap::Error| ApiError::bad_request("invalid_snappy", format!("the body is not a snappy block: {e}"));
+    let size = snap::raw::decompress_len(body).map_err(invalid)?;
+    if size > max {
+        return Err(ApiError::TooLarge(max));
+    }
+    snap::raw::Decoder::new().decompress_vec(body).map_err(invalid)
 }

@@ -83,19 +83,23 @@ impl Params {
     }
 }
 
+/// A `since`/`until` bound: a timestamp as `crate::timestamp` reads it, or a duration ago
+/// (`15m`).
 fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
     let text = text.trim();
-    if let Ok(nanos) = text.parse::<i64>() {
+    if let Ok(nanos) = crate::timestamp::parse(text) {
         return Ok(nanos);
     }
-    let time = humantime::parse_rfc3339_weak(text)
-        .or_else(|_| humantime::parse_duration(text).map(|ago| SystemTime::now() - ago))
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_time",
-                format!("{name}={text:?} is neither RFC 3339, Unix nanoseconds, nor a duration ago such as 15m"),
-            )
-        })?;
+    let ago = humantime::parse_duration(text).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_time",
+            format!(
+                "{name}={text:?} is not a time: send {}, or a duration ago such as 15m",
+                crate::timestamp::ACCEPTED
+            ),
+        )
+    })?;
+    let time = SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH);
     unix_nanos(time).map_err(|e| ApiError::bad_request("invalid_time", format!("{name}: {e}")))
 }
 

@@ -113,6 +113,140 @@ async fn loki_pushes_from_python_logging_loki_get_204_and_keep_their_labels() {
 }
 
 #[tokio::test]
+async fn the_python_opentelemetry_sdks_protobuf_plain_or_gzip_is_stored_with_its_attributes() {
+    let logs = TestLogs::spawn().await;
+    for name in [
+        "otel-python-proto-logs-request.http",
+        "otel-python-proto-gzip-logs-request.http",
+    ] {
+        let response = send_raw(&logs.address, &fixture(&format!("log-shippers/{name}"))).await;
+        assert_eq!(response.status, 200, "{name}");
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/x-protobuf"),
+            "answered in protobuf: {name}"
+        );
+        assert!(
+            response.body.is_empty(),
+            "an empty ExportLogsServiceResponse: every record stored"
+        );
+    }
+    let page = logs.query("service=GradingService").await;
+    assert_eq!(page.records.len(), 2);
+    let record = &page.records[0];
+    assert_eq!(record.level, Level::Warn);
+    assert_eq!(record.message, "grade store slow: 250 ms");
+    assert_eq!(record.fields["student_id"], json!(7));
+    assert_eq!(record.fields["retry"], json!(true));
+    assert_eq!(record.fields["otel.scope"], json!("grading"));
+}
+
+#[tokio::test]
+async fn winston_lokis_snappy_protobuf_push_gets_204_and_keeps_its_labels() {
+    let logs = TestLogs::spawn().await;
+    let fixture = fixture("log-shippers/winston-loki-protobuf-push-request.http");
+    let response = send_raw(&logs.address, &fixture).await;
+    assert_eq!(response.status, 204);
+    let page = logs.query("service=Portal&level=error").await;
+    assert_eq!(page.records.len(), 1, "service from app, level from the level label");
+    let record = &page.records[0];
+    assert!(record.message.starts_with("grading answered 503"), "{}", record.message);
+    assert_eq!(record.fields["route"], json!("/grades"));
+    assert_eq!(record.fields["env"], json!("dev"));
+}
+
+/// Sends `body` to `path` as `content_type`; the status and the JSON error's code.
+async fn refused(logs: &TestLogs, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+    let response = logs
+        .http
+        .post(format!("{}{path}", logs.url))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let error: ErrorBody = response.json().await.expect("a JSON error");
+    (status, error.error)
+}
+
+#[tokio::test]
+async fn protobuf_that_does_not_decode_or_inflate_is_refused_and_a_snappy_bomb_before_it_inflates() {
+    let logs = TestLogs::spawn_with(|c| c.max_body = bytesize::ByteSize::kib(64)).await;
+    let protobuf = "application/x-protobuf";
+    let garbage = vec![0xff; 32];
+    assert_eq!(
+        refused(&logs, "/v1/logs", protobuf, garbage.clone()).await,
+        (400, "invalid_protobuf".to_owned())
+    );
+    assert_eq!(
+        refused(&logs, "/loki/api/v1/push", protobuf, garbage).await,
+        (400, "invalid_snappy".to_owned())
+    );
+    let not_loki = snap::raw::Encoder::new().compress_vec(&[0xff; 32]).expect("compress");
+    assert_eq!(
+        refused(&logs, "/loki/api/v1/push", protobuf, not_loki).await,
+        (400, "invalid_protobuf".to_owned())
+    );
+    // 1 MiB of one byte compresses to about 48 KiB of snappy, under the limit: refused 413 from
+    // the size it declares, before it inflates; a snappy header that claims 4 GiB the same.
+    let bomb = snap::raw::Encoder::new()
+        .compress_vec(&vec![b'a'; 1 << 20])
+        .expect("compress");
+    assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+    assert_eq!(
+        refused(&logs, "/loki/api/v1/push", protobuf, bomb).await,
+        (413, "too_large".to_owned())
+    );
+    let liar = vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+    assert_eq!(
+        refused(&logs, "/loki/api/v1/push", protobuf, liar).await,
+        (413, "too_large".to_owned())
+    );
+    assert!(logs.query("").await.records.is_empty(), "nothing was stored");
+}
+
+#[tokio::test]
+async fn times_with_an_offset_or_in_any_epoch_unit_land_at_the_same_instant() {
+    let logs = TestLogs::spawn().await;
+    let forms = [
+        json!("2026-12-03T20:00:00Z"),
+        json!("2026-12-03T21:00:00+01:00"),
+        json!(1_796_328_000_i64),
+        json!(1_796_328_000_000_i64),
+        json!(1_796_328_000_000_000_i64),
+        json!(1_796_328_000_000_000_000_i64),
+        json!(1_796_328_000.0),
+    ];
+    let batch: Vec<_> = forms
+        .iter()
+        .map(|time| json!({"service": "Clock", "message": time.to_string(), "time": time}))
+        .collect();
+    let result: BatchResult = logs.post_records(&json!(batch)).await.json().await.expect("a result");
+    assert_eq!(
+        (result.accepted, result.rejected.len()),
+        (forms.len(), 0),
+        "{:?}",
+        result.rejected
+    );
+    // Every form names the same instant: a window of one second around it holds them all.
+    let window = "service=Clock&since=2026-12-03T20:59:59.5%2B01:00&until=2026-12-03T20:00:00.5Z";
+    assert_eq!(logs.query(window).await.records.len(), forms.len());
+
+    let result: BatchResult = logs
+        .post_records(&json!([{"service": "Clock", "message": "m", "time": "3 Dec 2026"}]))
+        .await
+        .json()
+        .await
+        .expect("a result");
+    let reason = &result.rejected[0].reason;
+    assert!(
+        reason.contains("RFC 3339") && reason.contains("milliseconds"),
+        "names the forms: {reason}"
+    );
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_json_error_that_says_what_is_wrong() {
     let logs = TestLogs::spawn_with(|c| c.max_body = bytesize::ByteSize::kib(4)).await;
     let cases: [(&str, Vec<u8>, u16, &str); 4] = [
