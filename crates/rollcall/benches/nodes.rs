@@ -99,6 +99,65 @@ fn at_once(loads: &[Load], urls: &[String]) -> f64 {
     })
 }
 
+/// Where the machine's CPU time went: its busy and total clock ticks (`/proc/stat`), and the
+/// CPU seconds used so far by etcd and by the registry nodes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    busy: f64,
+    total: f64,
+    etcd: f64,
+    nodes: f64,
+}
+
+impl Cpu {
+    fn now(etcd: u32, nodes: &[u32]) -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .expect("the cpu line")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+        let total: f64 = ticks.iter().take(8).sum();
+        let idle = ticks[3] + ticks[4];
+        Self {
+            busy: total - idle,
+            total,
+            etcd: rollcall_testkit::cpu_and_rss(etcd).0,
+            nodes: nodes.iter().map(|pid| rollcall_testkit::cpu_and_rss(*pid).0).sum(),
+        }
+    }
+
+    /// What was used from `self` to `later`, summed into `into`.
+    fn add_until(self, later: Self, into: &mut Self) {
+        into.busy += later.busy - self.busy;
+        into.total += later.total - self.total;
+        into.etcd += later.etcd - self.etcd;
+        into.nodes += later.nodes - self.nodes;
+    }
+
+    /// Busy cores of the machine, on average.
+    fn busy_cores(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+        self.busy / self.total * cores
+    }
+
+    /// Busy cores, and the CPU etcd and the registry nodes used per 1,000 `requests` (or
+    /// deliveries).
+    fn describe(&self, requests: f64) -> String {
+        let per_thousand = |seconds: f64| seconds * 1e3 / (requests / 1e3);
+        format!(
+            "{:.2} cores busy; CPU per 1,000: etcd {:.0} ms, registry nodes {:.0} ms",
+            self.busy_cores(),
+            per_thousand(self.etcd),
+            per_thousand(self.nodes)
+        )
+    }
+}
+
 fn median(mut rates: Vec<f64>) -> f64 {
     rates.sort_by(f64::total_cmp);
     rates[rates.len() / 2]
@@ -119,23 +178,46 @@ async fn writes() {
     let puts = Load::new(CONNECTIONS, WINDOW).script(ETCD_PUT_SCRIPT);
     let urls: Vec<String> = three.iter().map(|n| n.url.clone()).collect();
     let etcd_url = etcd.endpoints()[0].clone();
-    let (one, all, reference) = tokio::task::spawn_blocking(move || {
-        let (mut one, mut all, mut reference) = (Vec::new(), Vec::new(), Vec::new());
+    let pids = (
+        etcd.pid(0).expect("etcd runs"),
+        three.iter().map(ServerProcess::pid).collect::<Vec<_>>(),
+    );
+    // Each kind of run: its rates, and where the CPU went during it (with the requests made).
+    let [reference, one, all] = tokio::task::spawn_blocking(move || {
+        let measured = |run: &dyn Fn() -> f64, rates: &mut Vec<f64>, cpu: &mut (Cpu, f64)| {
+            let before = Cpu::now(pids.0, &pids.1);
+            let rate = run();
+            before.add_until(Cpu::now(pids.0, &pids.1), &mut cpu.0);
+            cpu.1 += rate * WINDOW.as_secs_f64();
+            rates.push(rate);
+        };
+        let mut kinds: [(Vec<f64>, (Cpu, f64)); 3] = Default::default();
         for _ in 0..RUNS {
-            reference.push(puts.run(&etcd_url).requests_per_second);
-            one.push(at_once(&one_load, &urls[..1]));
-            all.push(at_once(&three_load, &urls));
+            let [reference, one, all] = &mut kinds;
+            measured(
+                &|| puts.run(&etcd_url).requests_per_second,
+                &mut reference.0,
+                &mut reference.1,
+            );
+            measured(&|| at_once(&one_load, &urls[..1]), &mut one.0, &mut one.1);
+            measured(&|| at_once(&three_load, &urls), &mut all.0, &mut all.1);
         }
-        (median(one), median(all), median(reference))
+        kinds.map(|(rates, (cpu, requests))| (median(rates), cpu.describe(requests)))
     })
     .await
     .expect("load");
     let target = 0.8;
     println!(
-        "durable registrations over etcd (wrk, {CONNECTIONS} connections, median of {RUNS} x {WINDOW:?}, interleaved): through 1 node {one:.0}/s, through 3 nodes {all:.0}/s | etcd 3.4 durable puts {reference:.0}/s | 1 node / etcd {:.2}, 3 nodes / etcd {:.2} | target >= {target}: {}",
-        one / reference,
-        all / reference,
-        verdict(one / reference >= target && all / reference >= target)
+        "durable registrations over etcd (wrk, {CONNECTIONS} connections, median of {RUNS} x {WINDOW:?}, interleaved): through 1 node {:.0}/s ({}), through 3 nodes {:.0}/s ({}) | etcd 3.4 durable puts {:.0}/s ({}) | 1 node / etcd {:.2}, 3 nodes / etcd {:.2} | target >= {target}: {}",
+        one.0,
+        one.1,
+        all.0,
+        all.1,
+        reference.0,
+        reference.1,
+        one.0 / reference.0,
+        all.0 / reference.0,
+        verdict(one.0 / reference.0 >= target && all.0 / reference.0 >= target)
     );
 }
 
@@ -324,18 +406,30 @@ async fn fan_out() {
     seed_fan_out_once(&http, &one[0].url, &dependents, LONG).await;
     let count = trials(30);
     let (mut spread, mut alone) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    let (three_pids, one_pids): (Vec<u32>, Vec<u32>) =
+        (three.iter().map(ServerProcess::pid).collect(), vec![one[0].pid()]);
+    let (etcd_three_pid, etcd_one_pid) = (etcd_three.pid(0).expect("etcd"), etcd_one.pid(0).expect("etcd"));
+    let (mut spread_cpu, mut alone_cpu) = (Cpu::default(), Cpu::default());
     for trial in 0..count {
+        let before = Cpu::now(etcd_three_pid, &three_pids);
         spread.push(seed_fan_out_once(&http, &three[trial % 3].url, &dependents, LONG).await);
+        before.add_until(Cpu::now(etcd_three_pid, &three_pids), &mut spread_cpu);
+        let before = Cpu::now(etcd_one_pid, &one_pids);
         alone.push(seed_fan_out_once(&http, &one[0].url, &dependents, LONG).await);
+        before.add_until(Cpu::now(etcd_one_pid, &one_pids), &mut alone_cpu);
     }
+    // Deliveries made in all: each change reaches every dependent.
+    let deliveries = (count * SUBSCRIBERS) as f64;
     let (spread_median, spread_p99) = median_p99(&mut spread);
     let (alone_median, alone_p99) = median_p99(&mut alone);
     println!(
-        "fan-out of one change to {SUBSCRIBERS} dependents over etcd ({count} trials, interleaved): spread over 3 nodes median {} p99 {} | 1 node median {} p99 {} | median ratio {:.2} | target no slower (median ratio <= 1.00): {}",
+        "fan-out of one change to {SUBSCRIBERS} dependents over etcd ({count} trials, interleaved): spread over 3 nodes median {} p99 {} ({}) | 1 node median {} p99 {} ({}) | median ratio {:.2} | target no slower (median ratio <= 1.00): {}",
         ms(spread_median),
         ms(spread_p99),
+        spread_cpu.describe(deliveries),
         ms(alone_median),
         ms(alone_p99),
+        alone_cpu.describe(deliveries),
         spread_median.as_secs_f64() / alone_median.as_secs_f64(),
         verdict(spread_median <= alone_median)
     );
