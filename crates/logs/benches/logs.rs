@@ -1,12 +1,14 @@
 //! Log service benchmark: durable ingest, the seed one-line path, and queries over a large store,
 //! each beside a baseline measured in the same run.
 //!
-//! Run with `cargo bench -p rollcall-logs --bench logs` (sections `ingest`, `seed`, `query`:
+//! Run with `cargo bench -p rollcall-logs --bench logs` (sections `ingest`, `formats`, `seed`, `query`:
 //! `... -- query`). The log service runs in this process on 127.0.0.1 with its data in a
 //! temporary directory on the project's disk; so do the load generators.
 //! - ingest: 8 clients posting NDJSON batches of 1,000 records of about 200 bytes, each answered
 //!   once durable, in five 2 s rounds alternating with the baseline: the same batch bytes
 //!   appended to a file and fsynced, one batch at a time, by a bare loop;
+//! - formats: the same batches as OTLP and Loki, each in JSON and in protobuf (Loki's with
+//!   snappy), 8 clients, five 2 s rounds per format in turn: protobuf beside JSON;
 //! - seed: wrk posting one `/log` line per request with 8, 128 and 512 connections, median of
 //!   three 5 s runs each, interleaved run by run with the Go original (`benches/go_original/main.go`,
 //!   built with Go; `scripts/bench` installs wrk and Go) under the same load; at 512 connections also with an
@@ -120,6 +122,31 @@ async fn post_batches(
     duration: Duration,
     target: u64,
 ) -> (u64, u64, Duration) {
+    post_as(url, &NDJSON, bodies, clients, duration, target).await
+}
+
+/// How a batch is posted: where, and as what.
+struct Format {
+    name: &'static str,
+    path: &'static str,
+    content_type: &'static str,
+}
+
+const NDJSON: Format = Format {
+    name: "native NDJSON",
+    path: "/v1/records",
+    content_type: "application/x-ndjson",
+};
+
+/// [`post_batches`] for any format.
+async fn post_as(
+    url: &str,
+    format: &Format,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    clients: usize,
+    duration: Duration,
+    target: u64,
+) -> (u64, u64, Duration) {
     let http = http();
     let records = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -128,11 +155,12 @@ async fn post_batches(
     for client in 0..clients {
         let (http, url, bodies, records, bytes) = (
             http.clone(),
-            format!("{url}/v1/records"),
+            format!("{url}{}", format.path),
             Arc::clone(bodies),
             Arc::clone(&records),
             Arc::clone(&bytes),
         );
+        let content_type = format.content_type;
         tasks.spawn(async move {
             let mut n = client;
             while started.elapsed() < duration && records.load(Ordering::Relaxed) < target {
@@ -141,12 +169,16 @@ async fn post_batches(
                 let size = body.len() as u64;
                 let response = http
                     .post(&url)
-                    .header("content-type", "application/x-ndjson")
+                    .header("content-type", content_type)
                     .body(body)
                     .send()
                     .await
                     .expect("POST");
-                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+                assert!(
+                    response.status().is_success(),
+                    "{}",
+                    response.text().await.unwrap_or_default()
+                );
                 records.fetch_add(1000, Ordering::Relaxed);
                 bytes.fetch_add(size, Ordering::Relaxed);
             }
@@ -223,6 +255,233 @@ async fn ingest_section() {
         ours / theirs,
         verdict(ours / theirs >= 0.5)
     );
+    stop(logs).await;
+}
+
+/// The records of [`batch`] `seed`, one by one: service, level, message, and the status field.
+fn records(seed: usize) -> Vec<(String, &'static str, String)> {
+    (0..1000)
+        .map(|i| {
+            let n = seed * 1000 + i;
+            let level = if (n / 10) % 1000 == 7 {
+                "error"
+            } else if (n / 10) % 20 == 3 {
+                "warn"
+            } else {
+                "info"
+            };
+            let message = format!(
+                "request {n} served for student {} in {} ms with grade book revision {}",
+                n % 9973,
+                n % 97,
+                n % 100_003
+            );
+            (format!("svc-{}", n % SERVICES), level, message)
+        })
+        .collect()
+}
+
+/// Batch `seed` as OTLP: one resource per service, the fields as attributes.
+fn otlp_batch(seed: usize, now: u64) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let value = |v: Value| Some(AnyValue { value: Some(v) });
+    let attribute = |key: &str, v: Value| KeyValue {
+        key: key.to_owned(),
+        value: value(v),
+        ..KeyValue::default()
+    };
+    let mut by_service: std::collections::BTreeMap<String, Vec<LogRecord>> = std::collections::BTreeMap::new();
+    for (service, level, message) in records(seed) {
+        by_service.entry(service).or_default().push(LogRecord {
+            time_unix_nano: now,
+            severity_text: level.to_owned(),
+            body: value(Value::StringValue(message)),
+            attributes: vec![
+                attribute("route", Value::StringValue("/students".to_owned())),
+                attribute("status", Value::IntValue(200)),
+            ],
+            ..LogRecord::default()
+        });
+    }
+    let resource_logs = by_service
+        .into_iter()
+        .map(|(service, log_records)| ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![attribute("service.name", Value::StringValue(service))],
+                ..Resource::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        })
+        .collect();
+    opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest { resource_logs }
+}
+
+/// The same request in OTLP's JSON encoding.
+fn otlp_json(request: &opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest) -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => serde_json::json!({"stringValue": s}),
+        Some(Value::IntValue(i)) => serde_json::json!({"intValue": i.to_string()}),
+        _ => serde_json::Value::Null,
+    };
+    let attributes = |list: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+        list.iter()
+            .map(|kv| serde_json::json!({"key": kv.key, "value": text(&kv.value)}))
+            .collect::<Vec<_>>()
+    };
+    let resources: Vec<_> = request
+        .resource_logs
+        .iter()
+        .map(|r| {
+            let records: Vec<_> = r.scope_logs[0]
+                .log_records
+                .iter()
+                .map(|l| {
+                    serde_json::json!({
+                        "timeUnixNano": l.time_unix_nano.to_string(),
+                        "severityText": l.severity_text,
+                        "body": text(&l.body),
+                        "attributes": attributes(&l.attributes),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "resource": {"attributes": attributes(&r.resource.as_ref().expect("resource").attributes)},
+                "scopeLogs": [{"logRecords": records}],
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"resourceLogs": resources})).expect("JSON")
+}
+
+/// Batch `seed` as a Loki push: one stream per service and level, the fields as structured
+/// metadata; JSON, and snappy-compressed protobuf.
+fn loki_batches(seed: usize, now: u64) -> (Vec<u8>, Vec<u8>) {
+    use prost::Message;
+    use rollcall_logs::loki_push::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
+    let mut streams: std::collections::BTreeMap<(String, &str), Vec<String>> = std::collections::BTreeMap::new();
+    for (service, level, message) in records(seed) {
+        streams.entry((service, level)).or_default().push(message);
+    }
+    let metadata = [("route", "/students"), ("status", "200")];
+    let json_streams: Vec<_> = streams
+        .iter()
+        .map(|((service, level), lines)| {
+            let values: Vec<_> = lines
+                .iter()
+                .map(|line| serde_json::json!([now.to_string(), line, {"route": "/students", "status": "200"}]))
+                .collect();
+            serde_json::json!({"stream": {"service_name": service, "level": level}, "values": values})
+        })
+        .collect();
+    let json = serde_json::to_vec(&serde_json::json!({"streams": json_streams})).expect("JSON");
+    let at = Timestamp {
+        seconds: i64::try_from(now / 1_000_000_000).expect("seconds"),
+        nanos: i32::try_from(now % 1_000_000_000).expect("nanos"),
+    };
+    let push = PushRequest {
+        streams: streams
+            .into_iter()
+            .map(|((service, level), lines)| StreamAdapter {
+                labels: format!("{{service_name=\"{service}\", level=\"{level}\"}}"),
+                entries: lines
+                    .into_iter()
+                    .map(|line| EntryAdapter {
+                        timestamp: Some(at),
+                        line,
+                        structured_metadata: metadata
+                            .iter()
+                            .map(|(name, value)| LabelPairAdapter {
+                                name: (*name).to_owned(),
+                                value: (*value).to_owned(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let protobuf = snap::raw::Encoder::new()
+        .compress_vec(&push.encode_to_vec())
+        .expect("snappy");
+    (json, protobuf)
+}
+
+/// The same records posted as OTLP and Loki, JSON and protobuf, round by round in turn.
+async fn formats_section() {
+    use prost::Message;
+    const FORMATS: [Format; 4] = [
+        Format {
+            name: "OTLP JSON",
+            path: "/v1/logs",
+            content_type: "application/json",
+        },
+        Format {
+            name: "OTLP protobuf",
+            path: "/v1/logs",
+            content_type: "application/x-protobuf",
+        },
+        Format {
+            name: "Loki JSON",
+            path: "/loki/api/v1/push",
+            content_type: "application/json",
+        },
+        Format {
+            name: "Loki protobuf + snappy",
+            path: "/loki/api/v1/push",
+            content_type: "application/x-protobuf",
+        },
+    ];
+    println!(
+        "== ingest by format: the same batches of 1,000 records (~200 B each) as OTLP and Loki, JSON and protobuf, 8 clients; 5 rounds of 2 s per format, in turn"
+    );
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos(),
+    )
+    .expect("before 2262");
+    let mut bodies: [Vec<Vec<u8>>; 4] = Default::default();
+    for seed in 0..64 {
+        let otlp = otlp_batch(seed, now);
+        bodies[0].push(otlp_json(&otlp));
+        bodies[1].push(otlp.encode_to_vec());
+        let (json, protobuf) = loki_batches(seed, now);
+        bodies[2].push(json);
+        bodies[3].push(protobuf);
+    }
+    let bodies = bodies.map(Arc::new);
+    let logs = start_logs().await;
+    let mut totals = [(0_u64, 0_u64, Duration::ZERO); 4];
+    for _ in 0..5 {
+        for (n, format) in FORMATS.iter().enumerate() {
+            let (r, b, e) = post_as(&logs.url, format, &bodies[n], 8, Duration::from_secs(2), u64::MAX).await;
+            totals[n] = (totals[n].0 + r, totals[n].1 + b, totals[n].2 + e);
+        }
+    }
+    let rates = totals.map(|(records, _, elapsed)| rate(records, elapsed));
+    for (n, format) in FORMATS.iter().enumerate() {
+        println!(
+            "{:<24} {:>9.0} records/s  {:>6.1} MB/s sent",
+            format.name,
+            rates[n],
+            rate(totals[n].1, totals[n].2) / 1e6
+        );
+    }
+    for (json, protobuf, name) in [(0, 1, "OTLP"), (2, 3, "Loki")] {
+        let ratio = rates[protobuf] / rates[json];
+        println!(
+            "{name}: protobuf / JSON {ratio:.2} | target protobuf at least as fast as JSON and >= 500,000 records/s: {}",
+            verdict(ratio >= 1.0 && rates[protobuf] >= 500_000.0)
+        );
+    }
     stop(logs).await;
 }
 
@@ -539,6 +798,9 @@ fn main() {
     runtime.block_on(async {
         if wanted("ingest") {
             ingest_section().await;
+        }
+        if wanted("formats") {
+            formats_section().await;
         }
         if wanted("seed") {
             seed_section().await;

@@ -38,6 +38,7 @@ use rollcall_client::{LogShipping, RunningService, Service, StartError};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{DEFAULT_LISTEN, LogsConfig};
+pub use ingest::loki::proto as loki_push;
 pub use metrics::Metrics;
 pub use store::{StoreConfig, StoreError};
 

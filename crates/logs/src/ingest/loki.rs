@@ -159,50 +159,61 @@ pub(crate) fn labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(labels)
 }
 
-mod proto {
-    //! `PushRequest` as Loki's `pkg/push/push.proto` puts it on the wire.
+pub mod proto {
+    //! `PushRequest` as Loki's `pkg/push/push.proto` puts it on the wire (public for clients
+    //! and benchmarks that send Loki's protobuf: encode, then snappy-compress the block).
 
     /// The request: its streams.
     #[derive(Clone, PartialEq, prost::Message)]
-    pub(super) struct PushRequest {
+    pub struct PushRequest {
+        /// Its streams.
         #[prost(message, repeated, tag = "1")]
         pub streams: Vec<StreamAdapter>,
     }
 
     /// One stream: its labels as text and its entries.
     #[derive(Clone, PartialEq, prost::Message)]
-    pub(super) struct StreamAdapter {
+    pub struct StreamAdapter {
+        /// Its labels, `{name="value", ...}`.
         #[prost(string, tag = "1")]
         pub labels: String,
+        /// Its entries.
         #[prost(message, repeated, tag = "2")]
         pub entries: Vec<EntryAdapter>,
     }
 
     /// One entry.
     #[derive(Clone, PartialEq, prost::Message)]
-    pub(super) struct EntryAdapter {
+    pub struct EntryAdapter {
+        /// When it happened.
         #[prost(message, optional, tag = "1")]
         pub timestamp: Option<Timestamp>,
+        /// The log line.
         #[prost(string, tag = "2")]
         pub line: String,
+        /// Its structured metadata.
         #[prost(message, repeated, tag = "3")]
         pub structured_metadata: Vec<LabelPairAdapter>,
     }
 
     /// One label of structured metadata.
     #[derive(Clone, PartialEq, prost::Message)]
-    pub(super) struct LabelPairAdapter {
+    pub struct LabelPairAdapter {
+        /// The label's name.
         #[prost(string, tag = "1")]
         pub name: String,
+        /// Its value.
         #[prost(string, tag = "2")]
         pub value: String,
     }
 
     /// `google.protobuf.Timestamp`.
     #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-    pub(super) struct Timestamp {
+    pub struct Timestamp {
+        /// Whole seconds since the Unix epoch.
         #[prost(int64, tag = "1")]
         pub seconds: i64,
+        /// Nanoseconds within the second.
         #[prost(int32, tag = "2")]
         pub nanos: i32,
     }
