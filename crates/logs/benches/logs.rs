@@ -325,7 +325,10 @@ fn otlp_batch(seed: usize, now: u64) -> opentelemetry_proto::tonic::collector::l
 /// The same request in OTLP's JSON encoding.
 fn otlp_json(request: &opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest) -> Vec<u8> {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v.as_ref().and_then(|v| v.value.as_ref()) {
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
         Some(Value::StringValue(s)) => serde_json::json!({"stringValue": s}),
         Some(Value::IntValue(i)) => serde_json::json!({"intValue": i.to_string()}),
         _ => serde_json::Value::Null,

@@ -12,6 +12,7 @@ mod audited;
 mod caller;
 mod config;
 mod config_push;
+mod discovery;
 mod events;
 #[cfg(test)]
 mod fuzz;
@@ -68,6 +69,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .merge(events::router())
         .merge(metrics::router())
         .merge(nodes::router())
+        .merge(discovery::router())
         .merge(crate::ui::router())
         .route_layer(middleware::from_fn_with_state(core.clone(), caller::require_read));
     let routes = Router::new().merge(writes).merge(reads).merge(openapi::router());

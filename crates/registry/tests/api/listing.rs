@@ -126,6 +126,7 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         ("/v1/events", "get"),
         ("/metrics", "get"),
         ("/v1/nodes", "get"),
+        ("/v1/sd/prometheus", "get"),
         ("/v1/openapi.json", "get"),
         ("/v1/tokens", "get"),
         ("/v1/tokens", "post"),
@@ -173,7 +174,7 @@ async fn the_openapi_document_describes_every_endpoint_served() {
         }
     }
     let paths = document["paths"].as_object().expect("paths").len();
-    assert_eq!(paths, 25, "a path is described that the list above does not check");
+    assert_eq!(paths, 26, "a path is described that the list above does not check");
 }
 
 #[tokio::test]

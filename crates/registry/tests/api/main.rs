@@ -6,6 +6,7 @@ mod checks;
 mod config;
 mod config_hooks;
 mod dashboard;
+mod discovery;
 mod events;
 mod guard;
 mod health;
