@@ -12,12 +12,14 @@
 //! - [`serve`]: the accept loop every server runs instead of `axum::serve`: a cap on open
 //!   connections sized from the process's open-files limit, a header-read timeout that is also
 //!   the idle keep-alive timeout, the peer's address for handlers, and a graceful stop;
+//! - [`observe`]: what every `/metrics` shows (build, process, request durations by route);
 //! - [`Tls`]: HTTPS with rustls (`--tls-cert`, `--tls-key`: [`TlsArgs`]), the certificate
 //!   reloaded from its files without dropping open connections.
 
 pub mod answer;
 mod credentials;
 mod defences;
+pub mod observe;
 mod server;
 mod tls;
 

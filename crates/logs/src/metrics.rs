@@ -39,6 +39,8 @@ impl Format {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Request durations by route, and what every service shows (`rollcall_http::observe`).
+    pub http: rollcall_http::observe::HttpMetrics,
     /// Records accepted, indexed by `Format as usize`.
     accepted: [Counter; 4],
     /// Records rejected, indexed by `Format as usize`.
@@ -71,7 +73,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("rollcall_logs");
+        let mut root = Registry::with_prefix("rollcall");
+        let http = rollcall_http::observe::register(&mut root, "logs", env!("CARGO_PKG_VERSION"));
+        let registry = root.sub_registry_with_prefix("logs");
         let accepted = Family::<Label, Counter>::default();
         registry.register(
             "records_accepted",
@@ -135,7 +139,8 @@ impl Default for Metrics {
             queued_bytes.clone(),
         );
         Self {
-            registry,
+            registry: root,
+            http,
             accepted,
             rejected,
             records_stored,

@@ -24,6 +24,8 @@ fn label(name: &'static str, value: &'static str) -> Label {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Request durations by route, and what every service shows (`rollcall_http::observe`).
+    pub http: rollcall_http::observe::HttpMetrics,
     instances: Family<Label, Gauge>,
     queues: Gauge,
     queues_behind: Gauge,
@@ -75,6 +77,7 @@ impl Default for Metrics {
     #[expect(clippy::too_many_lines, reason = "one registration per metric, read top to bottom")]
     fn default() -> Self {
         let mut registry = Registry::with_prefix("rollcall");
+        let http = rollcall_http::observe::register(&mut registry, "registry", env!("CARGO_PKG_VERSION"));
         let instances = Family::<Label, Gauge>::default();
         registry.register("instances", "Registered instances by health state", instances.clone());
         let queues = Gauge::default();
@@ -196,6 +199,7 @@ impl Default for Metrics {
         let config_rejected = counter(&config_acks, "status", "rejected");
         Self {
             registry,
+            http,
             instances,
             queues,
             queues_behind,

@@ -391,8 +391,13 @@ impl ServiceBuilder {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned));
         let guard = Guard::new(self.allowed_hosts.iter().cloned().chain(advertised_host));
-        let app = routes::router(self.providers.clone(), Arc::clone(&probes), self.router)
-            .layer(Defences::new(guard, WriteLimits::default()));
+        let app = routes::router(
+            self.providers.clone(),
+            Arc::clone(&probes),
+            self.router,
+            &registration.service_name,
+        )
+        .layer(Defences::new(guard, WriteLimits::default()));
         let stop_serving = CancellationToken::new();
         let tls = match self.tls.files() {
             Some((cert, key)) => Some(rollcall_http::Tls::load(cert, key, stop_serving.clone())?),

@@ -61,7 +61,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(records::router())
         .route("/metrics", get(metrics));
+    let track = axum::middleware::from_fn_with_state(state.store.metrics().http.clone(), rollcall_http::observe::track);
     json_fallbacks(routes)
+        .layer(track)
         // Compressed bodies are limited again after decompression (see `ingest::IngestBody`).
         .layer(DefaultBodyLimit::max(state.max_body))
         .with_state(state)

@@ -81,7 +81,9 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         timeout: request_timeout + Duration::from_secs(1),
     };
     let defences = Defences::new(Guard::new(&core.config.allowed_hosts), writes_in_flight);
+    let track = middleware::from_fn_with_state(core.metrics.http.clone(), rollcall_http::observe::track);
     json_fallbacks(routes)
+        .layer(track)
         .layer(defences)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A 500 here is the seed's answer to an unknown deregistration, not a fault: log at debug.

@@ -6,6 +6,7 @@ mod durability;
 mod hardening;
 mod logs;
 mod nodes;
+mod observed;
 mod registry;
 mod rolling;
 mod services;

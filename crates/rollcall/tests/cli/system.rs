@@ -26,7 +26,7 @@ fn up_command(data: &Path) -> tokio::process::Command {
 }
 
 /// `rollcall up` running, its stdout piped.
-fn spawn_up(data: &Path) -> tokio::process::Child {
+pub(crate) fn spawn_up(data: &Path) -> tokio::process::Child {
     up_command(data)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -35,10 +35,10 @@ fn spawn_up(data: &Path) -> tokio::process::Child {
 }
 
 /// What `rollcall up` prints, line by line.
-type Printed = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+pub(crate) type Printed = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
 
 /// The next line `rollcall up` prints, within the deadline.
-async fn next_line(lines: &mut Printed) -> String {
+pub(crate) async fn next_line(lines: &mut Printed) -> String {
     tokio::time::timeout(DEADLINE, lines.next_line())
         .await
         .expect("a line in time")
@@ -47,7 +47,7 @@ async fn next_line(lines: &mut Printed) -> String {
 }
 
 /// The service URLs in the next `count` lines `rollcall up` prints (`name url` each), by name.
-async fn urls_printed(lines: &mut Printed, count: usize) -> BTreeMap<String, String> {
+pub(crate) async fn urls_printed(lines: &mut Printed, count: usize) -> BTreeMap<String, String> {
     let mut urls = BTreeMap::new();
     for _ in 0..count {
         let line = next_line(lines).await;

@@ -1,0 +1,135 @@
+//! Every service observed: a real Prometheus (Debian's, installed by `scripts/install test`)
+//! finds the four services through the registry's HTTP service discovery, with the
+//! `prometheus.yml` of docs/examples, scrapes each one's `/metrics`, and follows an instance
+//! that leaves.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use rollcall_testkit::{DEADLINE, eventually, get_json, http_client};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+
+use crate::system::{next_line, spawn_up, urls_printed};
+
+/// A loopback port nobody listens on right now (Prometheus cannot tell which port it took).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Prometheus with the documented configuration pointed at `registry`, every interval 1 s;
+/// its API's base URL.
+fn start_prometheus(dir: &Path, registry: &str) -> (tokio::process::Child, String) {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/examples/prometheus.yml"
+    ))
+    .expect("docs/examples/prometheus.yml");
+    let config = example
+        .replace("http://127.0.0.1:3000", registry)
+        .replace("15s", "1s")
+        .replace("30s", "1s");
+    assert_ne!(
+        config, example,
+        "the example names the registry and intervals the test replaces"
+    );
+    let file = dir.join("prometheus.yml");
+    std::fs::write(&file, config).expect("write the configuration");
+    let address = format!("127.0.0.1:{}", free_port());
+    let child = tokio::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", file.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={address}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prometheus runs: scripts/install test installs it");
+    (child, format!("http://{address}"))
+}
+
+/// Prometheus' active targets: each one's `service` and `instance_id` labels and its health.
+async fn targets(prometheus: &str) -> Option<Vec<(String, String, String)>> {
+    let answer: Value = get_json(&format!("{prometheus}/api/v1/targets?state=active")).await?;
+    let targets = answer["data"]["activeTargets"].as_array()?;
+    Some(
+        targets
+            .iter()
+            .map(|t| {
+                let label = |name: &str| t["labels"][name].as_str().unwrap_or_default().to_owned();
+                (
+                    label("service"),
+                    label("instance_id"),
+                    t["health"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_discovers_and_scrapes_every_service_through_the_registry_and_follows_one_leaving() {
+    let data = tempfile::tempdir().expect("data dir");
+    let mut up = spawn_up(data.path());
+    let mut lines = tokio::io::BufReader::new(up.stdout.take().expect("stdout")).lines();
+    let urls = urls_printed(&mut lines, 4).await;
+    next_line(&mut lines).await;
+    let (_prometheus, api) = start_prometheus(data.path(), &urls["registry"]);
+
+    let services = ["GradingService", "LogService", "Portal", "Registry"];
+    let up_targets = eventually("every service scraped by Prometheus", DEADLINE * 3, || async {
+        let targets = targets(&api).await?;
+        let all_up = services.iter().all(|s| {
+            targets
+                .iter()
+                .any(|(service, _, health)| service == s && health == "up")
+        });
+        all_up.then_some(targets)
+    })
+    .await;
+
+    // What each scrape found: every service's build, process and request figures.
+    for url in [&urls["registry"], &urls["logs"], &urls["grades"], &urls["portal"]] {
+        let text = http_client()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("text");
+        for metric in [
+            "rollcall_build_info{",
+            "rollcall_process_cpu_seconds_total ",
+            "rollcall_process_resident_memory_bytes ",
+            "rollcall_process_open_fds ",
+            "rollcall_process_start_time_seconds ",
+            "rollcall_http_request_duration_seconds_count{route=\"/metrics\",status=\"2xx\"}",
+        ] {
+            assert!(text.contains(metric), "{url}/metrics has no {metric}:\n{text}");
+        }
+    }
+
+    // The portal's instance leaves the catalog: Prometheus stops scraping it (the portal, still
+    // running, registers again as a new instance, which Prometheus may find meanwhile).
+    let (_, portal_id, _) = up_targets
+        .iter()
+        .find(|(service, _, _)| service == "Portal")
+        .expect("the portal's target")
+        .clone();
+    let gone = http_client()
+        .delete(format!("{}/v1/instances/{portal_id}", urls["registry"]))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(gone.status(), 204);
+    eventually("the portal's instance dropped from Prometheus' targets", DEADLINE, || async {
+        let targets = targets(&api).await?;
+        (!targets.iter().any(|(_, id, _)| *id == portal_id)).then_some(())
+    })
+    .await;
+    drop(up);
+}
