@@ -126,10 +126,14 @@ async fn prometheus_discovers_and_scrapes_every_service_through_the_registry_and
         .await
         .expect("DELETE");
     assert_eq!(gone.status(), 204);
-    eventually("the portal's instance dropped from Prometheus' targets", DEADLINE, || async {
-        let targets = targets(&api).await?;
-        (!targets.iter().any(|(_, id, _)| *id == portal_id)).then_some(())
-    })
+    eventually(
+        "the portal's instance dropped from Prometheus' targets",
+        DEADLINE,
+        || async {
+            let targets = targets(&api).await?;
+            (!targets.iter().any(|(_, id, _)| *id == portal_id)).then_some(())
+        },
+    )
     .await;
     drop(up);
 }
