@@ -21,6 +21,7 @@ fn the_ingest_formats_never_panic() {
             let _ = ingest::seed_line(text, now);
             let _ = ingest::loki::labels(text);
             let _ = crate::timestamp::parse(text);
+            let _ = crate::logql::parse(text);
         }
         let _ = ingest::native(bytes, false, now);
         let _ = ingest::native(bytes, true, now);

@@ -25,6 +25,7 @@ mod error;
 mod fuzz;
 mod http;
 mod ingest;
+mod logql;
 mod metrics;
 mod query;
 mod record;

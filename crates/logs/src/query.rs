@@ -26,6 +26,51 @@ pub(crate) struct Filter {
     pub until: Option<i64>,
     /// A substring of the message.
     pub contains: Option<String>,
+    /// A LogQL query every record must pass besides (the fields above are its fast path).
+    pub logql: Option<std::sync::Arc<crate::logql::Query>>,
+}
+
+/// A whole stored line, for a LogQL query.
+#[derive(Deserialize)]
+struct Full<'a> {
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    level: Level,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+    #[serde(default)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Full<'_> {
+    fn passes(&self, query: &crate::logql::Query) -> bool {
+        query.matches(&crate::logql::Record {
+            service: &self.service,
+            level: self.level,
+            message: &self.message,
+            fields: &self.fields,
+        })
+    }
+}
+
+/// Whether stored `line` passes `query` (when there is one).
+fn passes_logql(query: Option<&crate::logql::Query>, line: &[u8]) -> bool {
+    query.is_none_or(|query| serde_json::from_slice::<Full<'_>>(line).is_ok_and(|full| full.passes(query)))
+}
+
+impl Filter {
+    /// The filter of a LogQL `query` between `since` and `until`: its exact service, level and
+    /// first line filter narrow the scan as the native filters do.
+    pub(crate) fn of_logql(query: crate::logql::Query, since: Option<i64>, until: Option<i64>) -> Self {
+        Self {
+            services: query.service().map(str::to_owned).into_iter().collect(),
+            min_level: query.level(),
+            since,
+            until,
+            contains: query.first_contains().map(str::to_owned),
+            logql: Some(std::sync::Arc::new(query)),
+        }
+    }
 }
 
 /// Which way a page runs.
@@ -78,6 +123,7 @@ impl Filter {
             && self.min_level.is_none_or(|min| light.level >= min)
             && (self.services.is_empty() || self.services.iter().any(|s| *s == light.service))
             && self.contains.as_deref().is_none_or(|c| light.message.contains(c))
+            && passes_logql(self.logql.as_deref(), line)
     }
 
     /// Whether a freshly stored entry matches (for tails).
@@ -90,6 +136,7 @@ impl Filter {
                 .contains
                 .as_deref()
                 .is_none_or(|c| serde_json::from_slice::<Light<'_>>(&entry.line).is_ok_and(|l| l.message.contains(c)))
+            && passes_logql(self.logql.as_deref(), &entry.line)
     }
 
     /// Byte patterns one of which every matching stored line contains, from the service and

@@ -43,13 +43,18 @@ pub struct Locate {
 /// The API's filters.
 #[derive(Debug, Args)]
 pub struct Filters {
+    /// A LogQL log query, such as '{service="Portal"} |= "503"' (see docs/logs.md), instead
+    /// of --service, --level and --contains.
+    #[arg(value_name = "LOGQL", conflicts_with_all = ["service", "level", "contains"])]
+    logql: Option<String>,
     /// Only these services (comma-separated).
     #[arg(long)]
     service: Option<String>,
     /// The minimum level (trace, debug, info, warn, error, fatal).
     #[arg(long)]
     level: Option<String>,
-    /// From this time: RFC 3339, Unix nanoseconds, or a duration ago such as 15m.
+    /// From this time: RFC 3339 (any offset), a Unix epoch count (s, ms, us or ns), or a
+    /// duration ago such as 15m.
     #[arg(long)]
     since: Option<String>,
     /// Until this time (same forms).
@@ -93,6 +98,7 @@ pub struct TailArgs {
 impl Filters {
     fn query_string(&self) -> Vec<(&'static str, String)> {
         [
+            ("query", &self.logql),
             ("service", &self.service),
             ("level", &self.level),
             ("since", &self.since),

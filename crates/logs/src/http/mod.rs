@@ -5,6 +5,7 @@
 //! `logs:read`; anonymous requests are served where `crate::access` says.
 
 mod ingest;
+mod loki;
 mod records;
 
 #[cfg(test)]
@@ -60,6 +61,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(ingest::router())
         .merge(records::router())
+        .merge(loki::router())
         .route("/metrics", get(metrics));
     let track = axum::middleware::from_fn_with_state(state.store.metrics().http.clone(), rollcall_http::observe::track);
     json_fallbacks(routes)

@@ -55,10 +55,24 @@ pub(crate) struct Params {
     order: Option<String>,
     /// For tails: how many past matches to start with.
     last: Option<usize>,
+    /// A LogQL log query (`crate::logql`), instead of `service`, `level` and `contains`.
+    query: Option<String>,
 }
 
 impl Params {
     fn filter(&self) -> Result<Filter, ApiError> {
+        if let Some(text) = &self.query {
+            if self.service.is_some() || self.level.is_some() || self.contains.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "query= is LogQL: put the service, level and text in it, not beside it",
+                ));
+            }
+            let query = crate::logql::parse(text).map_err(|why| ApiError::bad_request("invalid_logql", why))?;
+            let since = self.since.as_deref().map(|t| parse_time("since", t)).transpose()?;
+            let until = self.until.as_deref().map(|t| parse_time("until", t)).transpose()?;
+            return Ok(Filter::of_logql(query, since, until));
+        }
         let services = self
             .service
             .iter()
@@ -79,13 +93,14 @@ impl Params {
             since: self.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
             until: self.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
             contains: self.contains.clone().filter(|c| !c.is_empty()),
+            logql: None,
         })
     }
 }
 
 /// A `since`/`until` bound: a timestamp as `crate::timestamp` reads it, or a duration ago
 /// (`15m`).
-fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
     let text = text.trim();
     if let Ok(nanos) = crate::timestamp::parse(text) {
         return Ok(nanos);
@@ -115,7 +130,7 @@ fn params(query: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiErr
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-async fn run_query(
+pub(super) async fn run_query(
     store: &Store,
     filter: Filter,
     order: Order,

@@ -4,6 +4,7 @@
 mod access;
 mod durability;
 mod ingest;
+mod logql;
 mod query;
 mod shipping;
 mod tail;

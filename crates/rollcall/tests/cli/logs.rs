@@ -200,6 +200,10 @@ async fn the_cli_finds_the_log_service_through_the_registry_then_queries_and_tai
     let json = query(&["--level", "error", "--json"]);
     let record: rollcall_wire::LogRecord = serde_json::from_str(json.trim()).expect("one JSON record");
     assert_eq!(record.message, "store failed");
+    // The same reads in LogQL.
+    let text = query(&[r#"{service="GradingService"} |= "grad" | student == 7"#]);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("INFO GradingService graded student=7"), "{text}");
 
     // The tail prints the last record, then a new one as it is stored.
     let mut tail = tokio::process::Command::new(rollcall())

@@ -1,0 +1,217 @@
+//! The subset of Loki's query API that Grafana's Loki data source and `logcli` read with:
+//! `GET /loki/api/v1/query_range` and `query` (log queries in the LogQL of `crate::logql`),
+//! `labels` and `label/{name}/values`. Streams are keyed by service and level: each result
+//! stream's labels are `service` (and `service_name`, as Loki names it) and `level`.
+//!
+//! Times (`start`, `end`, `time`) are read as everywhere (`crate::timestamp`: RFC 3339 or an
+//! epoch count, Loki's nanoseconds included); `since` is a duration before `end`. The label
+//! listings look at the newest [`LABEL_SCAN`] records of the range.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use rollcall_wire::Level;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::records::{parse_time, run_query};
+use super::{AppState, Reader};
+use crate::error::ApiError;
+use crate::query::{Filter, Order};
+use crate::record::unix_nanos;
+
+/// Entries a query answers unless told otherwise (Grafana sends its own).
+const DEFAULT_LIMIT: usize = 100;
+/// The most entries one query answers.
+const MAX_LIMIT: usize = 5_000;
+/// How far back a query looks without `start` or `since`.
+const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
+/// The records the label listings look at.
+const LABEL_SCAN: usize = 10_000;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/loki/api/v1/query_range", get(log_query))
+        .route("/loki/api/v1/query", get(log_query))
+        .route("/loki/api/v1/labels", get(labels))
+        .route("/loki/api/v1/label/{name}/values", get(label_values))
+}
+
+#[derive(Debug, Deserialize)]
+struct RangeParams {
+    query: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    /// For `query`: the end of the range.
+    time: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+    direction: Option<String>,
+}
+
+impl RangeParams {
+    /// `[start, end)` in Unix nanoseconds.
+    fn range(&self) -> Result<(i64, i64), ApiError> {
+        let now = unix_nanos(SystemTime::now()).map_err(|e| ApiError::bad_request("invalid_time", e))?;
+        let end = match self.end.as_deref().or(self.time.as_deref()) {
+            Some(text) => parse_time("end", text)?,
+            None => now,
+        };
+        let start = match (&self.start, &self.since) {
+            (Some(text), _) => parse_time("start", text)?,
+            (None, Some(since)) => {
+                let back = humantime::parse_duration(since)
+                    .map_err(|e| ApiError::bad_request("invalid_time", format!("since={since:?}: {e}")))?;
+                end.saturating_sub(i64::try_from(back.as_nanos()).unwrap_or(i64::MAX))
+            }
+            (None, None) => end.saturating_sub(i64::try_from(DEFAULT_RANGE.as_nanos()).unwrap_or(i64::MAX)),
+        };
+        Ok((start, end))
+    }
+}
+
+fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+/// `query_range`, and `query`: a log query at `time` looks back over the default range (Loki
+/// refuses log queries there; `logcli` without `--since` and some panels send them).
+async fn log_query(
+    State(state): State<AppState>,
+    _reader: Reader,
+    query: Result<Query<RangeParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    streams(&state, &params(query)?).await
+}
+
+/// The matching entries, grouped into streams by service and level, in the asked direction.
+async fn streams(state: &AppState, params: &RangeParams) -> Result<Json<Value>, ApiError> {
+    let text = params
+        .query
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "query= is required: a LogQL log query"))?;
+    let query = crate::logql::parse(text).map_err(|why| ApiError::bad_request("invalid_logql", why))?;
+    let (start, end) = params.range()?;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let order = match params.direction.as_deref() {
+        None | Some("backward" | "BACKWARD") => Order::NewestFirst,
+        Some("forward" | "FORWARD") => Order::OldestFirst,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("direction={other:?}: forward or backward"),
+            ));
+        }
+    };
+    let filter = Filter::of_logql(query, Some(start), Some(end));
+    let page = run_query(&state.store, filter, order, None, limit).await?;
+    let mut streams: BTreeMap<(String, Level), Vec<[String; 2]>> = BTreeMap::new();
+    for (_, record) in page.records {
+        let Ok(shown) = serde_json::from_slice::<Shown>(&record) else {
+            continue;
+        };
+        let at = crate::timestamp::parse(&shown.time).unwrap_or_default();
+        streams
+            .entry((shown.service, shown.level))
+            .or_default()
+            .push([at.to_string(), shown.message]);
+    }
+    let result: Vec<Value> = streams
+        .into_iter()
+        .map(|((service, level), values)| {
+            json!({
+                "stream": {"service": service, "service_name": service, "level": level.to_string()},
+                "values": values,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "status": "success",
+        "data": {"resultType": "streams", "result": result, "stats": {}},
+    })))
+}
+
+/// What a listed record shows that a stream needs.
+#[derive(Deserialize)]
+struct Shown {
+    time: String,
+    service: String,
+    level: Level,
+    message: String,
+    #[serde(default)]
+    fields: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LabelParams {
+    start: Option<String>,
+    end: Option<String>,
+    since: Option<String>,
+}
+
+/// The newest records of the range, for the label listings.
+async fn recent(state: &AppState, params: LabelParams) -> Result<Vec<Shown>, ApiError> {
+    let range = RangeParams {
+        query: None,
+        start: params.start,
+        end: params.end,
+        time: None,
+        since: params.since,
+        limit: None,
+        direction: None,
+    };
+    let (start, end) = range.range()?;
+    let filter = Filter {
+        since: Some(start),
+        until: Some(end),
+        ..Filter::default()
+    };
+    let page = run_query(&state.store, filter, Order::NewestFirst, None, LABEL_SCAN).await?;
+    Ok(page
+        .records
+        .iter()
+        .filter_map(|(_, record)| serde_json::from_slice(record).ok())
+        .collect())
+}
+
+/// Every label name a query can select on: `service`, `service_name`, `level`, and the fields
+/// the range's records carry.
+async fn labels(
+    State(state): State<AppState>,
+    _reader: Reader,
+    query: Result<Query<LabelParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let mut names: BTreeSet<String> = ["level", "service", "service_name"].map(str::to_owned).into();
+    for shown in recent(&state, params(query)?).await? {
+        names.extend(shown.fields.into_iter().map(|(name, _)| name));
+    }
+    Ok(Json(json!({"status": "success", "data": names})))
+}
+
+/// The values label `name` takes in the range's records.
+async fn label_values(
+    State(state): State<AppState>,
+    _reader: Reader,
+    Path(name): Path<String>,
+    query: Result<Query<LabelParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let mut values = BTreeSet::new();
+    for shown in recent(&state, params(query)?).await? {
+        let value = match name.as_str() {
+            "service" | "service_name" => Some(shown.service),
+            "level" | "detected_level" => Some(shown.level.to_string()),
+            field => shown.fields.get(field).map(|v| match v {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            }),
+        };
+        values.extend(value);
+    }
+    Ok(Json(json!({"status": "success", "data": values})))
+}

@@ -1,0 +1,158 @@
+//! Grafana's and logcli's reads: Loki's query API with LogQL over a store with known records.
+
+use rollcall_wire::ErrorBody;
+use serde_json::{Value, json};
+
+use crate::TestLogs;
+
+/// Six records: two services, three levels, fields, a JSON and a logfmt message.
+async fn known(logs: &TestLogs) {
+    let records = json!([
+        {"time": "2026-12-03T20:00:01Z", "service": "GradingService", "level": "info", "message": "grade added", "fields": {"route": "/grades"}},
+        {"time": "2026-12-03T20:00:02Z", "service": "GradingService", "level": "error", "message": "{\"status\":503,\"path\":\"/students/7\"}", "fields": {"route": "/students"}},
+        {"time": "2026-12-03T20:00:03Z", "service": "GradingService", "level": "warn", "message": "status=429 path=/grades slow"},
+        {"time": "2026-12-03T20:00:04Z", "service": "Portal", "level": "error", "message": "grading answered 503"},
+        {"time": "2026-12-03T20:00:05Z", "service": "Portal", "level": "info", "message": "page served"},
+        {"time": "2026-12-03T20:00:06Z", "service": "GradingService", "level": "error", "message": "disk full"},
+    ]);
+    let result: rollcall_wire::BatchResult = logs.post_records(&records).await.json().await.expect("a result");
+    assert_eq!(result.accepted, 6);
+}
+
+/// `GET /loki/api/v1/query_range` of `query` over the known records' minute: each stream's
+/// labels and its lines.
+async fn query_range(logs: &TestLogs, query: &str) -> Vec<(Value, Vec<String>)> {
+    let answer = logs
+        .http
+        .get(format!("{}/loki/api/v1/query_range", logs.url))
+        .query(&[
+            ("query", query),
+            ("start", "2026-12-03T20:00:00Z"),
+            ("end", "1796328060000000000"),
+        ])
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(answer.status(), 200, "{query}");
+    let body: Value = answer.json().await.expect("JSON");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["resultType"], "streams");
+    body["data"]["result"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|stream| {
+            let lines = stream["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|v| {
+                    assert!(
+                        v[0].as_str().is_some_and(|ns| ns.parse::<i64>().is_ok()),
+                        "nanosecond strings: {v}"
+                    );
+                    v[1].as_str().expect("a line").to_owned()
+                })
+                .collect();
+            (stream["stream"].clone(), lines)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn query_range_answers_logql_in_streams_by_service_and_level() {
+    let logs = TestLogs::spawn().await;
+    known(&logs).await;
+
+    let errors = query_range(&logs, r#"{service="GradingService", level=~"warn|error"}"#).await;
+    assert_eq!(errors.len(), 2, "an error stream and a warn stream: {errors:?}");
+    let error = errors
+        .iter()
+        .find(|(labels, _)| labels["level"] == "error")
+        .expect("errors");
+    assert_eq!(error.0["service_name"], "GradingService");
+    assert_eq!(
+        error.1,
+        ["disk full", r#"{"status":503,"path":"/students/7"}"#],
+        "newest first"
+    );
+
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            r#"{service=~".+"} |= "503""#,
+            &["grading answered 503", r#"{"status":503,"path":"/students/7"}"#],
+        ),
+        (
+            r#"{service="GradingService"} | json | status >= 500"#,
+            &[r#"{"status":503,"path":"/students/7"}"#],
+        ),
+        (
+            r#"{service="GradingService"} | logfmt | status == 429 | path = "/grades""#,
+            &["status=429 path=/grades slow"],
+        ),
+        (r#"{route="/grades"}"#, &["grade added"]),
+        (r#"{level="info"} != "grade" |~ "pa.e""#, &["page served"]),
+        (r#"{service="Portal"} !~ "503|served""#, &[]),
+    ];
+    for (query, expected) in cases {
+        let mut lines: Vec<String> = query_range(&logs, query)
+            .await
+            .into_iter()
+            .flat_map(|(_, l)| l)
+            .collect();
+        lines.sort();
+        let mut expected: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        expected.sort();
+        assert_eq!(lines, expected, "{query}");
+    }
+
+    // The same LogQL through the native API.
+    let page = logs
+        .query("query=%7Bservice%3D%22Portal%22%7D%20%7C%3D%20%22503%22")
+        .await;
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].message, "grading answered 503");
+}
+
+#[tokio::test]
+async fn unsupported_logql_is_a_400_naming_the_part() {
+    let logs = TestLogs::spawn().await;
+    for (query, named) in [
+        (r#"sum(count_over_time({service="A"}[5m]))"#, "sum"),
+        (r#"{service="A"} | line_format "{{.x}}""#, "line_format"),
+        ("service=A", "stream selector"),
+    ] {
+        let answer = logs
+            .http
+            .get(format!("{}/loki/api/v1/query_range", logs.url))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(answer.status(), 400, "{query}");
+        let error: ErrorBody = answer.json().await.expect("a JSON error");
+        assert_eq!(error.error, "invalid_logql");
+        assert!(error.message.contains(named), "{query}: {}", error.message);
+    }
+}
+
+#[tokio::test]
+async fn labels_and_their_values_list_what_the_records_carry() {
+    let logs = TestLogs::spawn().await;
+    known(&logs).await;
+    let range = "start=2026-12-03T20:00:00Z&end=2026-12-03T20:01:00Z";
+    let get = |path: String| {
+        let http = logs.http.clone();
+        async move {
+            let body: Value = http.get(path).send().await.expect("GET").json().await.expect("JSON");
+            assert_eq!(body["status"], "success");
+            body["data"].clone()
+        }
+    };
+    let names = get(format!("{}/loki/api/v1/labels?{range}", logs.url)).await;
+    assert_eq!(names, json!(["level", "route", "service", "service_name"]));
+    let services = get(format!("{}/loki/api/v1/label/service_name/values?{range}", logs.url)).await;
+    assert_eq!(services, json!(["GradingService", "Portal"]));
+    let routes = get(format!("{}/loki/api/v1/label/route/values?{range}", logs.url)).await;
+    assert_eq!(routes, json!(["/grades", "/students"]));
+}
