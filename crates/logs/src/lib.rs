@@ -150,6 +150,7 @@ pub async fn start(
     let mut service = Service::builder(SERVICE_NAME)
         .args(&config.service, DEFAULT_LISTEN)
         .router(http::router(state))
+        .own_metrics()
         .handle_signals(false);
     if let Some(logs) = logs {
         service = service.ship_logs(logs);

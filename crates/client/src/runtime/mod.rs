@@ -99,6 +99,17 @@ pub struct ServiceBuilder {
     config_namespace: String,
     /// The configuration client, and what stops it with the service.
     config: Option<(ConfigClient, CancellationToken)>,
+    /// Who serves `/metrics`.
+    metrics: MetricsServed,
+}
+
+/// Who serves a service's `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricsServed {
+    /// The runtime, with what every rollcall service shows.
+    ByRuntime,
+    /// The service itself (`ServiceBuilder::own_metrics`).
+    ByService,
 }
 
 impl ServiceBuilder {
@@ -127,6 +138,7 @@ impl ServiceBuilder {
             liveness: Liveness::Probed,
             config_namespace: "default".to_owned(),
             config: None,
+            metrics: MetricsServed::ByRuntime,
         }
     }
 
@@ -146,6 +158,15 @@ impl ServiceBuilder {
     #[must_use]
     pub fn router(mut self, router: Router) -> Self {
         self.router = router;
+        self
+    }
+
+    /// The service serves `/metrics` itself (registering `rollcall_http::observe` in its own
+    /// registry): the runtime mounts none. Without it the runtime serves `/metrics` with what
+    /// every rollcall service shows, every route timed.
+    #[must_use]
+    pub fn own_metrics(mut self) -> Self {
+        self.metrics = MetricsServed::ByService;
         self
     }
 
@@ -391,13 +412,9 @@ impl ServiceBuilder {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned));
         let guard = Guard::new(self.allowed_hosts.iter().cloned().chain(advertised_host));
-        let app = routes::router(
-            self.providers.clone(),
-            Arc::clone(&probes),
-            self.router,
-            &registration.service_name,
-        )
-        .layer(Defences::new(guard, WriteLimits::default()));
+        let metrics_of = (self.metrics == MetricsServed::ByRuntime).then_some(registration.service_name.as_str());
+        let app = routes::router(self.providers.clone(), Arc::clone(&probes), self.router, metrics_of)
+            .layer(Defences::new(guard, WriteLimits::default()));
         let stop_serving = CancellationToken::new();
         let tls = match self.tls.files() {
             Some((cert, key)) => Some(rollcall_http::Tls::load(cert, key, stop_serving.clone())?),

@@ -18,16 +18,32 @@ use rollcall_wire::Patch;
 use super::watchdog::ProbeClock;
 use crate::providers::Providers;
 
-/// The runtime's routes, with the service's own `router` behind them; every request is timed,
-/// and shown at `/metrics` with what every service shows, for the service `name`.
-pub(super) fn router(providers: Providers, probes: Arc<ProbeClock>, service: Router, name: &str) -> Router {
+/// The runtime's routes, with the service's own `router` behind them; with `metrics_of` (the
+/// service's name), every request is timed and `/metrics` shows it with what every service
+/// shows.
+pub(super) fn router(
+    providers: Providers,
+    probes: Arc<ProbeClock>,
+    service: Router,
+    metrics_of: Option<&str>,
+) -> Router {
+    let runtime = Router::new()
+        .route("/heartbeat", any(heartbeat))
+        .route("/services", post(receive_patch));
+    let Some(name) = metrics_of else {
+        return runtime
+            .with_state(RuntimeState {
+                providers,
+                probes,
+                metrics: Arc::new(Registry::default()),
+            })
+            .fallback_service(service);
+    };
     let mut metrics = Registry::with_prefix("rollcall");
     let timed = rollcall_http::observe::register(&mut metrics, name, env!("CARGO_PKG_VERSION"));
     // Each router times its own routes, where the route each request matched is known.
     let track = || axum::middleware::from_fn_with_state(timed.clone(), rollcall_http::observe::track);
-    Router::new()
-        .route("/heartbeat", any(heartbeat))
-        .route("/services", post(receive_patch))
+    runtime
         .route("/metrics", get(show_metrics))
         .route_layer(track())
         .with_state(RuntimeState {
