@@ -17,7 +17,8 @@
 //!   commit costs from what storing costs;
 //! - query: fills the store to `ROLLCALL_BENCH_RECORDS` records (10 million by default), then the
 //!   newest 100 matches by service and level (p50/p99 of 200 queries) beside the newest record
-//!   with no filter, and a substring scan of every segment beside a bare loop reading the same
+//!   with no filter, the same through Loki's `query_range` with LogQL (selector and line
+//!   filter), and a substring scan of every segment beside a bare loop reading the same
 //!   files in 1 MiB preads into one buffer and searching them with the same `memmem`.
 //!
 //! Every target is printed with its verdict, computed from the run's own figure. One file for the
@@ -699,6 +700,7 @@ async fn query_section() {
     let http = http();
     let mut newest = Vec::new();
     let mut filtered = Vec::new();
+    let mut logql = Vec::new();
     for i in 0..200 {
         let level = if i % 2 == 0 { "warn" } else { "error" };
         filtered.push(
@@ -712,9 +714,21 @@ async fn query_section() {
             )
             .await,
         );
+        // The same records through Loki's API: a stream selector and a line filter.
+        let query = format!(
+            r#"{{service="svc-{}", level=~"{level}|error|fatal"}} |= "served""#,
+            i % SERVICES
+        );
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/loki/api/v1/query_range", logs.url),
+            [("query", query.as_str()), ("limit", "100"), ("since", "24h")],
+        )
+        .expect("a URL");
+        logql.push(timed_get(&http, url.as_str()).await);
         newest.push(timed_get(&http, &format!("{}/v1/records?limit=1", logs.url)).await);
     }
     let (filtered_p50, filtered_p99) = median_p99(&mut filtered);
+    let (logql_p50, logql_p99) = median_p99(&mut logql);
     let (newest_p50, newest_p99) = median_p99(&mut newest);
     println!(
         "newest 100 by service and level: p50 {}  p99 {}   baseline (newest record, no filter): p50 {}  p99 {} | target p99 < 50 ms: {}",
@@ -723,6 +737,13 @@ async fn query_section() {
         ms(newest_p50),
         ms(newest_p99),
         verdict(filtered_p99 < Duration::from_millis(50))
+    );
+    println!(
+        "query_range, selector and line filter, newest 100: p50 {}  p99 {}   beside the native query above (p99 {}) | target p99 <= 50 ms: {}",
+        ms(logql_p50),
+        ms(logql_p99),
+        ms(filtered_p99),
+        verdict(logql_p99 <= Duration::from_millis(50))
     );
 
     let segments_dir = logs.data_dir.path().join("logs");

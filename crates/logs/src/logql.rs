@@ -146,9 +146,23 @@ impl Query {
         self.exact(&["service", "service_name"])
     }
 
-    /// The level the selector names exactly, if it does.
-    pub fn level(&self) -> Option<Level> {
-        self.exact(&["level", "detected_level"])?.parse().ok()
+    /// The lowest level the selector's level matchers let through, when they rule out lower
+    /// ones (for the store's fast path: blocks of only lower levels are never read).
+    pub fn min_level(&self) -> Option<Level> {
+        let levels = ["level", "detected_level"];
+        let tests: Vec<&Test> = self
+            .matchers
+            .iter()
+            .filter(|m| levels.contains(&m.name.as_str()))
+            .map(|m| &m.test)
+            .collect();
+        if tests.is_empty() {
+            return None;
+        }
+        Level::ALL
+            .into_iter()
+            .find(|level| tests.iter().all(|test| test.passes(Some(&level.to_string()))))
+            .filter(|lowest| *lowest > Level::ALL[0])
     }
 
     /// The first line filter's text when it comes before any parser (for the store's fast
@@ -486,7 +500,9 @@ mod tests {
             q(r#"{service="GradingService", level="error"} |= "disk""#).first_contains(),
             Some("disk")
         );
-        assert_eq!(q(r#"{service="A", level="error"}"#).level(), Some(Level::Error));
+        assert_eq!(q(r#"{service="A", level="error"}"#).min_level(), Some(Level::Error));
+        assert_eq!(q(r#"{level=~"warn|error"}"#).min_level(), Some(Level::Warn));
+        assert_eq!(q(r#"{level!="warn"}"#).min_level(), None, "trace passes");
     }
 
     #[test]

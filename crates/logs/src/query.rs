@@ -59,12 +59,12 @@ fn passes_logql(query: Option<&crate::logql::Query>, line: &[u8]) -> bool {
 }
 
 impl Filter {
-    /// The filter of a LogQL `query` between `since` and `until`: its exact service, level and
-    /// first line filter narrow the scan as the native filters do.
+    /// The filter of a LogQL `query` between `since` and `until`: its exact service, lowest
+    /// level and first line filter narrow the scan as the native filters do.
     pub(crate) fn of_logql(query: crate::logql::Query, since: Option<i64>, until: Option<i64>) -> Self {
         Self {
             services: query.service().map(str::to_owned).into_iter().collect(),
-            min_level: query.level(),
+            min_level: query.min_level(),
             since,
             until,
             contains: query.first_contains().map(str::to_owned),
