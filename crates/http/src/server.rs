@@ -26,7 +26,6 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -118,7 +117,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    // Open connections: asked to finish gracefully once `closing` fires, waited for at the end.
+    let (closing, open) = (CancellationToken::new(), tokio_util::task::TaskTracker::new());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -145,18 +145,20 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             request
         });
-        let (http, watcher) = (http.clone(), graceful.watcher());
+        let (http, closing) = (http.clone(), closing.clone());
         let Some(tls) = tls.clone() else {
-            let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            tokio::spawn(async move {
-                if let Err(error) = watcher.watch(connection).await {
+            let connection = http
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
+            open.spawn(async move {
+                if let Err(error) = until_closed(connection, closing).await {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
                 drop(permit);
             });
             continue;
         };
-        tokio::spawn(async move {
+        open.spawn(async move {
             // The handshake is bounded like a request's header.
             let handshake = tokio::time::timeout(limits.header_read_timeout, tls.acceptor().accept(stream)).await;
             let stream = match handshake {
@@ -164,16 +166,42 @@ pub async fn serve(
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            if let Err(error) = watcher.watch(connection).await {
+            let connection = http
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
+            if let Err(error) = until_closed(connection, closing).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    closing.cancel();
+    open.close();
+    open.wait().await;
     Ok(())
+}
+
+/// Serves `connection` (upgrades, such as a WebSocket, included) until it ends; once `closing`
+/// fires, it finishes the request in flight and ends.
+async fn until_closed<I, S, B>(
+    connection: http1::UpgradeableConnection<I, S>,
+    closing: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => return ended,
+        () = closing.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 #[cfg(test)]

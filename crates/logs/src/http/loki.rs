@@ -1,7 +1,8 @@
 //! The subset of Loki's query API that Grafana's Loki data source and `logcli` read with:
 //! `GET /loki/api/v1/query_range` and `query` (log queries in the LogQL of `crate::logql`),
-//! `labels` and `label/{name}/values`. Streams are keyed by service and level: each result
-//! stream's labels are `service` (and `service_name`, as Loki names it) and `level`.
+//! `labels`, `label/{name}/values`, and the live `tail` over a WebSocket. Streams are keyed by
+//! service and level: each result stream's labels are `service` (and `service_name`, as Loki
+//! names it) and `level`.
 //!
 //! Times (`start`, `end`, `time`) are read as everywhere (`crate::timestamp`: RFC 3339 or an
 //! epoch count, Loki's nanoseconds included); `since` is a duration before `end`. The label
@@ -37,6 +38,7 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/loki/api/v1/query_range", get(log_query))
         .route("/loki/api/v1/query", get(log_query))
+        .route("/loki/api/v1/tail", get(tail))
         .route("/loki/api/v1/labels", get(labels))
         .route("/loki/api/v1/label/{name}/values", get(label_values))
 }
@@ -135,6 +137,87 @@ async fn streams(state: &AppState, params: &RangeParams) -> Result<Json<Value>, 
         "status": "success",
         "data": {"resultType": "streams", "result": result, "stats": {}},
     })))
+}
+
+#[derive(Debug, Deserialize)]
+struct TailParams {
+    query: Option<String>,
+    start: Option<String>,
+    limit: Option<usize>,
+    /// Loki's batching delay: answered at once here, so it is read and not used.
+    #[allow(dead_code)]
+    delay_for: Option<String>,
+}
+
+/// Loki's live tail: a WebSocket carrying, as JSON text messages, the last `limit` matches
+/// since `start` (default: the last hour), then each new match as it is stored, each message
+/// `{"streams": [...], "dropped_entries": [...]}` like Loki's. Records a slow client missed
+/// come as one `dropped_entries` item whose `count` says how many (Loki lists them one by one;
+/// the log service keeps no copy of what it dropped).
+async fn tail(
+    State(state): State<AppState>,
+    _reader: Reader,
+    query: Result<Query<TailParams>, QueryRejection>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Result<axum::response::Response, ApiError> {
+    let params = params(query)?;
+    let text = params
+        .query
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "query= is required: a LogQL log query"))?;
+    let query = crate::logql::parse(text).map_err(|why| ApiError::bad_request("invalid_logql", why))?;
+    let start = RangeParams {
+        query: None,
+        start: params.start,
+        end: None,
+        time: None,
+        since: None,
+        limit: None,
+        direction: None,
+    }
+    .range()?
+    .0;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let tail = super::tail::Tail::open(&state, Filter::of_logql(query, Some(start), None), None, limit).await?;
+    Ok(upgrade.on_upgrade(move |socket| follow(socket, tail)))
+}
+
+/// Sends what `tail` follows over `socket` until either ends.
+async fn follow(mut socket: axum::extract::ws::WebSocket, mut tail: super::tail::Tail) {
+    use axum::extract::ws::Message;
+    loop {
+        let next = tokio::select! {
+            next = tail.next() => next,
+            // A client's close (or anything it sends: a tail reads nothing) ends it.
+            received = socket.recv() => match received {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return,
+            },
+        };
+        let message = match next {
+            Some(super::tail::Followed::Record(_, record)) => {
+                let Ok(shown) = serde_json::from_slice::<Shown>(&record) else {
+                    continue;
+                };
+                let at = crate::timestamp::parse(&shown.time).unwrap_or_default();
+                json!({
+                    "streams": [{
+                        "stream": {"service": shown.service, "service_name": shown.service, "level": shown.level.to_string()},
+                        "values": [[at.to_string(), shown.message]],
+                    }],
+                    "dropped_entries": [],
+                })
+            }
+            Some(super::tail::Followed::Dropped(count)) => json!({
+                "streams": [],
+                "dropped_entries": [{"labels": {}, "timestamp": "0", "count": count}],
+            }),
+            None => return,
+        };
+        if socket.send(Message::Text(message.to_string().into())).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// What a listed record shows that a stream needs.

@@ -7,6 +7,7 @@
 mod ingest;
 mod loki;
 mod records;
+mod tail;
 
 #[cfg(test)]
 pub(crate) use records::check_query as records_params;

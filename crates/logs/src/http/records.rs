@@ -1,9 +1,7 @@
 //! `GET /v1/records` (a page of matching records) and `GET /v1/records/tail` (server-sent events:
 //! the last N matches, then every new match as it is stored).
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
@@ -16,14 +14,13 @@ use axum::routing::get;
 use futures_util::Stream;
 use rollcall_wire::Level;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, broadcast};
 
+use super::tail::{Followed, Tail};
 use super::{AppState, Reader};
 use crate::error::ApiError;
-use crate::query::{self, Filter, Order, Page, render};
+use crate::query::{self, Filter, Order, Page};
 use crate::record::unix_nanos;
-use crate::store::{Committed, Store};
+use crate::store::Store;
 
 /// Records a page holds unless told otherwise.
 const DEFAULT_LIMIT: usize = 100;
@@ -208,115 +205,21 @@ async fn tail(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let params = params(query)?;
     let filter = params.filter()?;
-    let permit = Arc::clone(&state.tails)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::TooManyTails)?;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-
-    // Subscribe before reading the past, so nothing falls between the two.
-    let live = state.store.subscribe();
-    let expected_next = state.store.next_id();
-    let past = if let Some(id) = resume_after {
-        run_query(&state.store, filter.clone(), Order::OldestFirst, Some(id), MAX_LIMIT)
-            .await?
-            .records
-    } else {
-        let last = params.last.unwrap_or(DEFAULT_LAST).min(MAX_LIMIT);
-        let mut newest = run_query(&state.store, filter.clone(), Order::NewestFirst, None, last)
-            .await?
-            .records;
-        newest.reverse();
-        newest
-    };
-    let last_sent = past.last().map(|(id, _)| *id).or(resume_after);
-    let pending = past.into_iter().map(|(id, record)| record_event(id, &record)).collect();
-    let metrics = state.store.clone();
-    metrics.metrics().tails.inc();
-    let tail = Tail {
-        pending,
-        live,
-        filter,
-        last_sent,
-        expected_next,
-        shutdown: tokio_util::sync::CancellationToken::clone(&state.shutdown),
-        open: OpenTail {
-            store: metrics,
-            _permit: permit,
-        },
-    };
-    Ok(Sse::new(futures_util::stream::unfold(tail, Tail::next)).keep_alive(KeepAlive::default()))
-}
-
-fn record_event(id: u64, record: &[u8]) -> Event {
-    Event::default()
-        .event("record")
-        .id(id.to_string())
-        .data(String::from_utf8_lossy(record))
-}
-
-/// One open tail's state.
-struct Tail {
-    pending: VecDeque<Event>,
-    live: broadcast::Receiver<Arc<Committed>>,
-    filter: Filter,
-    last_sent: Option<u64>,
-    /// The id the next committed block should start at; a later one means records were missed.
-    expected_next: u64,
-    shutdown: tokio_util::sync::CancellationToken,
-    open: OpenTail,
-}
-
-/// Counts the tail as open until it ends, and holds its place among the bounded tails.
-struct OpenTail {
-    store: Store,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for OpenTail {
-    fn drop(&mut self) {
-        self.store.metrics().tails.dec();
-    }
-}
-
-impl Tail {
-    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some((Ok(event), self));
-            }
-            let received = tokio::select! {
-                () = self.shutdown.cancelled() => return None,
-                received = self.live.recv() => received,
-            };
-            match received {
-                Ok(block) => self.take(&block),
-                // The next block tells how many records were missed.
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    }
-
-    fn take(&mut self, block: &Committed) {
-        if block.first > self.expected_next {
-            let missed = block.first - self.expected_next;
-            self.open.store.metrics().tail_dropped.inc_by(missed);
-            self.pending.push_back(
-                Event::default()
-                    .event("dropped")
-                    .data(format!("{{\"count\":{missed}}}")),
-            );
-        }
-        self.expected_next = self.expected_next.max(block.first + block.entries.len() as u64);
-        for (id, entry) in (block.first..).zip(&block.entries) {
-            if self.last_sent.is_some_and(|last| id <= last) || !self.filter.entry_matches(entry) {
-                continue;
-            }
-            self.pending.push_back(record_event(id, &render(id, &entry.line)));
-            self.last_sent = Some(id);
-        }
-    }
+    let last = params.last.unwrap_or(DEFAULT_LAST).min(MAX_LIMIT);
+    let tail = Tail::open(&state, filter, resume_after, last).await?;
+    let events = futures_util::stream::unfold(tail, |mut tail| async move {
+        let event = match tail.next().await? {
+            Followed::Record(id, record) => Event::default()
+                .event("record")
+                .id(id.to_string())
+                .data(String::from_utf8_lossy(&record)),
+            Followed::Dropped(count) => Event::default().event("dropped").data(format!("{{\"count\":{count}}}")),
+        };
+        Some((Ok(event), tail))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -156,3 +156,50 @@ async fn labels_and_their_values_list_what_the_records_carry() {
     let routes = get(format!("{}/loki/api/v1/label/route/values?{range}", logs.url)).await;
     assert_eq!(routes, json!(["/grades", "/students"]));
 }
+
+#[tokio::test]
+async fn the_websocket_tail_sends_the_last_matches_then_each_new_one() {
+    use futures_util::StreamExt;
+    let logs = TestLogs::spawn().await;
+    known(&logs).await;
+    let ws = logs.url.replacen("http://", "ws://", 1);
+    let query = r#"{service="Portal"}"#;
+    let url = reqwest::Url::parse_with_params(
+        &format!("{ws}/loki/api/v1/tail"),
+        [("query", query), ("limit", "10"), ("start", "2026-12-03T20:00:00Z")],
+    )
+    .expect("a URL");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("the WebSocket opens");
+    let mut next_line = async || {
+        let message = tokio::time::timeout(rollcall_testkit::DEADLINE, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("a message");
+        let body: Value = serde_json::from_str(message.to_text().expect("text")).expect("JSON");
+        let stream = &body["streams"][0];
+        assert_eq!(stream["stream"]["service_name"], "Portal");
+        stream["values"][0][1].as_str().expect("a line").to_owned()
+    };
+    assert_eq!(
+        next_line().await,
+        "grading answered 503",
+        "the past matches, oldest first"
+    );
+    assert_eq!(next_line().await, "page served");
+    logs.post_records(&json!([
+        {"service": "GradingService", "message": "not this one"},
+        {"service": "Portal", "message": "a new page"},
+    ]))
+    .await;
+    assert_eq!(next_line().await, "a new page", "then each new match");
+
+    // A query that cannot be read is refused before the upgrade.
+    let bad = format!("{ws}/loki/api/v1/tail?query=count_over_time(x)");
+    let refused = tokio_tungstenite::connect_async(bad.as_str())
+        .await
+        .expect_err("refused");
+    assert!(refused.to_string().contains("400"), "{refused}");
+}
