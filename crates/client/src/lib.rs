@@ -39,7 +39,7 @@ pub use args::{DEFAULT_REGISTRY, ServiceArgs, first_registry, registry_base_url,
 pub use client_args::{ClientArgs, ClientArgsError};
 pub use config::{ConfigClient, REVISION_CHECK, Watched};
 pub use error::{RegistryError, StartError};
-pub use logs::{LogLayer, LogShipping, ShippingConfig};
+pub use logs::{LogLayer, LogShipping, OwnRecords, ShippingConfig};
 pub use providers::{NoProvider, Policy, Provider, Providers};
 pub use registry_api::Liveness;
 pub use runtime::{RunningService, Service, ServiceBuilder};

@@ -101,7 +101,7 @@ impl LogService {
 }
 
 /// Opens the store (recovering it), starts serving, and registers as `LogService`; its own
-/// records ship through `logs` when given (to a log service, possibly itself).
+/// records (those `logs` takes, when given) are written into its own store, not through HTTP.
 pub async fn start(
     config: LogsConfig,
     shutdown: CancellationToken,
@@ -147,13 +147,13 @@ pub async fn start(
         shutdown: Arc::new(shutdown.clone()),
         access,
     };
-    let mut service = Service::builder(SERVICE_NAME)
+    let service = Service::builder(SERVICE_NAME)
         .args(&config.service, DEFAULT_LISTEN)
         .router(http::router(state))
         .own_metrics()
         .handle_signals(false);
-    if let Some(logs) = logs {
-        service = service.ship_logs(logs);
+    if let Some(own) = logs.as_ref().and_then(LogShipping::take_records) {
+        tokio::spawn(keep_own(own, store.clone(), shutdown.clone()));
     }
     let started = service.start(shutdown).await;
     match started {
@@ -164,6 +164,29 @@ pub async fn start(
         Err(error) => {
             let _ = tokio::task::spawn_blocking(move || store.close()).await;
             Err(error.into())
+        }
+    }
+}
+
+/// Writes the service's own records into its store, as they come, until it stops: without a
+/// loop through HTTP. A batch the store refuses is not retried nor logged (the store logs its
+/// own failures, which would come back here).
+async fn keep_own(mut own: rollcall_client::OwnRecords, store: Store, shutdown: CancellationToken) {
+    loop {
+        let batch = tokio::select! {
+            () = shutdown.cancelled() => return,
+            batch = own.next_batch(500) => batch,
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let now = std::time::SystemTime::now();
+        let entries: Vec<_> = batch
+            .iter()
+            .filter_map(|record| record::Entry::new(record, now).ok())
+            .collect();
+        if let Err(StoreError::Closed) = store.append(entries).await {
+            return;
         }
     }
 }

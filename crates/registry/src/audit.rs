@@ -9,6 +9,9 @@
 //! made for itself at start (kept in memory only). While no log service takes them, records
 //! wait, at most [`MAX_WAITING`]; past that the oldest are dropped and counted
 //! (`rollcall_audit_dropped_total`). Tokens' texts are never part of a record.
+//!
+//! The registry's own log records (its `tracing` events, when the binary hands them over:
+//! [`Audit::take_own`]) travel the same way, under the same bound.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -50,7 +53,7 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    fn to_wire(&self) -> LogRecord {
+    fn into_wire(self) -> LogRecord {
         let fields = [
             ("action", self.action.to_owned()),
             ("by", self.by.clone()),
@@ -91,9 +94,9 @@ pub(crate) trait Destination: Send + Sync + 'static {
 /// The audit trail's entrance.
 #[derive(Debug)]
 pub(crate) struct Audit {
-    queue: mpsc::Sender<AuditRecord>,
+    queue: mpsc::Sender<LogRecord>,
     /// Taken once, by the shipping task.
-    receiver: std::sync::Mutex<Option<mpsc::Receiver<AuditRecord>>>,
+    receiver: std::sync::Mutex<Option<mpsc::Receiver<LogRecord>>>,
 }
 
 impl Default for Audit {
@@ -119,12 +122,31 @@ impl Audit {
             subject = %record.subject,
             status = record.status,
         );
-        if self.queue.try_send(record).is_err() {
+        if self.queue.try_send(record.into_wire()).is_err() {
             let dropped = metrics.audit_dropped.inc() + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(dropped, "audit records are being dropped: no log service takes them");
             }
         }
+    }
+
+    /// Ships the registry's own log records from `own` with the trail, as a task of `tasks`:
+    /// never waiting (a record that finds the queue full is dropped and counted, silently, since
+    /// saying so would be one more record).
+    pub fn take_own(
+        &self,
+        mut own: mpsc::Receiver<LogRecord>,
+        dropped: prometheus_client::metrics::counter::Counter,
+        tasks: &tokio_util::task::TaskTracker,
+    ) {
+        let queue = self.queue.clone();
+        tasks.spawn(async move {
+            while let Some(record) = own.recv().await {
+                if queue.try_send(record).is_err() {
+                    dropped.inc();
+                }
+            }
+        });
     }
 
     /// Ships queued records to `destination` until it stops, presenting `token`, as a task of
@@ -151,8 +173,8 @@ impl Audit {
     }
 }
 
-async fn ship(to: Arc<dyn Destination>, mut receiver: mpsc::Receiver<AuditRecord>, authorization: HeaderValue) {
-    let mut waiting: VecDeque<AuditRecord> = VecDeque::new();
+async fn ship(to: Arc<dyn Destination>, mut receiver: mpsc::Receiver<LogRecord>, authorization: HeaderValue) {
+    let mut waiting: VecDeque<LogRecord> = VecDeque::new();
     let mut delays = retry_delays();
     loop {
         if waiting.is_empty() {
@@ -171,7 +193,7 @@ async fn ship(to: Arc<dyn Destination>, mut receiver: mpsc::Receiver<AuditRecord
             }
             waiting.push_back(record);
         }
-        let batch: Vec<AuditRecord> = waiting.iter().take(BATCH).cloned().collect();
+        let batch: Vec<LogRecord> = waiting.iter().take(BATCH).cloned().collect();
         if send(&*to, &batch, &authorization).await {
             waiting.drain(..batch.len());
             delays = retry_delays();
@@ -197,13 +219,13 @@ fn retry_delays() -> backon::ExponentialBackoff {
 }
 
 /// Sends `batch` to a log service of the catalog; true once one took it.
-async fn send(to: &dyn Destination, batch: &[AuditRecord], authorization: &HeaderValue) -> bool {
+async fn send(to: &dyn Destination, batch: &[LogRecord], authorization: &HeaderValue) -> bool {
     let Some((url, client)) = to.log_service() else {
         return false;
     };
     let mut body = Vec::new();
     for record in batch {
-        if serde_json::to_writer(&mut body, &record.to_wire()).is_ok() {
+        if serde_json::to_writer(&mut body, record).is_ok() {
             body.push(b'\n');
         }
     }

@@ -55,6 +55,7 @@ use rollcall_http::ServerLimits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use audit::AUDIT_SERVICE;
 pub use config::{RegistryConfig, parse_duration};
 pub use error::ApiError;
 pub use health::MAX_CRITICAL_BACKOFF;
@@ -131,11 +132,21 @@ impl RunningRegistry {
 /// Binds `config.listen`, opens and restores the catalog in `config.data_dir`, and serves until
 /// `shutdown` is cancelled; returns once it serves.
 pub async fn start(config: RegistryConfig, shutdown: CancellationToken) -> Result<RunningRegistry, RunError> {
+    start_with_logs(config, shutdown, None).await
+}
+
+/// [`start`], also shipping the registry's own log records from `own` (its `tracing` events,
+/// as the binary takes them) to the log service, with the audit trail and under its bound.
+pub async fn start_with_logs(
+    config: RegistryConfig,
+    shutdown: CancellationToken,
+    own: Option<tokio::sync::mpsc::Receiver<rollcall_wire::LogRecord>>,
+) -> Result<RunningRegistry, RunError> {
     let listener = rollcall_http::bind(config.listen).map_err(|source| RunError::Bind {
         address: config.listen,
         source,
     })?;
-    start_on(listener, config, shutdown).await
+    start_on(listener, config, shutdown, own).await
 }
 
 /// Runs the registry on `listener` until `shutdown` is cancelled: [`start`] on a listener the
@@ -146,13 +157,14 @@ pub async fn start(config: RegistryConfig, shutdown: CancellationToken) -> Resul
 /// get up to [`SHUTDOWN_GRACE`] to finish, every background task (probers, delivery queues) is
 /// stopped, and the catalog is closed.
 pub async fn run(listener: TcpListener, config: RegistryConfig, shutdown: CancellationToken) -> Result<(), RunError> {
-    start_on(listener, config, shutdown).await?.wait().await
+    start_on(listener, config, shutdown, None).await?.wait().await
 }
 
 async fn start_on(
     listener: TcpListener,
     mut config: RegistryConfig,
     shutdown: CancellationToken,
+    own: Option<tokio::sync::mpsc::Receiver<rollcall_wire::LogRecord>>,
 ) -> Result<RunningRegistry, RunError> {
     let local_addr = listener.local_addr().map_err(RunError::Serve)?;
     // Who is served without a token depends on where it really listens.
@@ -174,7 +186,14 @@ async fn start_on(
     tracing::info!(node = %nodes.me().id, "registry node started");
     let resolver = Arc::new(outbound::SystemResolver);
     let task = tokio::spawn(serve(
-        listener, config, stores, nodes, tokens, metrics, resolver, shutdown,
+        listener,
+        config,
+        stores,
+        nodes,
+        tokens,
+        metrics,
+        resolver,
+        (shutdown, own),
     ));
     Ok(RunningRegistry {
         local_addr,
@@ -270,7 +289,10 @@ async fn serve(
     tokens: auth::Tokens,
     metrics: metrics::Metrics,
     resolver: Arc<dyn outbound::Resolve>,
-    shutdown: CancellationToken,
+    (shutdown, own_logs): (
+        CancellationToken,
+        Option<tokio::sync::mpsc::Receiver<rollcall_wire::LogRecord>>,
+    ),
 ) -> Result<(), RunError> {
     let own = vec![listener.local_addr().map_err(RunError::Serve)?];
     let policy = outbound::AddressPolicy::new(config.callback_allow.clone(), own);
@@ -309,12 +331,16 @@ async fn serve(
     }
     if core.config.audit_shipping {
         let shipping = core.tokens.ephemeral(&rollcall_wire::NewToken {
-            name: audit::AUDIT_SERVICE.to_owned(),
+            name: AUDIT_SERVICE.to_owned(),
             scopes: vec![rollcall_wire::Scope::LogsWrite],
         });
         match shipping {
             Ok(token) => core.audit.start_shipping(core.clone(), &core.tasks, &token),
             Err(error) => tracing::error!(%error, "no token to ship the audit trail with: it stays in this log"),
+        }
+        if let Some(records) = own_logs {
+            core.audit
+                .take_own(records, core.metrics.audit_dropped.clone(), &core.tasks);
         }
     }
     let app = http::router(core.clone());

@@ -66,18 +66,26 @@ impl React for Reactor {
                             .subscribe(core, &registration, registrant, *id, holds.clone(), config);
                     }
                 }
-                Event::Deregistered { id, url, reaped, .. } => {
+                Event::Deregistered { id, url, reaped, view } => {
                     if *reaped {
                         core.metrics.reaped.inc();
                     } else {
                         core.metrics.deregistrations.inc();
                     }
-                    tracing::info!(%url, id, reaped, "instance deregistered");
+                    // Named by the id the API shows, beside its URL.
+                    tracing::info!(%url, instance = %view.id, reaped, "instance deregistered");
                     self.notifier.remove(url, *id);
                     self.probers.stop(*id);
                 }
                 Event::StateChanged { id, url, from, to } => {
-                    tracing::info!(%url, id, from = from.as_str(), to = to.as_str(), "instance state changed");
+                    let public = core.catalog().current(url, *id).map(|i| i.instance_id.clone());
+                    tracing::info!(
+                        %url,
+                        instance = public.as_deref().unwrap_or("-"),
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        "instance state changed"
+                    );
                     if *to == InstanceState::Passing {
                         // It may have missed patches while it was failing: bring it up to date.
                         self.notifier.wake(std::iter::once(url.as_str()));

@@ -98,7 +98,7 @@ async fn serve_with(
         tokens,
         metrics,
         resolver,
-        shutdown.clone(),
+        (shutdown.clone(), None),
     ));
     Running {
         url,

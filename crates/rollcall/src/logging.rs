@@ -22,3 +22,24 @@ pub fn init(shipping: Option<&LogShipping>) {
         .with(shipping.map(LogShipping::layer))
         .init();
 }
+
+/// The records `shipping` takes, handed over one by one to a receiver a service without the
+/// client runtime reads (the registry), until the process ends.
+pub fn own_records(shipping: &LogShipping) -> Option<tokio::sync::mpsc::Receiver<rollcall_wire::LogRecord>> {
+    let mut own = shipping.take_records()?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        loop {
+            let batch = own.next_batch(256).await;
+            if batch.is_empty() {
+                return;
+            }
+            for record in batch {
+                if sender.send(record).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Some(receiver)
+}

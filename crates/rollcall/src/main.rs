@@ -70,20 +70,27 @@ struct LogsCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The grading service and the portal also ship their records to the log service.
+    // Every service keeps its own records in the log store: the grading service and the portal
+    // ship them, the log service writes its own into its store, the registry ships its own
+    // with its audit trail.
     let shipping = match &cli.command {
         Command::Grades(_) => Some(logging::shipping(rollcall_grades::SERVICE_NAME)),
         Command::Portal(_) => Some(logging::shipping(rollcall_portal::SERVICE_NAME)),
+        Command::Logs(logs) if logs.action.is_none() => Some(logging::shipping(rollcall_logs::SERVICE_NAME)),
+        Command::Registry(_) => Some(logging::shipping(rollcall_registry::AUDIT_SERVICE)),
         _ => None,
     };
     logging::init(shipping.as_ref());
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         match cli.command {
-            Command::Registry(config) => serve("registry", |stop| rollcall_registry::start(config, stop)).await,
+            Command::Registry(config) => {
+                let own = shipping.as_ref().and_then(logging::own_records);
+                serve("registry", |stop| rollcall_registry::start_with_logs(config, stop, own)).await
+            }
             Command::Logs(logs) => match logs.action {
                 Some(action) => logs_cli::run(action).await,
-                None => serve("logs", |stop| rollcall_logs::start(logs.serve, stop, None)).await,
+                None => serve("logs", |stop| rollcall_logs::start(logs.serve, stop, shipping)).await,
             },
             Command::Grades(config) => serve("grades", |stop| rollcall_grades::start(config, stop, shipping)).await,
             Command::Portal(config) => serve("portal", |stop| rollcall_portal::start(config, stop, shipping)).await,

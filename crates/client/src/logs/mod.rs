@@ -151,6 +151,18 @@ impl LogShipping {
         self.shared.shipped.load(Ordering::Relaxed)
     }
 
+    /// Takes the records out of this shipping, for a service that keeps them itself (the log
+    /// service writes its own into its store; the registry ships its own beside its audit
+    /// trail) instead of a shipper sending them. `None` when a shipper or an earlier call took
+    /// them already.
+    pub fn take_records(&self) -> Option<OwnRecords> {
+        let receiver = lock(&self.shared.receiver).take()?;
+        Some(OwnRecords {
+            receiver,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
     /// Starts the shipper. Only the first call starts one; later calls return `None`.
     pub(crate) fn start(&self, providers: Providers, http: reqwest::Client) -> Option<Shipper> {
         let receiver = lock(&self.shared.receiver).take()?;
@@ -166,6 +178,39 @@ impl LogShipping {
             task: tokio::spawn(shipper.run(receiver)),
             stop,
         })
+    }
+}
+
+/// The records of a [`LogShipping`] a service keeps itself ([`LogShipping::take_records`]).
+pub struct OwnRecords {
+    receiver: mpsc::Receiver<Record>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for OwnRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnRecords")
+            .field("service", &self.shared.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OwnRecords {
+    /// Waits for the next record, then takes up to `max` (those already waiting), as the
+    /// log service's batch API takes them; empty once nothing can send any more.
+    pub async fn next_batch(&mut self, max: usize) -> Vec<rollcall_wire::LogRecord> {
+        let Some(first) = self.receiver.recv().await else {
+            return Vec::new();
+        };
+        let mut batch = vec![first.to_wire(&self.shared.service)];
+        while batch.len() < max {
+            match self.receiver.try_recv() {
+                Ok(record) => batch.push(record.to_wire(&self.shared.service)),
+                Err(_) => break,
+            }
+        }
+        self.shared.shipped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        batch
     }
 }
 

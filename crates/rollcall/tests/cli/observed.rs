@@ -1,7 +1,7 @@
 //! Every service observed: a real Prometheus (Debian's, installed by `scripts/install test`)
 //! finds the four services through the registry's HTTP service discovery, with the
 //! `prometheus.yml` of docs/examples, scrapes each one's `/metrics`, and follows an instance
-//! that leaves.
+//! that leaves; and the registry and the log service keep their own records in the log store.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -134,6 +134,28 @@ async fn prometheus_discovers_and_scrapes_every_service_through_the_registry_and
             (!targets.iter().any(|(_, id, _)| *id == portal_id)).then_some(())
         },
     )
+    .await;
+
+    // The registry and the log service keep their own records in the log store too (the log
+    // service without a loop through HTTP), the registry naming the instance by its API id.
+    let records = |query: &str| {
+        let url = format!("{}/v1/records?{query}", urls["logs"]);
+        async move {
+            let page: rollcall_wire::RecordPage = get_json(&url).await?;
+            Some(page.records)
+        }
+    };
+    eventually("the registry's own records in the log store", DEADLINE, || async {
+        let own = records("service=registry&contains=instance%20deregistered").await?;
+        own.iter()
+            .any(|r| r.fields.get("instance").and_then(Value::as_str) == Some(portal_id.as_str()))
+            .then_some(())
+    })
+    .await;
+    eventually("the log service's own records in its store", DEADLINE, || async {
+        let own = records("service=LogService").await?;
+        (!own.is_empty()).then_some(())
+    })
     .await;
     drop(up);
 }
