@@ -1,12 +1,12 @@
 //! The subset of Loki's query API that Grafana's Loki data source and `logcli` read with:
 //! `GET /loki/api/v1/query_range` and `query` (log queries in the LogQL of `crate::logql`),
-//! `labels`, `label/{name}/values`, and the live `tail` over a WebSocket. Streams are keyed by
+//! `labels`, `label/{name}/values`, `series`, and the live `tail` over a WebSocket. Streams are keyed by
 //! service and level: each result stream's labels are `service` (and `service_name`, as Loki
 //! names it) and `level`.
 //!
 //! Times (`start`, `end`, `time`) are read as everywhere (`crate::timestamp`: RFC 3339 or an
 //! epoch count, Loki's nanoseconds included); `since` is a duration before `end`. The label
-//! listings look at the newest [`LABEL_SCAN`] records of the range.
+//! and series listings look at the newest [`LABEL_SCAN`] records of the range.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -40,6 +40,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/loki/api/v1/query", get(log_query))
         .route("/loki/api/v1/tail", get(tail))
         .route("/loki/api/v1/labels", get(labels))
+        .route("/loki/api/v1/series", get(series))
         .route("/loki/api/v1/label/{name}/values", get(label_values))
 }
 
@@ -275,6 +276,49 @@ async fn labels(
         names.extend(shown.fields.into_iter().map(|(name, _)| name));
     }
     Ok(Json(json!({"status": "success", "data": names})))
+}
+
+/// The streams (service and level) of the range's records that match any of the `match[]`
+/// selectors (every stream without one).
+async fn series(
+    State(state): State<AppState>,
+    _reader: Reader,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    // `match[]` repeats: read the pairs as they come.
+    let pairs: Vec<(String, String)> = reqwest::Url::parse(&format!("http://query/?{}", raw.unwrap_or_default()))
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
+        .query_pairs()
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    let value = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let selectors = pairs
+        .iter()
+        .filter(|(name, _)| name == "match[]" || name == "match")
+        .map(|(_, text)| crate::logql::parse(text).map_err(|why| ApiError::bad_request("invalid_logql", why)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let range = LabelParams {
+        start: value("start"),
+        end: value("end"),
+        since: value("since"),
+    };
+    let mut streams = BTreeSet::new();
+    for shown in recent(&state, range).await? {
+        let record = crate::logql::Record {
+            service: &shown.service,
+            level: shown.level,
+            message: &shown.message,
+            fields: &shown.fields,
+        };
+        if selectors.is_empty() || selectors.iter().any(|query| query.matches(&record)) {
+            streams.insert((shown.service, shown.level));
+        }
+    }
+    let data: Vec<Value> = streams
+        .into_iter()
+        .map(|(service, level)| json!({"service": service, "service_name": service, "level": level.to_string()}))
+        .collect();
+    Ok(Json(json!({"status": "success", "data": data})))
 }
 
 /// The values label `name` takes in the range's records.

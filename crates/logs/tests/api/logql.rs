@@ -155,6 +155,31 @@ async fn labels_and_their_values_list_what_the_records_carry() {
     assert_eq!(services, json!(["GradingService", "Portal"]));
     let routes = get(format!("{}/loki/api/v1/label/route/values?{range}", logs.url)).await;
     assert_eq!(routes, json!(["/grades", "/students"]));
+    // Series: the streams of the records any match[] selects.
+    let series = get(format!(
+        "{}/loki/api/v1/series?{range}&match[]=%7Blevel%3D%22error%22%7D&match[]=%7Broute%3D%22%2Fgrades%22%7D",
+        logs.url
+    ))
+    .await;
+    let streams: Vec<(String, String)> = series
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|s| {
+            (
+                s["service"].as_str().expect("service").to_owned(),
+                s["level"].as_str().expect("level").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            ("GradingService".to_owned(), "info".to_owned()),
+            ("GradingService".to_owned(), "error".to_owned()),
+            ("Portal".to_owned(), "error".to_owned()),
+        ]
+    );
 }
 
 #[tokio::test]
