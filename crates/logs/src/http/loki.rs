@@ -1,8 +1,8 @@
 //! The subset of Loki's query API that Grafana's Loki data source and `logcli` read with:
 //! `GET /loki/api/v1/query_range` and `query` (log queries in the LogQL of `crate::logql`),
-//! `labels`, `label/{name}/values`, `series`, and the live `tail` over a WebSocket. Streams are keyed by
-//! service and level: each result stream's labels are `service` (and `service_name`, as Loki
-//! names it) and `level`.
+//! `labels`, `label/{name}/values`, `series`, and the live `tail` over a WebSocket. A result
+//! stream's labels are `service` (and `service_name`, as Loki names it), `level`, and the
+//! record's fields with text values (see [`Shown::stream`]).
 //!
 //! Times (`start`, `end`, `time`) are read as everywhere (`crate::timestamp`: RFC 3339 or an
 //! epoch count, Loki's nanoseconds included); `since` is a duration before `end`. The label
@@ -114,25 +114,20 @@ async fn streams(state: &AppState, params: &RangeParams) -> Result<Json<Value>, 
     };
     let filter = Filter::of_logql(query, Some(start), Some(end));
     let page = run_query(&state.store, filter, order, None, limit).await?;
-    let mut streams: BTreeMap<(String, Level), Vec<[String; 2]>> = BTreeMap::new();
+    let mut streams: BTreeMap<BTreeMap<String, String>, Vec<[String; 2]>> = BTreeMap::new();
     for (_, record) in page.records {
         let Ok(shown) = serde_json::from_slice::<Shown>(&record) else {
             continue;
         };
         let at = crate::timestamp::parse(&shown.time).unwrap_or_default();
         streams
-            .entry((shown.service, shown.level))
+            .entry(shown.stream())
             .or_default()
             .push([at.to_string(), shown.message]);
     }
     let result: Vec<Value> = streams
         .into_iter()
-        .map(|((service, level), values)| {
-            json!({
-                "stream": {"service": service, "service_name": service, "level": level.to_string()},
-                "values": values,
-            })
-        })
+        .map(|(stream, values)| json!({"stream": stream, "values": values}))
         .collect();
     Ok(Json(json!({
         "status": "success",
@@ -203,7 +198,7 @@ async fn follow(mut socket: axum::extract::ws::WebSocket, mut tail: super::tail:
                 let at = crate::timestamp::parse(&shown.time).unwrap_or_default();
                 json!({
                     "streams": [{
-                        "stream": {"service": shown.service, "service_name": shown.service, "level": shown.level.to_string()},
+                        "stream": shown.stream(),
                         "values": [[at.to_string(), shown.message]],
                     }],
                     "dropped_entries": [],
@@ -218,6 +213,23 @@ async fn follow(mut socket: axum::extract::ws::WebSocket, mut tail: super::tail:
         if socket.send(Message::Text(message.to_string().into())).await.is_err() {
             return;
         }
+    }
+}
+
+impl Shown {
+    /// The labels of the record's stream: `service` (also as `service_name`), `level`, and each
+    /// field with a text value (a shipper's labels and structured metadata, OTLP's string
+    /// attributes: the store keeps them alike).
+    fn stream(&self) -> BTreeMap<String, String> {
+        let mut labels: BTreeMap<String, String> = self
+            .fields
+            .iter()
+            .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.to_owned())))
+            .collect();
+        labels.insert("service".to_owned(), self.service.clone());
+        labels.insert("service_name".to_owned(), self.service.clone());
+        labels.insert("level".to_owned(), self.level.to_string());
+        labels
     }
 }
 
@@ -302,7 +314,7 @@ async fn series(
         end: value("end"),
         since: value("since"),
     };
-    let mut streams = BTreeSet::new();
+    let mut streams: BTreeSet<BTreeMap<String, String>> = BTreeSet::new();
     for shown in recent(&state, range).await? {
         let record = crate::logql::Record {
             service: &shown.service,
@@ -311,14 +323,10 @@ async fn series(
             fields: &shown.fields,
         };
         if selectors.is_empty() || selectors.iter().any(|query| query.matches(&record)) {
-            streams.insert((shown.service, shown.level));
+            streams.insert(shown.stream());
         }
     }
-    let data: Vec<Value> = streams
-        .into_iter()
-        .map(|(service, level)| json!({"service": service, "service_name": service, "level": level.to_string()}))
-        .collect();
-    Ok(Json(json!({"status": "success", "data": data})))
+    Ok(Json(json!({"status": "success", "data": streams})))
 }
 
 /// The values label `name` takes in the range's records.

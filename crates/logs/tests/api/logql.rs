@@ -64,18 +64,27 @@ async fn query_range_answers_logql_in_streams_by_service_and_level() {
     let logs = TestLogs::spawn().await;
     known(&logs).await;
 
+    // Streams are keyed by service, level and the records' text fields.
     let errors = query_range(&logs, r#"{service="GradingService", level=~"warn|error"}"#).await;
-    assert_eq!(errors.len(), 2, "an error stream and a warn stream: {errors:?}");
-    let error = errors
+    let mut keys: Vec<(String, String)> = errors
         .iter()
-        .find(|(labels, _)| labels["level"] == "error")
-        .expect("errors");
-    assert_eq!(error.0["service_name"], "GradingService");
+        .map(|(labels, _)| {
+            assert_eq!(labels["service_name"], "GradingService");
+            let label = |name: &str| labels[name].as_str().unwrap_or("-").to_owned();
+            (label("level"), label("route"))
+        })
+        .collect();
+    keys.sort();
     assert_eq!(
-        error.1,
-        ["disk full", r#"{"status":503,"path":"/students/7"}"#],
-        "newest first"
+        keys,
+        [
+            ("error".to_owned(), "-".to_owned()),
+            ("error".to_owned(), "/students".to_owned()),
+            ("warn".to_owned(), "-".to_owned())
+        ]
     );
+    let lines: Vec<&String> = errors.iter().flat_map(|(_, lines)| lines).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
 
     let cases: [(&str, &[&str]); 6] = [
         (
@@ -161,25 +170,24 @@ async fn labels_and_their_values_list_what_the_records_carry() {
         logs.url
     ))
     .await;
-    let streams: Vec<(String, String)> = series
+    let mut streams: Vec<(String, String, String)> = series
         .as_array()
         .expect("streams")
         .iter()
         .map(|s| {
-            (
-                s["service"].as_str().expect("service").to_owned(),
-                s["level"].as_str().expect("level").to_owned(),
-            )
+            let label = |name: &str| s[name].as_str().unwrap_or("-").to_owned();
+            (label("service"), label("level"), label("route"))
         })
         .collect();
-    assert_eq!(
-        streams,
-        [
-            ("GradingService".to_owned(), "info".to_owned()),
-            ("GradingService".to_owned(), "error".to_owned()),
-            ("Portal".to_owned(), "error".to_owned()),
-        ]
-    );
+    streams.sort();
+    let expected = [
+        ("GradingService", "error", "-"),
+        ("GradingService", "error", "/students"),
+        ("GradingService", "info", "/grades"),
+        ("Portal", "error", "-"),
+    ]
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    assert_eq!(streams, expected);
 }
 
 #[tokio::test]
