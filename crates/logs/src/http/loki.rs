@@ -36,8 +36,8 @@ const LABEL_SCAN: usize = 10_000;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/loki/api/v1/query_range", get(log_query))
-        .route("/loki/api/v1/query", get(log_query))
+        .route("/loki/api/v1/query_range", get(query_range))
+        .route("/loki/api/v1/query", get(query_instant))
         .route("/loki/api/v1/tail", get(tail))
         .route("/loki/api/v1/labels", get(labels))
         .route("/loki/api/v1/series", get(series))
@@ -54,6 +54,8 @@ struct RangeParams {
     since: Option<String>,
     limit: Option<usize>,
     direction: Option<String>,
+    /// For metric queries: the distance between points (`15s`, or seconds).
+    step: Option<String>,
 }
 
 impl RangeParams {
@@ -83,23 +85,112 @@ fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-/// `query_range`, and `query`: a log query at `time` looks back over the default range (Loki
-/// refuses log queries there; `logcli` without `--since` and some panels send them).
-async fn log_query(
+/// `query_range`: a log query's streams, or a metric query's series at each step.
+async fn query_range(
     State(state): State<AppState>,
     _reader: Reader,
     query: Result<Query<RangeParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    streams(&state, &params(query)?).await
+    answer(&state, &params(query)?, false).await
 }
 
-/// The matching entries, grouped into streams by service and level, in the asked direction.
-async fn streams(state: &AppState, params: &RangeParams) -> Result<Json<Value>, ApiError> {
+/// `query`: a metric query's series at `time`; a log query looks back over the default range
+/// from `time` (Loki refuses log queries here; `logcli` and some panels send them).
+async fn query_instant(
+    State(state): State<AppState>,
+    _reader: Reader,
+    query: Result<Query<RangeParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    answer(&state, &params(query)?, true).await
+}
+
+async fn answer(state: &AppState, params: &RangeParams, instant: bool) -> Result<Json<Value>, ApiError> {
     let text = params
         .query
         .as_deref()
-        .ok_or_else(|| ApiError::bad_request("invalid_query", "query= is required: a LogQL log query"))?;
-    let query = crate::logql::parse(text).map_err(|why| ApiError::bad_request("invalid_logql", why))?;
+        .ok_or_else(|| ApiError::bad_request("invalid_query", "query= is required: a LogQL query"))?;
+    match crate::logql::parse_expr(text).map_err(|why| ApiError::bad_request("invalid_logql", why))? {
+        crate::logql::Expr::Log(query) => streams(state, params, query).await,
+        crate::logql::Expr::Metric(metric) => series_over_time(state, params, &metric, instant).await,
+    }
+}
+
+/// The records a metric query may count: past these it is refused, so that its answer is
+/// bounded (narrow the selector or the range).
+const MAX_METRIC_RECORDS: usize = 100_000;
+/// The most points of one series.
+const MAX_STEPS: i64 = 11_000;
+
+/// A metric query's series: at every step from `start` to `end` (`instant`: at `end` only).
+async fn series_over_time(
+    state: &AppState,
+    params: &RangeParams,
+    metric: &crate::logql::Metric,
+    instant: bool,
+) -> Result<Json<Value>, ApiError> {
+    let (start, end) = params.range()?;
+    let start = if instant { end } else { start };
+    let step = match params.step.as_deref() {
+        Some(text) => match text.parse::<f64>() {
+            // Whole nanoseconds of a step in seconds; checked below.
+            #[allow(clippy::cast_possible_truncation)]
+            Ok(seconds) if seconds > 0.0 => (seconds * 1e9) as i64,
+            _ => i64::try_from(
+                humantime::parse_duration(text)
+                    .map_err(|e| ApiError::bad_request("invalid_query", format!("step={text:?}: {e}")))?
+                    .as_nanos(),
+            )
+            .unwrap_or(i64::MAX),
+        },
+        None => ((end - start) / 250).max(1_000_000_000),
+    };
+    if step <= 0 || (end - start) / step > MAX_STEPS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("at most {MAX_STEPS} points: a longer step or a shorter range"),
+        ));
+    }
+    let range = i64::try_from(metric.range.as_nanos()).unwrap_or(i64::MAX);
+    let filter = Filter::of_logql(metric.query.clone(), Some(start.saturating_sub(range)), Some(end + 1));
+    let page = run_query(&state.store, filter, Order::OldestFirst, None, MAX_METRIC_RECORDS).await?;
+    if page.next_cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "too_many_records",
+            format!("the query counts more than {MAX_METRIC_RECORDS} records: narrow its selector or range"),
+        ));
+    }
+    let mut series: BTreeMap<BTreeMap<String, String>, Vec<i64>> = BTreeMap::new();
+    for (_, record) in page.records {
+        if let Ok(shown) = serde_json::from_slice::<Shown>(&record) {
+            let at = crate::timestamp::parse(&shown.time).unwrap_or_default();
+            series.entry(metric.series_of(shown.stream())).or_default().push(at);
+        }
+    }
+    #[allow(clippy::cast_precision_loss)] // seconds since 1970 fit an f64's 52 bits
+    let seconds = |t: i64| t as f64 / 1e9;
+    let result: Vec<Value> = series
+        .into_iter()
+        .filter_map(|(labels, mut times)| {
+            times.sort_unstable();
+            let points = metric.points(&times, (0..).map(|n| start + n * step).take_while(|t| *t <= end));
+            let mut points = points.into_iter().map(|(t, v)| json!([seconds(t), v.to_string()]));
+            if instant {
+                let value = points.next()?;
+                Some(json!({"metric": labels, "value": value}))
+            } else {
+                let values: Vec<Value> = points.collect();
+                (!values.is_empty()).then(|| json!({"metric": labels, "values": values}))
+            }
+        })
+        .collect();
+    let kind = if instant { "vector" } else { "matrix" };
+    Ok(Json(
+        json!({"status": "success", "data": {"resultType": kind, "result": result, "stats": {}}}),
+    ))
+}
+
+/// A log query's entries, grouped into streams, in the asked direction.
+async fn streams(state: &AppState, params: &RangeParams, query: crate::logql::Query) -> Result<Json<Value>, ApiError> {
     let (start, end) = params.range()?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let order = match params.direction.as_deref() {
@@ -170,6 +261,7 @@ async fn tail(
         since: None,
         limit: None,
         direction: None,
+        step: None,
     }
     .range()?
     .0;
@@ -261,6 +353,7 @@ async fn recent(state: &AppState, params: LabelParams) -> Result<Vec<Shown>, Api
         since: params.since,
         limit: None,
         direction: None,
+        step: None,
     };
     let (start, end) = range.range()?;
     let filter = Filter {

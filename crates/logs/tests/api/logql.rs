@@ -127,7 +127,8 @@ async fn query_range_answers_logql_in_streams_by_service_and_level() {
 async fn unsupported_logql_is_a_400_naming_the_part() {
     let logs = TestLogs::spawn().await;
     for (query, named) in [
-        (r#"sum(count_over_time({service="A"}[5m]))"#, "sum"),
+        (r#"avg_over_time({service="A"}[5m])"#, "avg_over_time"),
+        (r#"sum without (level) (rate({service="A"}[5m]))"#, "without"),
         (r#"{service="A"} | line_format "{{.x}}""#, "line_format"),
         ("service=A", "stream selector"),
     ] {
@@ -235,4 +236,80 @@ async fn the_websocket_tail_sends_the_last_matches_then_each_new_one() {
         .await
         .expect_err("refused");
     assert!(refused.to_string().contains("400"), "{refused}");
+}
+
+/// `GET /loki/api/v1/{path}` with `pairs`: the answer's `data`.
+async fn loki_data(logs: &TestLogs, path: &str, pairs: &[(&str, &str)]) -> Value {
+    let answer = logs
+        .http
+        .get(format!("{}/loki/api/v1/{path}", logs.url))
+        .query(pairs)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.expect("JSON");
+    body["data"].clone()
+}
+
+#[tokio::test]
+async fn metric_queries_count_records_per_step_and_sum_them_by_label() {
+    let logs = TestLogs::spawn().await;
+    known(&logs).await;
+    let data = loki_data(
+        &logs,
+        "query_range",
+        &[
+            ("query", r#"sum by (level) (count_over_time({service=~".+"}[10s]))"#),
+            ("start", "2026-12-03T20:00:00Z"),
+            ("end", "2026-12-03T20:00:10Z"),
+            ("step", "5s"),
+        ],
+    )
+    .await;
+    assert_eq!(data["resultType"], "matrix");
+    let mut series: Vec<(String, Vec<(f64, String)>)> = data["result"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|s| {
+            let points = s["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|p| {
+                    (
+                        p[0].as_f64().expect("seconds"),
+                        p[1].as_str().expect("a value").to_owned(),
+                    )
+                })
+                .collect();
+            (s["metric"]["level"].as_str().expect("level").to_owned(), points)
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    let at = |offset: f64| 1_796_328_000.0 + offset;
+    let two = |a: &str, b: &str| vec![(at(5.0), a.to_owned()), (at(10.0), b.to_owned())];
+    assert_eq!(
+        series,
+        [
+            ("error".to_owned(), two("2", "3")),
+            ("info".to_owned(), two("2", "2")),
+            ("warn".to_owned(), two("1", "1")),
+        ],
+        "no point where nothing came (20:00:00)"
+    );
+
+    let instant = loki_data(
+        &logs,
+        "query",
+        &[
+            ("query", r#"sum(rate({service="Portal"}[1m]))"#),
+            ("time", "2026-12-03T20:00:06Z"),
+        ],
+    )
+    .await;
+    assert_eq!(instant["resultType"], "vector");
+    let value = &instant["result"][0]["value"];
+    assert_eq!(value[1], json!((2.0_f64 / 60.0).to_string()), "two records a minute");
 }

@@ -14,12 +14,16 @@
 //! - label filters `| name op "value"` (the four string operators) and `| name op number`
 //!   (`==`, `!=`, `>`, `>=`, `<`, `<=`), a missing or non-numeric label failing a numeric one.
 //!
-//! Anything else (metric queries such as `count_over_time`, `line_format`, `unwrap`, `and`/`or`
-//! between label filters...) is refused with an error naming the unsupported part. Strings are
+//! Metric queries (`count_over_time` and `rate`, under `sum`) are in `metric`, answered by
+//! Loki's query endpoints only. Anything else (`line_format`, `unwrap`, `and`/`or` between
+//! label filters...) is refused with an error naming the unsupported part. Strings are
 //! double-quoted with `\"` and `\\` escapes, or in backticks, raw.
 
 use std::collections::BTreeMap;
 
+mod metric;
+
+pub(crate) use metric::{Expr, Metric, parse_expr};
 use regex::Regex;
 use rollcall_wire::Level;
 use serde_json::Value;
@@ -242,9 +246,19 @@ fn unquote(text: &str) -> (String, usize) {
 /// Why a query cannot be read.
 pub(crate) type ParseError = String;
 
-/// Reads `text` as the supported LogQL.
+/// Reads `text` as a log query of the supported LogQL.
 pub(crate) fn parse(text: &str) -> Result<Query, ParseError> {
     let mut parser = Parser { rest: text.trim() };
+    let query = log_query(&mut parser)?;
+    parser.skip_space();
+    if !parser.rest.is_empty() {
+        return Err(parser.expected("the end of the query"));
+    }
+    Ok(query)
+}
+
+/// A log query at the start of `parser`, up to its end or a range (`[5m]`).
+fn log_query(parser: &mut Parser<'_>) -> Result<Query, ParseError> {
     if !parser.rest.starts_with('{') {
         let word: String = parser
             .rest
@@ -253,7 +267,7 @@ pub(crate) fn parse(text: &str) -> Result<Query, ParseError> {
             .collect();
         let call = parser.rest[word.len()..].trim_start().starts_with('(');
         return Err(if call {
-            format!("unsupported: {word} (metric queries are not supported; send a log query, {{...}} |= ...)")
+            format!("unsupported here: {word} (metric queries are answered by /loki/api/v1/query_range and query)")
         } else {
             "a query begins with a stream selector, {service=\"...\"}".to_owned()
         });
@@ -285,7 +299,7 @@ pub(crate) fn parse(text: &str) -> Result<Query, ParseError> {
     let mut stages = Vec::new();
     loop {
         parser.skip_space();
-        if parser.rest.is_empty() {
+        if parser.rest.is_empty() || parser.rest.starts_with(['[', ')']) {
             break;
         }
         let line_op = ["|=", "!=", "|~", "!~"].into_iter().find(|op| parser.eat(op));
