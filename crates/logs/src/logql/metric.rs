@@ -115,17 +115,10 @@ fn range_function(parser: &mut Parser<'_>) -> Result<(Query, Duration, bool), Pa
     } else if parser.eat("rate") {
         true
     } else {
-        let word: String = parser
-            .rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let call = parser.rest[word.len()..].trim_start().starts_with('(');
-        return Err(if call {
-            format!("unsupported: {word} (the metric queries supported are count_over_time and rate, under sum)")
-        } else {
-            "a query begins with a stream selector, {service=\"...\"}, or count_over_time( or rate(".to_owned()
-        });
+        return Err(parser.not_a_start(
+            "the metric queries supported are count_over_time and rate, under sum",
+            "a query begins with a stream selector, {service=\"...\"}, or count_over_time( or rate(",
+        ));
     };
     parser.skip_space();
     if !parser.eat("(") {

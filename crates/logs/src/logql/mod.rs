@@ -260,17 +260,10 @@ pub(crate) fn parse(text: &str) -> Result<Query, ParseError> {
 /// A log query at the start of `parser`, up to its end or a range (`[5m]`).
 fn log_query(parser: &mut Parser<'_>) -> Result<Query, ParseError> {
     if !parser.rest.starts_with('{') {
-        let word: String = parser
-            .rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let call = parser.rest[word.len()..].trim_start().starts_with('(');
-        return Err(if call {
-            format!("unsupported here: {word} (metric queries are answered by /loki/api/v1/query_range and query)")
-        } else {
-            "a query begins with a stream selector, {service=\"...\"}".to_owned()
-        });
+        return Err(parser.not_a_start(
+            "metric queries are answered by /loki/api/v1/query_range and query",
+            "a query begins with a stream selector, {service=\"...\"}",
+        ));
     }
     parser.rest = &parser.rest[1..];
     let mut matchers = Vec::new();
@@ -372,6 +365,21 @@ impl Parser<'_> {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Why a query cannot begin here: an unsupported function (`why_not` says more), or
+    /// something else (`expected`).
+    fn not_a_start(&self, why_not: &str, expected: &str) -> ParseError {
+        let word: String = self
+            .rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if self.rest[word.len()..].trim_start().starts_with('(') {
+            format!("unsupported: {word} ({why_not})")
+        } else {
+            expected.to_owned()
         }
     }
 
