@@ -2,9 +2,11 @@
 //! Along the catalog's seams: here registration, health and indexes; `ownership` who may change
 //! what; `restore` what survives a restart and what a subscriber holds; `checks` the checks an
 //! instance may choose (TTL renewals and expiries, its own tries); `replica` changes other
-//! registry nodes made, taken in.
+//! registry nodes made, taken in; `model` every rule at once, against a reference model, over
+//! random sequences of changes and restarts (proptest).
 
 mod checks;
+mod model;
 mod ownership;
 mod replica;
 mod restore;
