@@ -13,6 +13,7 @@ mod health;
 mod instances;
 mod listing;
 mod metrics;
+mod model;
 mod notify;
 mod registration;
 mod restart;
