@@ -75,6 +75,11 @@ pub struct StoredInstance {
     /// Taken out of rotation (`drain`): it comes back draining after a restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// Critical when last stored: it comes back critical after a restart (its dependents were
+    /// told it is gone) until a probe passes. Kept by the embedded store only: over etcd the
+    /// shared health says it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub critical: bool,
     /// Where it is sent configuration releases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_url: Option<String>,
@@ -103,6 +108,7 @@ impl StoredInstance {
             registrant: Registrant::default(),
             check: Check::default(),
             draining: false,
+            critical: false,
             config_url: None,
             health: None,
             checked_at: None,
@@ -229,6 +235,7 @@ impl Instance {
             registrant: self.registrant.clone(),
             check: self.check,
             draining: self.state == InstanceState::Draining,
+            critical: self.state == InstanceState::Critical,
             config_url: self.config_url.clone(),
             ..StoredInstance::new(self.instance_id.clone(), self.registration.clone(), self.registered_at)
         }

@@ -27,8 +27,10 @@
 //! - a probe is any check's outcome: an HTTP or TCP probe, a TTL renewal (passing) or a TTL
 //!   that ran out (failing); only the instance's owner renews it, and only a TTL-checked one;
 //!   an instance is critical after its check's tries (the policy's when it gives none);
-//! - what survives a restart is each registration and whether it was drained; health is probed
-//!   again (unless health is shared between nodes: then every state change is stored too);
+//! - what survives a restart is each registration, whether it was drained, and whether it was
+//!   critical (so that a restart never takes for held an instance its dependents were told is
+//!   gone); health is probed again (unless health is shared between nodes: then every state
+//!   change is stored too);
 //! - every [`Event::Registered`] says what the new subscriber already holds: what its
 //!   registration delivered, or after a restore what the restored catalog offers it, so that
 //!   a restart announces nothing by itself.
@@ -271,6 +273,7 @@ impl Catalog {
                 state: match (instance.draining, instance.health) {
                     (true, _) => InstanceState::Draining,
                     (false, Some(state)) if self.shares_health => state,
+                    (false, _) if instance.critical && !self.shares_health => InstanceState::Critical,
                     (false, _) => InstanceState::Passing,
                 },
                 registered_at: instance.registered_at,
@@ -308,8 +311,13 @@ impl Catalog {
                     ops.extend(self.shared_health(url));
                 }
                 Event::StateChanged { url, from, to, .. } => {
-                    // Drained or undrained: the one state stored with the registration.
-                    if *from == InstanceState::Draining || *to == InstanceState::Draining {
+                    // Drained or undrained: stored with the registration; so is critical, in the
+                    // embedded store (over etcd the shared health says it), so that a restart
+                    // does not take for held an instance its dependents were told is gone.
+                    let kept = |state: &InstanceState| {
+                        *state == InstanceState::Draining || (*state == InstanceState::Critical && !self.shares_health)
+                    };
+                    if kept(from) || kept(to) {
                         ops.extend(self.instances.get(url).map(|i| StoreOp::Put(i.stored())));
                     }
                     ops.extend(self.shared_health(url));

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use rollcall_testkit::{DEADLINE, FakeService, TestRegistry, eventually};
+use axum::http::StatusCode;
+use rollcall_testkit::{DEADLINE, FakeService, HeartbeatMode, TestRegistry, eventually};
 use rollcall_wire::InstanceState;
 
 use super::register;
@@ -95,4 +96,33 @@ async fn a_drained_instance_is_still_drained_after_a_restart() {
     let restored = registry.instance("GradingService", &grades.url).await.expect("listed");
     assert_eq!(restored.state, InstanceState::Draining);
     assert!(portal.providers().is_empty(), "the restart announced it again");
+}
+
+#[tokio::test]
+async fn a_provider_critical_at_a_restart_that_answers_again_after_it_is_sent_to_its_dependents_again() {
+    let registry = TestRegistry::spawn().await;
+    let dependent = FakeService::spawn("D", &["P"]).await;
+    register(&registry, &dependent).await;
+    let provider = FakeService::spawn("P", &[]).await;
+    register(&registry, &provider).await;
+    dependent.wait_for_providers(&BTreeSet::from([provider.entry()])).await;
+    provider.set_heartbeat(HeartbeatMode::Failing(StatusCode::SERVICE_UNAVAILABLE));
+    dependent.wait_for_providers(&BTreeSet::new()).await;
+
+    // It answers again while the registry restarts: the restarted registry must not take for
+    // held what its dependent was told is gone (found by the model test, `model.rs`).
+    provider.set_heartbeat(HeartbeatMode::Healthy);
+    let registry = registry.restart().await;
+    let restored = registry
+        .get("/v1/services/P")
+        .await
+        .json::<rollcall_wire::ServiceView>()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        restored.instances.first().map(|i| i.state),
+        Some(InstanceState::Critical),
+        "critical until a probe passes"
+    );
+    dependent.wait_for_providers(&BTreeSet::from([provider.entry()])).await;
 }

@@ -3,6 +3,7 @@
 
 mod config;
 mod durability;
+mod faults;
 mod hardening;
 mod logs;
 mod nodes;

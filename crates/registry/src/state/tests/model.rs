@@ -4,7 +4,7 @@
 //! - the registered service URLs are the model's: every accepted registration, minus every
 //!   deregistration and every instance the catalog said it reaped; a restart changes nothing
 //!   (nothing deregistered reappears, nothing registered is lost, a drained instance stays
-//!   drained);
+//!   drained and a critical one critical);
 //! - no instance is listed twice;
 //! - what dependents are given (`providers_of`) is exactly each service's passing and suspect
 //!   instances, and a `ProvidersChanged` event is emitted for a service exactly when that set
@@ -89,13 +89,17 @@ fn listed(c: &Catalog) -> BTreeSet<String> {
     unique
 }
 
-fn drained(c: &Catalog) -> BTreeSet<String> {
-    c.services(false)
-        .into_iter()
-        .flat_map(|s| s.instances)
-        .filter(|i| i.state == InstanceState::Draining)
-        .map(|i| i.url)
-        .collect()
+/// The instances drained, and those critical (both survive a restart).
+fn drained(c: &Catalog) -> [BTreeSet<String>; 2] {
+    let of = |state| {
+        c.services(false)
+            .into_iter()
+            .flat_map(|s| s.instances)
+            .filter(|i| i.state == state)
+            .map(|i| i.url)
+            .collect()
+    };
+    [of(InstanceState::Draining), of(InstanceState::Critical)]
 }
 
 /// The catalog, what it asked to store, and the model beside it.
@@ -116,7 +120,11 @@ impl World {
                 *c = catalog();
                 c.restore(self.disk.values().cloned().collect());
                 assert_eq!(listed(c), urls, "a restart keeps exactly what was registered");
-                assert_eq!(drained(c), drains, "a drained instance stays drained");
+                assert_eq!(
+                    drained(c),
+                    drains,
+                    "a drained instance stays drained, a critical one critical"
+                );
                 Vec::new()
             }
             Step::Register {
