@@ -12,17 +12,9 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::system::{next_line, spawn_up, urls_printed};
 
-/// A loopback port nobody listens on right now (Prometheus cannot tell which port it took).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Prometheus with the documented configuration pointed at `registry`, every interval 1 s;
-/// its API's base URL.
-fn start_prometheus(dir: &Path, registry: &str) -> (tokio::process::Child, String) {
+/// Prometheus with the documented configuration pointed at `registry`, every interval 1 s, on
+/// a port it picks; its API's base URL, read back from its log.
+async fn start_prometheus(dir: &Path, registry: &str) -> (tokio::process::Child, String) {
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../docs/examples/prometheus.yml"
@@ -38,16 +30,31 @@ fn start_prometheus(dir: &Path, registry: &str) -> (tokio::process::Child, Strin
     );
     let file = dir.join("prometheus.yml");
     std::fs::write(&file, config).expect("write the configuration");
-    let address = format!("127.0.0.1:{}", free_port());
-    let child = tokio::process::Command::new("prometheus")
+    let mut child = tokio::process::Command::new("prometheus")
         .arg(format!("--config.file={}", file.display()))
         .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address={address}"))
+        .arg("--web.listen-address=127.0.0.1:0")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("prometheus runs: scripts/install test installs it");
+    // Prometheus logs the port it took: `msg="Listening on" address=127.0.0.1:PORT`.
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let address = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if line.contains("msg=\"Listening on\"")
+                && let Some(address) = line.split("address=").nth(1)
+            {
+                return address.trim().to_owned();
+            }
+        }
+        panic!("prometheus stopped before it listened")
+    })
+    .await
+    .expect("prometheus listens in time");
+    // Keep reading what it logs, so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, format!("http://{address}"))
 }
 
@@ -77,7 +84,7 @@ async fn prometheus_discovers_and_scrapes_every_service_through_the_registry_and
     let mut lines = tokio::io::BufReader::new(up.stdout.take().expect("stdout")).lines();
     let urls = urls_printed(&mut lines, 4).await;
     next_line(&mut lines).await;
-    let (_prometheus, api) = start_prometheus(data.path(), &urls["registry"]);
+    let (_prometheus, api) = start_prometheus(data.path(), &urls["registry"]).await;
 
     let services = ["GradingService", "LogService", "Portal", "Registry"];
     let up_targets = eventually("every service scraped by Prometheus", DEADLINE * 3, || async {
